@@ -1,0 +1,31 @@
+# The README's commands. `make demo` and `make test` install on first use (into .venv) and
+# are quick when nothing changed; CI calls `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench lab clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[dev]'
+	touch $(STAMP)
+
+demo: install
+	$(PY) tutorials/quickstart.py
+
+test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/pytest
+
+bench: install
+	$(PIP) -e '.[dev,bench]'
+	$(PY) benchmarks/registry.py --plot benchmarks/results/registry.png
+
+clean:
+	rm -rf $(VENV)

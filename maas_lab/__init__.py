@@ -1,0 +1,36 @@
+"""maas_lab: a Jupyter-native Model-as-a-Service workbench.
+
+``import maas_lab`` and ``%load_ext maas_lab`` stay light: torch, onnxruntime, transformers
+and accelerate are imported only by the plugins that need them, when they are used.
+The functions of :mod:`maas_lab.api` are available here too (``maas_lab.register(...)``).
+"""
+
+from __future__ import annotations
+
+from .components import Component, Param
+from .hookspecs import hookimpl
+
+__version__ = "0.1.0"
+
+_API = {
+    "alias", "bundle_export", "bundle_import", "fsck", "history", "list_models", "load",
+    "log_metrics", "plugins", "recommend", "register", "registry", "resolve", "search", "show",
+    "tag",
+}  # fmt: skip
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'maas_lab' has no attribute {name!r}")
+
+
+def load_ipython_extension(ipython) -> None:
+    from .magics import MaasMagics
+
+    ipython.register_magics(MaasMagics)
+
+
+__all__ = ["Component", "Param", "__version__", "hookimpl", "load_ipython_extension", *_API]

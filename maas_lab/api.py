@@ -1,0 +1,482 @@
+"""The one Python API that the CLI, the ``%maas`` magics, widgets and the lab extension call.
+
+Each function takes plain Python values, checks them, does the work through the registry
+and the plugins, and returns an object that prints as text and renders as HTML.
+Every function takes ``root=`` to use a registry other than ``$MAAS_LAB_HOME``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from .errors import NotFoundError, UsageError
+from .formats import safetensors_header
+from .plugins import get_plugins
+from .registry import FileSpec, Registry, parse_ref
+from .registry.store import check_source_file
+from .results import Report, Table, human_size, kv_table
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
+PROGRESS_MIN_BYTES = 32 * 1024 * 1024
+_registries: dict[Path, Registry] = {}
+
+
+def registry(root: str | os.PathLike | None = None) -> Registry:
+    """The registry at ``root`` (default ``$MAAS_LAB_HOME`` or ``~/.maas_lab``), kept open."""
+    reg = Registry(root)
+    key = reg.root.resolve()
+    if key not in _registries:
+        _registries[key] = reg
+    return _registries[key]
+
+
+def close_all() -> None:
+    for reg in _registries.values():
+        reg.close()
+    _registries.clear()
+
+
+# ---------------------------------------------------------------------- parsing helpers
+
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+
+
+def parse_size(text: str | int | float) -> int:
+    """``30MB`` -> 30_000_000, ``30MiB`` -> 31_457_280, plain numbers are bytes."""
+    if isinstance(text, int | float):
+        return int(text)
+    m = _SIZE.match(str(text))
+    if not m:
+        raise UsageError(f"Cannot read size {text!r}; write e.g. 30MB, 512kB or 1.5GiB.")
+    unit = (m.group(2) or "").lower()
+    base = unit.rstrip("b").rstrip("i")
+    factor = _UNITS[base] if "i" not in unit else 1024 ** " kmgt".index(base or " ")
+    return int(float(m.group(1)) * factor)
+
+
+def parse_pairs(items, what: str = "tag", numeric: bool = False) -> dict[str, Any]:
+    """``["k=v", "flag"]`` (or a dict) -> ``{"k": "v", "flag": ""}``."""
+    if isinstance(items, dict):
+        return dict(items)
+    out: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, value = str(item).partition("=")
+        key = key.strip()
+        if numeric and not sep:
+            raise UsageError(f"Write {what}s as name=value, e.g. accuracy=0.97; got {item!r}.")
+        out[key] = value.strip()
+    return out
+
+
+def parse_config(config: str | dict | None) -> dict:
+    if config is None or isinstance(config, dict):
+        return dict(config or {})
+    try:
+        value = json.loads(config)
+    except ValueError as exc:
+        raise UsageError(
+            f"--config must be a JSON object, e.g. '{{\"hidden\": 256}}': {exc}."
+        ) from None
+    if not isinstance(value, dict):
+        raise UsageError("--config must be a JSON object, e.g. '{\"hidden\": 256}'.")
+    return value
+
+
+# ---------------------------------------------------------------------- registering
+
+
+def _loader_for(fmt: str):
+    plugins = get_plugins()
+    loaders = plugins.for_format("loader", fmt)
+    if not loaders:
+        known = ", ".join(plugins.formats("loader")) or "none (no loader plugins loaded)"
+        raise UsageError(
+            f"No installed plugin opens format {fmt!r}. Formats with a loader: {known}. "
+            "Install the plugin for it, or check `maas plugins` for plugins that failed to load."
+        )
+    return loaders[0]
+
+
+def _hf_role(name: str) -> str:
+    if name.endswith(".safetensors"):
+        return "weights"
+    if name == "config.json":
+        return "config"
+    if name.startswith(("tokenizer", "vocab", "special_tokens", "merges", "spiece")):
+        return "tokenizer"
+    return "card" if name == "README.md" else "file"
+
+
+def _hf_files(folder: Path) -> list[FileSpec]:
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise UsageError(f"--from-hf {str(folder)!r} is not a folder.")
+    specs = []
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if not path.is_file() or any(p.startswith(".") for p in rel.split("/")):
+            continue
+        if path.suffix in PICKLE_SUFFIXES:
+            raise UsageError(
+                f"{rel} in {folder} holds pickle-format weights; maas_lab never unpickles. "
+                "Remove it and keep the .safetensors weights (transformers saves them with "
+                "save_pretrained(..., safe_serialization=True))."
+            )
+        role = _hf_role(path.name)
+        if role == "weights":
+            safetensors_header(path)
+        specs.append(FileSpec(path, rel, role))
+    if not any(s.role == "weights" for s in specs):
+        raise UsageError(f"{folder} has no .safetensors weights; save the model with safetensors.")
+    return specs
+
+
+def _progress(total: int, label: str):
+    if total < PROGRESS_MIN_BYTES or os.environ.get("MAAS_LAB_PROGRESS", "1") == "0":
+        return None, None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc=label, leave=False)
+    return bar, bar.update
+
+
+def register(
+    name: str,
+    *,
+    from_hf: str | os.PathLike | None = None,
+    from_torch: str | None = None,
+    weights: str | os.PathLike | None = None,
+    config: str | dict | None = None,
+    from_file: str | os.PathLike | None = None,
+    format: str | None = None,
+    task: str | None = None,
+    description: str | None = None,
+    owner: str | None = None,
+    card: str | os.PathLike | None = None,
+    tags=None,
+    metrics=None,
+    root=None,
+) -> Report:
+    """Register a new version of ``name`` from exactly one source.
+
+    - ``from_hf``: a Hugging Face style folder (config, safetensors, tokenizer files);
+    - ``from_torch``: a factory ``module:callable`` with ``config`` (its keyword arguments)
+      and ``weights`` (a safetensors file);
+    - ``from_file``: one file in a format some loader opens (``.onnx``, or give ``format``).
+
+    The matching loader plugin checks the files before anything is stored.
+    """
+    sources = [s for s in (from_hf, from_torch, from_file) if s is not None]
+    if len(sources) != 1:
+        raise UsageError(
+            "Give exactly one of --from-hf DIR, --from-torch FACTORY, --from-file FILE."
+        )
+    stored_config = parse_config(config)
+    card_text = None
+    if card is not None:
+        card_text = check_source_file(Path(card), "Model card").read_text(encoding="utf-8")
+    if from_hf is not None:
+        fmt = format or "hf"
+        files = _hf_files(Path(from_hf))
+        readme = [s for s in files if s.role == "card"]
+        if card_text is None and readme:
+            card_text = readme[0].source.read_text(encoding="utf-8", errors="replace")
+    elif from_torch is not None:
+        fmt = format or "torch"
+        if weights is None:
+            raise UsageError("--from-torch needs --weights FILE.safetensors.")
+        path = check_source_file(Path(weights), "Weights file")
+        safetensors_header(path)
+        stored_config = {"factory": from_torch, "kwargs": stored_config}
+        files = [FileSpec(path, "model.safetensors", "weights")]
+    else:
+        path = check_source_file(Path(from_file), "File")
+        fmt = format or {".onnx": "onnx"}.get(path.suffix.lower())
+        if fmt is None:
+            raise UsageError(f"Cannot tell the format of {path.name}; pass --format.")
+        if path.suffix.lower() in PICKLE_SUFFIXES and fmt != "torchscript":
+            raise UsageError(f"{path.name} looks like a pickle; maas_lab never unpickles.")
+        files = [FileSpec(path, path.name, "model")]
+    loader = _loader_for(fmt)
+    if loader.validate is not None:
+        loader.validate({s.name: s.source for s in files}, stored_config)
+    total = sum(s.source.stat().st_size for s in files)
+    bar, progress = _progress(total, f"storing {name}")
+    try:
+        row = registry(root).register(
+            name,
+            files,
+            fmt,
+            config=stored_config,
+            task=task,
+            description=description,
+            owner=owner,
+            card=card_text,
+            tags=parse_pairs(tags),
+            metrics=parse_pairs(metrics, "metric", numeric=True),
+            progress=progress,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    return show(row["ref"], root=root)
+
+
+# ---------------------------------------------------------------------- reading
+
+
+def list_models(root=None) -> Table:
+    from .registry.queries import list_models as query
+
+    rows = query(registry(root))
+    for r in rows:
+        r["latest"] = f"@{r['latest']}" if r["latest"] else ""
+    return Table(
+        rows,
+        ["name", "task", "versions", "latest", "size_bytes", "aliases", "updated_at"],
+        title=f"{len(rows)} model(s) in {registry(root).root}",
+        formatters={"size_bytes": human_size, "updated_at": lambda v: (v or "")[:19]},
+    )
+
+
+def search(text: str, limit: int = 20, root=None) -> Table:
+    from .registry.search import search as query
+
+    rows = query(registry(root), text, limit)
+    return Table(
+        rows,
+        ["ref", "task", "format", "size_bytes", "score", "snippet"],
+        title=f"{len(rows)} match(es) for {text!r}",
+        formatters={"size_bytes": human_size},
+    )
+
+
+def show(ref: str, root=None) -> Report:
+    from .registry.queries import describe
+
+    info = describe(registry(root), ref)
+    summary = {
+        "task": info["task"],
+        "format": info["format"],
+        "size": human_size(info["size_bytes"]),
+        "description": info["description"],
+        "owner": info["owner"],
+        "created": f"{info['created_at'][:19]} by {info['created_by']}",
+        "aliases": ", ".join(info["aliases"]),
+        "tags": ", ".join(f"{k}={v}" if v else k for k, v in info["tags"].items()),
+    }
+    if info["config"]:
+        summary["config"] = json.dumps(info["config"], sort_keys=True)
+    files = Table(
+        info["files"], ["name", "role", "size", "sha256"], formatters={"size": human_size}
+    )
+    metrics = Table(
+        [{"metric": k, "value": v} for k, v in info["metrics"].items()], ["metric", "value"]
+    )
+    lineage = Table(
+        [{"relation": "derived from", **p} for p in info["parents"]]
+        + [{"relation": "parent of", **c} for c in info["children"]],
+        ["relation", "ref", "operation", "plugin"],
+    )
+    card = info["card"] or ""
+    if len(card) > 4000:
+        card = card[:4000] + f"\n... ({len(info['card'])} characters in all)"
+    parts = [
+        ("", kv_table({k: v for k, v in summary.items() if v})),
+        ("Files", files),
+        ("Metrics", metrics if info["metrics"] else ""),
+        ("Lineage", lineage if len(lineage) else ""),
+        ("Model card", card),
+    ]
+    return Report(info["ref"], parts, data=info)
+
+
+def history(name: str, root=None) -> Report:
+    from .registry.queries import history as query
+
+    info = query(registry(root), name)
+    versions = Table(
+        info["versions"],
+        ["number", "format", "size_bytes", "created_at", "aliases", "tags", "derived"],
+        formatters={"size_bytes": human_size, "created_at": lambda v: (v or "")[:19]},
+    )
+    moves = Table(
+        info["alias_moves"],
+        ["moved_at", "alias", "previous", "version", "moved_by"],
+        formatters={"moved_at": lambda v: (v or "")[:19]},
+    )
+    return Report(
+        f"{name} ({info['task'] or 'no task'}): {len(info['versions'])} version(s)",
+        [("Versions", versions), ("Alias history", moves if len(moves) else "")],
+        data=info,
+    )
+
+
+def alias(name: str, alias_name: str, version: str | int | None = None, delete: bool = False,
+          root=None) -> Report:  # fmt: skip
+    """Point ``name@alias_name`` at ``version`` (number, ref or another alias), or delete it."""
+    reg = registry(root)
+    if delete:
+        if version is not None:
+            raise UsageError("Give either a version or --delete, not both.")
+        reg.delete_alias(name, alias_name)
+    else:
+        if version is None:
+            raise UsageError(f"Which version should {name}@{alias_name} point at? e.g. 2.")
+        version = str(version)
+        target = f"{name}@{version}" if "@" not in version else version
+        reg.set_alias(name, alias_name, target)
+    return history(name, root=root)
+
+
+def tag(ref: str, tags=None, remove=(), root=None) -> Report:
+    reg = registry(root)
+    target = reg.set_tags(ref, parse_pairs(tags), remove)
+    return show(target["ref"], root=root)
+
+
+def log_metrics(ref: str, metrics, root=None) -> Report:
+    target = registry(root).log_metrics(ref, parse_pairs(metrics, "metric", numeric=True))
+    return show(target["ref"], root=root)
+
+
+def recommend(
+    task: str | None = None,
+    max_size: str | int | None = None,
+    max_latency_ms: float | None = None,
+    min_accuracy: float | None = None,
+    sort: str = "size",
+    limit: int = 10,
+    root=None,
+) -> Table:
+    from .registry.search import recommend as query
+
+    size = parse_size(max_size) if max_size is not None else None
+    result = query(registry(root), task, size, max_latency_ms, min_accuracy, sort, limit)
+    excluded = ", ".join(f"{n} by {k}" for k, n in result["excluded"].items() if n)
+    note = f"{result['considered']} version(s) considered" + (
+        f"; excluded {excluded}" if excluded else ""
+    )
+    if not result["rows"] and task is not None:
+        tasks = {r["task"] for r in registry(root).db.query("select task from models")}
+        if task not in tasks:
+            note += f". No model has task {task!r}; tasks: {', '.join(sorted(filter(None, tasks)))}"
+    return Table(
+        result["rows"],
+        ["rank", "ref", "task", "size_bytes", "latency_ms", "accuracy", "why"],
+        title=f"Recommended, by {result['sort']}",
+        note=note,
+        formatters={"size_bytes": human_size},
+    )
+
+
+def load(ref: str, root=None, **options):
+    """Load a version as a usable object through the loader plugin for its format."""
+    reg = registry(root)
+    row = reg.resolve(ref)
+    loader = _loader_for(row["format"])
+    checkout = reg.checkout(row["ref"])
+    return loader.run(checkout, loader.options(options))
+
+
+def plugins() -> Table:
+    pl = get_plugins()
+    rows = []
+    for info in pl.info.values():
+        provided = [
+            f"{c.kind}:{c.name}"
+            for kind in pl.components.values()
+            for c in kind.values()
+            if c.plugin == info.name
+        ]
+        rows.append(
+            {
+                "plugin": info.name,
+                "distribution": info.distribution,
+                "version": info.version,
+                "hooks": ", ".join(info.hooks),
+                "provides": ", ".join(provided),
+                "status": "ok",
+            }
+        )
+    for f in pl.failures:
+        rows.append(
+            {
+                "plugin": f.plugin,
+                "distribution": f.distribution,
+                "version": f.version,
+                "hooks": f.hook,
+                "provides": "",
+                "status": f"FAILED: {f.error}",
+            }
+        )
+    failed = len(pl.failures)
+    return Table(
+        rows,
+        ["plugin", "distribution", "version", "hooks", "provides", "status"],
+        title=f"{len(pl.info)} plugin(s) loaded" + (f", {failed} problem(s)" if failed else ""),
+    )
+
+
+def fsck(
+    repair: bool = False, verify: bool = False, grace_seconds: float = 3600, root=None
+) -> Table:
+    from .registry.fsck import fsck as check
+
+    result = check(registry(root), repair, verify, grace_seconds)
+    note = f"{result['versions']} version(s), {result['blobs']} blob(s)"
+    if repair:
+        note += f"; removed {result['removed']}"
+    title = (
+        "registry is consistent"
+        if not result["problems"]
+        else (f"{len(result['problems'])} problem(s)")
+    )
+    return Table(result["problems"], ["kind", "item", "detail"], title=title, note=note)
+
+
+def bundle_export(ref: str, out: str | os.PathLike, root=None) -> Table:
+    from .registry.bundle import export_bundle
+
+    path = export_bundle(registry(root), ref, Path(out))
+    ref = registry(root).resolve(ref)["ref"]
+    return kv_table({"bundle": str(path), "ref": ref, "size": human_size(path.stat().st_size)})
+
+
+def bundle_import(path: str | os.PathLike, name: str | None = None, root=None) -> Report:
+    from .registry.bundle import import_bundle
+
+    row = import_bundle(registry(root), Path(path), name)
+    return show(row["ref"], root=root)
+
+
+def resolve(ref: str, root=None) -> str:
+    """The ``name@N`` a reference points at right now (aliases move)."""
+    parse_ref(ref)
+    return registry(root).resolve(ref)["ref"]
+
+
+__all__ = [
+    "NotFoundError",
+    "alias",
+    "bundle_export",
+    "bundle_import",
+    "fsck",
+    "history",
+    "list_models",
+    "load",
+    "log_metrics",
+    "plugins",
+    "recommend",
+    "register",
+    "registry",
+    "resolve",
+    "search",
+    "show",
+    "tag",
+]

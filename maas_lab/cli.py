@@ -1,0 +1,210 @@
+"""The ``maas`` command. ``%maas`` runs this same click group, so the two cannot drift.
+
+Every command returns the object ``maas_lab.api`` gave it; ``main`` prints it as text,
+while the magic hands it to the notebook to render as HTML.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from . import __version__, api
+from .errors import MaasError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="maas_lab")
+@click.option(
+    "--root",
+    envvar="MAAS_LAB_HOME",
+    type=click.Path(file_okay=False),
+    help="Registry folder (default: $MAAS_LAB_HOME or ~/.maas_lab).",
+)
+@click.pass_context
+def cli(ctx: click.Context, root: str | None) -> None:
+    """maas_lab: register, find, version, compress, export and serve models."""
+    ctx.obj = {"root": root}
+
+
+def _root() -> str | None:
+    return click.get_current_context().find_root().obj["root"]
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--from-hf", type=click.Path(), help="A Hugging Face style folder to register.")
+@click.option(
+    "--from-torch", metavar="MODULE:FACTORY", help="Importable factory that builds the model."
+)
+@click.option("--weights", type=click.Path(), help="Safetensors weights (with --from-torch).")
+@click.option("--config", metavar="JSON", help="Factory keyword arguments as a JSON object.")
+@click.option("--from-file", type=click.Path(), help="One model file (e.g. .onnx).")
+@click.option("--format", "fmt", help="Format of --from-file when its suffix does not tell.")
+@click.option("--task", help="What the model does, e.g. sentence-embedding, classification.")
+@click.option("--description", help="One line about this model or version.")
+@click.option("--owner", help="Who owns the model (default: you).")
+@click.option("--card", type=click.Path(), help="Model card (markdown file).")
+@click.option("--tag", "tags", multiple=True, metavar="KEY[=VALUE]", help="Tag; repeatable.")
+@click.option(
+    "--metric", "metrics", multiple=True, metavar="NAME=VALUE", help="Metric; repeatable."
+)
+def register(name, from_hf, from_torch, weights, config, from_file, fmt, task, description,
+             owner, card, tags, metrics):  # fmt: skip
+    """Register a new version of model NAME from a folder, a factory + weights, or a file."""
+    return api.register(
+        name,
+        from_hf=from_hf,
+        from_torch=from_torch,
+        weights=weights,
+        config=config,
+        from_file=from_file,
+        format=fmt,
+        task=task,
+        description=description,
+        owner=owner,
+        card=card,
+        tags=tags,
+        metrics=metrics,
+        root=_root(),
+    )
+
+
+@cli.command("list")
+def list_() -> object:
+    """List models with their latest version, size and aliases."""
+    return api.list_models(root=_root())
+
+
+@cli.command()
+@click.argument("words", nargs=-1, required=True)
+@click.option("--limit", default=20, show_default=True, help="Most results to show.")
+def search(words, limit):
+    """Full-text search over names, tasks, descriptions, tags and model cards."""
+    return api.search(" ".join(words), limit=limit, root=_root())
+
+
+@cli.command()
+@click.argument("ref")
+def show(ref):
+    """Show one version (REF is name, name@N or name@alias) in full."""
+    return api.show(ref, root=_root())
+
+
+@cli.command()
+@click.argument("name")
+def history(name):
+    """Show every version of NAME and every alias move."""
+    return api.history(name, root=_root())
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("alias_name", metavar="ALIAS")
+@click.argument("version", required=False)
+@click.option("--delete", is_flag=True, help="Remove the alias instead of setting it.")
+def alias(name, alias_name, version, delete):
+    """Point NAME@ALIAS at VERSION (a number or another alias); moves are kept in history."""
+    return api.alias(name, alias_name, version, delete=delete, root=_root())
+
+
+@cli.command()
+@click.argument("ref")
+@click.argument("tags", nargs=-1, metavar="KEY[=VALUE]...")
+@click.option("--remove", multiple=True, metavar="KEY", help="Remove a tag; repeatable.")
+def tag(ref, tags, remove):
+    """Set (or --remove) tags on a version."""
+    if not tags and not remove:
+        raise click.UsageError("Give at least one KEY=VALUE or --remove KEY.")
+    return api.tag(ref, tags, remove, root=_root())
+
+
+@cli.command()
+@click.argument("ref")
+@click.argument("metrics", nargs=-1, required=True, metavar="NAME=VALUE...")
+def metric(ref, metrics):
+    """Record metrics (e.g. accuracy=0.97 latency_ms=4.2) on a version."""
+    return api.log_metrics(ref, metrics, root=_root())
+
+
+@cli.command()
+@click.option("--task", help="Only versions of models with this task.")
+@click.option("--max-size", metavar="SIZE", help="Largest size on disk, e.g. 30MB or 1GiB.")
+@click.option("--max-latency-ms", type=float, help="Largest recorded latency_ms.")
+@click.option("--min-accuracy", type=float, help="Smallest recorded accuracy.")
+@click.option("--sort", default="size", show_default=True,
+              help="size, latency, accuracy or any recorded metric name.")  # fmt: skip
+@click.option("--limit", default=10, show_default=True, help="Most results to show.")
+def recommend(task, max_size, max_latency_ms, min_accuracy, sort, limit):
+    """Find the versions that meet your constraints, ranked, with why."""
+    return api.recommend(task, max_size, max_latency_ms, min_accuracy, sort, limit, root=_root())
+
+
+@cli.command()
+def plugins():
+    """List plugins: distribution, version, hooks, what each provides, and failures."""
+    return api.plugins()
+
+
+@cli.command()
+@click.option("--repair", is_flag=True, help="Remove orphan blobs and interrupted writes.")
+@click.option("--verify", is_flag=True, help="Also re-hash every stored blob (slow).")
+@click.option("--grace", default=3600.0, show_default=True,
+              help="Only remove orphans older than this many seconds.")  # fmt: skip
+def fsck(repair, verify, grace):
+    """Check the registry for orphans, missing or corrupt blobs."""
+    return api.fsck(repair, verify, grace, root=_root())
+
+
+@cli.group()
+def bundle():
+    """Move versions between machines as single tar files."""
+
+
+@bundle.command("export")
+@click.argument("ref")
+@click.argument("out", type=click.Path())
+def bundle_export(ref, out):
+    """Write version REF to OUT (a file, or a folder to put NAME-N.maas.tar in)."""
+    return api.bundle_export(ref, out, root=_root())
+
+
+@bundle.command("import")
+@click.argument("path", type=click.Path())
+@click.option("--as", "name", help="Register under this name instead of the bundle's.")
+def bundle_import(path, name):
+    """Import a bundle as a new version, verifying every digest."""
+    return api.bundle_import(path, name, root=_root())
+
+
+def run(args: list[str], prog_name: str = "maas"):
+    """Run one command and return its result object; user mistakes raise MaasError."""
+    from .errors import UsageError
+
+    try:
+        result = cli.main(args, prog_name=prog_name, standalone_mode=False)
+    except click.exceptions.Abort:
+        raise UsageError("Aborted.") from None
+    except click.ClickException as exc:
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        raise UsageError(exc.format_message() + hint) from None
+    return None if isinstance(result, int) else result
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        result = run(args or ["--help"])
+    except MaasError as exc:
+        click.secho(f"{exc.label}: {exc}", fg="red", err=True)
+        sys.exit(1)
+    if result is not None:
+        click.echo(str(result))
+
+
+if __name__ == "__main__":
+    main()

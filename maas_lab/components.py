@@ -1,0 +1,111 @@
+"""What a plugin hands to the core: a named, described component with a parameter schema.
+
+One shape serves every kind (loader, exporter, compressor, launcher, serving backend) so the
+CLI, magics and widgets can build their options from ``params`` without code per plugin.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import UsageError
+
+KINDS = ("loader", "exporter", "compressor", "launcher", "serving_backend")
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One option of a component: how the CLI, a magic or a widget asks for it."""
+
+    name: str
+    type: str = "str"
+    default: Any = None
+    help: str = ""
+    choices: tuple[str, ...] = ()
+    required: bool = False
+
+    def __post_init__(self) -> None:
+        if self.type not in _TYPES:
+            raise ValueError(f"Param {self.name!r}: type must be one of {sorted(_TYPES)}")
+
+    def convert(self, value: Any) -> Any:
+        """Turn a typed-in string (or a Python value) into this parameter's type."""
+        if value is None:
+            return None
+        if self.type == "bool" and isinstance(value, str):
+            low = value.strip().lower()
+            if low not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+                raise UsageError(f"--{self.name} expects true or false, got {value!r}.")
+            return low in {"1", "true", "yes", "on"}
+        try:
+            out = _TYPES[self.type](value)
+        except (TypeError, ValueError):
+            raise UsageError(f"--{self.name} expects a {self.type}, got {value!r}.") from None
+        if self.choices and out not in self.choices:
+            raise UsageError(
+                f"--{self.name} must be one of {', '.join(self.choices)}; got {out!r}."
+            )
+        return out
+
+
+@dataclass
+class Component:
+    """A unit of work a plugin provides.
+
+    ``run`` does the work; its arguments depend on the kind (see ``maas_lab.hookspecs``).
+    ``formats`` lists the model formats the component accepts (for a loader: opens).
+    ``validate`` (loaders only, optional) checks files at registration time, before anything
+    is stored, so a model that cannot be loaded is refused up front.
+    """
+
+    name: str
+    description: str
+    run: Callable[..., Any]
+    formats: tuple[str, ...] = ()
+    params: tuple[Param, ...] = ()
+    validate: Callable[..., Any] | None = None
+    # Filled in by the core when the component is registered.
+    kind: str = ""
+    plugin: str = ""
+    distribution: str = ""
+    version: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        """Raise ``ValueError`` describing what is wrong with this component's declaration."""
+        if not _NAME.match(self.name or ""):
+            raise ValueError(
+                f"component name {self.name!r} must be lower-case letters, digits, '-' or '_'"
+            )
+        if not (self.description or "").strip():
+            raise ValueError(f"component {self.name!r} needs a one-line description")
+        if not callable(self.run):
+            raise ValueError(f"component {self.name!r}: run must be callable")
+        names = [p.name for p in self.params]
+        if len(set(names)) != len(names):
+            raise ValueError(f"component {self.name!r} declares a parameter twice")
+
+    def options(self, given: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resolve user-given options against the schema: defaults, types, unknown names."""
+        given = dict(given or {})
+        known = {p.name: p for p in self.params}
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            valid = ", ".join(sorted(known)) or "none"
+            raise UsageError(
+                f"{self.kind} {self.name!r} has no option {', '.join(unknown)}. Options: {valid}."
+            )
+        out = {}
+        for p in self.params:
+            if p.name in given:
+                out[p.name] = p.convert(given[p.name])
+            elif p.required:
+                raise UsageError(f"{self.kind} {self.name!r} needs --{p.name} ({p.help}).")
+            else:
+                out[p.name] = p.default
+        return out

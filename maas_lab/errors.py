@@ -1,0 +1,74 @@
+"""The errors a user can see.
+
+Every mistake a person can make (a wrong name, a missing file, a broken plugin) is a
+``MaasError`` whose message says what was wrong and what to do. In IPython,
+``_render_traceback_`` shows that message instead of a traceback, yet the exception still
+propagates, so a notebook cell (and nbval) fails on it. Tracebacks are kept for bugs.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+
+class MaasError(Exception):
+    """Base class: a user-facing error with a readable, one-paragraph message."""
+
+    label = "Error"
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"\x1b[31m{self.label}:\x1b[0m {self}"]
+
+
+class UsageError(MaasError):
+    """The request itself is malformed: a bad name, option, value or file."""
+
+    label = "Usage error"
+
+
+class NotFoundError(MaasError):
+    """A model, version, alias or plugin that does not exist."""
+
+    label = "Not found"
+
+    def __init__(self, what: str, name: str, candidates: list[str] | tuple[str, ...] = ()):
+        hint = ""
+        close = difflib.get_close_matches(name, list(candidates), n=3)
+        if close:
+            hint = " Did you mean " + " or ".join(repr(c) for c in close) + "?"
+        elif candidates:
+            shown = ", ".join(sorted(candidates)[:10])
+            hint = f" Known: {shown}."
+        super().__init__(f"No {what} named {name!r}.{hint}")
+        self.what = what
+        self.name = name
+
+
+class ConflictError(MaasError):
+    """The request clashes with what is already there (a duplicate alias or name)."""
+
+    label = "Conflict"
+
+
+class IntegrityError(MaasError):
+    """Stored bytes do not match their recorded digest: the registry was tampered with."""
+
+    label = "Integrity error"
+
+
+class RegistryError(MaasError):
+    """The registry cannot be opened or written (permissions, a file where a folder should be)."""
+
+    label = "Registry error"
+
+
+class BackendUnavailable(MaasError):
+    """An optional dependency (torch, onnxruntime, ...) a plugin needs is not installed."""
+
+    label = "Backend unavailable"
+
+
+class PluginError(MaasError):
+    """A plugin failed while doing work; the message names the plugin."""
+
+    label = "Plugin error"

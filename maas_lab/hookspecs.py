@@ -1,0 +1,82 @@
+"""The whole plugin contract: every hook a plugin may implement.
+
+Each hook receives a ``register`` callback made by the core; a plugin calls it once per
+:class:`maas_lab.components.Component` it provides. The core fills in which plugin gave it,
+refuses duplicate names (reported, never renamed) and decides when to call ``run``.
+An implementation may accept fewer arguments than the spec, so hooks can grow safely.
+
+Built-in plugins (``plugins/maas_torch``, ``plugins/maas_hf``, ``plugins/maas_onnx``) use
+exactly these hooks and are found through the same ``maas_lab`` entry-point group as a third
+party's. Example, a whole plugin package ``maas_lab_hello``::
+
+    from maas_lab import Component, hookimpl
+
+    @hookimpl
+    def maas_loaders(register):
+        register(Component(name="text-table", description="A lookup table in a text file",
+                           formats=("text-table",), run=load_table))
+
+and in its ``pyproject.toml``: ``[project.entry-points.maas_lab] hello = "maas_lab_hello"``.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("maas_lab")
+hookimpl = pluggy.HookimplMarker("maas_lab")
+
+
+@hookspec
+def maas_loaders(register):
+    """Provide model loaders: how a stored model format becomes a usable Python object.
+
+    ``register(Component(name, description, formats, run, params=(), validate=None))``.
+    ``formats`` are the version formats the loader opens (``"torch"``, ``"hf"``, ``"onnx"``,
+    ``"torchscript"`` or a new one). ``run(checkout, options) -> model`` gets a
+    :class:`maas_lab.registry.Checkout` whose files were verified against their digests.
+    ``validate(files, config) -> None`` is called at registration, before anything is stored,
+    with ``{relative name: local path}`` and the version's config dict; it raises
+    ``maas_lab.errors.UsageError`` to refuse a model it could never open. Loaders must never
+    unpickle (use safetensors, or ``torch.load(..., weights_only=True)``).
+    """
+
+
+@hookspec
+def maas_exporters(register):
+    """Provide exporters: turn a stored model into a deployable artifact (ONNX, TorchScript...).
+
+    ``register(Component(name, description, formats, run, params))``: ``formats`` are the
+    source formats the exporter accepts. ``run(checkout, options)`` returns the new files and
+    a report (parity figures); the core, not the plugin, stores them as a new version with a
+    lineage edge (parent, ``export``, plugin name and version, parameters).
+    """
+
+
+@hookspec
+def maas_compressors(register):
+    """Provide compressors: pruning, quantization, distillation and the like.
+
+    ``register(Component(name, description, formats, run, params))``: ``run(checkout,
+    options)`` returns new files and a report (size, accuracy or fidelity against the
+    parent); the core records them as a new version with lineage and metrics.
+    """
+
+
+@hookspec
+def maas_launchers(register):
+    """Provide launchers: run a training script or function on N processes or machines.
+
+    ``register(Component(name, description, run, params))``: ``run(target, options)``
+    starts the work (accelerate is the built-in engine) and streams progress back.
+    """
+
+
+@hookspec
+def maas_serving_backends(register):
+    """Provide serving backends: turn a stored artifact into a runner for the HTTP server.
+
+    ``register(Component(name, description, formats, run, params))``: ``run(checkout,
+    options)`` returns a runner with input/output tensor metadata and
+    ``infer(batch) -> outputs``. Batching, HTTP, auth and metrics belong to the core.
+    """

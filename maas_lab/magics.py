@@ -1,0 +1,37 @@
+"""``%maas`` and ``%%maas``: the ``maas`` command inside a notebook.
+
+Both run the same click group as the shell command and return its result object, so
+``rows = %maas list`` works and the result renders as a table. In ``%%maas`` the cell body
+continues the command line: one option per line reads well for long parameters, and
+``#`` starts a comment. Mistakes raise ``MaasError``: a short red message, and the cell fails.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+
+
+@magics_class
+class MaasMagics(Magics):
+    @line_cell_magic
+    def maas(self, line: str, cell: str | None = None):
+        """Run a maas_lab command: `%maas list`, `%maas show minilm@prod`, `%maas --help`.
+
+        Subcommands: register, list, search, show, history, alias, tag, metric, recommend,
+        plugins, fsck, bundle. Each has --help. As a cell magic, the cell body holds more
+        arguments (one per line if you like; {python_vars} are expanded).
+        """
+        from .cli import run
+        from .errors import UsageError
+
+        try:
+            args = shlex.split(line)
+            if cell is not None:
+                args += shlex.split(
+                    self.shell.var_expand(cell) if self.shell else cell, comments=True
+                )
+        except ValueError as exc:
+            raise UsageError(f"Cannot parse the command line: {exc}.") from None
+        return run(args or ["--help"], prog_name="%maas")

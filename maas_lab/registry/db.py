@@ -1,0 +1,160 @@
+"""The SQLite side of the registry: connection settings, numbered migrations, write transactions.
+
+sqlite-utils opens plain deferred transactions; a deferred transaction that reads and then
+writes can fail with "database is locked" under concurrency, so every write here starts with
+``BEGIN IMMEDIATE`` (the write lock taken up front, waiting up to ``busy_timeout``). The
+connection is in autocommit mode so that sqlite-utils' own ``atomic()`` blocks nest inside
+ours as savepoints.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import sqlite_utils
+from sqlite_utils import Migrations
+
+BUSY_TIMEOUT_MS = 60_000
+migrations = Migrations("maas_lab")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def connect(path: Path) -> sqlite_utils.Database:
+    """Open (creating if needed) the registry database and bring its schema up to date."""
+    conn = sqlite3.connect(
+        str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+    )
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    db = sqlite_utils.Database(conn, execute_plugins=False)
+    if migrations.pending(db):
+        with write(db):  # concurrent first opens serialize here; the loser finds nothing pending
+            migrations.apply(db)
+    return db
+
+
+@contextmanager
+def write(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
+    """One write transaction holding the write lock from its first statement."""
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.conn.execute("ROLLBACK")
+        raise
+    db.conn.execute("COMMIT")
+
+
+# Migrations: append new functions; never edit one that has shipped.
+
+
+@migrations()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE models (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            task TEXT,
+            description TEXT,
+            owner TEXT,
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE versions (
+            id INTEGER PRIMARY KEY,
+            model_id INTEGER NOT NULL REFERENCES models(id),
+            number INTEGER NOT NULL,
+            format TEXT NOT NULL,
+            description TEXT,
+            card TEXT,
+            config TEXT NOT NULL DEFAULT '{}',
+            size_bytes INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            created_by TEXT,
+            UNIQUE (model_id, number)
+        );
+        CREATE TABLE files (
+            version_id INTEGER NOT NULL REFERENCES versions(id),
+            name TEXT NOT NULL,
+            role TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            PRIMARY KEY (version_id, name)
+        );
+        CREATE INDEX files_sha256 ON files(sha256);
+        CREATE TABLE aliases (
+            model_id INTEGER NOT NULL REFERENCES models(id),
+            alias TEXT NOT NULL,
+            version_id INTEGER NOT NULL REFERENCES versions(id),
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (model_id, alias)
+        );
+        CREATE TABLE alias_history (
+            id INTEGER PRIMARY KEY,
+            model_id INTEGER NOT NULL REFERENCES models(id),
+            alias TEXT NOT NULL,
+            version_id INTEGER REFERENCES versions(id),
+            previous_version_id INTEGER REFERENCES versions(id),
+            moved_at TEXT NOT NULL,
+            moved_by TEXT
+        );
+        CREATE TABLE tags (
+            version_id INTEGER NOT NULL REFERENCES versions(id),
+            key TEXT NOT NULL,
+            value TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (version_id, key)
+        );
+        CREATE TABLE metrics (
+            version_id INTEGER NOT NULL REFERENCES versions(id),
+            name TEXT NOT NULL,
+            value REAL NOT NULL,
+            recorded_at TEXT NOT NULL,
+            PRIMARY KEY (version_id, name)
+        );
+        CREATE TABLE lineage (
+            id INTEGER PRIMARY KEY,
+            child_id INTEGER NOT NULL REFERENCES versions(id),
+            parent_id INTEGER REFERENCES versions(id),
+            operation TEXT NOT NULL,
+            plugin TEXT,
+            plugin_version TEXT,
+            params TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX lineage_child ON lineage(child_id);
+        CREATE INDEX lineage_parent ON lineage(parent_id);
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            actor TEXT,
+            action TEXT NOT NULL,
+            model TEXT,
+            version INTEGER,
+            detail TEXT NOT NULL DEFAULT '{}'
+        );
+        -- One row per version, kept in step by the registry, for full-text search.
+        CREATE TABLE search_docs (
+            version_id INTEGER PRIMARY KEY REFERENCES versions(id),
+            name TEXT,
+            task TEXT,
+            description TEXT,
+            tags TEXT,
+            card TEXT
+        );
+        """
+    )
+    db["search_docs"].enable_fts(
+        ["name", "task", "description", "tags", "card"],
+        fts_version="FTS5",
+        create_triggers=True,
+        tokenize="porter",
+    )

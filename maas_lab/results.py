@@ -1,0 +1,137 @@
+"""What commands return: objects that read well as text and render as tables in a notebook.
+
+They compose with Python (``rows = %maas list``; ``rows[0]["name"]``) and have a stable
+``repr`` (no memory addresses), so notebook outputs can be compared by nbval.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from typing import Any
+
+
+def human_size(n: float | None) -> str:
+    if n is None:
+        return ""
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return ""
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+class Table:
+    """Rows of dicts shown with chosen columns; ``data`` keeps the full rows."""
+
+    def __init__(
+        self,
+        rows: Sequence[dict],
+        columns: Sequence[str] | None = None,
+        title: str = "",
+        note: str = "",
+        formatters: dict | None = None,
+    ):
+        self.rows = list(rows)
+        self.columns = list(columns or (self.rows[0].keys() if self.rows else []))
+        self.title, self.note = title, note
+        self.formatters = formatters or {}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __getitem__(self, i):
+        return self.rows[i]
+
+    def _cells(self) -> list[list[str]]:
+        return [
+            [self.formatters.get(c, _cell)(row.get(c)) for c in self.columns] for row in self.rows
+        ]
+
+    def __str__(self) -> str:
+        cells = self._cells()
+        widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(self.columns)]
+        lines = [self.title] if self.title else []
+        if self.rows:
+            lines.append(
+                "  ".join(c.ljust(w) for c, w in zip(self.columns, widths, strict=True)).rstrip()
+            )
+            lines.append("  ".join("-" * w for w in widths))
+            lines += [
+                "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
+                for r in cells
+            ]
+        else:
+            lines.append("(none)")
+        if self.note:
+            lines.append(self.note)
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        e = html.escape
+        out = [f"<h4>{e(self.title)}</h4>"] if self.title else []
+        if self.rows:
+            head = "".join(f"<th>{e(c)}</th>" for c in self.columns)
+            body = "".join(
+                "<tr>" + "".join(f"<td>{e(v)}</td>" for v in r) + "</tr>" for r in self._cells()
+            )
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        else:
+            out.append("<p><i>(none)</i></p>")
+        if self.note:
+            out.append(f"<p>{e(self.note)}</p>")
+        return "".join(out)
+
+
+class Report:
+    """Several titled parts (tables or text) shown together, e.g. ``show`` and ``history``."""
+
+    def __init__(self, title: str, parts: Sequence[tuple[str, Table | str]], data: Any = None):
+        self.title, self.parts, self.data = title, list(parts), data
+
+    def __getitem__(self, key):
+        return self.data[key]
+
+    def __str__(self) -> str:
+        out = [self.title, "=" * len(self.title)]
+        for heading, part in self.parts:
+            if part is None or part == "":
+                continue
+            out.append("")
+            if heading:
+                out.append(f"{heading}:")
+            out.append(str(part))
+        return "\n".join(out)
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        e = html.escape
+        out = [f"<h3>{e(self.title)}</h3>"]
+        for heading, part in self.parts:
+            if part is None or part == "":
+                continue
+            if heading:
+                out.append(f"<h4>{e(heading)}</h4>")
+            if isinstance(part, Table):
+                out.append(part._repr_html_())
+            else:
+                out.append(f"<pre>{e(str(part))}</pre>")
+        return "".join(out)
+
+
+def kv_table(pairs: dict, title: str = "") -> Table:
+    return Table([{"field": k, "value": v} for k, v in pairs.items()], ["field", "value"], title)

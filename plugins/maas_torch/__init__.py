@@ -1,0 +1,143 @@
+"""Built-in plugin: PyTorch models from a factory plus safetensors weights, and TorchScript.
+
+Imports torch only when a model is validated or loaded, so ``%load_ext maas_lab`` stays fast.
+A "torch" version's config is ``{"factory": "module:callable", "kwargs": {...}}``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import zipfile
+from pathlib import Path
+
+from maas_lab import Component, Param, hookimpl
+from maas_lab.errors import BackendUnavailable, UsageError
+
+__version__ = "0.1.0"
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise BackendUnavailable(
+            "This needs PyTorch. Install it with `pip install 'maas-lab[torch]'`."
+        ) from None
+    return torch
+
+
+def resolve_factory(ref: str):
+    """Import ``module:callable`` (dotted attributes allowed after the colon)."""
+    module_name, sep, attr = (ref or "").partition(":")
+    if not sep or not module_name or not attr:
+        raise UsageError(f"Factory {ref!r} must look like 'package.module:function'.")
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(
+            f"Cannot import {module_name!r} for factory {ref!r}: {exc}. Is it installed or "
+            "on sys.path?"
+        ) from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise UsageError(f"{module_name!r} has no attribute {attr!r} (factory {ref!r}).")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise UsageError(f"Factory {ref!r} is not callable.")
+    return obj
+
+
+def build(config: dict):
+    factory = config.get("factory")
+    kwargs = config.get("kwargs") or {}
+    try:
+        return resolve_factory(factory)(**kwargs)
+    except TypeError as exc:
+        raise UsageError(f"Factory {factory!r} rejected its config {kwargs!r}: {exc}.") from None
+
+
+def validate_factory_model(files: dict[str, Path], config: dict) -> None:
+    """Build the architecture and check the weights fit it, before anything is stored."""
+    from safetensors import safe_open
+
+    model = build(config)
+    expected = {k: list(v.shape) for k, v in model.state_dict().items()}
+    weights = [p for n, p in files.items() if n.endswith(".safetensors")]
+    with safe_open(str(weights[0]), framework="pt") as f:
+        got = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    wrong = sorted(k for k in set(got) & set(expected) if got[k] != expected[k])
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:5])}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:5])}")
+        if wrong:
+            parts.append(
+                "shape mismatch " + ", ".join(f"{k} {got[k]} vs {expected[k]}" for k in wrong[:5])
+            )
+        raise UsageError(
+            f"The weights do not fit {config.get('factory')}({config.get('kwargs') or {}}): "
+            + "; ".join(parts)
+            + ". Check --config against the model that produced the weights."
+        )
+
+
+def load_factory_model(checkout, options: dict):
+    from safetensors.torch import load_file
+
+    _torch()
+    model = build(checkout.config)
+    weights = checkout.by_role("weights")
+    state = load_file(str(weights[0]), device=options["device"])
+    model.load_state_dict(state, strict=True)
+    return model.to(options["device"]).eval()
+
+
+def validate_torchscript(files: dict[str, Path], config: dict) -> None:
+    (path,) = files.values()
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except zipfile.BadZipFile:
+        raise UsageError(f"{path.name} is not a TorchScript archive (not a zip file).") from None
+    if not any("/code/" in n for n in names):
+        raise UsageError(
+            f"{path.name} is a torch.save archive, not TorchScript: it would need unpickling. "
+            "Save it with torch.jit.script(model).save(path) or torch.jit.trace(...).save(path)."
+        )
+
+
+def load_torchscript(checkout, options: dict):
+    torch = _torch()
+    (path,) = [checkout.dir / f["name"] for f in checkout.files]
+    return torch.jit.load(str(path), map_location=options["device"]).eval()
+
+
+DEVICE = Param("device", default="cpu", help="torch device to load onto, e.g. cpu or cuda:0")
+
+
+@hookimpl
+def maas_loaders(register):
+    register(
+        Component(
+            name="torch-factory",
+            description="PyTorch module built by an importable factory, weights from safetensors",
+            formats=("torch",),
+            run=load_factory_model,
+            validate=validate_factory_model,
+            params=(DEVICE,),
+        )
+    )
+    register(
+        Component(
+            name="torchscript",
+            description="TorchScript archive loaded with torch.jit.load",
+            formats=("torchscript",),
+            run=load_torchscript,
+            validate=validate_torchscript,
+            params=(DEVICE,),
+        )
+    )

@@ -18,7 +18,7 @@ from .formats import safetensors_header
 from .plugins import get_plugins
 from .registry import FileSpec, Registry, parse_ref
 from .registry.store import check_source_file
-from .results import Report, Table, human_size, kv_table
+from .results import Collapsible, Report, Table, human_size, kv_table
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
 PROGRESS_MIN_BYTES = 32 * 1024 * 1024
@@ -102,14 +102,15 @@ def _loader_for(fmt: str):
     return loaders[0]
 
 
-def _hf_role(name: str) -> str:
-    if name.endswith(".safetensors"):
+def _hf_role(rel: str) -> str:
+    """The role of a file in a Hugging Face folder, from its path relative to the folder."""
+    if rel.endswith(".safetensors"):
         return "weights"
-    if name == "config.json":
+    if rel == "config.json":
         return "config"
-    if name.startswith(("tokenizer", "vocab", "special_tokens", "merges", "spiece")):
+    if rel.startswith(("tokenizer", "vocab", "special_tokens", "merges", "spiece")):
         return "tokenizer"
-    return "card" if name == "README.md" else "file"
+    return "card" if rel == "README.md" else "file"
 
 
 def _hf_files(folder: Path) -> list[FileSpec]:
@@ -127,7 +128,7 @@ def _hf_files(folder: Path) -> list[FileSpec]:
                 "Remove it and keep the .safetensors weights (transformers saves them with "
                 "save_pretrained(..., safe_serialization=True))."
             )
-        role = _hf_role(path.name)
+        role = _hf_role(rel)
         if role == "weights":
             safetensors_header(path)
         specs.append(FileSpec(path, rel, role))
@@ -283,15 +284,12 @@ def show(ref: str, root=None) -> Report:
         + [{"relation": "parent of", **c} for c in info["children"]],
         ["relation", "ref", "operation", "plugin"],
     )
-    card = info["card"] or ""
-    if len(card) > 4000:
-        card = card[:4000] + f"\n... ({len(info['card'])} characters in all)"
     parts = [
         ("", kv_table({k: v for k, v in summary.items() if v})),
         ("Files", files),
-        ("Metrics", metrics if info["metrics"] else ""),
-        ("Lineage", lineage if len(lineage) else ""),
-        ("Model card", card),
+        ("Metrics", metrics),
+        ("Lineage", lineage),
+        ("Model card", Collapsible("show the model card", info["card"] or "")),
     ]
     return Report(info["ref"], parts, data=info)
 
@@ -312,7 +310,7 @@ def history(name: str, root=None) -> Report:
     )
     return Report(
         f"{name} ({info['task'] or 'no task'}): {len(info['versions'])} version(s)",
-        [("Versions", versions), ("Alias history", moves if len(moves) else "")],
+        [("Versions", versions), ("Alias history", moves)],
         data=info,
     )
 

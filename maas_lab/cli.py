@@ -191,7 +191,7 @@ def run(args: list[str], prog_name: str = "maas"):
     except click.ClickException as exc:
         ctx = getattr(exc, "ctx", None)
         hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-        raise UsageError(exc.format_message() + hint) from None
+        raise UsageError(exc.format_message().rstrip(".") + hint + ".") from None
     return None if isinstance(result, int) else result
 
 

@@ -120,7 +120,7 @@ class Plugins:
         self.failures = [f for f in self.failures if f.hook in ("import", "register")]
         for kind, hook_name in HOOK_FOR_KIND.items():
             hook = getattr(self.pm.hook, hook_name)
-            for impl in reversed(hook.get_hookimpls()):  # registration order
+            for impl in hook.get_hookimpls():  # registration order: first one wins
                 info = self.info.get(impl.plugin_name, PluginInfo(impl.plugin_name))
                 pending: list[Component] = []
 

@@ -99,7 +99,7 @@ class Table:
 class Report:
     """Several titled parts (tables or text) shown together, e.g. ``show`` and ``history``."""
 
-    def __init__(self, title: str, parts: Sequence[tuple[str, Table | str]], data: Any = None):
+    def __init__(self, title: str, parts: Sequence[tuple[str, Any]], data: Any = None):
         self.title, self.parts, self.data = title, list(parts), data
 
     def __getitem__(self, key):
@@ -108,7 +108,7 @@ class Report:
     def __str__(self) -> str:
         out = [self.title, "=" * len(self.title)]
         for heading, part in self.parts:
-            if part is None or part == "":
+            if not part:
                 continue
             out.append("")
             if heading:
@@ -122,15 +122,36 @@ class Report:
         e = html.escape
         out = [f"<h3>{e(self.title)}</h3>"]
         for heading, part in self.parts:
-            if part is None or part == "":
+            if not part:
                 continue
             if heading:
                 out.append(f"<h4>{e(heading)}</h4>")
-            if isinstance(part, Table):
+            if hasattr(part, "_repr_html_"):
                 out.append(part._repr_html_())
             else:
                 out.append(f"<pre>{e(str(part))}</pre>")
         return "".join(out)
+
+
+class Collapsible:
+    """Long text (a model card): a preview as text, a closed ``<details>`` block in HTML."""
+
+    def __init__(self, summary: str, text: str, preview_lines: int = 8):
+        self.summary, self.text, self.preview_lines = summary, text, preview_lines
+
+    def __bool__(self) -> bool:
+        return bool(self.text)
+
+    def __str__(self) -> str:
+        lines = self.text.splitlines()
+        if len(lines) <= self.preview_lines:
+            return self.text
+        rest = len(lines) - self.preview_lines
+        return "\n".join(lines[: self.preview_lines] + [f"... ({rest} more lines)"])
+
+    def _repr_html_(self) -> str:
+        e = html.escape
+        return f"<details><summary>{e(self.summary)}</summary><pre>{e(self.text)}</pre></details>"
 
 
 def kv_table(pairs: dict, title: str = "") -> Table:

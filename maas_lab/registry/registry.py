@@ -83,7 +83,8 @@ class Registry:
     def db(self) -> sqlite_utils.Database:
         if self._db is None:
             try:
-                self.root.mkdir(parents=True, exist_ok=True)
+                for folder in (self.root, self.store.base, self.store.tmp):
+                    folder.mkdir(parents=True, exist_ok=True)
                 self._db = connect(self.root / "registry.db")
             except (OSError, sqlite3.Error) as exc:
                 raise RegistryError(

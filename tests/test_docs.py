@@ -1,0 +1,59 @@
+"""Docs cannot drift from code: every hook and every CLI command is documented."""
+
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+from maas_lab import hookspecs
+from maas_lab.cli import cli
+
+DOCS = Path(__file__).parent.parent / "docs"
+HOOKS = [
+    (name, fn)
+    for name, fn in vars(hookspecs).items()
+    if callable(fn) and hasattr(fn, "maas_lab_spec")
+]
+
+
+def headings(path):
+    return re.findall(r"^### (.+)$", (DOCS / path).read_text(), re.MULTILINE)
+
+
+def commands(group=cli, prefix="maas"):
+    for name, command in group.commands.items():
+        yield f"{prefix} {name}", command
+        if hasattr(command, "commands"):
+            yield from commands(command, f"{prefix} {name}")
+
+
+def test_hookspecs_found():
+    assert {n for n, _ in HOOKS} == {
+        "maas_loaders", "maas_exporters", "maas_compressors", "maas_launchers",
+        "maas_serving_backends",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("name,fn", HOOKS, ids=[n for n, _ in HOOKS])
+def test_every_hook_is_documented_with_its_signature(name, fn):
+    assert f"{name}{inspect.signature(fn)}" in headings("plugins.md")
+    assert fn.__doc__ and len(fn.__doc__.strip()) > 40
+
+
+def test_documented_hooks_exist():
+    documented = {h.split("(")[0] for h in headings("plugins.md")}
+    assert documented == {n for n, _ in HOOKS}
+
+
+@pytest.mark.parametrize("path,command", list(commands()), ids=[p for p, _ in commands()])
+def test_every_command_has_help_and_docs(path, command):
+    assert command.help and command.help.strip()
+    assert path in headings("cli.md")
+    for param in command.params:
+        if param.param_type_name == "option" and param.name != "help":
+            assert param.help, f"{path} {param.opts[0]} has no help text"
+
+
+def test_documented_commands_exist():
+    assert set(headings("cli.md")) == {p for p, _ in commands()}

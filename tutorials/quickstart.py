@@ -58,7 +58,9 @@ def train_digits(hidden: int, seed: int = 0):
     for _ in range(40):
         for i in range(0, len(x_train), 64):
             opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(x_train[i : i + 64]), y_train[i : i + 64])
+            loss = torch.nn.functional.cross_entropy(
+                model(x_train[i : i + 64]), y_train[i : i + 64]
+            )
             loss.backward()
             opt.step()
     model.eval()
@@ -103,7 +105,7 @@ def main() -> None:
     embedder = maas_lab.load(minilm["ref"])
     sentences = ["A man is eating food.", "Someone is having a meal.", "The market fell today."]
     emb = embedder.encode(sentences)
-    print(f"  cosine(paraphrase) = {emb[0] @ emb[1]:.3f}, cosine(unrelated) = {emb[0] @ emb[2]:.3f}")
+    print(f"  cosine: paraphrase {emb[0] @ emb[1]:.3f}, unrelated {emb[0] @ emb[2]:.3f}")
     latency = median_latency_ms(lambda: embedder.encode(sentences[:1]), runs=30)
     maas(f"metric {minilm['ref']} latency_ms={latency:.3f}")
 
@@ -124,7 +126,7 @@ def main() -> None:
     with torch.inference_mode():
         pred = model(torch.tensor(x[:10] / 16.0, dtype=torch.float32)).argmax(1).tolist()
     print(f"  predicted {pred}\n  actual    {y[:10].tolist()}")
-    maas(f"show {minilm['ref']}").parts  # noqa: B018 - printed by maas()
+    maas(f"show {minilm['ref']}")
     maas("plugins")
     print("\nDone. Try the same in a notebook: %load_ext maas_lab, then %maas list.")
 

@@ -139,6 +139,10 @@ class BlobStore:
         if path.exists():
             os.chmod(path, stat.S_IWUSR | stat.S_IRUSR)
             path.unlink()
+        try:
+            path.parent.rmdir()  # only succeeds once the prefix folder is empty
+        except OSError:
+            pass
 
     def digests(self) -> dict[str, float]:
         """Every stored blob's digest with its modification time."""

@@ -1,0 +1,22 @@
+"""The README's notebook examples work when pasted into IPython, in order."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+@pytest.mark.slow
+def test_readme_notebook_blocks_run(maas_shell, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
+    assert len(blocks) == 2
+    for block in blocks:
+        result = maas_shell.run_cell(block)
+        assert result.success, f"README block failed:\n{block}\n{result.error_in_exec!r}"
+    assert maas_shell.user_ns["emb"].shape == (2, 384)
+    assert float(maas_shell.user_ns["emb"][0] @ maas_shell.user_ns["emb"][1]) > 0.5
+    assert type(maas_shell.user_ns["model"]).__name__ == "Sequential"
+    assert maas_shell.run_line_magic("maas", "list")[0]["versions"] == 1

@@ -4,6 +4,7 @@ recommend, integrity, bundles and fsck, each checked in the SQLite file and on d
 import hashlib
 import io
 import json
+import os
 import sqlite3
 import tarfile
 
@@ -233,3 +234,16 @@ def test_list_shows_every_model_newest_first(maas_home, mlp):
     ]
     assert rows[0]["aliases"] == "prod->2"
     assert "2 model(s)" in str(rows)
+
+
+def test_checkout_is_rebuilt_when_edited_by_hand(maas_home, mlp, tiny_torch_model):
+    mlp()
+    api.load("digits-mlp@1")
+    (link,) = (maas_home / "checkouts" / "digits-mlp").glob("1-*/model.safetensors")
+    assert link.is_symlink() and not os.path.isabs(os.readlink(link))
+    link.unlink()
+    link.write_bytes(b"swapped in by hand")
+    model = api.load("digits-mlp@1")
+    x = torch.randn(2, 8)
+    assert torch.equal(model(x), tiny_torch_model["model"](x))
+    assert link.is_symlink()

@@ -314,8 +314,8 @@ class Registry:
         self.db["search_docs"].upsert(
             {
                 "version_id": version_id,
-                "name": row[0].replace("-", " ").replace("_", " ") + " " + row[0],
-                "task": (row[1] or "").replace("-", " "),
+                "name": row[0],  # FTS5 splits on '-' and '_' itself
+                "task": row[1],
                 "description": row[2],
                 "tags": tags,
                 "card": row[3],
@@ -429,24 +429,33 @@ class Registry:
         )
 
     def checkout(self, ref: str) -> Checkout:
-        """Verify every file of a version and lay them out under their names (as symlinks)."""
+        """Verify every file of a version and lay them out under their names.
+
+        The layout is relative symlinks into the blob store (a moved registry keeps working),
+        checked on every call: a checkout edited by hand is rebuilt, never trusted.
+        """
         row = self.resolve(ref)
         files = self.files(row["id"])
         manifest = hashlib.sha256(
             json.dumps([(f["name"], f["sha256"]) for f in files]).encode()
         ).hexdigest()[:16]
         target = self.root / "checkouts" / row["name"] / f"{row['number']}-{manifest}"
-        blobs = {f["name"]: self.store.verify(f["sha256"], f["size"], f["name"]) for f in files}
-        if not target.is_dir():
-            staging = target.with_name(target.name + f".tmp-{os.getpid()}")
+        links = {}
+        for f in files:
+            blob = self.store.verify(f["sha256"], f["size"], f["name"])
+            link = target / check_relative_file_name(f["name"])
+            links[link] = os.path.relpath(blob, link.parent)
+        if not all(p.is_symlink() and os.readlink(p) == dest for p, dest in links.items()):
+            staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
             shutil.rmtree(staging, ignore_errors=True)
-            for fname, blob in blobs.items():
-                link = staging / check_relative_file_name(fname)
-                link.parent.mkdir(parents=True, exist_ok=True)
-                link.symlink_to(blob.resolve())
+            for link, dest in links.items():
+                staged = staging / link.relative_to(target)
+                staged.parent.mkdir(parents=True, exist_ok=True)
+                staged.symlink_to(dest)
+            shutil.rmtree(target, ignore_errors=True)
             try:
                 os.replace(staging, target)
-            except OSError:  # another process laid it out first
+            except OSError:  # another process laid it out at the same moment
                 shutil.rmtree(staging, ignore_errors=True)
         return Checkout(
             ref=row["ref"],

@@ -13,9 +13,9 @@ from .hookspecs import hookimpl
 __version__ = "0.1.0"
 
 _API = {
-    "alias", "bundle_export", "bundle_import", "fsck", "history", "list_models", "load",
-    "log_metrics", "plugins", "recommend", "register", "registry", "resolve", "search", "show",
-    "tag",
+    "alias", "bundle_export", "bundle_import", "close_all", "fsck", "history", "list_models",
+    "load", "log_metrics", "plugins", "recommend", "register", "registry", "resolve", "search",
+    "show", "tag",
 }  # fmt: skip
 
 

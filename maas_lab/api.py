@@ -16,12 +16,12 @@ from typing import Any
 from .errors import NotFoundError, UsageError
 from .formats import safetensors_header
 from .plugins import get_plugins
+from .progress import byte_bar
 from .registry import FileSpec, Registry, parse_ref
 from .registry.store import check_source_file
 from .results import Collapsible, Report, Table, human_size, kv_table
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
-PROGRESS_MIN_BYTES = 32 * 1024 * 1024
 _registries: dict[Path, Registry] = {}
 
 
@@ -35,6 +35,7 @@ def registry(root: str | os.PathLike | None = None) -> Registry:
 
 
 def close_all() -> None:
+    """Close every registry this process opened (before deleting or moving its folder)."""
     for reg in _registries.values():
         reg.close()
     _registries.clear()
@@ -137,15 +138,6 @@ def _hf_files(folder: Path) -> list[FileSpec]:
     return specs
 
 
-def _progress(total: int, label: str):
-    if total < PROGRESS_MIN_BYTES or os.environ.get("MAAS_LAB_PROGRESS", "1") == "0":
-        return None, None
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, unit="B", unit_scale=True, desc=label, leave=False)
-    return bar, bar.update
-
-
 def register(
     name: str,
     *,
@@ -207,7 +199,7 @@ def register(
     if loader.validate is not None:
         loader.validate({s.name: s.source for s in files}, stored_config)
     total = sum(s.source.stat().st_size for s in files)
-    bar, progress = _progress(total, f"storing {name}")
+    bar = byte_bar(total, f"storing {name}")
     try:
         row = registry(root).register(
             name,
@@ -220,7 +212,7 @@ def register(
             card=card_text,
             tags=parse_pairs(tags),
             metrics=parse_pairs(metrics, "metric", numeric=True),
-            progress=progress,
+            progress=bar.update if bar is not None else None,
         )
     finally:
         if bar is not None:
@@ -279,6 +271,9 @@ def show(ref: str, root=None) -> Report:
     metrics = Table(
         [{"metric": k, "value": v} for k, v in info["metrics"].items()], ["metric", "value"]
     )
+    for p in info["parents"]:
+        if p["ref"] is None and p["params"].get("source_ref"):
+            p["ref"] = f"{p['params']['source_ref']} (elsewhere)"
     lineage = Table(
         [{"relation": "derived from", **p} for p in info["parents"]]
         + [{"relation": "parent of", **c} for c in info["children"]],
@@ -464,6 +459,7 @@ __all__ = [
     "alias",
     "bundle_export",
     "bundle_import",
+    "close_all",
     "fsck",
     "history",
     "list_models",

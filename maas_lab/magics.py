@@ -27,11 +27,21 @@ class MaasMagics(Magics):
         from .errors import UsageError
 
         try:
-            args = shlex.split(line)
+            args = shlex.split(line)  # IPython has already expanded {vars} in the line
             if cell is not None:
-                args += shlex.split(
-                    self.shell.var_expand(cell) if self.shell else cell, comments=True
-                )
+                args += shlex.split(self._expand(cell), comments=True)
         except ValueError as exc:
             raise UsageError(f"Cannot parse the command line: {exc}.") from None
         return run(args or ["--help"], prog_name="%maas")
+
+    def _expand(self, cell: str) -> str:
+        """Expand {vars} in a cell body from the user's namespace only (never this method's
+        locals), leaving the text as it is if it does not expand, as IPython does for lines."""
+        if self.shell is None:
+            return cell
+        from IPython.utils.text import DollarFormatter
+
+        try:
+            return DollarFormatter().vformat(cell, args=[], kwargs=self.shell.user_ns)
+        except Exception:
+            return cell

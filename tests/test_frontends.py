@@ -133,3 +133,17 @@ def test_python_api_is_reachable_from_the_package(maas_home):
     assert maas_lab.list_models is api.list_models
     with pytest.raises(AttributeError):
         maas_lab.no_such_function  # noqa: B018
+
+
+def test_cell_body_expands_user_variables_only(maas_shell, tiny_torch_model):
+    # Names the magic itself uses inside must not shadow the user's variables.
+    maas_shell.user_ns.update(line="mine", args="also-mine", cell="c", weights="w")
+    cell = f"""
+    --from-torch maas_lab.zoo:mlp
+    --config '{{json}}'
+    --weights {tiny_torch_model["weights"]}
+    --tag who={{line}} --tag what={{args}}
+    """
+    maas_shell.user_ns["json"] = json.dumps(tiny_torch_model["config"])
+    report = maas_shell.run_cell_magic("maas", "register digits-mlp", cell)
+    assert report["tags"] == {"who": "mine", "what": "also-mine"}

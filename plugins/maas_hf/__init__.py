@@ -74,8 +74,19 @@ def load_hf_folder(checkout, options: dict):
         raise BackendUnavailable(
             "Loading Hugging Face folders needs transformers: `pip install 'maas-lab[torch]'`."
         ) from None
+    from transformers.utils import logging as hf_logging
+
+    from maas_lab import progress
+
     folder = str(checkout.dir)
-    model = AutoModel.from_pretrained(folder, local_files_only=True, use_safetensors=True)
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    if not progress.enabled():
+        hf_logging.disable_progress_bar()
+    try:
+        model = AutoModel.from_pretrained(folder, local_files_only=True, use_safetensors=True)
+    finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
     model.eval()
     tokenizer = None
     if options["tokenizer"] and any(f["role"] == "tokenizer" for f in checkout.files):

@@ -17,16 +17,18 @@ from .errors import NotFoundError, UsageError
 from .formats import safetensors_header
 from .plugins import get_plugins
 from .progress import byte_bar
-from .registry import FileSpec, Registry, parse_ref
+from .registry.refs import parse_ref
 from .registry.store import check_source_file
 from .results import Collapsible, Report, Table, human_size, kv_table
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
-_registries: dict[Path, Registry] = {}
+_registries: dict = {}
 
 
-def registry(root: str | os.PathLike | None = None) -> Registry:
+def registry(root: str | os.PathLike | None = None):
     """The registry at ``root`` (default ``$MAAS_LAB_HOME`` or ``~/.maas_lab``), kept open."""
+    from .registry.registry import Registry
+
     reg = Registry(root)
     key = reg.root.resolve()
     if key not in _registries:
@@ -114,7 +116,9 @@ def _hf_role(rel: str) -> str:
     return "card" if rel == "README.md" else "file"
 
 
-def _hf_files(folder: Path) -> list[FileSpec]:
+def _hf_files(folder: Path) -> list:
+    from .registry.registry import FileSpec
+
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise UsageError(f"--from-hf {str(folder)!r} is not a folder.")
@@ -164,6 +168,8 @@ def register(
 
     The matching loader plugin checks the files before anything is stored.
     """
+    from .registry.registry import FileSpec
+
     sources = [s for s in (from_hf, from_torch, from_file) if s is not None]
     if len(sources) != 1:
         raise UsageError(
@@ -243,7 +249,7 @@ def search(text: str, limit: int = 20, root=None) -> Table:
     rows = query(registry(root), text, limit)
     return Table(
         rows,
-        ["ref", "task", "format", "size_bytes", "score", "snippet"],
+        ["ref", "task", "versions", "size_bytes", "score", "matched", "snippet"],
         title=f"{len(rows)} match(es) for {text!r}",
         formatters={"size_bytes": human_size},
     )

@@ -247,3 +247,20 @@ def test_checkout_is_rebuilt_when_edited_by_hand(maas_home, mlp, tiny_torch_mode
     x = torch.randn(2, 8)
     assert torch.equal(model(x), tiny_torch_model["model"](x))
     assert link.is_symlink()
+
+
+def test_search_returns_models_and_points_at_matching_versions(maas_home, mlp):
+    for _ in range(5):
+        mlp("digits-mlp", task="classification", description="handwritten digits")
+    api.tag("digits-mlp@2", ["reviewed=yes"])
+    mlp("reviewer-bot", task="text-generation", description="writes reviews of code")
+    hits = api.search("digits")
+    assert [(h["ref"], h["versions"]) for h in hits] == [("digits-mlp@5", 5)]  # one row
+    assert hits[0]["matched"] == "name, description"
+    assert hits[0]["snippet"] == "handwritten [digits]"
+    tagged = {h["ref"]: h for h in api.search("reviewed")}
+    assert tagged["digits-mlp@2"]["snippet"] == "reviewed=yes @2"
+    assert tagged["reviewer-bot@1"]["matched"] == "name, description"
+    # Models matching every word rank before models matching some.
+    both = api.search("handwritten reviewed")
+    assert [h["ref"] for h in both] == ["digits-mlp@5", "reviewer-bot@1"]

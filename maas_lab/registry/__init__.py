@@ -1,6 +1,27 @@
-"""The local registry: SQLite (via sqlite-utils) plus a content-addressed blob store."""
+"""The local registry: SQLite (via sqlite-utils) plus a content-addressed blob store.
 
-from .refs import Ref, parse_ref
-from .registry import Checkout, FileSpec, Registry, default_root
+Exports load on first use: sqlite-utils imports pandas at import time when it is installed
+(a quarter of a second), which commands that never open the registry should not pay.
+"""
 
-__all__ = ["Checkout", "FileSpec", "Ref", "Registry", "default_root", "parse_ref"]
+from __future__ import annotations
+
+_EXPORTS = {
+    "Checkout": "registry",
+    "FileSpec": "registry",
+    "Registry": "registry",
+    "default_root": "registry",
+    "Ref": "refs",
+    "parse_ref": "refs",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)

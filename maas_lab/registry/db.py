@@ -9,7 +9,9 @@ ours as savepoints.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -17,6 +19,13 @@ from pathlib import Path
 
 import sqlite_utils
 from sqlite_utils import Migrations
+
+from ..errors import RegistryError
+
+try:
+    import fcntl
+except ImportError:  # Windows: SQLite's own busy handler alone
+    fcntl = None
 
 BUSY_TIMEOUT_MS = 60_000
 migrations = Migrations("maas_lab")
@@ -45,13 +54,54 @@ def connect(path: Path) -> sqlite_utils.Database:
 @contextmanager
 def write(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
     """One write transaction holding the write lock from its first statement."""
-    db.conn.execute("BEGIN IMMEDIATE")
+    with _writer_turn(db):
+        db.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.conn.execute("ROLLBACK")
+            raise
+        db.conn.execute("COMMIT")
+
+
+@contextmanager
+def _writer_turn(db: sqlite_utils.Database) -> Iterator[None]:
+    """Take turns between writing processes through a lock file beside the database.
+
+    SQLite's busy handler sleeps in steps growing to 100 ms and does not queue waiters, so
+    under contention a few writers wait far longer than the ~1 ms a registration holds the
+    lock (measured: p99 over 100 ms at a 5 ms median with 4 processes). Polling a file lock
+    every half millisecond lets the next writer in almost at once. Bounded like
+    ``busy_timeout``, so a stuck writer gives an error, never an endless wait.
+    """
+    path = db.conn.execute("pragma database_list").fetchone()[2]
+    if fcntl is None or not path:
+        yield
+        return
     try:
-        yield db
-    except BaseException:
-        db.conn.execute("ROLLBACK")
-        raise
-    db.conn.execute("COMMIT")
+        fd = os.open(path + "-writer.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise RegistryError(
+            f"Cannot write to the registry at {os.path.dirname(path)} ({exc.strerror}). Fix "
+            "its permissions, or point MAAS_LAB_HOME at a folder you can write."
+        ) from None
+    try:
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RegistryError(
+                        f"The registry at {os.path.dirname(path)} stayed busy for "
+                        f"{BUSY_TIMEOUT_MS // 1000} s: another process holds its write lock. "
+                        "Try again, or look for a stuck maas process."
+                    ) from None
+                time.sleep(0.0005)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 # Migrations: append new functions; never edit one that has shipped.
@@ -141,20 +191,26 @@ def m001_initial(db: sqlite_utils.Database) -> None:
             version INTEGER,
             detail TEXT NOT NULL DEFAULT '{}'
         );
-        -- One row per version, kept in step by the registry, for full-text search.
+        -- One row per model (people search for models; versions share most text), kept in
+        -- step by the registry: descriptions, tags and distinct cards of all its versions.
         CREATE TABLE search_docs (
-            version_id INTEGER PRIMARY KEY REFERENCES versions(id),
+            model_id INTEGER PRIMARY KEY REFERENCES models(id),
             name TEXT,
             task TEXT,
             description TEXT,
             tags TEXT,
-            card TEXT
+            cards TEXT
         );
         """
     )
     db["search_docs"].enable_fts(
-        ["name", "task", "description", "tags", "card"],
+        ["name", "task", "description", "tags", "cards"],
         fts_version="FTS5",
         create_triggers=True,
         tokenize="porter",
+    )
+    # Column weights for ranking: a word in the name counts most, in a long card least.
+    db.execute(
+        "insert into search_docs_fts(search_docs_fts, rank) "
+        "values ('rank', 'bm25(10.0, 4.0, 2.0, 3.0, 1.0)')"
     )

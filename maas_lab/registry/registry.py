@@ -206,7 +206,7 @@ class Registry:
                         created.append(digest)
                 stored.append({"name": fname, "role": spec.role, "sha256": digest, "size": size})
             with write(self.db):
-                version_id, number = self._insert_version(
+                model_id, version_id, number = self._insert_version(
                     name, format, stored, config_json, task, description, owner, card
                 )
                 self._set_tags(version_id, tags)
@@ -223,7 +223,7 @@ class Registry:
                             "created_at": now(),
                         }
                     )
-                self._index(version_id)
+                self._index(model_id)
                 self._event("register", name, number, {"format": format, "files": len(stored)})
         except BaseException:
             self.discard_unreferenced(created)
@@ -270,7 +270,7 @@ class Registry:
             .last_pk
         )
         self.db["files"].insert_all({"version_id": version_id, **f} for f in stored)
-        return version_id, number
+        return model_id, version_id, number
 
     def discard_unreferenced(self, digests: list[str]) -> None:
         for digest in digests:
@@ -301,26 +301,42 @@ class Registry:
                 pk=("version_id", "name"),
             )
 
-    def _index(self, version_id: int) -> None:
-        row = self.db.execute(
-            "select m.name, m.task, coalesce(v.description, m.description), v.card "
-            "from versions v join models m on m.id = v.model_id where v.id = ?",
-            [version_id],
+    def _index(self, model_id: int) -> None:
+        """Rebuild the model's search document from all its versions."""
+        q = self.db.execute
+        name, task, description = q(
+            "select name, task, description from models where id = ?", [model_id]
         ).fetchone()
-        tags = " ".join(
-            f"{r['key']} {r['value']}".strip()
-            for r in self.db.query("select key, value from tags where version_id = ?", [version_id])
-        )
+        descriptions = [description or ""] + [
+            r[0]
+            for r in q(
+                "select distinct description from versions where model_id = ? "
+                "and description is not null and description != ?",
+                [model_id, description or ""],
+            )
+        ]
+        tags = [
+            f"{k} {v}".strip()
+            for k, v in q(
+                "select distinct key, value from tags t join versions v on v.id = t.version_id "
+                "where v.model_id = ? order by key, value",
+                [model_id],
+            )
+        ]
+        cards = q(
+            "select distinct card from versions where model_id = ? and card is not null",
+            [model_id],
+        ).fetchall()
         self.db["search_docs"].upsert(
             {
-                "version_id": version_id,
-                "name": row[0],  # FTS5 splits on '-' and '_' itself
-                "task": row[1],
-                "description": row[2],
-                "tags": tags,
-                "card": row[3],
+                "model_id": model_id,
+                "name": name,  # FTS5 splits on '-' and '_' itself
+                "task": task,
+                "description": "\n".join(filter(None, descriptions)),
+                "tags": "\n".join(tags),
+                "cards": "\n\n".join(c[0] for c in cards),
             },
-            pk="version_id",
+            pk="model_id",
         )
 
     def _event(self, action: str, model: str | None, version: int | None, detail: dict) -> None:
@@ -406,7 +422,7 @@ class Registry:
                 self.db.execute(
                     "delete from tags where version_id = ? and key = ?", [target["id"], key]
                 )
-            self._index(target["id"])
+            self._index(target["model_id"])
             self._event("tag", target["name"], target["number"], {"set": tags, "removed": remove})
         return target
 

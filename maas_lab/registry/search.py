@@ -10,38 +10,115 @@ from .registry import Registry
 _TOKEN = re.compile(r"[\w]+", re.UNICODE)
 
 
-def fts_query(text: str) -> str:
-    """Any typed text as a safe FTS5 query: each word quoted, prefix-matched, OR-ed.
+FIELDS = ("name", "task", "description", "tags", "cards")
 
-    OR with bm25 ranking puts versions matching more of the words first, while a query
-    with one unknown word still finds the rest. Quoting means user text never breaks FTS
-    syntax.
-    """
+
+def _words(text: str) -> list[str]:
     words = _TOKEN.findall(text or "")
     if not words:
         raise UsageError("Give at least one word to search for, e.g. `maas search embedding`.")
-    return " OR ".join(f'"{w}"*' for w in words[:32])
+    return [w.lower() for w in words[:32]]
+
+
+def fts_query(words: list[str], op: str) -> str:
+    """Words as a safe FTS5 query: each quoted (user text never breaks FTS syntax) and
+    prefix-matched (``digit`` finds ``digits``), joined by AND or OR."""
+    return f" {op} ".join(f'"{w}"*' for w in words)
 
 
 def search(reg: Registry, text: str, limit: int = 20) -> list[dict]:
-    """Versions whose name, task, description, tags or card match, best first."""
-    query = fts_query(text)
-    return list(
-        reg.db.query(
-            """
-            select m.name || '@' || v.number as ref, m.task, v.format, v.size_bytes,
-                   -bm25(search_docs_fts, 10.0, 4.0, 2.0, 3.0, 1.0) as score,
-                   snippet(search_docs_fts, -1, '[', ']', '...', 8) as snippet
-              from search_docs_fts
-              join versions v on v.id = search_docs_fts.rowid
-              join models m on m.id = v.model_id
-             where search_docs_fts match ?
-             order by bm25(search_docs_fts, 10.0, 4.0, 2.0, 3.0, 1.0), v.number desc
-             limit ?
-            """,
-            [query, limit],
-        )
+    """Models whose name, task, descriptions, tags or cards match, best first.
+
+    Models that match every word come first (AND); if there are fewer than ``limit``, models
+    matching some of the words follow (OR), each group ranked by bm25 with column weights.
+    One row per model, pointing at its latest version, or at the newest version whose tags
+    matched when only tags did. What matched is read back from FTS5 itself (``highlight``,
+    for the returned rows only), so it agrees with the ranking, stemming included.
+    """
+    words = _words(text)
+    ranked: dict[int, float] = {}
+    for op in ("AND", "OR") if len(words) > 1 else ("AND",):
+        if len(ranked) >= limit:
+            break
+        for model_id, rank in reg.db.execute(
+            "select rowid, rank from search_docs_fts where search_docs_fts match ? "
+            "order by rank limit ?",
+            [fts_query(words, op), limit + len(ranked)],
+        ):
+            if model_id not in ranked and len(ranked) < limit:
+                ranked[model_id] = -rank
+    if not ranked:
+        return []
+    ids = list(ranked)
+    marks = ",".join("?" * len(ids))
+    columns = ", ".join(
+        f"highlight(search_docs_fts, {i}, char(2), char(3)) as {f}" for i, f in enumerate(FIELDS)
     )
+    marked = {
+        r["rowid"]: r
+        for r in reg.db.query(
+            f"select rowid, {columns} from search_docs_fts "
+            f"where search_docs_fts match ? and rowid in ({marks})",
+            [fts_query(words, "OR"), *ids],
+        )
+    }
+    latest = {r["model_id"]: r for r in reg.db.query(
+        f"""select v.model_id, v.number, v.format, v.size_bytes, m.task,
+                   (select count(*) from versions c where c.model_id = v.model_id) as versions
+              from versions v join models m on m.id = v.model_id
+             where v.model_id in ({marks}) and v.number =
+                   (select max(number) from versions x where x.model_id = v.model_id)""",
+        ids,
+    )}  # fmt: skip
+    out = []
+    for model_id, score in ranked.items():
+        doc, head = marked[model_id], latest[model_id]
+        fields = [f for f in FIELDS if "\x02" in (doc[f] or "")]
+        tags = _tag_hits(reg, model_id, doc["tags"]) if "tags" in fields else []
+        number = tags[0][0] if fields == ["tags"] else head["number"]
+        snippet = next((_excerpt(doc[f]) for f in ("description", "cards") if f in fields), "")
+        out.append(
+            {
+                "ref": f"{_plain(doc['name'])}@{number}",
+                "task": head["task"],
+                "versions": head["versions"],
+                "format": head["format"],
+                "size_bytes": head["size_bytes"],
+                "score": round(score, 3),
+                "matched": ", ".join(fields),
+                "snippet": snippet or ", ".join(f"{tag} @{n}" for n, tag in tags[:4]),
+            }
+        )
+    return out
+
+
+def _plain(text: str | None) -> str:
+    return (text or "").replace("\x02", "").replace("\x03", "")
+
+
+def _tag_hits(reg: Registry, model_id: int, marked_tags: str) -> list[tuple[int, str]]:
+    """(version, tag) for the tags FTS marked as matching, newest version first."""
+    hits = []
+    for line in marked_tags.splitlines():
+        if "\x02" not in line:
+            continue
+        key, _, value = _plain(line).partition(" ")
+        for (number,) in reg.db.execute(
+            "select v.number from tags t join versions v on v.id = t.version_id "
+            "where v.model_id = ? and t.key = ? and t.value = ?",
+            [model_id, key, value],
+        ):
+            hits.append((number, f"{key}={value}" if value else key))
+    return sorted(hits, reverse=True)
+
+
+def _excerpt(marked: str, width: int = 60) -> str:
+    """A short excerpt around the first match, the matched word in [brackets]."""
+    text = " ".join(marked.split())
+    at = text.index("\x02")
+    start, end = max(0, at - width // 2), min(len(text), text.index("\x03") + width // 2)
+    body = text[start:end].replace("\x02", "[").replace("\x03", "]")
+    return ("..." if start else "") + _plain(body) + ("..." if end < len(text) else "")
 
 
 SORTS = {

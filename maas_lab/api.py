@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
-from typing import Any
 
 from .errors import NotFoundError, UsageError
-from .formats import safetensors_header
+from .parsing import parse_pairs, parse_size
 from .plugins import get_plugins
 from .progress import byte_bar
 from .registry.refs import parse_ref
-from .registry.store import check_source_file
 from .results import Collapsible, Report, Table, human_size, kv_table
+from .sources import collect
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
 _registries: dict = {}
 
 
@@ -43,53 +40,6 @@ def close_all() -> None:
     _registries.clear()
 
 
-# ---------------------------------------------------------------------- parsing helpers
-
-_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
-
-
-def parse_size(text: str | int | float) -> int:
-    """``30MB`` -> 30_000_000, ``30MiB`` -> 31_457_280, plain numbers are bytes."""
-    if isinstance(text, int | float):
-        return int(text)
-    m = _SIZE.match(str(text))
-    if not m:
-        raise UsageError(f"Cannot read size {text!r}; write e.g. 30MB, 512kB or 1.5GiB.")
-    unit = (m.group(2) or "").lower()
-    base = unit.rstrip("b").rstrip("i")
-    factor = _UNITS[base] if "i" not in unit else 1024 ** " kmgt".index(base or " ")
-    return int(float(m.group(1)) * factor)
-
-
-def parse_pairs(items, what: str = "tag", numeric: bool = False) -> dict[str, Any]:
-    """``["k=v", "flag"]`` (or a dict) -> ``{"k": "v", "flag": ""}``."""
-    if isinstance(items, dict):
-        return dict(items)
-    out: dict[str, Any] = {}
-    for item in items or ():
-        key, sep, value = str(item).partition("=")
-        key = key.strip()
-        if numeric and not sep:
-            raise UsageError(f"Write {what}s as name=value, e.g. accuracy=0.97; got {item!r}.")
-        out[key] = value.strip()
-    return out
-
-
-def parse_config(config: str | dict | None) -> dict:
-    if config is None or isinstance(config, dict):
-        return dict(config or {})
-    try:
-        value = json.loads(config)
-    except ValueError as exc:
-        raise UsageError(
-            f"--config must be a JSON object, e.g. '{{\"hidden\": 256}}': {exc}."
-        ) from None
-    if not isinstance(value, dict):
-        raise UsageError("--config must be a JSON object, e.g. '{\"hidden\": 256}'.")
-    return value
-
-
 # ---------------------------------------------------------------------- registering
 
 
@@ -103,43 +53,6 @@ def _loader_for(fmt: str):
             "Install the plugin for it, or check `maas plugins` for plugins that failed to load."
         )
     return loaders[0]
-
-
-def _hf_role(rel: str) -> str:
-    """The role of a file in a Hugging Face folder, from its path relative to the folder."""
-    if rel.endswith(".safetensors"):
-        return "weights"
-    if rel == "config.json":
-        return "config"
-    if rel.startswith(("tokenizer", "vocab", "special_tokens", "merges", "spiece")):
-        return "tokenizer"
-    return "card" if rel == "README.md" else "file"
-
-
-def _hf_files(folder: Path) -> list:
-    from .registry.registry import FileSpec
-
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise UsageError(f"--from-hf {str(folder)!r} is not a folder.")
-    specs = []
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder).as_posix()
-        if not path.is_file() or any(p.startswith(".") for p in rel.split("/")):
-            continue
-        if path.suffix in PICKLE_SUFFIXES:
-            raise UsageError(
-                f"{rel} in {folder} holds pickle-format weights; maas_lab never unpickles. "
-                "Remove it and keep the .safetensors weights (transformers saves them with "
-                "save_pretrained(..., safe_serialization=True))."
-            )
-        role = _hf_role(rel)
-        if role == "weights":
-            safetensors_header(path)
-        specs.append(FileSpec(path, rel, role))
-    if not any(s.role == "weights" for s in specs):
-        raise UsageError(f"{folder} has no .safetensors weights; save the model with safetensors.")
-    return specs
 
 
 def register(
@@ -168,42 +81,11 @@ def register(
 
     The matching loader plugin checks the files before anything is stored.
     """
-    from .registry.registry import FileSpec
-
-    sources = [s for s in (from_hf, from_torch, from_file) if s is not None]
-    if len(sources) != 1:
-        raise UsageError(
-            "Give exactly one of --from-hf DIR, --from-torch FACTORY, --from-file FILE."
-        )
-    stored_config = parse_config(config)
-    card_text = None
-    if card is not None:
-        card_text = check_source_file(Path(card), "Model card").read_text(encoding="utf-8")
-    if from_hf is not None:
-        fmt = format or "hf"
-        files = _hf_files(Path(from_hf))
-        readme = [s for s in files if s.role == "card"]
-        if card_text is None and readme:
-            card_text = readme[0].source.read_text(encoding="utf-8", errors="replace")
-    elif from_torch is not None:
-        fmt = format or "torch"
-        if weights is None:
-            raise UsageError("--from-torch needs --weights FILE.safetensors.")
-        path = check_source_file(Path(weights), "Weights file")
-        safetensors_header(path)
-        stored_config = {"factory": from_torch, "kwargs": stored_config}
-        files = [FileSpec(path, "model.safetensors", "weights")]
-    else:
-        path = check_source_file(Path(from_file), "File")
-        fmt = format or {".onnx": "onnx"}.get(path.suffix.lower())
-        if fmt is None:
-            raise UsageError(f"Cannot tell the format of {path.name}; pass --format.")
-        if path.suffix.lower() in PICKLE_SUFFIXES and fmt != "torchscript":
-            raise UsageError(f"{path.name} looks like a pickle; maas_lab never unpickles.")
-        files = [FileSpec(path, path.name, "model")]
+    source = collect(from_hf, from_torch, weights, config, from_file, format, card)
+    fmt, files = source.format, source.files
     loader = _loader_for(fmt)
     if loader.validate is not None:
-        loader.validate({s.name: s.source for s in files}, stored_config)
+        loader.validate({s.name: s.source for s in files}, source.config)
     total = sum(s.source.stat().st_size for s in files)
     bar = byte_bar(total, f"storing {name}")
     try:
@@ -211,11 +93,11 @@ def register(
             name,
             files,
             fmt,
-            config=stored_config,
+            config=source.config,
             task=task,
             description=description,
             owner=owner,
-            card=card_text,
+            card=source.card,
             tags=parse_pairs(tags),
             metrics=parse_pairs(metrics, "metric", numeric=True),
             progress=bar.update if bar is not None else None,

@@ -216,10 +216,10 @@ def test_tables_are_plain_and_migrations_run_once(maas_home, mlp):
     assert db["versions"].count == 1 and db["events"].count == 2
     assert [e["action"] for e in db["events"].rows] == ["register", "alias"]
     applied = list(db["_sqlite_migrations"].rows)
-    assert [m["name"] for m in applied] == ["m001_initial"]
+    assert [m["name"] for m in applied] == ["m001_initial", "m002_search_models"]
     api.close_all()
     api.list_models()  # reopen: nothing pending, nothing applied twice
-    assert db["_sqlite_migrations"].count == 1
+    assert db["_sqlite_migrations"].count == 2
     conn = sqlite3.connect(maas_home / "registry.db")
     assert conn.execute("pragma journal_mode").fetchone()[0] == "wal"
 
@@ -264,3 +264,26 @@ def test_search_returns_models_and_points_at_matching_versions(maas_home, mlp):
     # Models matching every word rank before models matching some.
     both = api.search("handwritten reviewed")
     assert [h["ref"] for h in both] == ["digits-mlp@5", "reviewer-bot@1"]
+
+
+def test_registry_from_an_older_schema_is_migrated(maas_home):
+    """A registry made before m002 (search per version) is reindexed per model on open."""
+    from maas_lab.registry.db import migrations, now
+
+    maas_home.mkdir(parents=True)
+    db = sqlite_utils.Database(maas_home / "registry.db")
+    migrations.apply(db, stop_before="m002_search_models")
+    db["models"].insert({"id": 1, "name": "old-embedder", "task": "sentence-embedding",
+                         "description": "an old model", "created_at": now()})  # fmt: skip
+    for number in (1, 2):
+        db["versions"].insert(
+            {"id": number, "model_id": 1, "number": number, "format": "hf", "size_bytes": 1,
+             "created_at": now(), "card": "Pooled tokens"}
+        )  # fmt: skip
+        db["search_docs"].insert({"version_id": number, "name": "old-embedder"})
+    db["tags"].insert({"version_id": 2, "key": "reviewed", "value": "yes"})
+    db.conn.close()
+    hits = api.search("old embedder")
+    assert [(h["ref"], h["versions"]) for h in hits] == [("old-embedder@2", 2)]
+    assert api.search("pooled")[0]["matched"] == "cards"
+    assert api.search("reviewed")[0]["snippet"] == "reviewed=yes @2"

@@ -191,17 +191,53 @@ def m001_initial(db: sqlite_utils.Database) -> None:
             version INTEGER,
             detail TEXT NOT NULL DEFAULT '{}'
         );
-        -- One row per model (people search for models; versions share most text), kept in
-        -- step by the registry: descriptions, tags and distinct cards of all its versions.
+        -- One row per version, kept in step by the registry, for full-text search.
         CREATE TABLE search_docs (
-            model_id INTEGER PRIMARY KEY REFERENCES models(id),
+            version_id INTEGER PRIMARY KEY REFERENCES versions(id),
             name TEXT,
             task TEXT,
             description TEXT,
             tags TEXT,
-            cards TEXT
+            card TEXT
         );
         """
+    )
+    db["search_docs"].enable_fts(
+        ["name", "task", "description", "tags", "card"],
+        fts_version="FTS5",
+        create_triggers=True,
+        tokenize="porter",
+    )
+
+
+# A model's search document, built from all its versions: its descriptions, distinct tags
+# and distinct cards. ``{where}`` picks the models (one, or all in a migration).
+INDEX_MODELS = """
+insert into search_docs (model_id, name, task, description, tags, cards)
+select m.id, m.name, m.task,
+       (select group_concat(d, char(10)) from (
+            select m.description as d union
+            select distinct description from versions where model_id = m.id)),
+       (select group_concat(t, char(10)) from (
+            select distinct trim(key || ' ' || value) as t
+              from tags join versions v on v.id = tags.version_id
+             where v.model_id = m.id order by t)),
+       (select group_concat(card, char(10) || char(10)) from (
+            select distinct card from versions where model_id = m.id and card is not null))
+  from models m {where}
+"""
+
+
+@migrations()
+def m002_search_models(db: sqlite_utils.Database) -> None:
+    """Search one document per model, not per version: people look for models, versions
+    share most of their text, and ranking every version made search slow at 100,000."""
+    db["search_docs"].disable_fts()
+    db["search_docs"].drop()
+    db.execute(
+        """create table search_docs (
+               model_id integer primary key references models(id),
+               name text, task text, description text, tags text, cards text)"""
     )
     db["search_docs"].enable_fts(
         ["name", "task", "description", "tags", "cards"],
@@ -214,3 +250,4 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         "insert into search_docs_fts(search_docs_fts, rank) "
         "values ('rank', 'bm25(10.0, 4.0, 2.0, 3.0, 1.0)')"
     )
+    db.execute(INDEX_MODELS.format(where=""))

@@ -20,7 +20,7 @@ from typing import Any
 import sqlite_utils
 
 from ..errors import ConflictError, NotFoundError, RegistryError, UsageError
-from .db import connect, now, write
+from .db import INDEX_MODELS, connect, now, write
 from .refs import Ref, check_alias, check_key, check_model_name, check_relative_file_name, parse_ref
 from .store import BlobStore
 
@@ -303,41 +303,8 @@ class Registry:
 
     def _index(self, model_id: int) -> None:
         """Rebuild the model's search document from all its versions."""
-        q = self.db.execute
-        name, task, description = q(
-            "select name, task, description from models where id = ?", [model_id]
-        ).fetchone()
-        descriptions = [description or ""] + [
-            r[0]
-            for r in q(
-                "select distinct description from versions where model_id = ? "
-                "and description is not null and description != ?",
-                [model_id, description or ""],
-            )
-        ]
-        tags = [
-            f"{k} {v}".strip()
-            for k, v in q(
-                "select distinct key, value from tags t join versions v on v.id = t.version_id "
-                "where v.model_id = ? order by key, value",
-                [model_id],
-            )
-        ]
-        cards = q(
-            "select distinct card from versions where model_id = ? and card is not null",
-            [model_id],
-        ).fetchall()
-        self.db["search_docs"].upsert(
-            {
-                "model_id": model_id,
-                "name": name,  # FTS5 splits on '-' and '_' itself
-                "task": task,
-                "description": "\n".join(filter(None, descriptions)),
-                "tags": "\n".join(tags),
-                "cards": "\n\n".join(c[0] for c in cards),
-            },
-            pk="model_id",
-        )
+        self.db.execute("delete from search_docs where model_id = ?", [model_id])
+        self.db.execute(INDEX_MODELS.format(where="where m.id = ?"), [model_id])
 
     def _event(self, action: str, model: str | None, version: int | None, detail: dict) -> None:
         self.db["events"].insert(

@@ -287,3 +287,10 @@ def test_registry_from_an_older_schema_is_migrated(maas_home):
     assert [(h["ref"], h["versions"]) for h in hits] == [("old-embedder@2", 2)]
     assert api.search("pooled")[0]["matched"] == "cards"
     assert api.search("reviewed")[0]["snippet"] == "reviewed=yes @2"
+
+
+def test_search_snippet_never_cuts_a_match(maas_home, mlp):
+    words = "lorem ipsum dolor sit amet " * 3
+    mlp("m", description=f"{words}alpha lorem ipsum dolor betagamma tail")
+    (hit,) = api.search("alpha betagamma")
+    assert "[alpha]" in hit["snippet"] and "[betagamma]" in hit["snippet"]

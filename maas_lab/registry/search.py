@@ -117,6 +117,8 @@ def _excerpt(marked: str, width: int = 60) -> str:
     text = " ".join(marked.split())
     at = text.index("\x02")
     start, end = max(0, at - width // 2), min(len(text), text.index("\x03") + width // 2)
+    if text.count("\x02", start, end) > text.count("\x03", start, end):
+        end = text.index("\x03", end) + 1  # never cut a highlighted word in half
     body = text[start:end].replace("\x02", "[").replace("\x03", "]")
     return ("..." if start else "") + _plain(body) + ("..." if end < len(text) else "")
 

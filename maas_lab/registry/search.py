@@ -36,60 +36,54 @@ def search(reg: Registry, text: str, limit: int = 20) -> list[dict]:
     for the returned rows only), so it agrees with the ranking, stemming included.
     """
     words = _words(text)
-    ranked: dict[int, float] = {}
+    hits: dict[int, dict] = {}
     for op in ("AND", "OR") if len(words) > 1 else ("AND",):
-        if len(ranked) >= limit:
+        if len(hits) >= limit:
             break
-        for model_id, rank in reg.db.execute(
-            "select rowid, rank from search_docs_fts where search_docs_fts match ? "
-            "order by rank limit ?",
-            [fts_query(words, op), limit + len(ranked)],
-        ):
-            if model_id not in ranked and len(ranked) < limit:
-                ranked[model_id] = -rank
-    if not ranked:
-        return []
-    ids = list(ranked)
-    marks = ",".join("?" * len(ids))
-    columns = ", ".join(
-        f"highlight(search_docs_fts, {i}, char(2), char(3)) as {f}" for i, f in enumerate(FIELDS)
-    )
-    marked = {
-        r["rowid"]: r
-        for r in reg.db.query(
-            f"select rowid, {columns} from search_docs_fts "
-            f"where search_docs_fts match ? and rowid in ({marks})",
-            [fts_query(words, "OR"), *ids],
-        )
-    }
-    latest = {r["model_id"]: r for r in reg.db.query(
-        f"""select v.model_id, v.number, v.format, v.size_bytes, m.task,
-                   (select count(*) from versions c where c.model_id = v.model_id) as versions
-              from versions v join models m on m.id = v.model_id
-             where v.model_id in ({marks}) and v.number =
-                   (select max(number) from versions x where x.model_id = v.model_id)""",
-        ids,
-    )}  # fmt: skip
+        cursor = reg.db.execute(_SEARCH, [fts_query(words, op), limit + len(hits)])
+        names = [d[0] for d in cursor.description]
+        for values in cursor:
+            row = dict(zip(names, values, strict=True))
+            if row["model_id"] not in hits and len(hits) < limit:
+                hits[row["model_id"]] = row
     out = []
-    for model_id, score in ranked.items():
-        doc, head = marked[model_id], latest[model_id]
-        fields = [f for f in FIELDS if "\x02" in (doc[f] or "")]
-        tags = _tag_hits(reg, model_id, doc["tags"]) if "tags" in fields else []
-        number = tags[0][0] if fields == ["tags"] else head["number"]
-        snippet = next((_excerpt(doc[f]) for f in ("description", "cards") if f in fields), "")
+    for model_id, hit in hits.items():
+        fields = [f for f in FIELDS if "\x02" in (hit[f] or "")]
+        tags = _tag_hits(reg, model_id, hit["tags"]) if "tags" in fields else []
+        number = tags[0][0] if fields == ["tags"] else hit["number"]
+        snippet = next((_excerpt(hit[f]) for f in ("description", "cards") if f in fields), "")
         out.append(
             {
-                "ref": f"{_plain(doc['name'])}@{number}",
-                "task": head["task"],
-                "versions": head["versions"],
-                "format": head["format"],
-                "size_bytes": head["size_bytes"],
-                "score": round(score, 3),
+                "ref": f"{_plain(hit['name'])}@{number}",
+                "task": hit["task"],
+                "versions": hit["versions"],
+                "format": hit["format"],
+                "size_bytes": hit["size_bytes"],
+                "score": round(-hit["rank"], 3),
                 "matched": ", ".join(fields),
                 "snippet": snippet or ", ".join(f"{tag} @{n}" for n, tag in tags[:4]),
             }
         )
     return out
+
+
+# One statement per phase. FTS5 consumes "order by rank" itself, so highlight() runs only for
+# the rows pulled past the limit, and the join finds each hit's latest version by its index.
+_SEARCH = """
+with hits as (
+    select rowid as model_id, rank, {highlights}
+      from search_docs_fts where search_docs_fts match ? order by rank limit ?)
+select hits.*, m.task, v.number, v.format, v.size_bytes,
+       (select count(*) from versions c where c.model_id = m.id) as versions
+  from hits join models m on m.id = hits.model_id
+  join versions v on v.model_id = m.id
+   and v.number = (select max(number) from versions x where x.model_id = m.id)
+ order by hits.rank
+""".format(
+    highlights=", ".join(
+        f"highlight(search_docs_fts, {i}, char(2), char(3)) as {f}" for i, f in enumerate(FIELDS)
+    )
+)
 
 
 def _plain(text: str | None) -> str:

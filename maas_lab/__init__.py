@@ -12,10 +12,10 @@ from .hookspecs import hookimpl
 
 __version__ = "0.1.0"
 
+# Not "registry": that name is the maas_lab.registry package (use maas_lab.api.registry()).
 _API = {
     "alias", "bundle_export", "bundle_import", "close_all", "fsck", "history", "list_models",
-    "load", "log_metrics", "plugins", "recommend", "register", "registry", "resolve", "search",
-    "show", "tag",
+    "load", "log_metrics", "plugins", "recommend", "register", "resolve", "search", "show", "tag",
 }  # fmt: skip
 
 

@@ -131,6 +131,7 @@ def test_python_api_is_reachable_from_the_package(maas_home):
     import maas_lab
 
     assert maas_lab.list_models is api.list_models
+    assert maas_lab.api.registry().root == maas_home
     with pytest.raises(AttributeError):
         maas_lab.no_such_function  # noqa: B018
 

@@ -257,6 +257,7 @@ def test_search_returns_models_and_points_at_matching_versions(maas_home, mlp):
     hits = api.search("digits")
     assert [(h["ref"], h["versions"]) for h in hits] == [("digits-mlp@5", 5)]  # one row
     assert hits[0]["matched"] == "name, description"
+    assert api.search("classification")[0]["matched"] == "task"
     assert hits[0]["snippet"] == "handwritten [digits]"
     tagged = {h["ref"]: h for h in api.search("reviewed")}
     assert tagged["digits-mlp@2"]["snippet"] == "reviewed=yes @2"

@@ -76,9 +76,10 @@ def main() -> None:
     from safetensors.torch import save_file
 
     import maas_lab
+    import maas_lab.api
 
     torch.set_num_threads(2)
-    print(f"maas_lab {maas_lab.__version__}: registry at {maas_lab.registry().root}")
+    print(f"maas_lab {maas_lab.__version__}: registry at {maas_lab.api.registry().root}")
     work = Path(tempfile.mkdtemp(prefix="maas-demo-"))
 
     print("\nTraining two digits classifiers on scikit-learn's bundled digits...")

@@ -48,13 +48,15 @@ def search(reg: Registry, text: str, limit: int = 20) -> list[dict]:
                 hits[row["model_id"]] = row
     out = []
     for model_id, hit in hits.items():
-        fields = [f for f in FIELDS if "\x02" in (hit[f] or "")]
-        tags = _tag_hits(reg, model_id, hit["tags"]) if "tags" in fields else []
+        fields = [f for f in FIELDS if "\x02" in (hit[f"marked_{f}"] or "")]
+        tags = _tag_hits(reg, model_id, hit["marked_tags"]) if "tags" in fields else []
         number = tags[0][0] if fields == ["tags"] else hit["number"]
-        snippet = next((_excerpt(hit[f]) for f in ("description", "cards") if f in fields), "")
+        snippet = next(
+            (_excerpt(hit[f"marked_{f}"]) for f in ("description", "cards") if f in fields), ""
+        )
         out.append(
             {
-                "ref": f"{_plain(hit['name'])}@{number}",
+                "ref": f"{_plain(hit['marked_name'])}@{number}",
                 "task": hit["task"],
                 "versions": hit["versions"],
                 "format": hit["format"],
@@ -81,7 +83,8 @@ select hits.*, m.task, v.number, v.format, v.size_bytes,
  order by hits.rank
 """.format(
     highlights=", ".join(
-        f"highlight(search_docs_fts, {i}, char(2), char(3)) as {f}" for i, f in enumerate(FIELDS)
+        f"highlight(search_docs_fts, {i}, char(2), char(3)) as marked_{f}"
+        for i, f in enumerate(FIELDS)
     )
 )
 

@@ -589,6 +589,7 @@ def write_plot(path: str, rows: list[list]) -> str:
     )
     ax.legend()
     fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return f"plot written to {path}"

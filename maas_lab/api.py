@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from .errors import NotFoundError, UsageError
+from .errors import BackendUnavailable, MaasError, NotFoundError, PluginError, UsageError
 from .parsing import parse_pairs, parse_size
 from .plugins import get_plugins
 from .progress import byte_bar
@@ -108,6 +108,160 @@ def register(
     return show(row["ref"], root=root)
 
 
+# ---------------------------------------------------------------------- exporting
+
+
+def _backend_for(fmt: str):
+    backends = get_plugins().for_format("serving_backend", fmt)
+    if not backends:
+        known = ", ".join(get_plugins().formats("serving_backend")) or "none"
+        raise BackendUnavailable(
+            f"No installed plugin can run format {fmt!r} (formats with a runner: {known}), "
+            "so its outputs cannot be checked."
+        )
+    return backends[0]
+
+
+def _start_runner(checkout, given: dict):
+    """A runner for a checkout; ``given`` options the backend does not declare are ignored,
+    so an exporter's options (e.g. pooling) reach the parent's runner where they apply."""
+    backend = _backend_for(checkout.format)
+    known = {p.name for p in backend.params}
+    return backend.run(checkout, backend.options({k: v for k, v in given.items() if k in known}))
+
+
+def runner(ref: str, root=None, **options):
+    """A runner for a version: ``.signature`` and ``.infer({name: array}) -> {name: array}``."""
+    return _start_runner(registry(root).checkout(ref), options)
+
+
+def _exporter_for(to: str, fmt: str):
+    exporters = list(get_plugins().components["exporter"].values())
+    for exp in exporters:
+        if to in (exp.name, exp.produces) and fmt in exp.formats:
+            return exp
+    able = ", ".join(f"{e.name} (to {e.produces})" for e in exporters if fmt in e.formats)
+    raise UsageError(
+        f"No exporter makes {to!r} from format {fmt!r}. Exporters that take {fmt!r}: "
+        f"{able or 'none'}."
+    )
+
+
+def export(
+    ref: str,
+    to: str,
+    *,
+    allow_mismatch: bool = False,
+    atol: float | None = None,
+    min_cosine: float | None = None,
+    root=None,
+    **options,
+) -> Report:
+    """Export a version to another format as a new version, after a parity check.
+
+    The exporter plugin writes the files; the core runs parent and export on the same
+    inputs (realistic ones when the parent's runner offers them, else generated from the
+    signature with a fixed seed) and refuses, registering nothing, if they differ beyond
+    tolerance, unless ``allow_mismatch``, which tags the new version ``parity=mismatch``.
+    """
+    import shutil
+    import tempfile
+
+    from .components import Artifact
+    from .parity import ParityError, compare, feeds_from_signature, violations
+    from .registry.refs import check_relative_file_name
+    from .registry.registry import Checkout, FileSpec
+
+    reg = registry(root)
+    row = reg.resolve(ref)
+    exporter = _exporter_for(to, row["format"])
+    opts = exporter.options(options)
+    parent = reg.checkout(row["ref"])
+    work = Path(tempfile.mkdtemp(prefix="export-"))
+    try:
+        try:
+            artifact = exporter.run(parent, opts, work)
+        except MaasError:
+            raise
+        except Exception as exc:
+            raise PluginError(
+                f"Exporter {exporter.name!r} (plugin {exporter.plugin} {exporter.version}) "
+                f"failed on {row['ref']}: {type(exc).__name__}: {exc}"
+            ) from exc
+        if not isinstance(artifact, Artifact):
+            raise PluginError(f"Exporter {exporter.name!r} returned {artifact!r}, not an Artifact.")
+        files = []
+        for name, role in artifact.files.items():
+            path = work / check_relative_file_name(name)
+            if not path.is_file() or not path.resolve().is_relative_to(work.resolve()):
+                raise PluginError(
+                    f"Exporter {exporter.name!r} listed {name!r} but did not write it."
+                )
+            files.append(FileSpec(path, name, role))
+        child = Checkout(
+            ref=f"{row['ref']} exported to {artifact.format}",
+            format=artifact.format,
+            config=artifact.config,
+            task=row["task"],
+            dir=work,
+            files=[{"name": f.name, "role": f.role} for f in files],
+            signature=artifact.signature,
+        )
+        parent_runner, child_runner = _start_runner(parent, opts), _start_runner(child, opts)
+        if hasattr(parent_runner, "example_feeds"):
+            feeds = parent_runner.example_feeds(4)
+        else:
+            feeds = feeds_from_signature(parent_runner.signature)
+        wanted = {t["name"] for t in child_runner.signature["inputs"]}
+        figures = compare(
+            parent_runner.infer(feeds),
+            child_runner.infer({k: v for k, v in feeds.items() if k in wanted}),
+        )
+        problems = violations(figures, atol, min_cosine)
+        if problems and not allow_mismatch:
+            raise ParityError(
+                f"The {artifact.format} export of {row['ref']} differs from it: "
+                + "; ".join(problems)
+                + ". Nothing was registered. Pass --allow-mismatch to keep it anyway, or "
+                "loosen --atol / --min-cosine if the difference is expected."
+            )
+        worst = {
+            "parity_max_abs_diff": max(f["max_abs_diff"] for f in figures.values()),
+            "parity_min_cosine": min(f["min_cosine"] for f in figures.values()),
+            "parity_mean_cosine": min(f["mean_cosine"] for f in figures.values()),
+        }
+        new = reg.register(
+            row["name"],
+            files,
+            artifact.format,
+            config=artifact.config,
+            task=row["task"],
+            description=row["description"],
+            card=row["card"],
+            signature=artifact.signature or child_runner.signature,
+            tags={"parity": "mismatch"} if problems else {},
+            metrics=worst,
+            lineage=[
+                {
+                    "parent": row["ref"],
+                    "operation": "export",
+                    "plugin": exporter.plugin,
+                    "plugin_version": exporter.version,
+                    "params": {
+                        "exporter": exporter.name,
+                        "options": opts,
+                        "parity": figures,
+                        "mismatch": problems,
+                        "report": artifact.report,
+                    },
+                }
+            ],
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return show(new["ref"], root=root)
+
+
 # ---------------------------------------------------------------------- reading
 
 
@@ -167,8 +321,18 @@ def show(ref: str, root=None) -> Report:
         + [{"relation": "parent of", **c} for c in info["children"]],
         ["relation", "ref", "operation", "plugin"],
     )
+    sig = info["signature"] or {}
+    signature = Table(
+        [
+            {"io": io[:-1], "name": t["name"], "dtype": t["dtype"], "shape": t["shape"]}
+            for io in ("inputs", "outputs")
+            for t in sig.get(io, [])
+        ],
+        ["io", "name", "dtype", "shape"],
+    )
     parts = [
         ("", kv_table({k: v for k, v in summary.items() if v})),
+        ("Signature", signature),
         ("Files", files),
         ("Metrics", metrics),
         ("Lineage", lineage),
@@ -348,6 +512,7 @@ __all__ = [
     "bundle_export",
     "bundle_import",
     "close_all",
+    "export",
     "fsck",
     "history",
     "list_models",
@@ -358,6 +523,7 @@ __all__ = [
     "register",
     "registry",
     "resolve",
+    "runner",
     "search",
     "show",
     "tag",

@@ -143,6 +143,72 @@ def recommend(task, max_size, max_latency_ms, min_accuracy, sort, limit):
     return api.recommend(task, max_size, max_latency_ms, min_accuracy, sort, limit, root=_root())
 
 
+class _ExportCommand(click.Command):
+    """`maas export --help` lists each installed exporter with its own options."""
+
+    def format_epilog(self, ctx, formatter):
+        from .plugins import get_plugins
+
+        with formatter.section("Exporters (their options go after --to)"):
+            for exp in get_plugins().components["exporter"].values():
+                formatter.write_text(
+                    f"{exp.name}: {exp.description} ({', '.join(exp.formats)} -> {exp.produces})"
+                )
+                with formatter.indentation():
+                    formatter.write_dl(
+                        [
+                            (f"--{p.name.replace('_', '-')} {p.type.upper()}", _param_help(p))
+                            for p in exp.params
+                        ]  # fmt: skip
+                    )
+
+
+def _param_help(p) -> str:
+    extra = f" [{'|'.join(p.choices)}]" if p.choices else ""
+    return f"{p.help}{extra} (default: {p.default})"
+
+
+def _extra_options(args: list[str]) -> dict[str, str]:
+    """`--name value`, `--name=value` and bare `--flag` (true) into a dict of strings."""
+    out, i = {}, 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or len(arg) < 3:
+            raise click.UsageError(f"Unexpected argument {arg!r}: options look like --name value.")
+        name, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 < len(args) and not args[i + 1].startswith("--"):
+                value, i = args[i + 1], i + 1
+            else:
+                value = "true"
+        out[name.replace("-", "_")] = value
+        i += 1
+    return out
+
+
+@cli.command(
+    cls=_ExportCommand,
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+@click.argument("ref")
+@click.option("--to", "to", required=True, help="Target format or exporter, e.g. onnx.")
+@click.option("--allow-mismatch", is_flag=True, help="Keep an export that fails the parity check.")
+@click.option("--atol", type=float, help="Largest absolute difference allowed (default per dtype).")
+@click.option("--min-cosine", type=float, help="Smallest row cosine allowed (default per dtype).")
+@click.pass_context
+def export(ctx, ref, to, allow_mismatch, atol, min_cosine):
+    """Export version REF to another format as a new version, after a parity check."""
+    return api.export(
+        ref,
+        to,
+        allow_mismatch=allow_mismatch,
+        atol=atol,
+        min_cosine=min_cosine,
+        root=_root(),
+        **_extra_options(ctx.args),
+    )
+
+
 @cli.command()
 def plugins():
     """List plugins: distribution, version, hooks, what each provides, and failures."""

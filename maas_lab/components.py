@@ -69,6 +69,7 @@ class Component:
     formats: tuple[str, ...] = ()
     params: tuple[Param, ...] = ()
     validate: Callable[..., Any] | None = None
+    produces: str = ""  # exporters and compressors: the format they make
     # Filled in by the core when the component is registered.
     kind: str = ""
     plugin: str = ""
@@ -109,3 +110,26 @@ class Component:
             else:
                 out[p.name] = p.default
         return out
+
+
+@dataclass
+class Artifact:
+    """What an exporter or compressor made, in the work folder the core handed to ``run``.
+
+    ``files`` maps each file's name (relative to that folder, and its name in the new version)
+    to its role (``model``, ``weights``, ``config``, ``tokenizer``, ``external-data``...).
+    ``signature`` describes the tensors (see :func:`tensor`); ``report`` holds the plugin's
+    own figures (which exporter path was taken, sizes...). The core checks parity, then
+    stores the files as a new version with a lineage edge.
+    """
+
+    format: str
+    files: dict[str, str]
+    signature: dict | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def tensor(name: str, dtype: str, shape: list) -> dict:
+    """One entry of a signature: numpy dtype name, shape with ints or named dynamic dims."""
+    return {"name": name, "dtype": dtype, "shape": list(shape)}

@@ -46,10 +46,14 @@ def maas_loaders(register):
 def maas_exporters(register):
     """Provide exporters: turn a stored model into a deployable artifact (ONNX, TorchScript...).
 
-    ``register(Component(name, description, formats, run, params))``: ``formats`` are the
-    source formats the exporter accepts. ``run(checkout, options)`` returns the new files and
-    a report (parity figures); the core, not the plugin, stores them as a new version with a
-    lineage edge (parent, ``export``, plugin name and version, parameters).
+    ``register(Component(name, description, formats, run, params, produces))``: ``formats``
+    are the source formats accepted, ``produces`` the format made. ``run(checkout, options,
+    workdir)`` writes files into ``workdir`` and returns a :class:`maas_lab.components.Artifact`
+    (files, signature, config, report). The core then runs parent and export on the same
+    inputs through the serving backends of both formats (parity check) and, within
+    tolerance, stores the files as a new version with a lineage edge (parent, ``export``,
+    plugin name and version, parameters, parity figures). Raise ``UsageError`` naming the
+    operator or feature that cannot be exported, and which other exporter to try.
     """
 
 
@@ -74,9 +78,13 @@ def maas_launchers(register):
 
 @hookspec
 def maas_serving_backends(register):
-    """Provide serving backends: turn a stored artifact into a runner for the HTTP server.
+    """Provide serving backends: turn a stored artifact into a runner.
 
     ``register(Component(name, description, formats, run, params))``: ``run(checkout,
-    options)`` returns a runner with input/output tensor metadata and
-    ``infer(batch) -> outputs``. Batching, HTTP, auth and metrics belong to the core.
+    options)`` returns a runner: an object with ``signature`` (``{"inputs": [...],
+    "outputs": [...]}``, entries made by :func:`maas_lab.components.tensor`) and
+    ``infer(feeds: dict[str, numpy.ndarray]) -> dict[str, numpy.ndarray]``; optionally
+    ``example_feeds(batch) -> feeds`` with realistic inputs (real sentences through the
+    tokenizer for text models). The core uses runners for parity checks, and the HTTP
+    server for inference; batching, HTTP, auth and metrics belong to the core.
     """

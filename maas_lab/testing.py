@@ -21,7 +21,8 @@ def registry_snapshot(root: Path) -> tuple[list[str], dict[str, str]]:
     """The database's logical content and every other file under ``root`` with its digest.
 
     SQLite's own files are compared through their dump, not their bytes, since a checkpoint
-    may rewrite them without changing any row.
+    may rewrite them without changing any row. ``checkouts/`` is left out: it is a cache of
+    links that any read (``load``, ``export``) may lay out, verified and rebuilt on each use.
     """
     root = Path(root)
     dump: list[str] = []
@@ -35,9 +36,9 @@ def registry_snapshot(root: Path) -> tuple[list[str], dict[str, str]]:
     files = {}
     if root.exists():
         for path in sorted(root.rglob("*")):
-            if path.name.startswith("registry.db"):
-                continue
             rel = path.relative_to(root).as_posix()
+            if path.name.startswith("registry.db") or rel.split("/")[0] == "checkouts":
+                continue
             if path.is_symlink():
                 files[rel] = "-> " + str(path.readlink())
             elif path.is_file():

@@ -34,7 +34,9 @@ def export_bundle(reg: Registry, ref: str, out: Path) -> Path:
         "exported_at": now(),
         "source_ref": info["ref"],
         "model": {"name": info["name"], "task": info["task"], "description": info["description"]},
-        "version": {k: info[k] for k in ("format", "config", "card", "tags", "metrics")},
+        "version": {
+            k: info[k] for k in ("format", "config", "card", "tags", "metrics", "signature")
+        },
         "lineage": info["parents"],
         "files": info["files"],
     }
@@ -93,6 +95,7 @@ def import_bundle(reg: Registry, path: Path, name: str | None = None) -> dict:
                 task=manifest["model"].get("task"),
                 description=manifest["model"].get("description"),
                 card=v.get("card"),
+                signature=v.get("signature"),
                 tags=v.get("tags") or {},
                 metrics=v.get("metrics") or {},
                 lineage=[

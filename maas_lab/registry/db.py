@@ -251,3 +251,10 @@ def m002_search_models(db: sqlite_utils.Database) -> None:
         "values ('rank', 'bm25(10.0, 4.0, 2.0, 3.0, 1.0)')"
     )
     db.execute(INDEX_MODELS.format(where=""))
+
+
+@migrations()
+def m003_signatures(db: sqlite_utils.Database) -> None:
+    """Each version's tensor signature (input and output names, dtypes, shapes), which
+    exports check parity against and servers validate requests with."""
+    db.execute("alter table versions add column signature text")

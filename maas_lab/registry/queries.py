@@ -42,6 +42,7 @@ def describe(reg: Registry, ref: str) -> dict:
         "owner": model["owner"],
         "format": row["format"],
         "config": row["config"],
+        "signature": row["signature"],
         "size_bytes": row["size_bytes"],
         "created_at": row["created_at"],
         "created_by": row["created_by"],

@@ -53,6 +53,7 @@ class Checkout:
     task: str | None
     dir: Path
     files: list[dict[str, Any]] = field(default_factory=list)
+    signature: dict | None = None
 
     def path(self, name: str) -> Path:
         return self.dir / check_relative_file_name(name)
@@ -152,6 +153,7 @@ class Registry:
         row = rows[0]
         row.update(name=model["name"], task=model["task"], ref=f"{model['name']}@{row['number']}")
         row["config"] = json.loads(row["config"] or "{}")
+        row["signature"] = json.loads(row["signature"]) if row.get("signature") else None
         return row
 
     # ------------------------------------------------------------------ writing
@@ -167,6 +169,7 @@ class Registry:
         description: str | None = None,
         owner: str | None = None,
         card: str | None = None,
+        signature: dict | None = None,
         tags: dict[str, str] | None = None,
         metrics: dict[str, float] | None = None,
         lineage: Iterable[dict] = (),
@@ -209,6 +212,10 @@ class Registry:
                 model_id, version_id, number = self._insert_version(
                     name, format, stored, config_json, task, description, owner, card
                 )
+                if signature:
+                    self.db["versions"].update(
+                        version_id, {"signature": json.dumps(signature, sort_keys=True)}
+                    )
                 self._set_tags(version_id, tags)
                 self._set_metrics(version_id, metrics)
                 for i, edge in enumerate(lineage):
@@ -447,6 +454,7 @@ class Registry:
             task=row["task"],
             dir=target,
             files=files,
+            signature=row["signature"],
         )
 
 

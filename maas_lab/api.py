@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from .errors import BackendUnavailable, MaasError, NotFoundError, PluginError, UsageError
-from .parsing import parse_pairs, parse_size
+from .parsing import parse_inputs, parse_pairs, parse_signature, parse_size
 from .plugins import get_plugins
 from .progress import byte_bar
 from .registry.refs import parse_ref
@@ -70,6 +70,8 @@ def register(
     card: str | os.PathLike | None = None,
     tags=None,
     metrics=None,
+    inputs=None,
+    signature: str | dict | None = None,
     root=None,
 ) -> Report:
     """Register a new version of ``name`` from exactly one source.
@@ -79,13 +81,18 @@ def register(
       and ``weights`` (a safetensors file);
     - ``from_file``: one file in a format some loader opens (``.onnx``, or give ``format``).
 
-    The matching loader plugin checks the files before anything is stored.
+    The matching loader plugin checks the files before anything is stored. The tensor
+    signature is ``signature`` (a dict or JSON), or is inferred from ``inputs``
+    (``["input:float32:batch,64"]``) by running the model once on generated inputs.
     """
     source = collect(from_hf, from_torch, weights, config, from_file, format, card)
     fmt, files = source.format, source.files
     loader = _loader_for(fmt)
     if loader.validate is not None:
         loader.validate({s.name: s.source for s in files}, source.config)
+    sig = parse_signature(signature) if signature is not None else None
+    if inputs:
+        sig = _infer_signature(source, parse_inputs(inputs))
     total = sum(s.source.stat().st_size for s in files)
     bar = byte_bar(total, f"storing {name}")
     try:
@@ -98,6 +105,7 @@ def register(
             description=description,
             owner=owner,
             card=source.card,
+            signature=sig,
             tags=parse_pairs(tags),
             metrics=parse_pairs(metrics, "metric", numeric=True),
             progress=bar.update if bar is not None else None,
@@ -106,6 +114,51 @@ def register(
         if bar is not None:
             bar.close()
     return show(row["ref"], root=root)
+
+
+def _infer_signature(source, inputs: list[dict]) -> dict:
+    """Outputs from one run of the model on generated inputs, before anything is stored.
+
+    A dim of an output that equals the generated batch size is named ``batch``, like the
+    input's, since that is how a model with a batch dimension passes it through.
+    """
+    import tempfile
+
+    from .components import tensor
+    from .parity import DIM_SIZES, feeds_from_signature
+    from .registry.registry import Checkout
+
+    with tempfile.TemporaryDirectory(prefix="maas-signature-") as tmp:
+        for spec in source.files:
+            link = Path(tmp) / spec.name
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(Path(spec.source).resolve())
+        staged = Checkout(
+            ref="(new version)",
+            format=source.format,
+            config=source.config,
+            task=None,
+            dir=Path(tmp),
+            files=[{"name": f.name, "role": f.role} for f in source.files],
+            signature={"inputs": inputs, "outputs": []},
+        )
+        try:
+            outputs = _start_runner(staged, {}).infer(feeds_from_signature(staged.signature))
+        except MaasError:
+            raise
+        except Exception as exc:
+            raise UsageError(
+                f"The model failed on inputs {[t['name'] for t in inputs]} shaped as given "
+                f"by --input: {type(exc).__name__}: {exc}. Check the input shapes."
+            ) from None
+    batch = DIM_SIZES["batch"]
+    return {
+        "inputs": inputs,
+        "outputs": [
+            tensor(name, str(value.dtype), ["batch" if d == batch else d for d in value.shape])
+            for name, value in outputs.items()
+        ],
+    }
 
 
 # ---------------------------------------------------------------------- exporting

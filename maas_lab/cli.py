@@ -52,8 +52,11 @@ def _root() -> str | None:
 @click.option(
     "--metric", "metrics", multiple=True, metavar="NAME=VALUE", help="Metric; repeatable."
 )
+@click.option("--input", "inputs", multiple=True, metavar="NAME:DTYPE:DIMS",
+              help="A model input, e.g. input:float32:batch,64; outputs are inferred.")  # fmt: skip
+@click.option("--signature", metavar="JSON", help="The whole tensor signature, inputs and outputs.")
 def register(name, from_hf, from_torch, weights, config, from_file, fmt, task, description,
-             owner, card, tags, metrics):  # fmt: skip
+             owner, card, tags, metrics, inputs, signature):  # fmt: skip
     """Register a new version of model NAME from a folder, a factory + weights, or a file."""
     return api.register(
         name,
@@ -69,6 +72,8 @@ def register(name, from_hf, from_torch, weights, config, from_file, fmt, task, d
         card=card,
         tags=tags,
         metrics=metrics,
+        inputs=inputs,
+        signature=signature,
         root=_root(),
     )
 

@@ -51,3 +51,46 @@ def parse_config(config: str | dict | None) -> dict:
     if not isinstance(value, dict):
         raise UsageError("--config must be a JSON object, e.g. '{\"hidden\": 256}'.")
     return value
+
+
+_DTYPES = {"float16", "float32", "float64", "bfloat16", "int8", "int16", "int32", "int64",
+           "uint8", "bool"}  # fmt: skip
+
+
+def parse_inputs(items) -> list[dict]:
+    """``["input:float32:batch,64"]`` -> signature inputs; a dim is a number or a name."""
+    from .components import tensor
+
+    out = []
+    for item in [items] if isinstance(items, str) else items:
+        name, dtype, dims = (list(str(item).split(":")) + ["", ""])[:3]
+        if not name or dtype not in _DTYPES or not dims:
+            raise UsageError(
+                f"--input {item!r} should be NAME:DTYPE:DIMS, e.g. input:float32:batch,64 "
+                f"(dtypes: {', '.join(sorted(_DTYPES))})."
+            )
+        shape = [int(d) if d.strip().isdigit() else d.strip() for d in dims.split(",")]
+        if any(d == "" for d in shape):
+            raise UsageError(f"--input {item!r} has an empty dimension.")
+        out.append(tensor(name, dtype, shape))
+    return out
+
+
+def parse_signature(value: str | dict) -> dict:
+    """A whole signature, as a dict or JSON: ``{"inputs": [...], "outputs": [...]}``."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise UsageError(f"--signature is not valid JSON: {exc}.") from None
+    ok = isinstance(value, dict) and all(
+        isinstance(value.get(k), list)
+        and all(isinstance(t, dict) and {"name", "dtype", "shape"} <= set(t) for t in value[k])
+        for k in ("inputs", "outputs")
+    )
+    if not ok:
+        raise UsageError(
+            '--signature must look like {"inputs": [{"name": "x", "dtype": "float32", '
+            '"shape": ["batch", 64]}], "outputs": [...]}.'
+        )
+    return value

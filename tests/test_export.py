@@ -163,3 +163,33 @@ def test_signature_survives_a_bundle(linear, tmp_path):
     api.bundle_export("lin@2", tmp_path / "b.tar")
     other = api.bundle_import(tmp_path / "b.tar", root=tmp_path / "other")
     assert other["signature"] == json.loads(json.dumps(api.show("lin@2")["signature"]))
+
+
+def test_signature_from_inputs_or_given_whole(linear, maas_home, tmp_path):
+    w = tmp_path / "w.npy"
+    inferred = api.register("lin", from_file=w, format="npy-linear", inputs=["x:float32:batch,8"])
+    assert inferred["signature"] == {
+        "inputs": [tensor("x", "float32", ["batch", 8])],
+        "outputs": [tensor("y", "float32", ["batch", 3])],
+    }
+    given = {
+        "inputs": [tensor("x", "float32", [1, 8])],
+        "outputs": [tensor("y", "float32", [1, 3])],
+    }
+    assert (
+        api.register("lin", from_file=w, format="npy-linear", signature=json.dumps(given))[
+            "signature"
+        ]
+        == given
+    )
+    before = registry_snapshot(maas_home)
+    for bad, message in [
+        (dict(inputs=["x:float99:batch,8"]), "should be NAME:DTYPE:DIMS"),
+        (dict(inputs=["x:float32:batch,,8"]), "empty dimension"),
+        (dict(inputs=["x:float32:batch,5"]), "The model failed on inputs \\['x'\\]"),
+        (dict(signature="{not json"), "not valid JSON"),
+        (dict(signature='{"inputs": []}'), "must look like"),
+    ]:
+        with pytest.raises(UsageError, match=message):
+            api.register("lin", from_file=w, format="npy-linear", **bad)
+    assert registry_snapshot(maas_home) == before

@@ -254,3 +254,39 @@ def test_errors_render_as_one_short_line():
     (line,) = err._render_traceback_()
     assert "Not found" in line and "Did you mean 'minilm'?" in line
     assert isinstance(err, MaasError)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 384 kB file system (tmpfs) to fill up; needs root, as CI has."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=384k", "tmpfs", str(mount)],
+                          capture_output=True)  # fmt: skip
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    api.close_all()
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_disk_full_registers_nothing(tiny_disk, tiny_torch_model, tmp_path):
+    root = tiny_disk / "registry"
+    kwargs = dict(
+        from_torch=tiny_torch_model["factory"],
+        config=tiny_torch_model["config"],
+        weights=tiny_torch_model["weights"],
+        root=root,
+    )
+    api.register("tiny", **kwargs)
+    before = registry_snapshot(root)
+    from safetensors.torch import save_file
+
+    from maas_lab.zoo import mlp
+
+    big = {"in_features": 8, "hidden": 20_000, "out_features": 3}  # about 1 MB of weights
+    save_file(mlp(**big).state_dict(), str(tmp_path / "big.safetensors"))
+    with pytest.raises(RegistryError, match="No space left on the disk of the registry"):
+        api.register("tiny", **{**kwargs, "weights": tmp_path / "big.safetensors", "config": big})
+    assert registry_snapshot(root) == before
+    assert [v["number"] for v in api.history("tiny", root=root)["versions"]] == [1]

@@ -38,6 +38,9 @@ def export_linear(checkout, options, workdir):
     if options["fail"]:
         raise RuntimeError("operator 'aten::frobnicate' is not supported")
     w = w.astype(options["precision"]).astype(np.float32) + options["noise"]
+    if options["interrupt"]:
+        (workdir / "half.npy").write_bytes(b"\x93NUMPY")
+        raise KeyboardInterrupt
     if options["forget_file"]:
         return Artifact(format="npy-linear", files={"missing.npy": "model"})
     np.save(workdir / "w.npy", w)
@@ -76,6 +79,7 @@ class LinearPlugin:
                     Param("noise", "float", 0.0, "added to every weight"),
                     Param("fail", "bool", False, "raise like an unsupported operator"),
                     Param("forget_file", "bool", False, "list a file that was not written"),
+                    Param("interrupt", "bool", False, "Ctrl-C halfway through writing"),
                 ),
             )
         )  # fmt: skip
@@ -193,3 +197,15 @@ def test_signature_from_inputs_or_given_whole(linear, maas_home, tmp_path):
         with pytest.raises(UsageError, match=message):
             api.register("lin", from_file=w, format="npy-linear", **bad)
     assert registry_snapshot(maas_home) == before
+
+
+def test_interrupted_export_leaves_nothing(linear, maas_home):
+    import glob
+    import tempfile
+
+    before = registry_snapshot(maas_home)
+    leftovers = set(glob.glob(f"{tempfile.gettempdir()}/export-*"))
+    with pytest.raises(KeyboardInterrupt):
+        api.export("lin@1", "npy-linear", interrupt=True)
+    assert registry_snapshot(maas_home) == before
+    assert set(glob.glob(f"{tempfile.gettempdir()}/export-*")) == leftovers

@@ -58,10 +58,16 @@ def write(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
         db.conn.execute("BEGIN IMMEDIATE")
         try:
             yield db
-        except BaseException:
-            db.conn.execute("ROLLBACK")
+            db.conn.execute("COMMIT")
+        except BaseException as exc:
+            if db.conn.in_transaction:
+                db.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
+                raise RegistryError(
+                    f"The registry's disk is full ({exc}); nothing was written. Free some "
+                    "space, or point MAAS_LAB_HOME at a larger disk."
+                ) from None
             raise
-        db.conn.execute("COMMIT")
 
 
 @contextmanager

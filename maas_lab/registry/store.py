@@ -8,6 +8,7 @@ worst an unreferenced blob, which ``fsck`` finds. Reads verify size and digest.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -112,8 +113,13 @@ class BlobStore:
             os.replace(tmp, dest)
             _fsync_dir(dest.parent)
             return digest, size, True
-        except BaseException:
+        except BaseException as exc:
             tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                raise RegistryError(
+                    f"No space left on the disk of the registry at {self.root}; nothing was "
+                    "registered. Free some space, or point MAAS_LAB_HOME at a larger disk."
+                ) from None
             raise
 
     def verify(self, digest: str, size: int, label: str = "") -> Path:

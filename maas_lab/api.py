@@ -62,7 +62,7 @@ def register(
     from_torch: str | None = None,
     weights: str | os.PathLike | None = None,
     config: str | dict | None = None,
-    from_file: str | os.PathLike | None = None,
+    from_file: str | os.PathLike | list | None = None,
     format: str | None = None,
     task: str | None = None,
     description: str | None = None,
@@ -79,7 +79,8 @@ def register(
     - ``from_hf``: a Hugging Face style folder (config, safetensors, tokenizer files);
     - ``from_torch``: a factory ``module:callable`` with ``config`` (its keyword arguments)
       and ``weights`` (a safetensors file);
-    - ``from_file``: one file in a format some loader opens (``.onnx``, or give ``format``).
+    - ``from_file``: a file in a format some loader opens (``.onnx``, or give ``format``),
+      or a list: the model first, then files it needs (e.g. ONNX external data).
 
     The matching loader plugin checks the files before anything is stored. The tensor
     signature is ``signature`` (a dict or JSON), or is inferred from ``inputs``

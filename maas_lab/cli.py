@@ -42,7 +42,8 @@ def _root() -> str | None:
 )
 @click.option("--weights", type=click.Path(), help="Safetensors weights (with --from-torch).")
 @click.option("--config", metavar="JSON", help="Factory keyword arguments as a JSON object.")
-@click.option("--from-file", type=click.Path(), help="One model file (e.g. .onnx).")
+@click.option("--from-file", type=click.Path(), multiple=True,
+              help="A model file (e.g. .onnx); repeat for files it needs.")  # fmt: skip
 @click.option("--format", "fmt", help="Format of --from-file when its suffix does not tell.")
 @click.option("--task", help="What the model does, e.g. sentence-embedding, classification.")
 @click.option("--description", help="One line about this model or version.")

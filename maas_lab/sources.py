@@ -38,7 +38,7 @@ def collect(
     """Read exactly one source; raise UsageError naming what is missing or wrong."""
     from .registry.registry import FileSpec
 
-    given = [s for s in (from_hf, from_torch, from_file) if s is not None]
+    given = [s for s in (from_hf, from_torch, from_file) if s]
     if len(given) != 1:
         raise UsageError(
             "Give exactly one of --from-hf DIR, --from-torch FACTORY, --from-file FILE."
@@ -62,13 +62,16 @@ def collect(
         stored_config = {"factory": from_torch, "kwargs": stored_config}
         files = [FileSpec(path, "model.safetensors", "weights")]
     else:
-        path = check_source_file(Path(from_file), "File")
-        fmt = format or {".onnx": "onnx"}.get(path.suffix.lower())
+        # The first file is the model; any others travel with it (e.g. ONNX external data).
+        paths = [from_file] if isinstance(from_file, str | os.PathLike) else list(from_file)
+        paths = [check_source_file(Path(p), "File") for p in paths]
+        fmt = format or {".onnx": "onnx"}.get(paths[0].suffix.lower())
         if fmt is None:
-            raise UsageError(f"Cannot tell the format of {path.name}; pass --format.")
-        if path.suffix.lower() in PICKLE_SUFFIXES and fmt != "torchscript":
-            raise UsageError(f"{path.name} looks like a pickle; maas_lab never unpickles.")
-        files = [FileSpec(path, path.name, "model")]
+            raise UsageError(f"Cannot tell the format of {paths[0].name}; pass --format.")
+        for path in paths:
+            if path.suffix.lower() in PICKLE_SUFFIXES and fmt != "torchscript":
+                raise UsageError(f"{path.name} looks like a pickle; maas_lab never unpickles.")
+        files = [FileSpec(p, p.name, "model" if i == 0 else "file") for i, p in enumerate(paths)]
     return Source(fmt, files, stored_config, card_text)
 
 

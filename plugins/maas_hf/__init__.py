@@ -4,6 +4,7 @@ Loading is offline only (``local_files_only``) and safetensors only (``use_safet
 nothing is downloaded and no pickle is read. A folder with a sentence-transformers pooling
 config (like all-MiniLM-L6-v2) gets ``encode()``, which reproduces
 ``SentenceTransformer.encode``: mean pooling over the attention mask, then L2 normalisation.
+The ``hf`` serving backend (``runner.py``) gives the same as ``sentence_embedding``.
 """
 
 from __future__ import annotations
@@ -108,5 +109,37 @@ def maas_loaders(register):
             run=load_hf_folder,
             validate=validate_hf_folder,
             params=(Param("tokenizer", "bool", True, "also load the tokenizer if present"),),
+        )
+    )
+
+
+def _run_hf(checkout, options):
+    from .runner import run_hf
+
+    return run_hf(checkout, options)
+
+
+POOLING = Param(
+    "pooling",
+    "str",
+    None,
+    "mean: also output sentence_embedding (mean over the attention mask, L2-normalised); "
+    "default mean if the folder's 1_Pooling/config.json says mean tokens, else none",
+    choices=("none", "mean"),
+)
+
+
+@hookimpl
+def maas_serving_backends(register):
+    register(
+        Component(
+            name="hf",
+            description="Hugging Face encoder on token ids: hidden states, sentence embeddings",
+            formats=("hf",),
+            run=_run_hf,
+            params=(
+                POOLING,
+                Param("threads", "int", 0, "torch intra-op threads for the process; 0 keeps it"),
+            ),
         )
     )

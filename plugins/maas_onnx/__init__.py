@@ -1,4 +1,8 @@
-"""Built-in plugin: ONNX models opened as onnxruntime sessions (CPU by default)."""
+"""Built-in plugin: ONNX models opened as onnxruntime sessions (CPU by default), their
+runner, and the exporter from torch factory models and Hugging Face encoders to ONNX.
+
+onnx, onnxruntime and torch are imported by ``runner`` and ``exporter`` on use only.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +45,29 @@ def load_onnx(checkout, options: dict):
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
+def _run_onnx(checkout, options):
+    from .runner import run_onnx
+
+    return run_onnx(checkout, options)
+
+
+def _export_onnx(checkout, options, workdir):
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"Exporting to ONNX needs {exc.name}: `pip install 'maas-lab[torch,onnx]'`."
+        ) from None
+    from .exporter import export_onnx
+
+    return export_onnx(checkout, options, Path(workdir))
+
+
+THREADS = Param("threads", "int", 0, "intra-op threads; 0 lets onnxruntime choose")
+
+
 @hookimpl
 def maas_loaders(register):
     register(
@@ -50,6 +77,61 @@ def maas_loaders(register):
             formats=("onnx",),
             run=load_onnx,
             validate=validate_onnx,
-            params=(Param("threads", "int", 0, "intra-op threads; 0 lets onnxruntime choose"),),
+            params=(THREADS,),
+        )
+    )
+
+
+@hookimpl
+def maas_serving_backends(register):
+    register(
+        Component(
+            name="onnxruntime",
+            description="onnxruntime session (CPU); signature read from the model itself",
+            formats=("onnx",),
+            run=_run_onnx,
+            params=(THREADS,),
+        )
+    )
+
+
+@hookimpl
+def maas_exporters(register):
+    from maas_torch import INPUT_DTYPE, INPUT_SHAPE
+
+    register(
+        Component(
+            name="onnx",
+            description="ONNX via torch.onnx (dynamo, else TorchScript-based), run-checked",
+            formats=("torch", "hf"),
+            produces="onnx",
+            run=_export_onnx,
+            params=(
+                Param("opset", "int", 18, "ONNX opset version to write"),
+                Param(
+                    "exporter",
+                    "str",
+                    "auto",
+                    "torch.onnx path: dynamo, torchscript, or auto (dynamo, falling back to "
+                    "torchscript if its graph fails the checks)",
+                    choices=("auto", "dynamo", "torchscript"),
+                ),
+                Param(
+                    "pooling",
+                    "str",
+                    "none",
+                    "hf text encoders: mean bakes mean pooling + L2 norm into the graph "
+                    "(output sentence_embedding); none keeps last_hidden_state",
+                    choices=("none", "mean"),
+                ),
+                Param(
+                    "optimize",
+                    "bool",
+                    False,
+                    "store onnxruntime's basic offline graph optimisation of the export",
+                ),
+                INPUT_SHAPE,
+                INPUT_DTYPE,
+            ),
         )
     )

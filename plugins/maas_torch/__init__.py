@@ -1,6 +1,8 @@
-"""Built-in plugin: PyTorch models from a factory plus safetensors weights, and TorchScript.
+"""Built-in plugin: PyTorch models from a factory plus safetensors weights, TorchScript, and
+``torch.export`` programs (.pt2); their runners, and exporters to TorchScript and .pt2.
 
-Imports torch only when a model is validated or loaded, so ``%load_ext maas_lab`` stays fast.
+Imports torch only when a model is validated or loaded, so ``%load_ext maas_lab`` stays fast:
+the work lives in ``runners``, ``exporters``, ``signature`` and ``pt2``, imported on use.
 A "torch" version's config is ``{"factory": "module:callable", "kwargs": {...}}``.
 """
 
@@ -116,7 +118,77 @@ def load_torchscript(checkout, options: dict):
     return torch.jit.load(str(path), map_location=options["device"]).eval()
 
 
+def validate_pt2(files: dict[str, Path], config: dict) -> None:
+    from .pt2 import check_pt2
+
+    programs = [p for n, p in files.items() if n.endswith(".pt2")]
+    if len(programs) != 1:
+        raise UsageError(
+            f"A torch-export version needs exactly one .pt2 file; got {len(programs)}."
+        )
+    _torch()
+    check_pt2(programs[0])
+
+
+def load_pt2_module(checkout, options: dict):
+    """The program as a callable module; its graph is ``.graph``, its code ``.code``."""
+    from .pt2 import load_pt2
+
+    _torch()
+    (path,) = [checkout.dir / f["name"] for f in checkout.files if f["name"].endswith(".pt2")]
+    return load_pt2(path).module()
+
+
+# Thin wrappers keep the heavy modules out of plugin discovery.
+def _run_factory(checkout, options):
+    from .runners import run_factory
+
+    return run_factory(checkout, options)
+
+
+def _run_torchscript(checkout, options):
+    from .runners import run_torchscript
+
+    return run_torchscript(checkout, options)
+
+
+def _run_exported(checkout, options):
+    from .runners import run_exported
+
+    return run_exported(checkout, options)
+
+
+def _export_torchscript(checkout, options, workdir):
+    from .exporters import export_torchscript
+
+    _torch()
+    return export_torchscript(checkout, options, Path(workdir))
+
+
+def _export_program(checkout, options, workdir):
+    from .exporters import export_program
+
+    _torch()
+    return export_program(checkout, options, Path(workdir))
+
+
 DEVICE = Param("device", default="cpu", help="torch device to load onto, e.g. cpu or cuda:0")
+THREADS = Param(
+    "threads", "int", 0, "torch intra-op threads for the whole process; 0 leaves it as it is"
+)
+INPUT_SHAPE = Param(
+    "input_shape",
+    "str",
+    None,
+    "input shape when the version has no stored signature, e.g. 'batch,64' (named dims are "
+    "dynamic; separate several inputs with ';')",
+)
+INPUT_DTYPE = Param(
+    "input_dtype",
+    "str",
+    "float32",
+    "numpy dtype of the input(s) given by --input_shape: one, or one per input with ';'",
+)
 
 
 @hookimpl
@@ -139,5 +211,69 @@ def maas_loaders(register):
             run=load_torchscript,
             validate=validate_torchscript,
             params=(DEVICE,),
+        )
+    )
+    register(
+        Component(
+            name="torch-export",
+            description="torch.export program (.pt2), checked to hold no pickles or foreign code",
+            formats=("torch-export",),
+            run=load_pt2_module,
+            validate=validate_pt2,
+        )
+    )
+
+
+@hookimpl
+def maas_serving_backends(register):
+    register(
+        Component(
+            name="torch",
+            description="Factory-built PyTorch module in inference mode",
+            formats=("torch",),
+            run=_run_factory,
+            params=(DEVICE, THREADS, INPUT_SHAPE, INPUT_DTYPE),
+        )
+    )
+    register(
+        Component(
+            name="torchscript",
+            description="TorchScript archive in inference mode",
+            formats=("torchscript",),
+            run=_run_torchscript,
+            params=(DEVICE, THREADS, INPUT_SHAPE, INPUT_DTYPE),
+        )
+    )
+    register(
+        Component(
+            name="torch-export",
+            description="torch.export program (.pt2) in inference mode, on CPU",
+            formats=("torch-export",),
+            run=_run_exported,
+            params=(THREADS,),
+        )
+    )
+
+
+@hookimpl
+def maas_exporters(register):
+    register(
+        Component(
+            name="torchscript",
+            description="TorchScript by torch.jit.trace, refused if the trace does not generalise",
+            formats=("torch",),
+            produces="torchscript",
+            run=_export_torchscript,
+            params=(INPUT_SHAPE, INPUT_DTYPE),
+        )
+    )
+    register(
+        Component(
+            name="torch-export",
+            description="torch.export program with dynamic named dims, saved as model.pt2",
+            formats=("torch",),
+            produces="torch-export",
+            run=_export_program,
+            params=(INPUT_SHAPE, INPUT_DTYPE),
         )
     )

@@ -1,0 +1,336 @@
+"""Export torch factory models and Hugging Face encoders to ONNX.
+
+An exporter that returns without error has not proved anything: on torch 2.13 the dynamo
+exporter wrote an invalid graph when an output was named ``embedding`` (reproduced: "Graph
+must be in single static assignment (SSA) form, however 'embedding' has been used as output
+names multiple times"). So every attempt is checked with ``onnx.checker``, opened by
+onnxruntime and run at other batch and sequence sizes than it was traced with, against the
+eager model; ``exporter=auto`` falls back from dynamo to the TorchScript-based exporter when
+any of that fails, and says so in the report.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from maas_lab.components import Artifact, tensor
+from maas_lab.errors import UsageError
+
+EXTERNAL_DATA_BYTES = 1 << 30  # well under protobuf's 2 GiB limit on one file
+ONNX_ROLES = ("model", "external-data")
+
+
+class HFJob:
+    """A Hugging Face encoder wrapped to take token tensors positionally and return one
+    tensor (hidden states, or pooled sentence embeddings), with its trace and check inputs."""
+
+    def __init__(self, checkout, options: dict):
+        import torch
+        from maas_hf import load_hf_folder
+        from maas_hf.runner import hidden_size, input_names
+        from maas_hf.text import mean_pool, tokenize
+
+        hf = load_hf_folder(checkout, {"tokenizer": True})
+        names = input_names(hf.model, hf.tokenizer)
+        pooled = options["pooling"] == "mean"
+
+        class Encoder(torch.nn.Module):
+            def __init__(self, model):
+                super().__init__()
+                self.model = model
+
+            def forward(self, input_ids, attention_mask, token_type_ids=None):
+                kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+                if token_type_ids is not None:
+                    kwargs["token_type_ids"] = token_type_ids
+                hidden = self.model(**kwargs).last_hidden_state
+                return mean_pool(hidden, attention_mask) if pooled else hidden
+
+        self.ref = checkout.ref
+        self.model = Encoder(hf.model).eval()
+        hidden = hidden_size(hf.model.config)
+        self.inputs = [tensor(n, "int64", ["batch", "sequence"]) for n in names]
+        self.outputs = [
+            tensor("sentence_embedding", "float32", ["batch", hidden])
+            if pooled
+            else tensor("last_hidden_state", "float32", ["batch", "sequence", hidden])
+        ]
+        self.output_names = [t["name"] for t in self.outputs]
+        if hf.tokenizer is not None:
+            trace = tokenize(hf.tokenizer, 2, names)
+            check = tokenize(hf.tokenizer, 3, names, start=2)
+        else:
+            vocab = int(getattr(hf.model.config, "vocab_size", 2) or 2)
+            rng = np.random.default_rng(0)
+            trace, check = (
+                {n: (rng.integers(0, vocab, (b, s)) if n == "input_ids" else np.ones((b, s)))
+                 .astype(np.int64) for n in names}
+                for b, s in ((2, 8), (3, 5))
+            )  # fmt: skip
+            for feeds in (trace, check):
+                if "token_type_ids" in feeds:
+                    feeds["token_type_ids"][:] = 0
+        self.trace_args = tuple(torch.from_numpy(trace[n]) for n in names)
+        with torch.no_grad():
+            out = self.model(*(torch.from_numpy(check[n]) for n in names))
+        self.cases = [(check, {self.output_names[0]: out.float().numpy()})]
+        self.config = {"exported_from": "hf", "pooling": options["pooling"]}
+        self.keep = [f for f in checkout.files if f["role"] in ("tokenizer", "config")]
+        self.dir = checkout.dir
+
+    @property
+    def signature(self) -> dict:
+        return {"inputs": list(self.inputs), "outputs": list(self.outputs)}
+
+
+def _torch_job(checkout, options: dict):
+    from maas_torch.exporters import Prepared
+
+    if options["pooling"] != "none":
+        raise UsageError(
+            "--pooling applies to Hugging Face text encoders (format hf); "
+            f"{checkout.ref} is a torch model. Leave --pooling at none."
+        )
+    job = Prepared(checkout, options, "The onnx exporter")
+    job.config, job.keep, job.dir = {"exported_from": "torch"}, [], checkout.dir
+    return job
+
+
+def _param_bytes(module) -> int:
+    tensors = list(module.parameters()) + list(module.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _export_once(job, mode: str, folder: Path, opset: int) -> list[str]:
+    """One exporter's attempt into ``folder``; returns the warnings worth keeping."""
+    import torch
+    from maas_torch.exporters import quiet_torch
+
+    folder.mkdir(parents=True)
+    path = folder / "model.onnx"
+    names = [t["name"] for t in job.inputs]
+    with warnings.catch_warnings(record=True) as caught, quiet_torch():
+        warnings.simplefilter("always")
+        if mode == "dynamo":
+            from maas_torch.exporters import dynamic_shapes
+
+            torch.onnx.export(
+                job.model,
+                job.trace_args,
+                str(path),
+                input_names=names,
+                output_names=job.output_names,
+                opset_version=opset,
+                dynamo=True,
+                external_data=_param_bytes(job.model) > EXTERNAL_DATA_BYTES,
+                dynamic_shapes=dynamic_shapes(job.inputs),
+                verbose=False,
+            )
+        else:
+            axes = {
+                t["name"]: {i: d for i, d in enumerate(t["shape"]) if isinstance(d, str)}
+                for t in job.inputs + job.outputs
+            }
+            torch.onnx.export(
+                job.model,
+                job.trace_args,
+                str(path),
+                input_names=names,
+                output_names=job.output_names,
+                opset_version=opset,
+                dynamo=False,
+                dynamic_axes={k: v for k, v in axes.items() if v},
+            )
+    kept = []
+    for w in caught:
+        if issubclass(w.category, torch.jit.TracerWarning):
+            text = f"{Path(w.filename).name}:{w.lineno}: {str(w.message).split('.')[0]}"
+            if text not in kept:
+                kept.append(text)
+    return kept[:5]
+
+
+def _check(job, path: Path, threads: int = 0) -> float:
+    """Refuse a file that is not valid ONNX or does not match eager at the check sizes."""
+    import onnx
+    import onnxruntime as ort
+    from maas_torch import signature as sig
+
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as exc:
+        raise RuntimeError(f"onnx.checker rejects the graph: {exc}") from None
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+    try:
+        session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise RuntimeError(f"onnxruntime cannot open it: {exc}") from None
+    wanted = [i.name for i in session.get_inputs()]
+    worst = 0.0
+    for feeds, expected in job.cases:
+        sizes = {k: list(v.shape) for k, v in feeds.items()}
+        try:
+            got = session.run(job.output_names, {k: feeds[k] for k in wanted})
+        except Exception as exc:
+            raise RuntimeError(f"onnxruntime fails on inputs shaped {sizes}: {exc}") from None
+        diff = sig.max_abs_diff(expected, dict(zip(job.output_names, got, strict=True)))
+        if diff > sig.tolerance(expected):
+            raise RuntimeError(
+                f"its outputs differ from the model's on inputs shaped {sizes} "
+                f"(max abs diff {diff:.3g}): a size or a branch was frozen at export"
+            )
+        worst = max(worst, diff)
+    return worst
+
+
+def _stamp_dims(path: Path, job) -> None:
+    """Give the graph's inputs and outputs the signature's dims: the TorchScript-based
+    exporter names fixed output dims like ``Divsentence_embedding_dim_1``."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    wanted = {t["name"]: t["shape"] for t in job.inputs + job.outputs}
+    changed = False
+    for value in list(model.graph.input) + list(model.graph.output):
+        shape = wanted.get(value.name)
+        dims = value.type.tensor_type.shape.dim
+        if shape is None or len(dims) != len(shape):
+            continue
+        for dim, want in zip(dims, shape, strict=True):
+            if isinstance(want, int) and dim.dim_value != want:
+                dim.Clear()
+                dim.dim_value, changed = want, True
+            elif isinstance(want, str) and dim.dim_param != want:
+                dim.Clear()
+                dim.dim_param, changed = want, True
+    if changed:
+        onnx.save(model, str(path))
+
+
+def _optimize(src: Path, folder: Path, external: bool) -> Path:
+    """onnxruntime's basic (portable, standard-ops-only) offline graph optimisation."""
+    import onnxruntime as ort
+
+    folder.mkdir(parents=True)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    so.optimized_model_filepath = str(folder / "model.onnx")
+    if external:
+        so.add_session_config_entry(
+            "session.optimized_model_external_initializers_file_name", "model.onnx.data"
+        )
+        so.add_session_config_entry(
+            "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
+        )
+    ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+    return folder / "model.onnx"
+
+
+def _files_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+def export_onnx(checkout, options: dict, workdir: Path) -> Artifact:
+    import onnx
+    import onnxruntime as ort
+    import torch
+    from maas_torch.exporters import describe_failure, is_data_dependent
+
+    started = time.perf_counter()
+    workdir = Path(workdir)
+    job = HFJob(checkout, options) if checkout.format == "hf" else _torch_job(checkout, options)
+    modes = ["dynamo", "torchscript"] if options["exporter"] == "auto" else [options["exporter"]]
+    errors: dict[str, str] = {}
+    data_dependent = False
+    report: dict = {}
+    attempt = None
+    for mode in modes:
+        attempt = workdir / f".attempt-{mode}"
+        shutil.rmtree(attempt, ignore_errors=True)
+        try:
+            kept = _export_once(job, mode, attempt, options["opset"])
+            diff = _check(job, attempt / "model.onnx")
+        except Exception as exc:
+            errors[mode] = describe_failure(exc)
+            data_dependent = data_dependent or is_data_dependent(exc)
+            shutil.rmtree(attempt, ignore_errors=True)
+            attempt = None
+            continue
+        report.update(exporter=mode, check_max_abs_diff=diff)
+        if kept:
+            report["tracer_warnings"] = kept
+        break
+    if attempt is None:
+        tried = "; ".join(f"{m} exporter: {e}" for m, e in errors.items())
+        if data_dependent:
+            hint = (
+                "The model branches on tensor values (data-dependent control flow), which "
+                "an export cannot keep: rewrite the branch with torch.cond."
+            )
+        else:
+            other = {"dynamo": "--exporter torchscript", "torchscript": "--exporter dynamo"}
+            hints = [other[m] for m in modes if len(modes) == 1]
+            if checkout.format == "torch":
+                hints += ["--to torch-export", "--to torchscript"]
+            hint = f"Try {' or '.join(hints)}." if hints else ""
+        raise UsageError(f"ONNX export of {checkout.ref} failed. {tried}. {hint}".strip())
+    if "dynamo" in errors:
+        report["dynamo_error"] = errors["dynamo"]
+    external = len(_files_in(attempt)) > 1
+    if options["optimize"]:
+        before = sum(p.stat().st_size for p in _files_in(attempt))
+        try:
+            optimized = _optimize(attempt / "model.onnx", workdir / ".optimized", external)
+            report["check_max_abs_diff"] = _check(job, optimized)
+        except Exception as exc:
+            shutil.rmtree(workdir / ".optimized", ignore_errors=True)
+            raise UsageError(
+                f"onnxruntime's optimisation broke the ONNX export of {checkout.ref}: "
+                f"{describe_failure(exc)}. Export without --optimize."
+            ) from None
+        shutil.rmtree(attempt)
+        attempt = optimized.parent
+        report["optimize"] = {
+            "level": "basic",
+            "bytes_before": before,
+            "bytes_after": sum(p.stat().st_size for p in _files_in(attempt)),
+        }
+    _stamp_dims(attempt / "model.onnx", job)
+    files: dict[str, str] = {}
+    for path in _files_in(attempt):
+        name = path.relative_to(attempt).as_posix()
+        target = workdir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(path), target)
+        files[name] = "model" if name == "model.onnx" else "external-data"
+    shutil.rmtree(attempt, ignore_errors=True)
+    for f in job.keep:
+        target = workdir / f["name"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(job.dir / f["name"], target)
+        files[f["name"]] = f["role"]
+    from .runner import describe
+
+    session = ort.InferenceSession(str(workdir / "model.onnx"), providers=["CPUExecutionProvider"])
+    signature = {
+        "inputs": describe(session.get_inputs()),
+        "outputs": describe(session.get_outputs()),
+    }
+    report.update(
+        opset=options["opset"],
+        bytes=sum((workdir / n).stat().st_size for n, r in files.items() if r in ONNX_ROLES),
+        seconds=round(time.perf_counter() - started, 2),
+        torch_version=torch.__version__,
+        onnx_version=onnx.__version__,
+        onnxruntime_version=ort.__version__,
+    )
+    return Artifact(
+        format="onnx", files=files, signature=signature, config=dict(job.config), report=report
+    )

@@ -1,0 +1,61 @@
+"""External data of an ONNX model must stay inside its own folder.
+
+An ONNX file can name other files that hold its weights (``external_data`` entries with a
+``location``). onnxruntime opens whatever path is written there, so a hostile model could
+make it read any file on the machine. Every location is checked here, from the model's
+protobuf alone, before any session is created.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+from maas_lab.errors import UsageError
+
+
+def _tensors(graph):
+    """Every tensor of a graph: initializers and constants, subgraphs included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _tensors(sub)
+
+
+def external_locations(model) -> list[str]:
+    from onnx import TensorProto
+
+    out = []
+    for t in _tensors(model.graph):
+        if t.data_location == TensorProto.EXTERNAL:
+            out += [e.value for e in t.external_data if e.key == "location"]
+    return out
+
+
+def check_external_data(path: Path, allowed: set[str] | None = None) -> list[str]:
+    """Refuse locations that are absolute, climb out with '..', or (when ``allowed`` is
+    given) are not among the version's files. Returns the distinct locations."""
+    import onnx
+
+    model = onnx.load_model(str(path), load_external_data=False)
+    locations = sorted(set(external_locations(model)))
+    for loc in locations:
+        pure = PurePosixPath(loc.replace("\\", "/"))
+        escapes = pure.is_absolute() or ".." in pure.parts or ":" in loc
+        outside = not (path.parent / loc).resolve().is_relative_to(path.parent.resolve())
+        if escapes or outside:
+            raise UsageError(
+                f"{path.name} stores weights at {loc!r}, outside its own folder; refusing to "
+                "open it. Re-export it with its external data beside the model."
+            )
+        if allowed is not None and pure.as_posix() not in allowed:
+            raise UsageError(
+                f"{path.name} needs external data {loc!r}, which is not part of this version. "
+                "Register the data file with the model."
+            )
+    return locations

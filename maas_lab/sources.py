@@ -68,9 +68,9 @@ def collect(
         fmt = format or {".onnx": "onnx"}.get(paths[0].suffix.lower())
         if fmt is None:
             raise UsageError(f"Cannot tell the format of {paths[0].name}; pass --format.")
-        for path in paths:
-            if path.suffix.lower() in PICKLE_SUFFIXES and fmt != "torchscript":
-                raise UsageError(f"{path.name} looks like a pickle; maas_lab never unpickles.")
+        # Only the model file could be handed to an unpickler; companions are raw bytes.
+        if paths[0].suffix.lower() in PICKLE_SUFFIXES and fmt != "torchscript":
+            raise UsageError(f"{paths[0].name} looks like a pickle; maas_lab never unpickles.")
         files = [FileSpec(p, p.name, "model" if i == 0 else "file") for i, p in enumerate(paths)]
     return Source(fmt, files, stored_config, card_text)
 

@@ -85,3 +85,62 @@ def test_loader_options_are_checked_against_the_schema(maas_home, tiny_torch_mod
     )
     with pytest.raises(UsageError, match="loader 'torch-factory' has no option dtype"):
         api.load("tiny", dtype="float16")
+
+
+def _linear_onnx(tmp_path, location):
+    """A MatMul model whose weight lives in an external data file named ``location``."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.arange(12, dtype=np.float32).reshape(4, 3)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "linear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "linear.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, location="weights.bin",
+                    size_threshold=0)  # fmt: skip
+    if location != "weights.bin":
+        proto = onnx.load_model(str(path), load_external_data=False)
+        for entry in proto.graph.initializer[0].external_data:
+            if entry.key == "location":
+                entry.value = location
+        onnx.save_model(proto, str(path))
+    return path, weight
+
+
+def test_onnx_external_data_is_registered_with_the_model(maas_home, tmp_path):
+    path, weight = _linear_onnx(tmp_path, "weights.bin")
+    report = api.register("linear", from_file=[path, tmp_path / "weights.bin"])
+    assert sorted(f["name"] for f in report["files"]) == ["linear.onnx", "weights.bin"]
+    (y,) = api.load("linear").run(None, {"x": np.ones((1, 4), dtype=np.float32)})
+    np.testing.assert_allclose(y, np.ones((1, 4)) @ weight)
+    with pytest.raises(UsageError, match="needs external data 'weights.bin', which is not part"):
+        api.register("linear", from_file=path)
+
+
+@pytest.mark.parametrize("location", ["../outside.bin", "/etc/hostname", "sub/../../x.bin"])
+def test_onnx_external_data_outside_its_folder_is_refused(maas_home, tmp_path, location):
+    from maas_lab.registry.registry import Checkout
+    from maas_lab.testing import registry_snapshot
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (tmp_path / "outside.bin").write_bytes(b"\0" * 48)
+    path, _ = _linear_onnx(folder, location)
+    api.list_models()
+    before = registry_snapshot(maas_home)
+    with pytest.raises(UsageError, match="outside its own folder; refusing to open it"):
+        api.register("linear", from_file=path)
+    assert registry_snapshot(maas_home) == before
+    # The loader checks again before any onnxruntime session is created.
+    from maas_lab.plugins import Plugins
+
+    loader = Plugins().get("loader", "onnxruntime")
+    checkout = Checkout("x@1", "onnx", {}, None, folder, [{"name": "linear.onnx", "role": "model"}])
+    with pytest.raises(UsageError, match="outside its own folder"):
+        loader.run(checkout, loader.options({}))

@@ -421,8 +421,10 @@ class Registry:
     def checkout(self, ref: str) -> Checkout:
         """Verify every file of a version and lay them out under their names.
 
-        The layout is relative symlinks into the blob store (a moved registry keeps working),
-        checked on every call: a checkout edited by hand is rebuilt, never trusted.
+        The layout is hard links to the verified blobs: no copy, and the files really sit
+        together in one folder (onnxruntime, for one, resolves symlinks and refuses external
+        data that then lands elsewhere). Checked on every call: a file edited or replaced by
+        hand is no longer the blob's inode, and the layout is rebuilt, never trusted.
         """
         row = self.resolve(ref)
         files = self.files(row["id"])
@@ -430,18 +432,22 @@ class Registry:
             json.dumps([(f["name"], f["sha256"]) for f in files]).encode()
         ).hexdigest()[:16]
         target = self.root / "checkouts" / row["name"] / f"{row['number']}-{manifest}"
-        links = {}
-        for f in files:
-            blob = self.store.verify(f["sha256"], f["size"], f["name"])
-            link = target / check_relative_file_name(f["name"])
-            links[link] = os.path.relpath(blob, link.parent)
-        if not all(p.is_symlink() and os.readlink(p) == dest for p, dest in links.items()):
+        blobs = {
+            target / check_relative_file_name(f["name"]): self.store.verify(
+                f["sha256"], f["size"], f["name"]
+            )
+            for f in files
+        }
+        if not all(p.is_file() and os.path.samefile(p, blob) for p, blob in blobs.items()):
             staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
             shutil.rmtree(staging, ignore_errors=True)
-            for link, dest in links.items():
-                staged = staging / link.relative_to(target)
+            for path, blob in blobs.items():
+                staged = staging / path.relative_to(target)
                 staged.parent.mkdir(parents=True, exist_ok=True)
-                staged.symlink_to(dest)
+                try:
+                    os.link(blob, staged)
+                except OSError:  # a file system without hard links: a verified copy
+                    shutil.copyfile(blob, staged)
             shutil.rmtree(target, ignore_errors=True)
             try:
                 os.replace(staging, target)

@@ -24,9 +24,16 @@ def validate_onnx(files: dict[str, Path], config: dict) -> None:
     models = [p for n, p in files.items() if n.endswith(".onnx")]
     if len(models) != 1:
         raise UsageError(f"An ONNX version needs exactly one .onnx file; got {len(models)}.")
+    from .external import check_external_data
+
     try:
-        proto = onnx.load_model(str(models[0]), load_external_data=False)
-        onnx.checker.check_model(proto)
+        onnx.load_model(str(models[0]), load_external_data=False)
+    except Exception as exc:
+        raise UsageError(f"{models[0].name} is not a valid ONNX model: {exc}.") from None
+    check_external_data(models[0], allowed=set(files))  # before anything reads the data
+    try:
+        # By path, so external data resolves beside the model (and models over 2 GB work).
+        onnx.checker.check_model(str(models[0]))
     except Exception as exc:
         raise UsageError(f"{models[0].name} is not a valid ONNX model: {exc}.") from None
 
@@ -38,7 +45,10 @@ def load_onnx(checkout, options: dict):
         raise BackendUnavailable(
             "Running ONNX models needs `pip install 'maas-lab[onnx]'`."
         ) from None
+    from .external import check_external_data
+
     (path,) = [checkout.dir / f["name"] for f in checkout.files if f["name"].endswith(".onnx")]
+    check_external_data(path, allowed={f["name"] for f in checkout.files})  # before any session
     so = ort.SessionOptions()
     if options["threads"]:
         so.intra_op_num_threads = options["threads"]

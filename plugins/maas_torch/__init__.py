@@ -1,5 +1,7 @@
 """Built-in plugin: PyTorch models from a factory plus safetensors weights, TorchScript, and
-``torch.export`` programs (.pt2); their runners, and exporters to TorchScript and .pt2.
+``torch.export`` programs (.pt2); their runners, and exporters to TorchScript and .pt2 from
+factory models and Hugging Face encoders (``hf.py``: token ids in, hidden states or pooled
+sentence embeddings out, tokenizer files carried along).
 
 Imports torch only when a model is validated or loaded, so ``%load_ext maas_lab`` stays fast:
 the work lives in ``runners``, ``exporters``, ``signature`` and ``pt2``, imported on use.
@@ -9,6 +11,7 @@ A "torch" version's config is ``{"factory": "module:callable", "kwargs": {...}}`
 from __future__ import annotations
 
 import importlib
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -98,8 +101,26 @@ def load_factory_model(checkout, options: dict):
     return model.to(options["device"]).eval()
 
 
+def model_file(checkout, suffix: str) -> Path:
+    """The version's model file: the one with role ``model`` (an export of a text model also
+    carries tokenizer and config files), else the only file ending in ``suffix``, else the
+    only file."""
+    files = checkout.files
+    chosen = [f for f in files if f.get("role") == "model"]
+    if len(chosen) != 1:
+        chosen = [f for f in files if f["name"].endswith(suffix)]
+    if len(chosen) != 1 and len(files) == 1:
+        chosen = list(files)
+    if len(chosen) != 1:
+        raise UsageError(
+            f"{checkout.ref} has no single model file: {[f['name'] for f in files]} (expected "
+            f"one with role 'model' or ending in {suffix})."
+        )
+    return checkout.dir / chosen[0]["name"]
+
+
 def validate_torchscript(files: dict[str, Path], config: dict) -> None:
-    (path,) = files.values()
+    path = next(iter(files.values()))  # the model comes first; any others travel with it
     try:
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
@@ -114,8 +135,10 @@ def validate_torchscript(files: dict[str, Path], config: dict) -> None:
 
 def load_torchscript(checkout, options: dict):
     torch = _torch()
-    (path,) = [checkout.dir / f["name"] for f in checkout.files]
-    return torch.jit.load(str(path), map_location=options["device"]).eval()
+    path = model_file(checkout, ".torchscript")
+    with warnings.catch_warnings():  # torch.jit.load is deprecated, and still what opens it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.load(str(path), map_location=options["device"]).eval()
 
 
 def validate_pt2(files: dict[str, Path], config: dict) -> None:
@@ -189,6 +212,14 @@ INPUT_DTYPE = Param(
     "float32",
     "numpy dtype of the input(s) given by --input_shape: one, or one per input with ';'",
 )
+POOLING = Param(
+    "pooling",
+    "str",
+    "none",
+    "hf text encoders: mean bakes mean pooling + L2 norm into the export (output "
+    "sentence_embedding); none keeps last_hidden_state",
+    choices=("none", "mean"),
+)
 
 
 @hookimpl
@@ -261,19 +292,19 @@ def maas_exporters(register):
         Component(
             name="torchscript",
             description="TorchScript by torch.jit.trace, refused if the trace does not generalise",
-            formats=("torch",),
+            formats=("torch", "hf"),
             produces="torchscript",
             run=_export_torchscript,
-            params=(INPUT_SHAPE, INPUT_DTYPE),
+            params=(POOLING, INPUT_SHAPE, INPUT_DTYPE),
         )
     )
     register(
         Component(
             name="torch-export",
             description="torch.export program with dynamic named dims, saved as model.pt2",
-            formats=("torch",),
+            formats=("torch", "hf"),
             produces="torch-export",
             run=_export_program,
-            params=(INPUT_SHAPE, INPUT_DTYPE),
+            params=(POOLING, INPUT_SHAPE, INPUT_DTYPE),
         )
     )

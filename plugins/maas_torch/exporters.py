@@ -1,4 +1,5 @@
-"""Exporters from factory-built torch models to TorchScript (trace) and torch.export (.pt2).
+"""Exporters from factory-built torch models and Hugging Face encoders (``hf.py`` wraps them)
+to TorchScript (trace) and torch.export (.pt2).
 
 Both trace the model at one set of sizes, which is where exports go silently wrong: a trace
 records one branch of an ``if`` on tensor values and may freeze sizes. So each export is run
@@ -67,39 +68,23 @@ def is_data_dependent(exc: BaseException) -> bool:
     return any(marker in text for marker in _DATA_DEPENDENT)
 
 
-class Prepared:
-    """A factory model with its signature, feeds to trace with, and check cases (inputs at
-    other sizes, and the same negated, with the eager outputs for each): what every torch
-    exporter starts from. The negated case flips ``if x.sum() > 0`` style branches, which a
-    trace would otherwise freeze without any check noticing."""
+class Checked:
+    """What every torch exporter starts from: ``ref``, the eager ``model``, its ``inputs`` and
+    ``outputs`` (signature entries), ``trace_args`` to export with, and check ``cases``
+    (feeds at other sizes with the eager outputs for each), which :meth:`compare` runs an
+    export on. ``config`` and ``keep`` (files of the parent to copy into the artifact, from
+    ``dir``) say what the artifact carries besides the model."""
 
-    def __init__(self, checkout, options: dict, what: str):
-        import torch
-
-        from . import load_factory_model
-        from .runners import name_outputs
-
-        spec = sig.resolve_signature(checkout, options, what)
-        self.ref, self.inputs = checkout.ref, spec["inputs"]
-        self.model = load_factory_model(checkout, {"device": "cpu"})
-        self.trace_feeds, check, check_sizes = sig.trace_and_check_feeds(self.inputs)
-        self.trace_args = tuple(torch.from_numpy(a) for a in self.trace_feeds.values())
-        names = [t["name"] for t in spec["outputs"]]
-        cases = [check]
-        if any(np.asarray(a).dtype.kind == "f" for a in check.values()):
-            cases.append({k: -a if a.dtype.kind == "f" else a for k, a in check.items()})
-        with torch.no_grad():
-            trace_expected = name_outputs(self.model(*self.trace_args), names)
-            self.cases = [
-                (feeds, name_outputs(self.model(*_tensors(feeds)), names)) for feeds in cases
-            ]
-        self.outputs = spec["outputs"] or sig.outputs_from_runs(
-            trace_expected,
-            sig.dim_sizes(self.inputs, self.trace_feeds),
-            self.cases[0][1],
-            check_sizes,
-        )
-        self.output_names = [t["name"] for t in self.outputs]
+    ref: str
+    model: object
+    inputs: list
+    outputs: list
+    output_names: list
+    trace_args: tuple
+    cases: list
+    config: dict
+    keep: list
+    dir: Path
 
     @property
     def signature(self) -> dict:
@@ -135,16 +120,75 @@ class Prepared:
         return worst
 
 
+class Prepared(Checked):
+    """A factory model with its signature, feeds to trace with, and check cases (inputs at
+    other sizes, and the same negated, with the eager outputs for each). The negated case
+    flips ``if x.sum() > 0`` style branches, which a trace would otherwise freeze without any
+    check noticing."""
+
+    def __init__(self, checkout, options: dict, what: str):
+        import torch
+
+        from . import load_factory_model
+        from .runners import name_outputs
+
+        spec = sig.resolve_signature(checkout, options, what)
+        self.ref, self.inputs = checkout.ref, spec["inputs"]
+        self.model = load_factory_model(checkout, {"device": "cpu"})
+        self.trace_feeds, check, check_sizes = sig.trace_and_check_feeds(self.inputs)
+        self.trace_args = tuple(torch.from_numpy(a) for a in self.trace_feeds.values())
+        names = [t["name"] for t in spec["outputs"]]
+        cases = [check]
+        if any(np.asarray(a).dtype.kind == "f" for a in check.values()):
+            cases.append({k: -a if a.dtype.kind == "f" else a for k, a in check.items()})
+        with torch.no_grad():
+            trace_expected = name_outputs(self.model(*self.trace_args), names)
+            self.cases = [
+                (feeds, name_outputs(self.model(*_tensors(feeds)), names)) for feeds in cases
+            ]
+        self.outputs = spec["outputs"] or sig.outputs_from_runs(
+            trace_expected,
+            sig.dim_sizes(self.inputs, self.trace_feeds),
+            self.cases[0][1],
+            check_sizes,
+        )
+        self.output_names = [t["name"] for t in self.outputs]
+        self.config, self.keep, self.dir = {}, [], checkout.dir
+
+
 def _tensors(feeds: dict) -> tuple:
     import torch
 
     return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in feeds.values())
 
 
+def _library_warning(w, prep) -> bool:
+    """A TracerWarning raised inside transformers or torch while tracing a Hugging Face model
+    (whose code is transformers', never the folder's own: remote code is not run). Those
+    convert shapes to Python values (is the mask shorter than the keys? is the query longer
+    than one token? is padding_idx within the table?) and read tensor values only when not
+    tracing, so they are reported, not refused: the check cases (other batch and sequence
+    sizes, padded and not) decide whether the trace generalises."""
+    if (prep.config or {}).get("exported_from") != "hf":
+        return False
+    import torch
+    import transformers
+
+    where = Path(w.filename).resolve()
+    roots = (Path(m.__file__).resolve().parent for m in (transformers, torch))
+    return any(where.is_relative_to(root) for root in roots)
+
+
+def _where(w) -> str:
+    return f"{Path(w.filename).name}:{w.lineno}: {str(w.message).split('.')[0]}"
+
+
 def export_torchscript(checkout, options: dict, workdir: Path) -> Artifact:
     import torch
 
-    prep = Prepared(checkout, options, "The torchscript exporter")
+    from .hf import copy_kept, prepare
+
+    prep = prepare(checkout, options, "The torchscript exporter")
     with warnings.catch_warnings(record=True) as caught, quiet_torch():
         # Recorded rather than raised: raised inside Tensor.__bool__ a TracerWarning surfaces
         # as a SystemError, and a record keeps the file and line of the user's code.
@@ -170,11 +214,10 @@ def export_torchscript(checkout, options: dict, workdir: Path) -> Artifact:
                 "--to torch-export or --to onnx."
             ) from None
     tracer = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
+    library = [w for w in tracer if _library_warning(w, prep)]
+    tracer = [w for w in tracer if w not in library]
     if tracer:
-        where = "; ".join(
-            f"{Path(w.filename).name}:{w.lineno}: {str(w.message).split('.')[0]}"
-            for w in tracer[:3]
-        )
+        where = "; ".join(_where(w) for w in tracer[:3])
         raise UsageError(
             f"torch.jit.trace of {checkout.ref} would not generalise: {where}. The model has "
             "data-dependent control flow or turns tensors into Python values, which a trace "
@@ -188,17 +231,23 @@ def export_torchscript(checkout, options: dict, workdir: Path) -> Artifact:
         warnings.simplefilter("ignore", DeprecationWarning)
         reloaded = torch.jit.load(str(path)).eval()
     prep.compare(reloaded, "torchscript (reloaded)", instead)
+    report = {
+        "exporter": "torch.jit.trace",
+        "note": "torch.jit is deprecated (torch 2.13 warns) in favour of torch.export",
+        "torch_version": torch.__version__,
+        "check_max_abs_diff": diff,
+        "bytes": path.stat().st_size,
+    }
+    if library:
+        report["tracer_warnings"] = list(dict.fromkeys(_where(w) for w in library))[:5]
+    files = {path.name: "model"}
+    copy_kept(prep, workdir, files)
     return Artifact(
         format="torchscript",
-        files={path.name: "model"},
+        files=files,
         signature=prep.signature,
-        report={
-            "exporter": "torch.jit.trace",
-            "note": "torch.jit is deprecated (torch 2.13 warns) in favour of torch.export",
-            "torch_version": torch.__version__,
-            "check_max_abs_diff": diff,
-            "bytes": path.stat().st_size,
-        },
+        config=dict(prep.config),
+        report=report,
     )
 
 
@@ -219,18 +268,46 @@ def dynamic_shapes(inputs: list[dict]) -> tuple:
     return tuple(shapes)
 
 
+def dim_ranges(program, inputs: list[dict]) -> dict[str, list]:
+    """``{dim name: [min, max]}`` the program accepts (``max`` None when unbounded)."""
+    import sympy
+    import torch
+
+    placeholders = [
+        n for n in program.graph.nodes
+        if n.op == "placeholder" and n.name in set(program.graph_signature.user_inputs)
+    ]  # fmt: skip
+    out: dict[str, list] = {}
+    for spec, node in zip(inputs, placeholders, strict=False):
+        val = node.meta.get("val")
+        if not isinstance(val, torch.Tensor):
+            continue
+        for d, size in zip(spec["shape"], val.shape, strict=False):
+            if not isinstance(d, str) or d in out or isinstance(size, int):
+                continue
+            vr = program.range_constraints.get(size.node.expr)
+            if vr is not None:  # torch's int_oo says is_finite; it is no sympy Integer
+                out[d] = [
+                    int(b) if isinstance(b, sympy.Integer) else None for b in (vr.lower, vr.upper)
+                ]
+    return out
+
+
 def export_program(checkout, options: dict, workdir: Path) -> Artifact:
     import torch
 
+    from .hf import HFPrepared, copy_kept, prepare
     from .pt2 import load_pt2
 
-    prep = Prepared(checkout, options, "The torch-export exporter")
+    prep = prepare(checkout, options, "The torch-export exporter")
+    if isinstance(prep, HFPrepared):
+        shapes = prep.dynamic_shapes()
+    else:
+        shapes = dynamic_shapes(prep.inputs)
     try:
         with warnings.catch_warnings(), quiet_torch():
             warnings.simplefilter("ignore")
-            program = torch.export.export(
-                prep.model, prep.trace_args, dynamic_shapes=dynamic_shapes(prep.inputs)
-            )
+            program = torch.export.export(prep.model, prep.trace_args, dynamic_shapes=shapes)
     except Exception as exc:
         hint = (
             "The model branches on tensor values (data-dependent control flow): rewrite the "
@@ -245,14 +322,18 @@ def export_program(checkout, options: dict, workdir: Path) -> Artifact:
     torch.export.save(program, str(path))
     instead = "use --to onnx --exporter torchscript, or fix the model"
     diff = prep.compare(load_pt2(path).module(), "torch-export", instead)
+    files = {path.name: "model"}
+    copy_kept(prep, workdir, files)
     return Artifact(
         format="torch-export",
-        files={path.name: "model"},
+        files=files,
         signature=prep.signature,
+        config=dict(prep.config),
         report={
             "exporter": "torch.export",
             "torch_version": torch.__version__,
             "check_max_abs_diff": diff,
             "bytes": path.stat().st_size,
+            "dim_ranges": dim_ranges(program, prep.inputs),
         },
     )

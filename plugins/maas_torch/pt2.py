@@ -77,6 +77,10 @@ _OPERATOR_TARGETS = {
     "eq", "ne", "lt", "le", "gt", "ge", "and_", "or_", "xor", "not_", "invert", "lshift",
     "rshift",
 }  # fmt: skip
+# aten operators whose names are dunders (all other dunders are refused as attribute tricks):
+# the bitwise and shift operators, registered as aten::__and__.Tensor etc. An encoder's
+# attention mask is combined with ``&`` (transformers' masking_utils), giving aten.__and__.
+_ATEN_DUNDERS = {"__and__", "__or__", "__xor__", "__lshift__", "__rshift__"}
 _TORCH_TARGETS = {
     "torch.sym_int", "torch.sym_float", "torch.sym_max", "torch.sym_min", "torch.sym_not",
     "torch.sym_ite", "torch.sym_sqrt", "torch.sym_sum", "torch._sym_sqrt",
@@ -161,7 +165,10 @@ def check_target(target: str) -> None:
 
     if target.startswith("torch.ops."):
         parts = target.split(".")[2:]
-        if not 2 <= len(parts) <= 3 or any(not p or p.startswith("__") for p in parts):
+        allowed = _ATEN_DUNDERS if parts[:1] == ["aten"] else set()
+        dunders = [p for i, p in enumerate(parts) if p.startswith("__") and not (
+            i == 1 and p in allowed)]  # fmt: skip
+        if not 2 <= len(parts) <= 3 or not all(parts) or dunders:
             raise ValueError(f"node target {target!r} is not an operator name")
         namespace = getattr(torch.ops, parts[0], None)
         spaces = tuple(

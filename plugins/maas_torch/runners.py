@@ -2,7 +2,8 @@
 
 All three are "a callable module plus a signature", so one class serves them; they differ in
 how the module is opened and where the signature comes from (stored, ``--input_shape``, or
-the exported program's own placeholders).
+the exported program's own placeholders). An export of a Hugging Face text encoder carries
+its tokenizer; its runner then offers real sentences as example inputs, as the hf runner does.
 """
 
 from __future__ import annotations
@@ -57,6 +58,32 @@ class TorchRunner:
         return name_outputs(result, [t["name"] for t in self._outputs])
 
 
+class TextTorchRunner(TorchRunner):
+    """A torch export of a text model shipped with its tokenizer."""
+
+    def __init__(self, base: TorchRunner, tokenizer):
+        super().__init__(base.module, base.inputs, base._outputs, base.who, base.device)
+        self.tokenizer = tokenizer
+
+    def example_feeds(self, batch: int) -> dict[str, np.ndarray]:
+        """Real sentences of varied lengths through the tokenizer, padded to the longest."""
+        from maas_hf.text import tokenize
+
+        return tokenize(self.tokenizer, batch, [t["name"] for t in self.inputs])
+
+
+def with_tokenizer(runner: TorchRunner, checkout) -> TorchRunner:
+    """``runner`` with real-sentence ``example_feeds`` when the version takes ``input_ids``
+    and carries tokenizer files that load; else ``runner`` as it is."""
+    takes_ids = "input_ids" in [t["name"] for t in runner.inputs]
+    if not takes_ids or not any(f.get("role") == "tokenizer" for f in checkout.files):
+        return runner
+    from maas_hf.text import load_tokenizer
+
+    tokenizer = load_tokenizer(checkout.dir)
+    return runner if tokenizer is None else TextTorchRunner(runner, tokenizer)
+
+
 def name_outputs(result: Any, names: list[str]) -> dict[str, np.ndarray]:
     """A module's result as ``{name: array}`` (see :class:`TorchRunner` for the names)."""
     import torch
@@ -106,7 +133,8 @@ def run_torchscript(checkout, options: dict) -> TorchRunner:
     with warnings.catch_warnings():  # torch.jit.load is deprecated, and still what opens it
         warnings.simplefilter("ignore", DeprecationWarning)
         module = load_torchscript(checkout, {"device": device})
-    return TorchRunner(module, spec["inputs"], spec["outputs"], checkout.ref, device)
+    runner = TorchRunner(module, spec["inputs"], spec["outputs"], checkout.ref, device)
+    return with_tokenizer(runner, checkout)
 
 
 def run_exported(checkout, options: dict) -> TorchRunner:
@@ -120,7 +148,7 @@ def run_exported(checkout, options: dict) -> TorchRunner:
         inputs, outputs = list(stored["inputs"]), list(stored.get("outputs") or [])
     else:
         inputs, outputs = program_inputs(program), []
-    return TorchRunner(program.module(), inputs, outputs, checkout.ref)
+    return with_tokenizer(TorchRunner(program.module(), inputs, outputs, checkout.ref), checkout)
 
 
 def program_inputs(program) -> list[dict]:

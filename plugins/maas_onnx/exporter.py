@@ -16,89 +16,11 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-
-from maas_lab.components import Artifact, tensor
+from maas_lab.components import Artifact
 from maas_lab.errors import UsageError
 
 EXTERNAL_DATA_BYTES = 1 << 30  # well under protobuf's 2 GiB limit on one file
 ONNX_ROLES = ("model", "external-data")
-
-
-class HFJob:
-    """A Hugging Face encoder wrapped to take token tensors positionally and return one
-    tensor (hidden states, or pooled sentence embeddings), with its trace and check inputs."""
-
-    def __init__(self, checkout, options: dict):
-        import torch
-        from maas_hf import load_hf_folder
-        from maas_hf.runner import hidden_size, input_names
-        from maas_hf.text import mean_pool, tokenize
-
-        hf = load_hf_folder(checkout, {"tokenizer": True})
-        names = input_names(hf.model, hf.tokenizer)
-        pooled = options["pooling"] == "mean"
-
-        class Encoder(torch.nn.Module):
-            def __init__(self, model):
-                super().__init__()
-                self.model = model
-
-            def forward(self, input_ids, attention_mask, token_type_ids=None):
-                kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
-                if token_type_ids is not None:
-                    kwargs["token_type_ids"] = token_type_ids
-                hidden = self.model(**kwargs).last_hidden_state
-                return mean_pool(hidden, attention_mask) if pooled else hidden
-
-        self.ref = checkout.ref
-        self.model = Encoder(hf.model).eval()
-        hidden = hidden_size(hf.model.config)
-        self.inputs = [tensor(n, "int64", ["batch", "sequence"]) for n in names]
-        self.outputs = [
-            tensor("sentence_embedding", "float32", ["batch", hidden])
-            if pooled
-            else tensor("last_hidden_state", "float32", ["batch", "sequence", hidden])
-        ]
-        self.output_names = [t["name"] for t in self.outputs]
-        if hf.tokenizer is not None:
-            trace = tokenize(hf.tokenizer, 2, names)
-            check = tokenize(hf.tokenizer, 3, names, start=2)
-        else:
-            vocab = int(getattr(hf.model.config, "vocab_size", 2) or 2)
-            rng = np.random.default_rng(0)
-            trace, check = (
-                {n: (rng.integers(0, vocab, (b, s)) if n == "input_ids" else np.ones((b, s)))
-                 .astype(np.int64) for n in names}
-                for b, s in ((2, 8), (3, 5))
-            )  # fmt: skip
-            for feeds in (trace, check):
-                if "token_type_ids" in feeds:
-                    feeds["token_type_ids"][:] = 0
-        self.trace_args = tuple(torch.from_numpy(trace[n]) for n in names)
-        with torch.no_grad():
-            out = self.model(*(torch.from_numpy(check[n]) for n in names))
-        self.cases = [(check, {self.output_names[0]: out.float().numpy()})]
-        self.config = {"exported_from": "hf", "pooling": options["pooling"]}
-        self.keep = [f for f in checkout.files if f["role"] in ("tokenizer", "config")]
-        self.dir = checkout.dir
-
-    @property
-    def signature(self) -> dict:
-        return {"inputs": list(self.inputs), "outputs": list(self.outputs)}
-
-
-def _torch_job(checkout, options: dict):
-    from maas_torch.exporters import Prepared
-
-    if options["pooling"] != "none":
-        raise UsageError(
-            "--pooling applies to Hugging Face text encoders (format hf); "
-            f"{checkout.ref} is a torch model. Leave --pooling at none."
-        )
-    job = Prepared(checkout, options, "The onnx exporter")
-    job.config, job.keep, job.dir = {"exported_from": "torch"}, [], checkout.dir
-    return job
 
 
 def _param_bytes(module) -> int:
@@ -242,10 +164,12 @@ def export_onnx(checkout, options: dict, workdir: Path) -> Artifact:
     import onnxruntime as ort
     import torch
     from maas_torch.exporters import describe_failure, is_data_dependent
+    from maas_torch.hf import prepare
 
     started = time.perf_counter()
     workdir = Path(workdir)
-    job = HFJob(checkout, options) if checkout.format == "hf" else _torch_job(checkout, options)
+    job = prepare(checkout, options, "The onnx exporter")
+    job.config = {"exported_from": checkout.format, "pooling": options["pooling"]}
     modes = ["dynamo", "torchscript"] if options["exporter"] == "auto" else [options["exporter"]]
     errors: dict[str, str] = {}
     data_dependent = False

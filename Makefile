@@ -26,6 +26,7 @@ test: install
 bench: install
 	$(PIP) -e '.[dev,bench]'
 	$(PY) benchmarks/registry.py --plot benchmarks/results/registry.png
+	$(PY) benchmarks/export.py --plot benchmarks/results/export.png
 
 clean:
 	rm -rf $(VENV)

@@ -19,4 +19,7 @@ def test_readme_notebook_blocks_run(maas_shell, tmp_path, monkeypatch):
     assert maas_shell.user_ns["emb"].shape == (2, 384)
     assert float(maas_shell.user_ns["emb"][0] @ maas_shell.user_ns["emb"][1]) > 0.5
     assert type(maas_shell.user_ns["model"]).__name__ == "Sequential"
-    assert maas_shell.run_line_magic("maas", "list")[0]["versions"] == 1
+    rows = {r["name"]: r for r in maas_shell.run_line_magic("maas", "list")}
+    assert (rows["minilm"]["versions"], rows["digits-mlp"]["versions"]) == (2, 1)
+    exported = maas_shell.run_line_magic("maas", "show minilm@2")
+    assert exported["format"] == "onnx" and exported["metrics"]["parity_min_cosine"] > 0.9999

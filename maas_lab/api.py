@@ -118,15 +118,10 @@ def register(
 
 
 def _infer_signature(source, inputs: list[dict]) -> dict:
-    """Outputs from one run of the model on generated inputs, before anything is stored.
-
-    A dim of an output that equals the generated batch size is named ``batch``, like the
-    input's, since that is how a model with a batch dimension passes it through.
-    """
+    """Outputs from two runs of the model on generated inputs, before anything is stored."""
     import tempfile
 
-    from .components import tensor
-    from .parity import DIM_SIZES, feeds_from_signature
+    from .parity import output_specs
     from .registry.registry import Checkout
 
     with tempfile.TemporaryDirectory(prefix="maas-signature-") as tmp:
@@ -144,7 +139,7 @@ def _infer_signature(source, inputs: list[dict]) -> dict:
             signature={"inputs": inputs, "outputs": []},
         )
         try:
-            outputs = _start_runner(staged, {}).infer(feeds_from_signature(staged.signature))
+            outputs = output_specs(inputs, _start_runner(staged, {}).infer)
         except MaasError:
             raise
         except Exception as exc:
@@ -152,14 +147,7 @@ def _infer_signature(source, inputs: list[dict]) -> dict:
                 f"The model failed on inputs {[t['name'] for t in inputs]} shaped as given "
                 f"by --input: {type(exc).__name__}: {exc}. Check the input shapes."
             ) from None
-    batch = DIM_SIZES["batch"]
-    return {
-        "inputs": inputs,
-        "outputs": [
-            tensor(name, str(value.dtype), ["batch" if d == batch else d for d in value.shape])
-            for name, value in outputs.items()
-        ],
-    }
+    return {"inputs": inputs, "outputs": outputs}
 
 
 # ---------------------------------------------------------------------- exporting

@@ -21,7 +21,10 @@ TOLERANCE = {
     "bfloat16": {"atol": 5e-2, "min_cosine": 0.99},
 }
 DEFAULT_TOLERANCE = {"atol": 1e-3, "min_cosine": 0.999}
-DIM_SIZES = {"batch": 4, "sequence": 16}
+# Sizes given to named dims when inputs are generated; two sets with no value in common, so
+# a model run on each shows which output dims follow which input dims.
+DIM_SIZES = {"batch": 4, "sequence": 16, "*": 8}
+OTHER_DIM_SIZES = {"batch": 3, "sequence": 11, "*": 5}
 
 
 class ParityError(MaasError):
@@ -30,15 +33,16 @@ class ParityError(MaasError):
     label = "Parity check failed"
 
 
-def feeds_from_signature(signature: dict, batch: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
-    """Inputs for every tensor of a signature, with a fixed seed; named dims get test sizes."""
+def feeds_from_signature(
+    signature: dict, sizes: dict | None = None, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Inputs for every tensor of a signature, with a fixed seed; named dims get ``sizes``
+    (by name, ``"*"`` for any other name; default :data:`DIM_SIZES`)."""
+    sizes = sizes or DIM_SIZES
     rng = np.random.default_rng(seed)
     feeds = {}
     for spec in signature["inputs"]:
-        shape = [
-            d if isinstance(d, int) else (batch if d == "batch" else DIM_SIZES.get(d, 8))
-            for d in spec["shape"]
-        ]
+        shape = [d if isinstance(d, int) else sizes.get(d, sizes["*"]) for d in spec["shape"]]
         dtype, name = np.dtype(spec["dtype"]), spec["name"]
         if dtype.kind == "f":
             feeds[name] = rng.standard_normal(shape).astype(dtype)
@@ -103,3 +107,33 @@ def violations(
         if f["min_cosine"] < limits["min_cosine"]:
             problems.append(f"{name}: min cosine {f['min_cosine']:.6f} < {limits['min_cosine']:g}")
     return problems
+
+
+def output_specs(inputs: list[dict], run: Any) -> list[dict]:
+    """Output tensors of a model, from two runs on generated inputs of different sizes: a dim
+    that moves with an input's named dim takes its name, one that moves otherwise is
+    ``dim_<i>``, one that stays put is that number."""
+    from .components import tensor
+
+    signature = {"inputs": inputs, "outputs": []}
+    first = run(feeds_from_signature(signature, DIM_SIZES))
+    second = run(feeds_from_signature(signature, OTHER_DIM_SIZES))
+    names = {d for t in inputs for d in t["shape"] if isinstance(d, str)}
+
+    def size(sizes: dict, name: str) -> int:
+        return sizes.get(name, sizes["*"])
+
+    specs = []
+    for name, a in first.items():
+        b = np.asarray(second[name])
+        shape = []
+        for i, (x, y) in enumerate(zip(np.shape(a), b.shape, strict=True)):
+            if x == y:
+                shape.append(int(x))
+                continue
+            moved = [
+                n for n in sorted(names) if (size(DIM_SIZES, n), size(OTHER_DIM_SIZES, n)) == (x, y)
+            ]
+            shape.append(moved[0] if len(moved) == 1 else f"dim_{i}")
+        specs.append(tensor(name, str(np.asarray(a).dtype), shape))
+    return specs

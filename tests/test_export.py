@@ -209,3 +209,15 @@ def test_interrupted_export_leaves_nothing(linear, maas_home):
         api.export("lin@1", "npy-linear", interrupt=True)
     assert registry_snapshot(maas_home) == before
     assert set(glob.glob(f"{tempfile.gettempdir()}/export-*")) == leftovers
+
+
+def test_inferred_output_dims_follow_the_inputs_not_coincidences(linear, tmp_path):
+    """A model with 4 outputs, probed at batch 4, must not get two dims named batch."""
+    import maas_lab
+
+    np.save(tmp_path / "w4.npy", np.ones((8, 4), dtype=np.float32))
+    report = maas_lab.register(
+        "lin4", from_file=tmp_path / "w4.npy", format="npy-linear", inputs=["x:float32:batch,8"]
+    )
+    assert report["signature"]["outputs"] == [tensor("y", "float32", ["batch", 4])]
+    assert maas_lab.export is api.export and maas_lab.runner is api.runner

@@ -38,19 +38,7 @@ def test_minilm_from_the_registry_matches_sentence_transformers(maas_home):
 
 
 def test_onnx_file_loads_as_an_onnxruntime_session(maas_home, tmp_path):
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper, numpy_helper
-
-    weight = np.arange(12, dtype=np.float32).reshape(4, 3)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])],
-        "linear",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
-        [numpy_helper.from_array(weight, "w")],
-    )
-    path = tmp_path / "linear.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    path, weight = _linear_onnx(tmp_path, None)
     assert api.register("linear", from_file=path)["format"] == "onnx"
     session = api.load("linear", threads=1)
     x = np.ones((2, 4), dtype=np.float32)
@@ -88,7 +76,7 @@ def test_loader_options_are_checked_against_the_schema(maas_home, tiny_torch_mod
 
 
 def _linear_onnx(tmp_path, location):
-    """A MatMul model whose weight lives in an external data file named ``location``."""
+    """A MatMul model; its weight in an external data file named ``location`` unless None."""
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
@@ -102,6 +90,9 @@ def _linear_onnx(tmp_path, location):
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     path = tmp_path / "linear.onnx"
+    if location is None:
+        onnx.save_model(model, str(path))
+        return path, weight
     onnx.save_model(model, str(path), save_as_external_data=True, location="weights.bin",
                     size_threshold=0)  # fmt: skip
     if location != "weights.bin":

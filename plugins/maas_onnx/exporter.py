@@ -41,33 +41,27 @@ def _export_once(job, mode: str, folder: Path, opset: int) -> list[str]:
         if mode == "dynamo":
             from maas_torch.exporters import dynamic_shapes
 
-            torch.onnx.export(
-                job.model,
-                job.trace_args,
-                str(path),
-                input_names=names,
-                output_names=job.output_names,
-                opset_version=opset,
-                dynamo=True,
-                external_data=_param_bytes(job.model) > EXTERNAL_DATA_BYTES,
-                dynamic_shapes=dynamic_shapes(job.inputs),
-                verbose=False,
-            )
+            extra = {
+                "external_data": _param_bytes(job.model) > EXTERNAL_DATA_BYTES,
+                "dynamic_shapes": dynamic_shapes(job.inputs),
+                "verbose": False,
+            }
         else:
             axes = {
                 t["name"]: {i: d for i, d in enumerate(t["shape"]) if isinstance(d, str)}
                 for t in job.inputs + job.outputs
             }
-            torch.onnx.export(
-                job.model,
-                job.trace_args,
-                str(path),
-                input_names=names,
-                output_names=job.output_names,
-                opset_version=opset,
-                dynamo=False,
-                dynamic_axes={k: v for k, v in axes.items() if v},
-            )
+            extra = {"dynamic_axes": {k: v for k, v in axes.items() if v}}
+        torch.onnx.export(
+            job.model,
+            job.trace_args,
+            str(path),
+            input_names=names,
+            output_names=job.output_names,
+            opset_version=opset,
+            dynamo=mode == "dynamo",
+            **extra,
+        )
     kept = []
     for w in caught:
         if issubclass(w.category, torch.jit.TracerWarning):

@@ -273,10 +273,8 @@ def dim_ranges(program, inputs: list[dict]) -> dict[str, list]:
     import sympy
     import torch
 
-    placeholders = [
-        n for n in program.graph.nodes
-        if n.op == "placeholder" and n.name in set(program.graph_signature.user_inputs)
-    ]  # fmt: skip
+    user = set(program.graph_signature.user_inputs)
+    placeholders = [n for n in program.graph.nodes if n.op == "placeholder" and n.name in user]
     out: dict[str, list] = {}
     for spec, node in zip(inputs, placeholders, strict=False):
         val = node.meta.get("val")

@@ -14,7 +14,8 @@ __version__ = "0.1.0"
 
 # Not "registry": that name is the maas_lab.registry package (use maas_lab.api.registry()).
 _API = {
-    "alias", "bundle_export", "bundle_import", "close_all", "export", "fsck", "history",
+    "alias", "bundle_export", "bundle_import", "close_all", "compare", "compress", "distill",
+    "evaluate", "export", "fsck", "history",
     "list_models", "load", "log_metrics", "plugins", "recommend", "register", "resolve", "runner",
     "search", "show", "tag",
 }  # fmt: skip

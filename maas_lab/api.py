@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from .errors import BackendUnavailable, MaasError, NotFoundError, PluginError, UsageError
-from .parsing import parse_inputs, parse_pairs, parse_signature, parse_size
+from .parsing import parse_config, parse_inputs, parse_pairs, parse_signature, parse_size
 from .plugins import get_plugins
 from .progress import byte_bar
 from .registry.refs import parse_ref
@@ -304,6 +304,210 @@ def export(
     return show(new["ref"], root=root)
 
 
+# ---------------------------------------------------------------------- compressing
+
+
+def _compressor_for(name: str, fmt: str, ref: str):
+    comps = get_plugins().components["compressor"]
+    able = ", ".join(sorted(c.name for c in comps.values() if fmt in c.formats)) or "none"
+    comp = comps.get(name)
+    if comp is None:
+        raise UsageError(
+            f"No compressor named {name!r}. Installed: {', '.join(sorted(comps)) or 'none'}; "
+            f"those that take {ref} ({fmt}): {able}."
+        )
+    if fmt not in comp.formats:
+        hint = ""
+        if "onnx" in comp.formats:
+            hint = f" Export it first: maas export {ref} onnx."
+        raise UsageError(
+            f"Compressor {name!r} takes {', '.join(comp.formats)} versions, not {fmt} "
+            f"({ref}). Compressors that take {fmt}: {able}.{hint}"
+        )
+    return comp
+
+
+def compress(
+    ref: str,
+    with_: str,
+    *,
+    data=None,
+    calibration=None,
+    max_drop=None,
+    allow_over_budget: bool = False,
+    budget_s: float = 2.0,
+    root=None,
+    **options,
+) -> Report:
+    """Compress a version with a compressor plugin and register the result as a new version.
+
+    Parent and result are measured side by side (size, accuracy on ``data``'s held-out rows
+    or cosine fidelity, batch-1 latency, batch-32 throughput); the figures are stored as the
+    new version's metrics and in its lineage. ``max_drop`` (``cosine=0.005``,
+    ``accuracy=0.01``) is a fidelity budget: a result over it is refused unless
+    ``allow_over_budget``. ``options`` are the compressor's own (see ``maas plugins``).
+    """
+    from .compression import run
+
+    reg = registry(root)
+    row = reg.resolve(ref)
+    comp = _compressor_for(with_, row["format"], row["ref"])
+    opts = comp.options(options)
+    new, figures = run(
+        comp,
+        reg,
+        row,
+        opts,
+        data=data,
+        calibration=calibration,
+        max_drop=max_drop,
+        allow_over_budget=allow_over_budget,
+        budget_s=budget_s,
+    )
+    return _compression_report(row["ref"], new["ref"], comp.name, figures)
+
+
+def distill(
+    teacher: str,
+    student: str,
+    *,
+    data,
+    config=None,
+    epochs: int = 30,
+    temperature: float = 4.0,
+    alpha: float = 0.7,
+    root=None,
+    **options,
+) -> Report:
+    """Train ``student`` (a factory ``module:callable`` with ``config``) to mimic ``teacher``
+    on ``data``; registered as a new version of the teacher's model, with lineage to it.
+    ``alpha`` weighs the teacher's soft targets against the true labels (0: labels only,
+    i.e. the student trained alone, the baseline distillation must beat)."""
+    return compress(
+        teacher,
+        "distill",
+        data=data,
+        root=root,
+        student=student,
+        config=json.dumps(parse_config(config)),
+        epochs=epochs,
+        temperature=temperature,
+        alpha=alpha,
+        **options,
+    )
+
+
+def _compression_report(parent: str, child: str, how: str, figures: dict) -> Report:
+    from .compression import change
+    from .evaluation import ordered
+
+    before, after = figures["before"], figures["after"]
+    rows = [
+        {
+            "metric": m,
+            parent: before.get(m),
+            child: after.get(m),
+            "change": change(m, before.get(m), after.get(m)),
+        }
+        for m in ordered(set(before) | set(after))
+    ]
+    table = Table(
+        rows,
+        ["metric", parent, child, "change"],
+        formatters={parent: _metric_cell, child: _metric_cell},
+        note="; ".join(figures["notes"]),
+    )
+    return Report(
+        f"{child}: {how} of {parent}",
+        [
+            ("Measured side by side", table),
+            ("What the plugin did", kv_table(_flat(figures["report"]))),
+            ("", _chart([parent, child], [before, after])),
+        ],
+        data={"ref": child, "parent": parent, **figures},
+    )
+
+
+def _flat(report: dict) -> dict:
+    return {
+        k: (json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v)
+        for k, v in (report or {}).items()
+    }
+
+
+def _metric_cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _chart(labels: list[str], metrics: list[dict]):
+    from .results import BarChart
+
+    wanted = ("size_bytes", "latency_ms", "throughput", "accuracy", "cosine_mean")
+    series = {m: [x.get(m) for x in metrics] for m in wanted}
+    return BarChart(labels, series, formatters={"size_bytes": human_size})
+
+
+def compare(*refs: str, data=None, budget_s: float = 2.0, log: bool = False, root=None) -> Report:
+    """Measure versions side by side, now, on this machine: size, accuracy or fidelity
+    against the first one, latency and throughput (interleaved). ``log`` stores the figures
+    as each version's metrics (what ``recommend`` ranks by)."""
+    from . import datasets
+    from .evaluation import Subject, evaluate, ordered
+
+    if not refs:
+        raise UsageError("Give at least one version to measure, e.g. minilm@4 minilm@5.")
+    reg = registry(root)
+    rows = [reg.resolve(r) for r in refs]
+    subjects = [
+        Subject(r["ref"], _start_runner(reg.checkout(r["ref"]), {}), r["size_bytes"], r["task"])
+        for r in rows
+    ]
+    dataset = datasets.load(data) if data is not None else None
+    if dataset is None and getattr(subjects[0].runner, "tokenizer", None) is not None:
+        dataset = datasets.load("builtin:sentences")
+    results, notes = evaluate(subjects, dataset, budget_s)
+    if log:
+        for r, m in zip(rows, results, strict=True):
+            reg.log_metrics(r["ref"], m)
+    first = results[0]
+    metrics = ordered({k for m in results for k in m})
+    table_rows = []
+    for r, m in zip(rows, results, strict=True):
+        speedup = (
+            first["latency_ms"] / m["latency_ms"] if m.get("latency_ms") and first.get(
+                "latency_ms") else None
+        )  # fmt: skip
+        table_rows.append({"ref": r["ref"], "format": r["format"], **m, "speed-up": speedup})
+    table = Table(
+        table_rows,
+        ["ref", "format", *metrics, "speed-up"],
+        title=f"{len(rows)} version(s), measured side by side"
+        + (f" on {dataset.name}" if dataset is not None else ""),
+        note="; ".join(notes),
+        formatters={
+            "size_bytes": human_size,
+            **{m: _metric_cell for m in metrics if m != "size_bytes"},
+            "speed-up": lambda v: "" if v is None else f"{v:.2f}x",
+        },
+    )
+    return Report(
+        "Comparison",
+        [("", table), ("", _chart([r["ref"] for r in rows], results))],
+        data={"rows": table_rows},
+    )
+
+
+def evaluate(ref: str, data=None, against: str | None = None, budget_s: float = 2.0,
+             log: bool = False, root=None) -> Report:  # fmt: skip
+    """Measure one version (against another for fidelity); ``log`` stores the metrics."""
+    refs = (against, ref) if against else (ref,)
+    return compare(*refs, data=data, budget_s=budget_s, log=log, root=root)
+
+
 # ---------------------------------------------------------------------- reading
 
 
@@ -554,6 +758,10 @@ __all__ = [
     "bundle_export",
     "bundle_import",
     "close_all",
+    "compare",
+    "compress",
+    "distill",
+    "evaluate",
     "export",
     "fsck",
     "history",

@@ -149,24 +149,36 @@ def recommend(task, max_size, max_latency_ms, min_accuracy, sort, limit):
     return api.recommend(task, max_size, max_latency_ms, min_accuracy, sort, limit, root=_root())
 
 
-class _ExportCommand(click.Command):
-    """`maas export --help` lists each installed exporter with its own options."""
+class _PluginCommand(click.Command):
+    """`--help` lists each installed component of one kind with its own options, which the
+    command accepts after its own (the plugin's schema is the one source of them)."""
+
+    kind, heading = "exporter", "Exporters (their options go after --to)"
 
     def format_epilog(self, ctx, formatter):
         from .plugins import get_plugins
 
-        with formatter.section("Exporters (their options go after --to)"):
-            for exp in get_plugins().components["exporter"].values():
+        with formatter.section(self.heading):
+            for comp in get_plugins().components[self.kind].values():
+                made = f" -> {comp.produces}" if comp.produces else ""
                 formatter.write_text(
-                    f"{exp.name}: {exp.description} ({', '.join(exp.formats)} -> {exp.produces})"
+                    f"{comp.name}: {comp.description} ({', '.join(comp.formats)}{made})"
                 )
                 with formatter.indentation():
                     formatter.write_dl(
                         [
                             (f"--{p.name.replace('_', '-')} {p.type.upper()}", _param_help(p))
-                            for p in exp.params
+                            for p in comp.params
                         ]  # fmt: skip
                     )
+
+
+class _ExportCommand(_PluginCommand):
+    pass
+
+
+class _CompressCommand(_PluginCommand):
+    kind, heading = "compressor", "Compressors (their options go after --with)"
 
 
 def _param_help(p) -> str:
@@ -213,6 +225,84 @@ def export(ctx, ref, to, allow_mismatch, atol, min_cosine):
         root=_root(),
         **_extra_options(ctx.args),
     )
+
+
+_DATA_HELP = (
+    "Data: sklearn:digits, builtin:sentences, a .npz (x, y) / .npy / .txt file, or a "
+    "notebook variable's name."
+)
+
+
+@cli.command(
+    cls=_CompressCommand,
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+@click.argument("ref")
+@click.option("--with", "with_", required=True, metavar="COMPRESSOR",
+              help="Compressor, e.g. ort-int8, torch-int8, prune (listed below).")  # fmt: skip
+@click.option("--data", help=_DATA_HELP + " Accuracy is measured on its held-out quarter.")
+@click.option("--calibration", help="Calibration data for static quantization (as --data).")
+@click.option("--max-drop", multiple=True, metavar="METRIC=DROP",
+              help="Fidelity budget, e.g. cosine=0.005 or accuracy=0.01; repeatable.")  # fmt: skip
+@click.option("--allow-over-budget", is_flag=True,
+              help="Keep a result over --max-drop (tagged budget=exceeded).")  # fmt: skip
+@click.option("--budget-s", type=float, default=2.0, show_default=True,
+              help="Seconds per version for the latency/throughput measurement.")  # fmt: skip
+@click.pass_context
+def compress(ctx, ref, with_, data, calibration, max_drop, allow_over_budget, budget_s):
+    """Compress version REF as a new version; report size, accuracy/fidelity and speed."""
+    return api.compress(
+        ref,
+        with_,
+        data=data,
+        calibration=calibration,
+        max_drop=list(max_drop),
+        allow_over_budget=allow_over_budget,
+        budget_s=budget_s,
+        root=_root(),
+        **_extra_options(ctx.args),
+    )
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--teacher", required=True, metavar="REF", help="The version to learn from.")
+@click.option("--student", required=True, metavar="MODULE:FACTORY",
+              help="Importable factory that builds the student.")  # fmt: skip
+@click.option("--config", metavar="JSON", help="The student factory's keyword arguments.")
+@click.option("--data", required=True, help=_DATA_HELP + " Needs labels (x, y).")
+@click.option("--epochs", type=int, default=30, show_default=True, help="Most epochs to train.")
+@click.option("--temperature", type=float, default=4.0, show_default=True,
+              help="Softens the teacher's outputs; higher shares more.")  # fmt: skip
+@click.option("--alpha", type=float, default=0.7, show_default=True,
+              help="Weight of the teacher's soft targets; 1-alpha goes to the labels.")  # fmt: skip
+@click.pass_context
+def distill(ctx, teacher, student, config, data, epochs, temperature, alpha):
+    """Train a smaller STUDENT to mimic TEACHER; registered as a new version of it.
+
+    More options (--lr, --batch-size, --patience, --seed) are listed by
+    `maas compress --help` under distill."""
+    return api.distill(
+        teacher,
+        student,
+        data=data,
+        config=config,
+        epochs=epochs,
+        temperature=temperature,
+        alpha=alpha,
+        root=_root(),
+        **_extra_options(ctx.args),
+    )
+
+
+@cli.command()
+@click.argument("refs", nargs=-1, required=True)
+@click.option("--data", help=_DATA_HELP)
+@click.option("--budget-s", type=float, default=2.0, show_default=True,
+              help="Seconds per version for the latency/throughput measurement.")  # fmt: skip
+@click.option("--log", is_flag=True, help="Store the figures as each version's metrics.")
+def compare(refs, data, budget_s, log):
+    """Measure versions REFS side by side: size, accuracy or fidelity to the first, speed."""
+    return api.compare(*refs, data=data, budget_s=budget_s, log=log, root=_root())
 
 
 @cli.command()

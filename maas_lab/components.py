@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import UsageError
 
-KINDS = ("loader", "exporter", "compressor", "launcher", "serving_backend")
+KINDS = ("loader", "exporter", "compressor", "launcher", "serving_backend", "evaluator")
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 _TYPES = {"str": str, "int": int, "float": float, "bool": bool}
 

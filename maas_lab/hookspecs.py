@@ -61,9 +61,16 @@ def maas_exporters(register):
 def maas_compressors(register):
     """Provide compressors: pruning, quantization, distillation and the like.
 
-    ``register(Component(name, description, formats, run, params))``: ``run(checkout,
-    options)`` returns new files and a report (size, accuracy or fidelity against the
-    parent); the core records them as a new version with lineage and metrics.
+    ``register(Component(name, description, formats, run, params, produces))``: ``formats``
+    are the version formats accepted. ``run(checkout, options, workdir, context)`` writes
+    files into ``workdir`` and returns a :class:`maas_lab.components.Artifact` whose
+    ``report`` holds the plugin's own figures (sparsity, layers kept in float...).
+    ``context`` (:class:`maas_lab.compression.Context`) gives the data the user named
+    (``context.data(split)``, ``context.calibration``), the parent's runner, a ``progress``
+    bar factory, and ``context.fidelity(files_dir, format)`` to measure a candidate against
+    the parent inside a fidelity budget (``context.max_drop``). The core then measures parent
+    and result side by side with the evaluators, refuses a result over the budget, and
+    registers it as a new version with metrics and a lineage edge.
     """
 
 
@@ -87,4 +94,17 @@ def maas_serving_backends(register):
     ``example_feeds(batch) -> feeds`` with realistic inputs (real sentences through the
     tokenizer for text models). The core uses runners for parity checks, and the HTTP
     server for inference; batching, HTTP, auth and metrics belong to the core.
+    """
+
+
+@hookspec
+def maas_evaluators(register):
+    """Provide evaluators: the measurements every compression and ``maas compare`` report.
+
+    ``register(Component(name, description, run, params))``: ``run(subjects, context)``
+    gets several versions at once (each with ``ref``, ``runner``, ``size_bytes``, ``task``;
+    the first is the reference) so timings can be interleaved and fidelity measured against
+    one baseline, and returns one ``{metric: number}`` dict per subject (empty where the
+    evaluator does not apply). ``context`` (:class:`maas_lab.evaluation.Context`) holds the
+    dataset, if any, and ``feeds(runner, part, start, batch)`` which turns it into inputs.
     """

@@ -27,6 +27,7 @@ HOOK_FOR_KIND = {
     "compressor": "maas_compressors",
     "launcher": "maas_launchers",
     "serving_backend": "maas_serving_backends",
+    "evaluator": "maas_evaluators",
 }
 assert set(HOOK_FOR_KIND) == set(KINDS)
 

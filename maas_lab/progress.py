@@ -20,3 +20,25 @@ def byte_bar(total: int, desc: str, min_bytes: int = 32 * 1024 * 1024):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, unit="B", unit_scale=True, desc=desc, leave=False)
+
+
+class _Silent:
+    """Stands in for a bar when bars are off, so callers need no ``if``."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, *args, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def bar(total: int, desc: str, unit: str = "it"):
+    """A counting bar (``update``, ``set_postfix``, ``close``) for long work like training."""
+    if not enabled():
+        return _Silent()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, leave=False)

@@ -156,3 +156,78 @@ class Collapsible:
 
 def kv_table(pairs: dict, title: str = "") -> Table:
     return Table([{"field": k, "value": v} for k, v in pairs.items()], ["field", "value"], title)
+
+
+class BarChart:
+    """One small bar chart per metric, versions side by side: bars as text, a PNG in HTML.
+
+    A person compares sizes and speeds at a glance; the text form keeps terminals and
+    saved outputs readable without matplotlib."""
+
+    def __init__(self, labels: Sequence[str], series: dict[str, Sequence[float | None]],
+                 title: str = "", formatters: dict | None = None):  # fmt: skip
+        self.labels, self.title = list(labels), title
+        self.series = {k: list(v) for k, v in series.items() if any(x is not None for x in v)}
+        self.formatters = formatters or {}
+
+    def __bool__(self) -> bool:
+        return bool(self.series and self.labels)
+
+    def __str__(self) -> str:
+        width = max((len(x) for x in self.labels), default=0)
+        out = [self.title] if self.title else []
+        for metric, values in self.series.items():
+            top = max((abs(v) for v in values if v is not None), default=0) or 1
+            out.append(f"{metric}:")
+            fmt = self.formatters.get(metric, _cell)
+            for label, v in zip(self.labels, values, strict=True):
+                bar = "" if v is None else "#" * max(1, round(30 * abs(v) / top))
+                out.append(f"  {label.ljust(width)}  {bar} {fmt(v) if v is not None else '-'}")
+        return "\n".join(out)
+
+    __repr__ = __str__
+
+    def png(self) -> bytes | None:
+        """The chart as PNG bytes, or None without matplotlib."""
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg", force=False)
+            import matplotlib.pyplot as plt
+        except ImportError:
+            return None
+        import io
+
+        n = len(self.series)
+        fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 0.45 * len(self.labels) + 1.2))
+        axes = [axes] if n == 1 else list(axes)
+        for ax, (metric, values) in zip(axes, self.series.items(), strict=True):
+            vals = [v if v is not None else 0 for v in values]
+            ax.barh(range(len(vals)), vals, color=[f"C{i}" for i in range(len(vals))])
+            ax.set_yticks(range(len(vals)), self.labels if ax is axes[0] else [""] * len(vals))
+            ax.invert_yaxis()
+            ax.set_title(metric, fontsize=9)
+            ax.tick_params(labelsize=8)
+        if self.title:
+            fig.suptitle(self.title, fontsize=10)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=80)
+        plt.close(fig)
+        return buf.getvalue()
+
+    def save(self, path) -> None:
+        data = self.png()
+        if data is None:
+            raise RuntimeError("saving a chart needs matplotlib: pip install matplotlib")
+        with open(path, "wb") as f:
+            f.write(data)
+
+    def _repr_html_(self) -> str:
+        import base64
+
+        data = self.png()
+        if data is None:
+            return f"<pre>{html.escape(str(self))}</pre>"
+        encoded = base64.b64encode(data).decode()
+        return f'<img alt="{html.escape(self.title)}" src="data:image/png;base64,{encoded}"/>'

@@ -31,7 +31,7 @@ def commands(group=cli, prefix="maas"):
 def test_hookspecs_found():
     assert {n for n, _ in HOOKS} == {
         "maas_loaders", "maas_exporters", "maas_compressors", "maas_launchers",
-        "maas_serving_backends",
+        "maas_serving_backends", "maas_evaluators",
     }  # fmt: skip
 
 

@@ -75,6 +75,12 @@ def _export_onnx(checkout, options, workdir):
     return export_onnx(checkout, options, Path(workdir))
 
 
+def _quantize(checkout, options, workdir, context):
+    from .quantize import quantize
+
+    return quantize(checkout, options, Path(workdir), context)
+
+
 THREADS = Param("threads", "int", 0, "intra-op threads; 0 lets onnxruntime choose")
 
 
@@ -142,6 +148,56 @@ def maas_exporters(register):
                 ),
                 INPUT_SHAPE,
                 INPUT_DTYPE,
+            ),
+        )
+    )
+
+
+@hookimpl
+def maas_compressors(register):
+    register(
+        Component(
+            name="ort-int8",
+            description="onnxruntime int8: dynamic (per-channel weights) or static QDQ with "
+            "calibration; --max-drop keeps the most sensitive layers in float",
+            formats=("onnx",),
+            produces="onnx",
+            run=_quantize,
+            params=(
+                Param(
+                    "static",
+                    "bool",
+                    False,
+                    "static QDQ quantization of weights and "
+                    "activations, calibrated on --calibration (else --data, else built-in "
+                    "sentences)",
+                ),  # fmt: skip
+                Param(
+                    "per_channel",
+                    "bool",
+                    True,
+                    "one scale per output channel of each "
+                    "weight (much better fidelity than one per tensor)",
+                ),  # fmt: skip
+                Param(
+                    "calibration_rows",
+                    "int",
+                    128,
+                    "static: rows or sentences used to calibrate activation ranges",
+                ),  # fmt: skip
+                Param(
+                    "exclude",
+                    "str",
+                    None,
+                    "comma-separated node names to keep in float (the budget search adds to these)",
+                ),  # fmt: skip
+                Param(
+                    "sensitivity_rows",
+                    "int",
+                    64,
+                    "--max-drop: sentences or rows used to "
+                    "rank layers by how much quantizing each alone costs",
+                ),  # fmt: skip
             ),
         )
     )

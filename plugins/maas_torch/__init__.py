@@ -195,6 +195,27 @@ def _export_program(checkout, options, workdir):
     return export_program(checkout, options, Path(workdir))
 
 
+def _prune(checkout, options, workdir, context):
+    from .prune import prune
+
+    _torch()
+    return prune(checkout, options, Path(workdir), context)
+
+
+def _quantize(checkout, options, workdir, context):
+    from .quantize import quantize
+
+    _torch()
+    return quantize(checkout, options, Path(workdir), context)
+
+
+def _distill(checkout, options, workdir, context):
+    from .distill import distill
+
+    _torch()
+    return distill(checkout, options, Path(workdir), context)
+
+
 DEVICE = Param("device", default="cpu", help="torch device to load onto, e.g. cpu or cuda:0")
 THREADS = Param(
     "threads", "int", 0, "torch intra-op threads for the whole process; 0 leaves it as it is"
@@ -306,5 +327,119 @@ def maas_exporters(register):
             produces="torch-export",
             run=_export_program,
             params=(POOLING, INPUT_SHAPE, INPUT_DTYPE),
+        )
+    )
+
+
+PRUNE_PARAMS = (
+    Param(
+        "sparsity",
+        "float",
+        0.5,
+        "fraction of weights zeroed, smallest magnitude first, "
+        "across all Linear/Conv layers (unstructured)",
+    ),  # fmt: skip
+    Param(
+        "structured",
+        "bool",
+        False,
+        "remove whole neurons/channels and rebuild smaller "
+        "layers: smaller and faster (uses --amount)",
+    ),  # fmt: skip
+    Param(
+        "amount",
+        "float",
+        0.5,
+        "structured: fraction of each hidden layer's neurons or "
+        "channels removed, lowest L2 norm first",
+    ),  # fmt: skip
+    Param(
+        "storage",
+        "str",
+        "sparse",
+        "unstructured: sparse stores only the kept weights and "
+        "a bitmask; dense keeps zeros in place",
+        choices=("sparse", "dense"),
+    ),  # fmt: skip
+    Param(
+        "finetune_epochs",
+        "int",
+        0,
+        "epochs of fine-tuning on --data after pruning (pruned weights stay zero)",
+    ),  # fmt: skip
+    Param(
+        "finetune",
+        "str",
+        None,
+        "module:callable(model, data) that fine-tunes the pruned "
+        "model in place, instead of the built-in loop",
+    ),  # fmt: skip
+    Param("lr", "float", 1e-3, "learning rate of the built-in fine-tuning"),
+)
+
+QUANTIZE_PARAMS = (
+    Param(
+        "layers",
+        "str",
+        "linear",
+        "module types quantized dynamically to int8",
+        choices=("linear", "linear+lstm"),
+    ),  # fmt: skip
+    POOLING,
+)
+
+DISTILL_PARAMS = (
+    Param(
+        "student", "str", None, "importable factory of the student, module:callable", required=True
+    ),  # fmt: skip
+    Param("config", "str", "{}", "the student factory's keyword arguments, a JSON object"),
+    Param("epochs", "int", 30, "most epochs; training stops earlier when validation stalls"),
+    Param("temperature", "float", 4.0, "softens teacher and student outputs for the KD loss"),
+    Param(
+        "alpha",
+        "float",
+        0.7,
+        "weight of the soft-target loss; 1-alpha goes to the labels (0 trains the student alone)",
+    ),  # fmt: skip
+    Param("lr", "float", 0.01, "Adam learning rate"),
+    Param("batch_size", "int", 64, "rows per training step"),
+    Param("patience", "int", 5, "epochs without a better validation accuracy before stopping"),
+    Param("seed", "int", 0, "seed for initialisation and shuffling"),
+)
+
+
+@hookimpl
+def maas_compressors(register):
+    register(
+        Component(
+            name="prune",
+            description="Magnitude pruning: sparse storage, or structured (smaller layers)",
+            formats=("torch",),
+            produces="torch",
+            run=_prune,
+            params=PRUNE_PARAMS,
+        )
+    )
+    register(
+        Component(
+            name="torch-int8",
+            description="torch dynamic int8 quantization of Linear (and LSTM) layers, saved "
+            "as TorchScript",
+            formats=("torch", "hf"),
+            produces="torchscript",
+            run=_quantize,
+            params=QUANTIZE_PARAMS,
+        )
+    )
+    register(
+        Component(
+            name="distill",
+            description="Knowledge distillation from the version (teacher) into a student "
+            "factory, on labelled data",
+            formats=("torch", "torchscript", "torch-export", "onnx"),
+            produces="torch",
+            run=_distill,
+            params=DISTILL_PARAMS,
+            extra={"operation": "distill"},
         )
     )

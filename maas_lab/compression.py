@@ -1,0 +1,316 @@
+"""Compression as the core runs it: plugin does the work, core measures, judges and records.
+
+A compressor plugin only makes files. The core then measures parent and result side by
+side (same process, same inputs, interleaved timings), refuses a result that breaks the
+user's fidelity budget, and registers what passes as a new version with its metrics and a
+lineage edge. Nothing is written to the registry before all of that succeeded, so an error
+or Ctrl-C leaves it as it was.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import datasets
+from .components import Artifact, Component
+from .errors import MaasError, PluginError, UsageError
+from .evaluation import HIGHER_IS_BETTER, Subject, evaluate
+
+# --max-drop names a person types -> the metric it bounds.
+BUDGET_METRICS = {
+    "cosine": "cosine_mean",
+    "cosine_mean": "cosine_mean",
+    "cosine_min": "cosine_min",
+    "accuracy": "accuracy",
+    "macro_f1": "macro_f1",
+}
+
+
+class BudgetError(MaasError):
+    """The result lost more than the fidelity budget allows; nothing was registered."""
+
+
+class Interrupted(MaasError):
+    """Stopped by the user (Ctrl-C / interrupt kernel); nothing was registered."""
+
+
+def parse_budget(max_drop) -> dict[str, float]:
+    """``["cosine=0.005"]`` / ``{"accuracy": 0.01}`` -> ``{"cosine_mean": 0.005, ...}``."""
+    if not max_drop:
+        return {}
+    items = max_drop.items() if isinstance(max_drop, dict) else (
+        str(i).partition("=")[::2] for i in ([max_drop] if isinstance(max_drop, str) else max_drop)
+    )  # fmt: skip
+    out = {}
+    for name, value in items:
+        name = str(name).strip()
+        if name not in BUDGET_METRICS:
+            raise UsageError(
+                f"--max-drop {name!r}: budgets can bound {', '.join(sorted(BUDGET_METRICS))}, "
+                "e.g. --max-drop cosine=0.005 or --max-drop accuracy=0.01."
+            )
+        try:
+            drop = float(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"--max-drop {name}= needs a number, e.g. {name}=0.005.") from None
+        if not 0 <= drop < 1:
+            raise UsageError(f"--max-drop {name}={drop}: the allowed drop must be in [0, 1).")
+        out[BUDGET_METRICS[name]] = drop
+    return out
+
+
+def drops(parent: dict, child: dict, budget: dict[str, float]) -> dict[str, float]:
+    """How much each budgeted metric fell. Fidelity is against the parent, whose own cosine
+    is 1 by definition."""
+    out = {}
+    for metric in budget:
+        base = 1.0 if metric.startswith("cosine") else parent.get(metric)
+        if base is None or metric not in child:
+            raise UsageError(
+                f"--max-drop bounds {metric}, which was not measured here"
+                + (" (give labelled --data)." if metric in ("accuracy", "macro_f1") else ".")
+            )
+        out[metric] = base - child[metric]
+    return out
+
+
+def over_budget(parent: dict, child: dict, budget: dict[str, float]) -> list[str]:
+    return [
+        f"{m} dropped {d:.4g} (allowed {budget[m]:.4g})"
+        for m, d in drops(parent, child, budget).items()
+        if d > budget[m] + 1e-12
+    ]
+
+
+@dataclass
+class Context:
+    """What a compressor's ``run`` gets besides the parent checkout and its options."""
+
+    parent: Any
+    task: str | None
+    max_drop: dict[str, float] = field(default_factory=dict)
+    data_spec: Any = None
+    calibration_spec: Any = None
+    _data: datasets.Dataset | None = None
+    _calibration: datasets.Dataset | None = None
+    _runner: Any = None
+    _parent_metrics: dict | None = None
+
+    @property
+    def has_data(self) -> bool:
+        return self.data_spec is not None
+
+    def data(self, split: str | None = None, needed_by: str = "") -> datasets.Dataset:
+        """The user's ``--data`` (optionally one split); a clear error when none was given."""
+        if self.data_spec is None:
+            raise UsageError(
+                f"{needed_by or 'This compressor'} needs data: give --data sklearn:digits, a "
+                ".npz file with x and y, or a notebook variable holding (x, y)."
+            )
+        if self._data is None:
+            self._data = datasets.load(self.data_spec)
+        return self._data if split is None else self._data.split(split)
+
+    @property
+    def calibration(self) -> datasets.Dataset | None:
+        """``--calibration`` data, else ``--data``, else ``None``."""
+        if self._calibration is None and self.calibration_spec is not None:
+            self._calibration = datasets.load(self.calibration_spec, "--calibration")
+        return self._calibration or (self.data() if self.has_data else None)
+
+    def eval_data(self) -> datasets.Dataset | None:
+        """What fidelity and accuracy are measured on: ``--data``; for a text model without
+        it, the 200 built-in sentences, so padding and varied lengths are exercised."""
+        if self.has_data:
+            return self.data()
+        if getattr(self.parent_runner, "tokenizer", None) is not None:
+            return datasets.load("builtin:sentences")
+        return None
+
+    @property
+    def parent_runner(self):
+        if self._runner is None:
+            from .api import _start_runner
+
+            self._runner = _start_runner(self.parent, {})
+        return self._runner
+
+    def progress(self, total: int, desc: str, unit: str = "it"):
+        """A progress bar (``update(n)``, ``set_postfix``, ``close``); silent when bars are
+        off (``MAAS_LAB_PROGRESS=0``)."""
+        from .progress import bar
+
+        return bar(total, desc, unit)
+
+    def measure(self, workdir, artifact: Artifact, rows: int | None = None) -> dict:
+        """Fidelity/accuracy of a candidate (files in ``workdir``) against the parent.
+
+        For budget searches: no timings. ``rows`` caps the sentences or rows used."""
+        from .api import _start_runner
+
+        child = staged_checkout(Path(workdir), artifact, self.parent, self.task)
+        data = self.eval_data()
+        if rows is not None and data is not None:
+            data = _head(data, rows)
+        subjects = [
+            Subject(self.parent.ref, self.parent_runner, 0, self.task),
+            Subject(child.ref, _start_runner(child, {}), 0, self.task),
+        ]
+        results, _ = evaluate(subjects, data, only=("classification", "fidelity"))
+        self._parent_metrics = results[0]
+        return results[1]
+
+    def drops(self, metrics: dict) -> dict[str, float]:
+        return drops(self._parent_metrics or {}, metrics, self.max_drop)
+
+    def within_budget(self, metrics: dict) -> bool:
+        return not over_budget(self._parent_metrics or {}, metrics, self.max_drop)
+
+
+def _head(data: datasets.Dataset, rows: int) -> datasets.Dataset:
+    if data.texts is not None:
+        return datasets.Dataset(data.name, texts=data.texts[:rows])
+    if data.labelled:
+        test = data.split("test")
+        return datasets.Dataset(data.name, test.x[:rows], test.y[:rows])
+    return datasets.Dataset(data.name, data.x[:rows])
+
+
+def staged_checkout(work: Path, artifact: Artifact, parent, task):
+    """A checkout of files not yet stored, so runners can open them before registering."""
+    from .registry.refs import check_relative_file_name
+    from .registry.registry import Checkout
+
+    for name in artifact.files:
+        path = work / check_relative_file_name(name)
+        if not path.is_file() or not path.resolve().is_relative_to(work.resolve()):
+            raise PluginError(f"The plugin listed {name!r} but did not write it.")
+    return Checkout(
+        ref=f"(new {artifact.format} from {parent.ref})",
+        format=artifact.format,
+        config=artifact.config,
+        task=task,
+        dir=work,
+        files=[{"name": n, "role": r} for n, r in artifact.files.items()],
+        signature=artifact.signature,
+    )
+
+
+def run(
+    compressor: Component,
+    reg,
+    row: dict,
+    opts: dict,
+    *,
+    data=None,
+    calibration=None,
+    max_drop=None,
+    allow_over_budget: bool = False,
+    budget_s: float = 2.0,
+) -> tuple[dict, dict]:
+    """Compress ``row`` and register the result; returns (new version row, figures)."""
+    from .api import _start_runner
+    from .registry.registry import FileSpec
+
+    budget = parse_budget(max_drop)
+    parent = reg.checkout(row["ref"])
+    ctx = Context(parent, row["task"], budget, data, calibration)
+    if data is not None:
+        ctx.data()  # a bad spec fails before any work
+    if calibration is not None:
+        _ = ctx.calibration
+    work = Path(tempfile.mkdtemp(prefix="compress-"))
+    try:
+        try:
+            artifact = compressor.run(parent, opts, work, ctx)
+        except MaasError:
+            raise
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"{compressor.name} of {row['ref']} was interrupted; nothing was registered."
+            ) from None
+        except Exception as exc:
+            raise PluginError(
+                f"Compressor {compressor.name!r} (plugin {compressor.plugin} "
+                f"{compressor.version}) failed on {row['ref']}: {type(exc).__name__}: {exc}"
+            ) from exc
+        if not isinstance(artifact, Artifact):
+            raise PluginError(
+                f"Compressor {compressor.name!r} returned {artifact!r}, not an Artifact."
+            )
+        child = staged_checkout(work, artifact, parent, row["task"])
+        size = sum((work / n).stat().st_size for n in artifact.files)
+        subjects = [
+            Subject(row["ref"], ctx.parent_runner, row["size_bytes"], row["task"]),
+            Subject("new version", _start_runner(child, {}), size, row["task"]),
+        ]
+        try:
+            (before, after), notes = evaluate(subjects, ctx.eval_data(), budget_s)
+        except KeyboardInterrupt:
+            raise Interrupted("Interrupted while measuring; nothing was registered.") from None
+        problems = over_budget(before, after, budget) if budget else []
+        if problems and not allow_over_budget:
+            raise BudgetError(
+                f"{compressor.name} of {row['ref']} is over the fidelity budget: "
+                + "; ".join(problems)
+                + f". Best reached: {_fidelity_text(after)}. Nothing was registered. Loosen "
+                "--max-drop, or pass --allow-over-budget to keep it anyway."
+            )
+        files = [FileSpec(work / n, n, role) for n, role in artifact.files.items()]
+        operation = compressor.extra.get("operation", "compress")
+        new = reg.register(
+            row["name"],
+            files,
+            artifact.format,
+            config=artifact.config,
+            task=row["task"],
+            description=row["description"],
+            card=row["card"],
+            signature=artifact.signature or subjects[1].runner.signature,
+            tags={"budget": "exceeded"} if problems else {},
+            metrics=after,
+            lineage=[
+                {
+                    "parent": row["ref"],
+                    "operation": operation,
+                    "plugin": compressor.plugin,
+                    "plugin_version": compressor.version,
+                    "params": {
+                        "compressor": compressor.name,
+                        "options": opts,
+                        "data": datasets.describe(data) if data is not None else None,
+                        "calibration": datasets.describe(calibration) if calibration else None,
+                        "max_drop": budget,
+                        "over_budget": problems,
+                        "parent_metrics": before,
+                        "report": artifact.report,
+                    },
+                }
+            ],
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return new, {"before": before, "after": after, "report": artifact.report, "notes": notes}
+
+
+def _fidelity_text(metrics: dict) -> str:
+    keys = [k for k in ("cosine_mean", "cosine_min", "accuracy") if k in metrics]
+    return ", ".join(f"{k} {metrics[k]:.4f}" for k in keys) or "nothing measured"
+
+
+def change(metric: str, before: float | None, after: float | None) -> str:
+    """How a metric moved, the way a person reads it: ratios for size and speed, points
+    for accuracy-like figures."""
+    if before is None or after is None:
+        return ""
+    if metric in ("size_bytes", "latency_ms"):
+        return f"{after / before:.2f}x" if before else ""
+    if metric == "throughput":
+        return f"{after / before:.2f}x" if before else ""
+    if metric in HIGHER_IS_BETTER:
+        return f"{after - before:+.4f}"
+    return f"{after - before:+.4g}"

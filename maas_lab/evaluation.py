@@ -1,0 +1,193 @@
+"""Measuring versions side by side: the engine behind compression reports and ``compare``.
+
+The evaluators themselves are plugins (``maas_evaluators``; the built-ins are in
+``plugins/maas_eval``). This module gives them what they share: the versions to measure as
+runners, and the data turned into model inputs, so an evaluator never needs to know whether
+a version is torch, ONNX or TorchScript. All versions in one call are measured in the same
+process on the same inputs, and timings are interleaved, because this machine's speed
+drifts more between runs than most compressions change it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .datasets import Dataset
+from .errors import MaasError, PluginError, UsageError
+
+METRIC_ORDER = (
+    "size_bytes",
+    "accuracy",
+    "macro_f1",
+    "cosine_mean",
+    "cosine_min",
+    "latency_ms",
+    "throughput",
+)
+HIGHER_IS_BETTER = {"accuracy", "macro_f1", "cosine_mean", "cosine_min", "throughput"}
+
+
+@dataclass
+class Subject:
+    """One version to measure: ``ref`` names it in reports."""
+
+    ref: str
+    runner: Any
+    size_bytes: int
+    task: str | None = None
+
+
+@dataclass
+class Context:
+    """What every evaluator gets besides the subjects.
+
+    ``data`` is the dataset the user named (or ``None``); ``budget_s`` how long a timing
+    evaluator may spend per version; ``max_rows`` caps rows used for accuracy and fidelity.
+    """
+
+    data: Dataset | None = None
+    budget_s: float = 2.0
+    max_rows: int = 512
+    notes: list[str] = field(default_factory=list)
+
+    def part(self, name: str = "test") -> Dataset | None:
+        """The ``test`` rows of labelled or feature data; all of a list of sentences (they
+        are inputs to compare, not examples to learn from)."""
+        if self.data is None:
+            return None
+        if self.data.texts is not None or not self.data.labelled:
+            return self.data
+        return self.data.split(name)
+
+    def feeds(self, runner, data: Dataset | None, start: int, batch: int) -> dict:
+        return feeds(runner, data, start, batch)
+
+
+def input_specs(runner) -> list[dict]:
+    return list(runner.signature["inputs"])
+
+
+def feeds(runner, data: Dataset | None, start: int, batch: int) -> dict[str, np.ndarray]:
+    """``batch`` rows of ``data`` from ``start`` (wrapping around) as the runner's inputs.
+
+    Sentences go through the runner's own tokenizer; feature rows feed its first input.
+    Without data, the runner's realistic ``example_feeds`` (or seeded random ones)."""
+    specs = input_specs(runner)
+    if data is None:
+        if hasattr(runner, "example_feeds"):
+            return runner.example_feeds(batch)
+        from .parity import DIM_SIZES, feeds_from_signature
+
+        return feeds_from_signature(runner.signature, {**DIM_SIZES, "batch": batch})
+    n = len(data)
+    rows = [(start + i) % n for i in range(batch)]
+    if data.texts is not None:
+        tokenizer = getattr(runner, "tokenizer", None)
+        if tokenizer is None:
+            raise UsageError(
+                f"{data.name} holds sentences, but {_who(runner)} takes "
+                f"{[t['name'] for t in specs]} and carries no tokenizer. Give it numeric "
+                "inputs (.npz with x), or use a version exported with its tokenizer."
+            )
+        return tokenize(tokenizer, [data.texts[i] for i in rows], [t["name"] for t in specs])
+    first = specs[0]
+    x = data.x[rows]
+    want = first["shape"][1:]
+    got = list(x.shape[1:])
+    fixed_mismatch = len(want) != len(got) or any(
+        isinstance(w, int) and w != g for w, g in zip(want, got, strict=False)
+    )
+    if fixed_mismatch:
+        raise UsageError(
+            f"{data.name} rows are shaped {got}, but {_who(runner)} input {first['name']!r} "
+            f"takes {first['shape']} ({first['dtype']}). Give data that fits the model."
+        )
+    return {first["name"]: x.astype(first["dtype"], copy=False)}
+
+
+def _who(runner) -> str:
+    return getattr(runner, "who", None) or "the model"
+
+
+def tokenize(tokenizer, texts: list[str], names: list[str], max_length: int = 128) -> dict:
+    """Sentences padded to the longest (at most ``max_length`` tokens) as int64 inputs."""
+    encoded = tokenizer(
+        texts, padding=True, truncation=True, max_length=max_length, return_tensors="np"
+    )
+    out = {}
+    for name in names:
+        if name in encoded:
+            out[name] = np.asarray(encoded[name], dtype=np.int64)
+        elif name == "token_type_ids":
+            out[name] = np.zeros_like(np.asarray(encoded["input_ids"]), dtype=np.int64)
+        else:
+            raise UsageError(f"The tokenizer makes no {name!r}, which the model needs.")
+    return out
+
+
+def main_output(outputs: dict[str, np.ndarray], feeds: dict[str, np.ndarray]) -> np.ndarray:
+    """One vector per row: ``sentence_embedding`` if present, else the first output; token
+    states ``[batch, seq, dim]`` are mean-pooled over the attention mask, as sentence
+    embedders do, so a pooled and an unpooled version of a model compare."""
+    value = outputs.get("sentence_embedding")
+    if value is None:
+        value = next(iter(outputs.values()))
+    value = np.asarray(value, dtype=np.float64)
+    mask = feeds.get("attention_mask")
+    if value.ndim == 3 and mask is not None and mask.shape == value.shape[:2]:
+        w = mask.astype(np.float64)[..., None]
+        return (value * w).sum(1) / np.maximum(w.sum(1), 1e-9)
+    return value.reshape(len(value), -1)
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    na = np.linalg.norm(a, axis=1)
+    nb = np.linalg.norm(b, axis=1)
+    return (a * b).sum(1) / np.maximum(na * nb, 1e-12)
+
+
+def evaluate(
+    subjects: list[Subject], data: Dataset | None = None, budget_s: float = 2.0, only=None
+) -> tuple[list[dict], list[str]]:
+    """Run every evaluator plugin (or those named in ``only``) over ``subjects``.
+
+    Returns one metrics dict per subject, and notes (evaluators that did not apply, why)."""
+    from .plugins import get_plugins
+
+    context = Context(data=data, budget_s=budget_s)
+    evaluators = list(get_plugins().components["evaluator"].values())
+    if only:
+        known = {e.name for e in evaluators}
+        unknown = sorted(set(only) - known)
+        if unknown:
+            raise UsageError(
+                f"No evaluator named {', '.join(unknown)}; installed: {', '.join(sorted(known))}."
+            )
+        evaluators = [e for e in evaluators if e.name in only]
+    results: list[dict] = [{} for _ in subjects]
+    for ev in evaluators:
+        try:
+            got = ev.run(subjects, context)
+        except MaasError:
+            raise
+        except Exception as exc:
+            raise PluginError(
+                f"Evaluator {ev.name!r} (plugin {ev.plugin} {ev.version}) failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        if not isinstance(got, list) or len(got) != len(subjects):
+            raise PluginError(
+                f"Evaluator {ev.name!r} returned {type(got).__name__}; it must return one "
+                f"dict per version ({len(subjects)})."
+            )
+        for mine, theirs in zip(results, got, strict=True):
+            mine.update({k: float(v) for k, v in (theirs or {}).items() if v is not None})
+    return results, context.notes
+
+
+def ordered(metrics: set[str]) -> list[str]:
+    known = [m for m in METRIC_ORDER if m in metrics]
+    return known + sorted(metrics - set(known))

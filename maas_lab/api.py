@@ -172,6 +172,16 @@ def _start_runner(checkout, given: dict):
     return backend.run(checkout, backend.options({k: v for k, v in given.items() if k in known}))
 
 
+def _data_runner(checkout, dataset=None):
+    """A runner; a version stored without a signature takes its input shape from the
+    feature rows it will be fed (``batch,64`` for digits), rather than failing."""
+    options = {}
+    if not checkout.signature and dataset is not None and dataset.x is not None:
+        dims = ",".join(["batch", *(str(d) for d in dataset.x.shape[1:])])
+        options = {"input_shape": dims, "input_dtype": str(dataset.x.dtype)}
+    return _start_runner(checkout, options)
+
+
 def runner(ref: str, root=None, **options):
     """A runner for a version: ``.signature`` and ``.infer({name: array}) -> {name: array}``."""
     return _start_runner(registry(root).checkout(ref), options)
@@ -462,11 +472,11 @@ def compare(*refs: str, data=None, budget_s: float = 2.0, log: bool = False, roo
         raise UsageError("Give at least one version to measure, e.g. minilm@4 minilm@5.")
     reg = registry(root)
     rows = [reg.resolve(r) for r in refs]
+    dataset = datasets.load(data) if data is not None else None
     subjects = [
-        Subject(r["ref"], _start_runner(reg.checkout(r["ref"]), {}), r["size_bytes"], r["task"])
+        Subject(r["ref"], _data_runner(reg.checkout(r["ref"]), dataset), r["size_bytes"], r["task"])
         for r in rows
     ]
-    dataset = datasets.load(data) if data is not None else None
     if dataset is None and getattr(subjects[0].runner, "tokenizer", None) is not None:
         dataset = datasets.load("builtin:sentences")
     results, notes = evaluate(subjects, dataset, budget_s)

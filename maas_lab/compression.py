@@ -134,9 +134,9 @@ class Context:
     @property
     def parent_runner(self):
         if self._runner is None:
-            from .api import _start_runner
+            from .api import _data_runner
 
-            self._runner = _start_runner(self.parent, {})
+            self._runner = _data_runner(self.parent, self.data() if self.has_data else None)
         return self._runner
 
     def progress(self, total: int, desc: str, unit: str = "it"):
@@ -150,7 +150,7 @@ class Context:
         """Fidelity/accuracy of a candidate (files in ``workdir``) against the parent.
 
         For budget searches: no timings. ``rows`` caps the sentences or rows used."""
-        from .api import _start_runner
+        from .api import _data_runner
 
         child = staged_checkout(Path(workdir), artifact, self.parent, self.task)
         data = self.eval_data()
@@ -158,7 +158,7 @@ class Context:
             data = _head(data, rows)
         subjects = [
             Subject(self.parent.ref, self.parent_runner, 0, self.task),
-            Subject(child.ref, _start_runner(child, {}), 0, self.task),
+            Subject(child.ref, _data_runner(child, data), 0, self.task),
         ]
         results, _ = evaluate(subjects, data, only=("classification", "fidelity"))
         self._parent_metrics = results[0]
@@ -213,7 +213,7 @@ def run(
     budget_s: float = 2.0,
 ) -> tuple[dict, dict]:
     """Compress ``row`` and register the result; returns (new version row, figures)."""
-    from .api import _start_runner
+    from .api import _data_runner
     from .registry.registry import FileSpec
 
     budget = parse_budget(max_drop)
@@ -246,7 +246,7 @@ def run(
         size = sum((work / n).stat().st_size for n in artifact.files)
         subjects = [
             Subject(row["ref"], ctx.parent_runner, row["size_bytes"], row["task"]),
-            Subject("new version", _start_runner(child, {}), size, row["task"]),
+            Subject("new version", _data_runner(child, ctx.eval_data()), size, row["task"]),
         ]
         try:
             (before, after), notes = evaluate(subjects, ctx.eval_data(), budget_s)

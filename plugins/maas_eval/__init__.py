@@ -81,11 +81,12 @@ def fidelity(subjects, context) -> list[dict]:
     sims: list[list[np.ndarray]] = [[] for _ in subjects]
     for start in range(0, rows, batch):
         n = min(batch, rows - start)
-        ref_feeds = _feeds(subjects[0], context, data, start, n)
-        reference = main_output(subjects[0].runner.infer(ref_feeds), ref_feeds)
+        shared = _shared(subjects, context, data, start, n)
+        full = _feeds(subjects[0], context, data, start, n)  # the mask pools every version
+        reference = main_output(subjects[0].runner.infer(shared[0]), full)
         for i, s in enumerate(subjects[1:], 1):
-            feeds = _feeds(s, context, data, start, n)
-            value = main_output(s.runner.infer(feeds), feeds)
+            feeds = shared[i]
+            value = main_output(s.runner.infer(feeds), full)
             if value.shape != reference.shape:
                 context.notes.append(
                     f"fidelity: {s.ref} gives {list(value.shape)}, {subjects[0].ref} "
@@ -111,11 +112,22 @@ def _feeds(subject, context, data, start, n):
     return context.feeds(subject.runner, data, start, n)
 
 
+def _shared(subjects, context, data, start, n) -> list[dict]:
+    """The reference's inputs, given to every version (each takes the names it has), so
+    all of them see exactly the same rows whatever their format."""
+    feeds = _feeds(subjects[0], context, data, start, n)
+    out = []
+    for s in subjects:
+        names = {t["name"] for t in s.runner.signature["inputs"]}
+        out.append({k: v for k, v in feeds.items() if k in names})
+    return out
+
+
 def speed(subjects, context) -> list[dict]:
     """Median batch-1 latency (ms) and batch-32 throughput (rows/s), interleaved rounds."""
     data = context.part("test")
-    one = [_feeds(s, context, data, 0, 1) for s in subjects]
-    many = [_feeds(s, context, data, 0, 32) for s in subjects]
+    one = _shared(subjects, context, data, 0, 1)
+    many = _shared(subjects, context, data, 0, 32)
     lat = _timed(subjects, one, context.budget_s * 0.4)
     thr = _timed(subjects, many, context.budget_s * 0.6)
     return [

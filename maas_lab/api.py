@@ -383,9 +383,9 @@ def distill(
     *,
     data,
     config=None,
-    epochs: int = 30,
+    epochs: int = 50,
     temperature: float = 4.0,
-    alpha: float = 0.7,
+    alpha: float = 0.5,
     root=None,
     **options,
 ) -> Report:

@@ -270,10 +270,10 @@ def compress(ctx, ref, with_, data, calibration, max_drop, allow_over_budget, bu
               help="Importable factory that builds the student.")  # fmt: skip
 @click.option("--config", metavar="JSON", help="The student factory's keyword arguments.")
 @click.option("--data", required=True, help=_DATA_HELP + " Needs labels (x, y).")
-@click.option("--epochs", type=int, default=30, show_default=True, help="Most epochs to train.")
+@click.option("--epochs", type=int, default=50, show_default=True, help="Most epochs to train.")
 @click.option("--temperature", type=float, default=4.0, show_default=True,
               help="Softens the teacher's outputs; higher shares more.")  # fmt: skip
-@click.option("--alpha", type=float, default=0.7, show_default=True,
+@click.option("--alpha", type=float, default=0.5, show_default=True,
               help="Weight of the teacher's soft targets; 1-alpha goes to the labels.")  # fmt: skip
 @click.pass_context
 def distill(ctx, teacher, student, config, data, epochs, temperature, alpha):

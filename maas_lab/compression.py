@@ -200,6 +200,21 @@ def staged_checkout(work: Path, artifact: Artifact, parent, task):
     )
 
 
+def _validate(artifact: Artifact, work: Path) -> None:
+    """The loader's own check, as ``register`` does for files a person offers: a plugin's
+    output must open before it is stored."""
+    from .api import _loader_for
+
+    loader = _loader_for(artifact.format)
+    if loader.validate is not None:
+        try:
+            loader.validate({n: work / n for n in artifact.files}, artifact.config)
+        except MaasError as exc:
+            raise PluginError(
+                f"The compressor wrote a {artifact.format} version its loader refuses: {exc}"
+            ) from exc
+
+
 def run(
     compressor: Component,
     reg,
@@ -243,6 +258,7 @@ def run(
                 f"Compressor {compressor.name!r} returned {artifact!r}, not an Artifact."
             )
         child = staged_checkout(work, artifact, parent, row["task"])
+        _validate(artifact, work)
         size = sum((work / n).stat().st_size for n in artifact.files)
         subjects = [
             Subject(row["ref"], ctx.parent_runner, row["size_bytes"], row["task"]),

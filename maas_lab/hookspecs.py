@@ -67,10 +67,10 @@ def maas_compressors(register):
     ``report`` holds the plugin's own figures (sparsity, layers kept in float...).
     ``context`` (:class:`maas_lab.compression.Context`) gives the data the user named
     (``context.data(split)``, ``context.calibration``), the parent's runner, a ``progress``
-    bar factory, and ``context.fidelity(files_dir, format)`` to measure a candidate against
-    the parent inside a fidelity budget (``context.max_drop``). The core then measures parent
-    and result side by side with the evaluators, refuses a result over the budget, and
-    registers it as a new version with metrics and a lineage edge.
+    bar factory, and ``context.measure(workdir, artifact, rows=None)`` to measure a candidate
+    against the parent inside a fidelity budget (``context.max_drop``). The core then
+    measures parent and result side by side with the evaluators, refuses a result over the
+    budget, and registers it as a new version with metrics and a lineage edge.
     """
 
 

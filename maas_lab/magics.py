@@ -20,9 +20,10 @@ class MaasMagics(Magics):
         """Run a maas_lab command: `%maas list`, `%maas show minilm@prod`, `%maas --help`.
 
         Subcommands: register, list, search, show, history, alias, tag, metric, recommend,
-        export, compress, distill, compare, plugins, fsck, bundle. `--data NAME` may name a
-        variable of this notebook holding (x, y), an array or a list of sentences. Each has --help. As a cell magic, the cell body holds more
-        arguments (one per line if you like; {python_vars} are expanded).
+        export, compress, distill, compare, plugins, fsck, bundle. Each has --help. As a cell
+        magic, the cell body holds more arguments (one per line if you like; {python_vars}
+        are expanded). `--data NAME` may name a variable of this notebook holding (x, y), an
+        array or a list of sentences.
         """
         from .cli import run
         from .errors import UsageError

@@ -136,7 +136,7 @@ def speed(subjects, context) -> list[dict]:
     ]
 
 
-def _timed(subjects, feeds, budget_s: float, min_rounds: int = 3, max_rounds: int = 200):
+def _timed(subjects, feeds, budget_s: float, min_rounds: int = 3, max_rounds: int = 5000):
     for s, f in zip(subjects, feeds, strict=True):  # warm up: first calls allocate
         s.runner.infer(f)
     times: list[list[float]] = [[] for _ in subjects]

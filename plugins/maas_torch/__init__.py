@@ -62,14 +62,16 @@ def build(config: dict):
 
 
 def validate_factory_model(files: dict[str, Path], config: dict) -> None:
-    """Build the architecture and check the weights fit it, before anything is stored."""
-    from safetensors import safe_open
+    """Build the architecture and check the weights fit it, before anything is stored.
+
+    Sparse weights (``sparse.py``: values + bitmask, described in ``config["sparse"]`` or
+    the file's metadata) are checked pair by pair and compared by their dense shapes."""
+    from . import sparse
 
     model = build(config)
     expected = {k: list(v.shape) for k, v in model.state_dict().items()}
     weights = [p for n, p in files.items() if n.endswith(".safetensors")]
-    with safe_open(str(weights[0]), framework="pt") as f:
-        got = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+    got = sparse.logical_shapes(weights[0], sparse.resolve_spec(weights[0], config))
     missing = sorted(set(expected) - set(got))
     unexpected = sorted(set(got) - set(expected))
     wrong = sorted(k for k in set(got) & set(expected) if got[k] != expected[k])
@@ -91,12 +93,12 @@ def validate_factory_model(files: dict[str, Path], config: dict) -> None:
 
 
 def load_factory_model(checkout, options: dict):
-    from safetensors.torch import load_file
+    from . import sparse
 
     _torch()
     model = build(checkout.config)
     weights = checkout.by_role("weights")
-    state = load_file(str(weights[0]), device=options["device"])
+    state = sparse.load(weights[0], checkout.config, device=options["device"])
     model.load_state_dict(state, strict=True)
     return model.to(options["device"]).eval()
 
@@ -393,17 +395,17 @@ DISTILL_PARAMS = (
         "student", "str", None, "importable factory of the student, module:callable", required=True
     ),  # fmt: skip
     Param("config", "str", "{}", "the student factory's keyword arguments, a JSON object"),
-    Param("epochs", "int", 30, "most epochs; training stops earlier when validation stalls"),
+    Param("epochs", "int", 50, "most epochs; training stops earlier when validation stalls"),
     Param("temperature", "float", 4.0, "softens teacher and student outputs for the KD loss"),
     Param(
         "alpha",
         "float",
-        0.7,
+        0.5,
         "weight of the soft-target loss; 1-alpha goes to the labels (0 trains the student alone)",
     ),  # fmt: skip
     Param("lr", "float", 0.01, "Adam learning rate"),
     Param("batch_size", "int", 64, "rows per training step"),
-    Param("patience", "int", 5, "epochs without a better validation accuracy before stopping"),
+    Param("patience", "int", 15, "epochs without a better validation accuracy before stopping"),
     Param("seed", "int", 0, "seed for initialisation and shuffling"),
 )
 

@@ -383,16 +383,16 @@ def distill(
     *,
     data,
     config=None,
-    epochs: int = 50,
-    temperature: float = 4.0,
-    alpha: float = 0.5,
     root=None,
     **options,
 ) -> Report:
     """Train ``student`` (a factory ``module:callable`` with ``config``) to mimic ``teacher``
     on ``data``; registered as a new version of the teacher's model, with lineage to it.
-    ``alpha`` weighs the teacher's soft targets against the true labels (0: labels only,
-    i.e. the student trained alone, the baseline distillation must beat)."""
+
+    ``options`` are the distill compressor's (defaults in its schema, ``maas compress
+    --help``): ``epochs``, ``temperature``, ``alpha`` (weight of the teacher's soft targets;
+    0 trains on the labels alone, the baseline distillation must beat), ``lr``,
+    ``batch_size``, ``patience``, ``seed``; and ``compress``'s own (``max_drop``...)."""
     return compress(
         teacher,
         "distill",
@@ -400,9 +400,6 @@ def distill(
         root=root,
         student=student,
         config=json.dumps(parse_config(config)),
-        epochs=epochs,
-        temperature=temperature,
-        alpha=alpha,
         **options,
     )
 

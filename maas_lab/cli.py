@@ -270,26 +270,35 @@ def compress(ctx, ref, with_, data, calibration, max_drop, allow_over_budget, bu
               help="Importable factory that builds the student.")  # fmt: skip
 @click.option("--config", metavar="JSON", help="The student factory's keyword arguments.")
 @click.option("--data", required=True, help=_DATA_HELP + " Needs labels (x, y).")
-@click.option("--epochs", type=int, default=50, show_default=True, help="Most epochs to train.")
-@click.option("--temperature", type=float, default=4.0, show_default=True,
-              help="Softens the teacher's outputs; higher shares more.")  # fmt: skip
-@click.option("--alpha", type=float, default=0.5, show_default=True,
-              help="Weight of the teacher's soft targets; 1-alpha goes to the labels.")  # fmt: skip
+@click.option("--epochs", type=int, help="Most epochs to train (default 50).")
+@click.option("--temperature", type=float,
+              help="Softens the teacher's outputs; higher shares more (default 4).")  # fmt: skip
+@click.option("--alpha", type=float,
+              help="Weight of the teacher's soft targets; 1-alpha goes to the labels; 0 "
+              "trains the student alone (default 0.5).")  # fmt: skip
+@click.option("--max-drop", multiple=True, metavar="METRIC=DROP",
+              help="Accuracy the student may lose, e.g. accuracy=0.01.")  # fmt: skip
+@click.option("--allow-over-budget", is_flag=True, help="Keep a student over --max-drop.")
+@click.option("--budget-s", type=float, default=2.0, show_default=True,
+              help="Seconds per version for the latency/throughput measurement.")  # fmt: skip
 @click.pass_context
-def distill(ctx, teacher, student, config, data, epochs, temperature, alpha):
+def distill(ctx, teacher, student, config, data, epochs, temperature, alpha, max_drop,
+            allow_over_budget, budget_s):  # fmt: skip
     """Train a smaller STUDENT to mimic TEACHER; registered as a new version of it.
 
-    More options (--lr, --batch-size, --patience, --seed) are listed by
-    `maas compress --help` under distill."""
+    More options (--lr, --batch-size, --patience, --seed) are listed by `maas compress
+    --help` under distill."""
+    given = {"epochs": epochs, "temperature": temperature, "alpha": alpha}
     return api.distill(
         teacher,
         student,
         data=data,
         config=config,
-        epochs=epochs,
-        temperature=temperature,
-        alpha=alpha,
+        max_drop=list(max_drop),
+        allow_over_budget=allow_over_budget,
+        budget_s=budget_s,
         root=_root(),
+        **{k: v for k, v in given.items() if v is not None},
         **_extra_options(ctx.args),
     )
 

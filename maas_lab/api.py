@@ -435,11 +435,17 @@ def _compression_report(parent: str, child: str, how: str, figures: dict) -> Rep
     )
 
 
-def _flat(report: dict) -> dict:
-    return {
-        k: (json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v)
-        for k, v in (report or {}).items()
-    }
+def _flat(report: dict, most: int = 6) -> dict:
+    """A plugin's report as one line per field; long lists and dicts are cut to their first
+    entries (the whole report stays in ``.data["report"]`` and in the lineage)."""
+    out = {}
+    for k, v in (report or {}).items():
+        if isinstance(v, list) and len(v) > most:
+            v = [*v[:most], f"... {len(v) - most} more"]
+        elif isinstance(v, dict) and len(v) > most:
+            v = {**dict(list(v.items())[:most]), "...": f"{len(v) - most} more"}
+        out[k] = json.dumps(v, sort_keys=False) if isinstance(v, (dict, list)) else v
+    return out
 
 
 def _metric_cell(value) -> str:

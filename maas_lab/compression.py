@@ -99,6 +99,7 @@ class Context:
     _calibration: datasets.Dataset | None = None
     _runner: Any = None
     _parent_metrics: dict | None = None
+    _memo_runner: Any = None
 
     @property
     def has_data(self) -> bool:
@@ -132,6 +133,14 @@ class Context:
         return None
 
     @property
+    def _memo(self):
+        """The parent runner, remembering its outputs: a budget search measures dozens of
+        candidates on the same inputs, and the parent's answer never changes."""
+        if self._memo_runner is None:
+            self._memo_runner = _Memo(self.parent_runner)
+        return self._memo_runner
+
+    @property
     def parent_runner(self):
         if self._runner is None:
             from .api import _data_runner
@@ -157,7 +166,7 @@ class Context:
         if rows is not None and data is not None:
             data = _head(data, rows)
         subjects = [
-            Subject(self.parent.ref, self.parent_runner, 0, self.task),
+            Subject(self.parent.ref, self._memo, 0, self.task),
             Subject(child.ref, _data_runner(child, data), 0, self.task),
         ]
         results, _ = evaluate(subjects, data, only=("classification", "fidelity"))
@@ -169,6 +178,29 @@ class Context:
 
     def within_budget(self, metrics: dict) -> bool:
         return not over_budget(self._parent_metrics or {}, metrics, self.max_drop)
+
+
+class _Memo:
+    """A runner that answers repeated inputs from memory (same signature, same outputs)."""
+
+    def __init__(self, runner):
+        self.runner, self.cache = runner, {}
+
+    def __getattr__(self, name):
+        return getattr(self.runner, name)
+
+    def infer(self, feeds: dict) -> dict:
+        import hashlib
+
+        h = hashlib.sha256()
+        for k in sorted(feeds):
+            h.update(k.encode())
+            h.update(str(feeds[k].shape).encode())
+            h.update(feeds[k].tobytes())
+        key = h.hexdigest()
+        if key not in self.cache:
+            self.cache[key] = self.runner.infer(feeds)
+        return self.cache[key]
 
 
 def _head(data: datasets.Dataset, rows: int) -> datasets.Dataset:
@@ -316,7 +348,7 @@ def run(
 
 def _fidelity_text(metrics: dict) -> str:
     keys = [k for k in ("cosine_mean", "cosine_min", "accuracy") if k in metrics]
-    return ", ".join(f"{k} {metrics[k]:.4f}" for k in keys) or "nothing measured"
+    return ", ".join(f"{k} {metrics[k]:.6g}" for k in keys) or "nothing measured"
 
 
 def change(metric: str, before: float | None, after: float | None) -> str:

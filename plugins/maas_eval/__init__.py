@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from maas_lab import Component, hookimpl
+from maas_lab.datasets import Dataset
 from maas_lab.evaluation import cosines, main_output
 
 __version__ = "0.1.0"
@@ -51,7 +52,8 @@ def macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
 def classification(subjects, context) -> list[dict]:
     data = context.part("test")
     if data is None or not data.labelled:
-        context.notes.append("accuracy: no labelled data given (--data sklearn:digits, ...)")
+        if any("classif" in (s.task or "") for s in subjects):
+            context.notes.append("accuracy: no labelled data given (--data sklearn:digits, ...)")
         return [{} for _ in subjects]
     out = []
     for s in subjects:
@@ -74,6 +76,9 @@ def fidelity(subjects, context) -> list[dict]:
     if len(subjects) < 2 or (context.data is not None and context.data.labelled):
         return [{} for _ in subjects]
     data = context.part("test")
+    if data is not None and data.texts is not None:
+        # similar lengths together: a batch is padded to its longest sentence
+        data = Dataset(data.name, texts=sorted(data.texts, key=len))
     rows = context.max_rows if data is None else min(len(data), context.max_rows)
     if data is None:
         rows = 64

@@ -27,6 +27,7 @@ bench: install
 	$(PIP) -e '.[dev,bench]'
 	$(PY) benchmarks/registry.py --plot benchmarks/results/registry.png
 	$(PY) benchmarks/export.py --plot benchmarks/results/export.png
+	$(PY) benchmarks/compression.py --plot benchmarks/results/compression.png
 
 clean:
 	rm -rf $(VENV)

@@ -184,11 +184,46 @@ def _where(w) -> str:
 
 
 def export_torchscript(checkout, options: dict, workdir: Path) -> Artifact:
-    import torch
-
     from .hf import copy_kept, prepare
 
     prep = prepare(checkout, options, "The torchscript exporter")
+    path = Path(workdir) / "model.torchscript"
+    report = trace_checked(
+        prep,
+        checkout.ref,
+        path,
+        "use --to torch-export or --to onnx, or rewrite the branch with torch.cond",
+    )
+    report["note"] = "torch.jit is deprecated (torch 2.13 warns) in favour of torch.export"
+    files = {path.name: "model"}
+    copy_kept(prep, workdir, files)
+    return Artifact(
+        format="torchscript",
+        files=files,
+        signature=prep.signature,
+        config=dict(prep.config),
+        report=report,
+    )
+
+
+def _inside_torch(w) -> bool:
+    """A TracerWarning from torch's own modules (``nn.LSTM`` and its dynamic int8 twin
+    compare input sizes in Python to raise clear errors): reported, not refused; the check
+    cases at other batch and sequence sizes decide whether the trace generalises. Warnings
+    from the model's own code are still refused."""
+    import torch
+
+    return Path(w.filename).resolve().is_relative_to(Path(torch.__file__).resolve().parent)
+
+
+def trace_checked(prep, what: str, path: Path, instead: str) -> dict:
+    """``prep.model`` traced, refused (``UsageError`` ending with what to do ``instead``)
+    where the trace would not generalise, saved to ``path``, reloaded and checked again.
+
+    Shared by the torchscript exporter and the torch-int8 compressor: one procedure decides
+    what a trustworthy trace is."""
+    import torch
+
     with warnings.catch_warnings(record=True) as caught, quiet_torch():
         # Recorded rather than raised: raised inside Tensor.__bool__ a TracerWarning surfaces
         # as a SystemError, and a record keeps the file and line of the user's code.
@@ -204,28 +239,24 @@ def export_torchscript(checkout, options: dict, workdir: Path) -> Artifact:
         except torch.jit.TracingCheckError as exc:
             first = next((ln for ln in str(exc).splitlines() if ln.startswith("ERROR")), "")
             raise UsageError(
-                f"torch.jit.trace of {checkout.ref} is not the same on other inputs ({first}"
-                "): the model has data-dependent control flow, which a trace cannot keep. Use "
-                "--to torch-export or --to onnx (after rewriting the branch with torch.cond)."
+                f"torch.jit.trace of {what} is not the same on other inputs ({first}): the "
+                f"model has data-dependent control flow, which a trace cannot keep; {instead}."
             ) from None
         except Exception as exc:
             raise UsageError(
-                f"torch.jit.trace could not trace {checkout.ref}: {describe_failure(exc)}. Try "
-                "--to torch-export or --to onnx."
+                f"torch.jit.trace could not trace {what}: {describe_failure(exc)}; {instead}."
             ) from None
     tracer = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
-    library = [w for w in tracer if _library_warning(w, prep)]
+    library = [w for w in tracer if _library_warning(w, prep) or _inside_torch(w)]
     tracer = [w for w in tracer if w not in library]
     if tracer:
         where = "; ".join(_where(w) for w in tracer[:3])
         raise UsageError(
-            f"torch.jit.trace of {checkout.ref} would not generalise: {where}. The model has "
+            f"torch.jit.trace of {what} would not generalise: {where}. The model has "
             "data-dependent control flow or turns tensors into Python values, which a trace "
-            "freezes. Use --to torch-export or --to onnx (rewrite the branch with torch.cond)."
+            f"freezes; {instead}."
         )
-    instead = "use --to torch-export or --to onnx, or rewrite the branch with torch.cond"
     diff = prep.compare(traced, "torchscript", instead)
-    path = Path(workdir) / "model.torchscript"
     traced.save(str(path))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -233,22 +264,13 @@ def export_torchscript(checkout, options: dict, workdir: Path) -> Artifact:
     prep.compare(reloaded, "torchscript (reloaded)", instead)
     report = {
         "exporter": "torch.jit.trace",
-        "note": "torch.jit is deprecated (torch 2.13 warns) in favour of torch.export",
         "torch_version": torch.__version__,
         "check_max_abs_diff": diff,
         "bytes": path.stat().st_size,
     }
     if library:
         report["tracer_warnings"] = list(dict.fromkeys(_where(w) for w in library))[:5]
-    files = {path.name: "model"}
-    copy_kept(prep, workdir, files)
-    return Artifact(
-        format="torchscript",
-        files=files,
-        signature=prep.signature,
-        config=dict(prep.config),
-        report=report,
-    )
+    return report
 
 
 def dynamic_shapes(inputs: list[dict]) -> tuple:

@@ -105,7 +105,11 @@ def quantize(checkout, options: dict, workdir: Path, context) -> Artifact:
         ]
     prep.model = qmodel
     path = Path(workdir) / "model.torchscript"
-    trace_report = trace(prep, checkout.ref, path)
+    from .exporters import trace_checked
+
+    trace_report = trace_checked(
+        prep, f"the int8 {checkout.ref}", path, "export it to ONNX and use ort-int8 instead"
+    )
     files = {path.name: "model"}
     copy_kept(prep, workdir, files)
     report = {
@@ -141,71 +145,3 @@ def _cosine(expected: list, got: list) -> float:
         sims = cosines(main_output(a, feeds), main_output(b, feeds))
         worst = min(worst, float(sims.min()))
     return round(worst, 6)
-
-
-def _inside_torch(w) -> bool:
-    """A TracerWarning from torch's own modules (``nn.LSTM`` and its dynamic int8 twin
-    compare input sizes in Python to raise clear errors): reported, not refused; the check
-    cases at other batch and sequence sizes decide whether the trace generalises. Warnings
-    from the model's own code are still refused."""
-    import torch
-
-    return Path(w.filename).resolve().is_relative_to(Path(torch.__file__).resolve().parent)
-
-
-def trace(prep, ref: str, path: Path) -> dict:
-    """``prep.model`` traced with ``prep.trace_args``, refused (``UsageError``) where the
-    trace does not generalise, saved to ``path`` and checked again after reloading: the
-    ``torchscript`` exporter's procedure, with its helpers."""
-    import torch
-
-    from .exporters import _library_warning, _tensors, _where, describe_failure, quiet_torch
-
-    with warnings.catch_warnings(record=True) as caught, quiet_torch():
-        warnings.simplefilter("always")
-        try:
-            traced = torch.jit.trace(
-                prep.model,
-                prep.trace_args,
-                check_trace=True,
-                check_inputs=[_tensors(feeds) for feeds, _ in prep.cases],
-                strict=False,
-            )
-        except torch.jit.TracingCheckError as exc:
-            first = next((ln for ln in str(exc).splitlines() if ln.startswith("ERROR")), "")
-            raise UsageError(
-                f"torch.jit.trace of the int8 {ref} is not the same on other inputs ({first}): "
-                "the model has data-dependent control flow, which a trace cannot keep. Export "
-                "it to ONNX and use ort-int8 instead."
-            ) from None
-        except Exception as exc:
-            raise UsageError(
-                f"torch.jit.trace could not trace the int8 {ref}: {describe_failure(exc)}. "
-                "Export it to ONNX and use ort-int8 instead."
-            ) from None
-    tracer = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
-    library = [w for w in tracer if _library_warning(w, prep) or _inside_torch(w)]
-    tracer = [w for w in tracer if w not in library]
-    if tracer:
-        raise UsageError(
-            f"torch.jit.trace of the int8 {ref} would not generalise: "
-            f"{'; '.join(_where(w) for w in tracer[:3])}. The model has data-dependent control "
-            "flow or turns tensors into Python values, which a trace freezes. Export it to "
-            "ONNX and use ort-int8 instead."
-        )
-    instead = "export it to ONNX and use ort-int8 instead"
-    diff = prep.compare(traced, "torch-int8 TorchScript", instead)
-    traced.save(str(path))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        reloaded = torch.jit.load(str(path)).eval()
-    prep.compare(reloaded, "torch-int8 TorchScript (reloaded)", instead)
-    report = {
-        "exporter": "torch.jit.trace",
-        "torch_version": torch.__version__,
-        "check_max_abs_diff": diff,
-        "bytes": path.stat().st_size,
-    }
-    if library:
-        report["tracer_warnings"] = list(dict.fromkeys(_where(w) for w in library))[:5]
-    return report

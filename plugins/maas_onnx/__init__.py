@@ -159,7 +159,8 @@ def maas_compressors(register):
         Component(
             name="ort-int8",
             description="onnxruntime int8: dynamic (per-channel weights) or static QDQ with "
-            "calibration; --max-drop keeps the most sensitive layers in float",
+            "calibration, after smoothing activation outliers; --max-drop keeps the most "
+            "sensitive layers in float",
             formats=("onnx",),
             produces="onnx",
             run=_quantize,
@@ -183,7 +184,26 @@ def maas_compressors(register):
                     "calibration_rows",
                     "int",
                     128,
-                    "static: rows or sentences used to calibrate activation ranges",
+                    "rows or sentences used to calibrate static activation ranges and --smooth",
+                ),  # fmt: skip
+                Param(
+                    "smooth",
+                    "float",
+                    0.7,
+                    "SmoothQuant alpha: before quantizing, divide MatMul "
+                    "input channels by max|x|^alpha / max|w|^(1-alpha) and scale the weight "
+                    "rows to match (the float model is unchanged), where that lowers the "
+                    "simulated int8 error; calibrated on --calibration, else --data, else "
+                    "built-in sentences (skipped, with a note, without any); 0 disables",
+                ),  # fmt: skip
+                Param(
+                    "outliers",
+                    "int",
+                    2,
+                    "with calibration data: a MatMul input may instead send "
+                    "its N largest channels through a small float MatMul, where that "
+                    "simulates far better than smoothing (MiniLM's FFN down projections); "
+                    "0 disables",
                 ),  # fmt: skip
                 Param(
                     "exclude",

@@ -220,9 +220,9 @@ def export(
     import tempfile
 
     from .components import Artifact
+    from .compression import staged_checkout
     from .parity import ParityError, compare, feeds_from_signature, violations
-    from .registry.refs import check_relative_file_name
-    from .registry.registry import Checkout, FileSpec
+    from .registry.registry import FileSpec
 
     reg = registry(root)
     row = reg.resolve(ref)
@@ -242,23 +242,8 @@ def export(
             ) from exc
         if not isinstance(artifact, Artifact):
             raise PluginError(f"Exporter {exporter.name!r} returned {artifact!r}, not an Artifact.")
-        files = []
-        for name, role in artifact.files.items():
-            path = work / check_relative_file_name(name)
-            if not path.is_file() or not path.resolve().is_relative_to(work.resolve()):
-                raise PluginError(
-                    f"Exporter {exporter.name!r} listed {name!r} but did not write it."
-                )
-            files.append(FileSpec(path, name, role))
-        child = Checkout(
-            ref=f"{row['ref']} exported to {artifact.format}",
-            format=artifact.format,
-            config=artifact.config,
-            task=row["task"],
-            dir=work,
-            files=[{"name": f.name, "role": f.role} for f in files],
-            signature=artifact.signature,
-        )
+        child = staged_checkout(work, artifact, parent, row["task"], f"Exporter {exporter.name!r}")
+        files = [FileSpec(work / n, n, role) for n, role in artifact.files.items()]
         parent_runner, child_runner = _start_runner(parent, opts), _start_runner(child, opts)
         if hasattr(parent_runner, "example_feeds"):
             feeds = parent_runner.example_feeds(4)

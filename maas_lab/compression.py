@@ -212,15 +212,16 @@ def _head(data: datasets.Dataset, rows: int) -> datasets.Dataset:
     return datasets.Dataset(data.name, data.x[:rows])
 
 
-def staged_checkout(work: Path, artifact: Artifact, parent, task):
-    """A checkout of files not yet stored, so runners can open them before registering."""
+def staged_checkout(work: Path, artifact: Artifact, parent, task, who: str = "The plugin"):
+    """A checkout of files not yet stored, so runners can open them before registering;
+    ``who`` (an exporter or compressor) is named if it listed a file it did not write."""
     from .registry.refs import check_relative_file_name
     from .registry.registry import Checkout
 
     for name in artifact.files:
         path = work / check_relative_file_name(name)
         if not path.is_file() or not path.resolve().is_relative_to(work.resolve()):
-            raise PluginError(f"The plugin listed {name!r} but did not write it.")
+            raise PluginError(f"{who} listed {name!r} but did not write it.")
     return Checkout(
         ref=f"(new {artifact.format} from {parent.ref})",
         format=artifact.format,
@@ -289,7 +290,8 @@ def run(
             raise PluginError(
                 f"Compressor {compressor.name!r} returned {artifact!r}, not an Artifact."
             )
-        child = staged_checkout(work, artifact, parent, row["task"])
+        who = f"Compressor {compressor.name!r}"
+        child = staged_checkout(work, artifact, parent, row["task"], who)
         _validate(artifact, work)
         size = sum((work / n).stat().st_size for n in artifact.files)
         subjects = [

@@ -44,17 +44,9 @@ def sentences(batch: int, start: int = 0) -> list[str]:
 def tokenize(tokenizer, batch: int, names: list[str], start: int = 0) -> dict[str, np.ndarray]:
     """``batch`` sentences (from the ``start``-th) padded to the longest, as int64 arrays for
     the inputs in ``names`` (token type ids are zeros when the tokenizer makes none)."""
-    text = sentences(batch, start)
-    encoded = tokenizer(text, padding=True, truncation=True, return_tensors="np")
-    feeds = {}
-    for name in names:
-        if name in encoded:
-            feeds[name] = np.asarray(encoded[name], dtype=np.int64)
-        elif name == "token_type_ids":
-            feeds[name] = np.zeros_like(np.asarray(encoded["input_ids"]), dtype=np.int64)
-        else:
-            raise KeyError(f"the tokenizer makes no {name!r}")
-    return feeds
+    from maas_lab.evaluation import tokenize as encode
+
+    return encode(tokenizer, sentences(batch, start), names)
 
 
 def mean_pool(hidden, mask):

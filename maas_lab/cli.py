@@ -173,10 +173,6 @@ class _PluginCommand(click.Command):
                     )
 
 
-class _ExportCommand(_PluginCommand):
-    pass
-
-
 class _CompressCommand(_PluginCommand):
     kind, heading = "compressor", "Compressors (their options go after --with)"
 
@@ -205,7 +201,7 @@ def _extra_options(args: list[str]) -> dict[str, str]:
 
 
 @cli.command(
-    cls=_ExportCommand,
+    cls=_PluginCommand,
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
 )
 @click.argument("ref")

@@ -620,7 +620,16 @@ def alias(name: str, alias_name: str, version: str | int | None = None, delete: 
         version = str(version)
         target = f"{name}@{version}" if "@" not in version else version
         reg.set_alias(name, alias_name, target)
-    return history(name, root=root)
+    report = history(name, root=root)
+    if not delete:
+        from .serving.control import wait_for_switch
+
+        lines = wait_for_switch(name, alias_name, reg.resolve(f"{name}@{alias_name}")["number"],
+                                root=root)  # fmt: skip
+        if lines:
+            report.parts.insert(0, ("Servers following " + f"{name}@{alias_name}",
+                                    "\n".join(lines)))  # fmt: skip
+    return report
 
 
 def tag(ref: str, tags=None, remove=(), root=None) -> Report:
@@ -744,6 +753,63 @@ def bundle_import(path: str | os.PathLike, name: str | None = None, root=None) -
     return show(row["ref"], root=root)
 
 
+# ---------------------------------------------------------------------- serving
+
+
+def serve(refs, *, root=None, **options):
+    """Serve registered versions over HTTP (Open Inference Protocol v2) in their own
+    processes; returns a handle once ready. Options: see :func:`maas_lab.serving.control.serve`
+    (name, host, port, replicas, max_batch, max_delay_ms, max_queue, timeout_s, threads,
+    max_body_mb, token, allow_hosts, drain_s, foreground)."""
+    from .serving.control import serve as start
+
+    return start(refs, root=root, **options)
+
+
+def status(name: str | None = None, root=None) -> Table:
+    """Running servers: models, versions, replicas, queue, requests/s, p50/p99, errors."""
+    from .serving.control import status as show_status
+
+    return show_status(name, root=root)
+
+
+def logs(name: str, lines: int = 40, root=None):
+    """The end of a server's log."""
+    from .serving.control import logs as tail
+
+    return tail(name, lines=lines, root=root)
+
+
+def scale(name: str, replicas: int, root=None) -> Table:
+    """Change a running server's number of worker processes without dropping requests."""
+    from .serving.control import scale as rescale
+
+    return rescale(name, replicas, root=root)
+
+
+def stop(name: str, root=None) -> Report:
+    """Drain and stop a running server."""
+    from .serving.control import stop as halt
+
+    return halt(name, root=root)
+
+
+def predict(ref: str, inputs, url: str | None = None, token: str | None = None,
+            outputs=None, root=None) -> Report:  # fmt: skip
+    """One request through the running server that serves ``ref`` (never in-process)."""
+    from .serving.control import predict as ask
+
+    return ask(ref, inputs, url=url, token=token, outputs=outputs, root=root)
+
+
+def client(url: str | None = None, token: str | None = None, name: str | None = None,
+           root=None):  # fmt: skip
+    """An Open Inference Protocol v2 client (numpy in and out) for a URL or a server name."""
+    from .serving.control import client as make
+
+    return make(url, token=token, name=name, root=root)
+
+
 def resolve(ref: str, root=None) -> str:
     """The ``name@N`` a reference points at right now (aliases move)."""
     parse_ref(ref)
@@ -754,6 +820,7 @@ __all__ = [
     "NotFoundError",
     "alias",
     "bundle_export",
+    "client",
     "bundle_import",
     "close_all",
     "compare",
@@ -765,14 +832,20 @@ __all__ = [
     "history",
     "list_models",
     "load",
+    "logs",
     "log_metrics",
     "plugins",
+    "predict",
     "recommend",
     "register",
     "registry",
     "resolve",
     "runner",
+    "scale",
     "search",
+    "serve",
     "show",
+    "status",
+    "stop",
     "tag",
 ]

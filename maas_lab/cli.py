@@ -311,6 +311,109 @@ def compare(refs, data, budget_s, log):
 
 
 @cli.command()
+@click.argument("refs", nargs=-1, required=True)
+@click.option("--name", help="Server name (default: the first model's name).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; other than loopback, every call needs a token.")  # fmt: skip
+@click.option("--port", default=8000, show_default=True, help="Port; 0 picks a free one.")
+@click.option("--replicas", default=1, show_default=True, help="Worker processes on one port.")
+@click.option("--max-batch", default=8, show_default=True, help="Most rows per backend call.")
+@click.option("--max-delay-ms", default=5.0, show_default=True,
+              help="Longest a request waits for others to batch with.")  # fmt: skip
+@click.option("--max-queue", default=256, show_default=True,
+              help="Requests queued per model and replica before answering 503.")  # fmt: skip
+@click.option("--timeout-s", default=30.0, show_default=True, help="Per-request time limit.")
+@click.option("--threads", default=0, show_default=True,
+              help="Backend threads per replica (0: default, or cores/replicas).")  # fmt: skip
+@click.option("--max-body-mb", default=32.0, show_default=True, help="Largest request body.")
+@click.option("--token", envvar="MAAS_SERVE_TOKEN",
+              help="Bearer token (or $MAAS_SERVE_TOKEN); given, every call needs it. Default: "
+              "one is generated for the management endpoints and shown once.")  # fmt: skip
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+              help="Another Host header to accept (e.g. a DNS name); repeatable.")  # fmt: skip
+@click.option("--drain-s", default=30.0, show_default=True,
+              help="How long stopping waits for requests in flight.")  # fmt: skip
+@click.option("--background/--foreground", default=None,
+              help="Run detached (default in a notebook) or in this terminal (default in a "
+              "shell; Ctrl-C drains and stops).")  # fmt: skip
+def serve(refs, name, host, port, replicas, max_batch, max_delay_ms, max_queue, timeout_s,
+          threads, max_body_mb, token, allow_hosts, drain_s, background):  # fmt: skip
+    """Serve versions REFS over HTTP (Open Inference Protocol v2) with dynamic batching.
+
+    An alias (minilm@prod) or a bare name (latest) is followed: when it moves, the server
+    switches to the new version without dropping requests."""
+    if background is None:
+        background = click.get_current_context().find_root().info_name != "maas"
+    return api.serve(
+        list(refs),
+        name=name,
+        host=host,
+        port=port,
+        replicas=replicas,
+        max_batch=max_batch,
+        max_delay_ms=max_delay_ms,
+        max_queue=max_queue,
+        timeout_s=timeout_s,
+        threads=threads,
+        max_body_mb=max_body_mb,
+        token=token,
+        allow_hosts=allow_hosts,
+        drain_s=drain_s,
+        foreground=not background,
+        root=_root(),
+    )
+
+
+@cli.command()
+@click.argument("ref")
+@click.argument("texts", nargs=-1)
+@click.option("--json", "json_values", metavar="JSON",
+              help="Numeric input as a JSON array, e.g. a row of features.")  # fmt: skip
+@click.option("--array", metavar="NAME",
+              help="A notebook variable holding an array, or a .npy file.")  # fmt: skip
+@click.option("--output", "outputs", multiple=True, help="Only this output; repeatable.")
+@click.option("--url", help="Server URL (default: the running server of REF's model).")
+@click.option("--token", envvar="MAAS_SERVE_TOKEN", help="Bearer token, if the server needs one.")
+def predict(ref, texts, json_values, array, outputs, url, token):
+    """Ask the server that serves REF: sentences TEXTS, or --json / --array numbers."""
+    from .serving.inputs import predict_inputs
+
+    inputs = predict_inputs(texts, json_values, array)
+    return api.predict(ref, inputs, url=url, token=token, outputs=list(outputs) or None,
+                       root=_root())  # fmt: skip
+
+
+@cli.command()
+@click.argument("name", required=False)
+def status(name):
+    """Running servers: versions, replicas, queue, requests/s, p50/p99 latency, errors."""
+    return api.status(name, root=_root())
+
+
+@cli.command()
+@click.argument("name")
+@click.option("-n", "--lines", default=40, show_default=True, help="How many lines.")
+def logs(name, lines):
+    """The end of server NAME's log."""
+    return api.logs(name, lines=lines, root=_root())
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--replicas", type=int, required=True, help="Worker processes wanted.")
+def scale(name, replicas):
+    """Change server NAME's number of worker processes while it serves."""
+    return api.scale(name, replicas, root=_root())
+
+
+@cli.command()
+@click.argument("name")
+def stop(name):
+    """Drain and stop server NAME: requests in flight are answered first."""
+    return api.stop(name, root=_root())
+
+
+@cli.command()
 def plugins():
     """List plugins: distribution, version, hooks, what each provides, and failures."""
     return api.plugins()

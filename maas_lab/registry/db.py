@@ -264,3 +264,24 @@ def m003_signatures(db: sqlite_utils.Database) -> None:
     """Each version's tensor signature (input and output names, dtypes, shapes), which
     exports check parity against and servers validate requests with."""
     db.execute("alter table versions add column signature text")
+
+
+@migrations()
+def m004_servers(db: sqlite_utils.Database) -> None:
+    """Running servers: what is served where, by which processes, and how many replicas are
+    wanted. The row is the control plane: a server's processes poll it, so ``maas scale``,
+    a repository load and a moved alias reach every replica, from any notebook or shell."""
+    db.execute(
+        """create table servers (
+               name text primary key,
+               host text not null,
+               port integer,
+               pid integer,
+               replicas integer not null,
+               models text not null default '[]',
+               options text not null default '{}',
+               workers text not null default '[]',
+               status text not null,
+               started_at text not null,
+               updated_at text not null)"""
+    )

@@ -41,3 +41,55 @@ def maas_loaders(register):
             params=(Param("default", "float", 0.0, "value for unknown words"),),
         )
     )
+
+
+class TableRunner:
+    """Serves a word table: words in (BYTES), scores out. Two words misbehave on purpose, so
+    the server's handling of a slow or failing backend can be tested: "slow" takes 2 s and
+    "boom" raises."""
+
+    def __init__(self, table, default):
+        import numpy as np
+
+        from maas_lab.components import tensor
+
+        self.np, self.table, self.default = np, table, default
+        self.signature = {
+            "inputs": [tensor("words", "str", ["batch"])],
+            "outputs": [tensor("scores", "float32", ["batch"])],
+        }
+
+    def infer(self, feeds):
+        import time
+
+        words = [str(w) for w in feeds["words"]]
+        if "boom" in words:
+            raise ValueError("the word 'boom' makes this backend fail")
+        if "slow" in words:
+            time.sleep(2.0)
+        scores = [float(self.table.get(w, self.default)) for w in words]
+        return {"scores": self.np.asarray(scores, dtype=self.np.float32)}
+
+    def example_feeds(self, batch):
+        return {"words": self.np.asarray(["hello"] * batch, dtype=object)}
+
+
+def serve_table(checkout, options):
+    (f,) = checkout.files
+    table = json.loads(checkout.path(f["name"]).read_text())
+    if not table:
+        raise UsageError("an empty word table has nothing to serve")
+    return TableRunner(table, options["default"])
+
+
+@hookimpl
+def maas_serving_backends(register):
+    register(
+        Component(
+            name="word-table",
+            description="Serve a JSON word table: words in, scores out",
+            formats=("word-table",),
+            run=serve_table,
+            params=(Param("default", "float", 0.0, "value for unknown words"),),
+        )
+    )

@@ -1,0 +1,1 @@
+"""The HTTP server: Open Inference Protocol v2, dynamic batching, processes."""

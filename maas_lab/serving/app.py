@@ -1,0 +1,557 @@
+"""The HTTP side of a worker: Open Inference Protocol v2 as a plain ASGI application.
+
+Plain ASGI rather than a web framework: the protocol is a dozen fixed routes, and owning the
+request cycle lets the body-size limit act before a byte is parsed, lets the binary tensor
+extension read raw bytes, and keeps per-request overhead to what this file does.
+
+Every error is ``{"error": "..."}`` with no internal paths. Requests are validated against
+the model's signature before they are queued, so nothing malformed reaches a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import re
+import time
+import traceback
+import zlib
+from urllib.parse import urlsplit
+
+from .. import __version__
+from .batching import BackendFailed, Overloaded, RequestTimeout
+from .metrics import merge, prometheus
+from .models import ModelSet, NotServed
+from .protocol import (
+    ProtocolError,
+    check_requested_outputs,
+    encode_infer_response,
+    oip_datatype,
+    parse_infer_request,
+    validate_inputs,
+)
+
+_MODEL = re.compile(
+    r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?"
+    r"(?P<action>/ready|/infer|/config|/stats)?$"
+)
+_REPO = re.compile(r"^/v2/repository/models/(?P<name>[^/]+)/(?P<action>load|unload)$")
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:/[^\s'\"/:]+){2,}/?")
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "model_configuration"]
+TEXT_LENGTH = 256  # tokens: what sentence-transformers keeps for MiniLM
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+def clean(message: str) -> str:
+    """No file system paths in anything a client sees."""
+    return _PATH.sub("<path>", message)
+
+
+class Server:
+    """One worker's application: ``models`` plus the rules (auth, limits) it answers by."""
+
+    def __init__(self, root, name: str, options: dict, port: int, log):
+        self.root, self.name, self.options, self.port, self.log = root, name, options, port, log
+        self.models = ModelSet(root, name, options, log)
+        self.token_sha = os.environ.get("MAAS_SERVE_TOKEN_SHA256") or None
+        host = options.get("host", "127.0.0.1")
+        self.loopback = host in LOOPBACK
+        self.token_for_all = bool(options.get("token_for_all")) or not self.loopback
+        self.allowed_hosts = {f"{h}:{port}" for h in (*LOOPBACK, host)} | {
+            f"{h}:{port}" for h in options.get("allow_hosts", [])
+        }
+        self.max_body = int(options.get("max_body_mb", 32) * 1024 * 1024)
+        self.timeout_s = float(options.get("timeout_s", 30.0))
+        self.draining = False
+        self.in_flight = 0
+        self.started = time.time()
+        self._snapshots: asyncio.Task | None = None
+
+    # ------------------------------------------------------------------ ASGI entry
+
+    async def __call__(self, scope, receive, send):
+        kind = scope["type"]
+        if kind == "lifespan":
+            return await self._lifespan(receive, send)
+        if kind != "http":
+            return
+        self.in_flight += 1
+        try:
+            status, body, headers = await self._handle(scope, receive)
+        finally:
+            self.in_flight -= 1
+        if self.draining:
+            headers["connection"] = "close"
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(k.encode(), str(v).encode()) for k, v in headers.items()]
+                + [(b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def _lifespan(self, receive, send):
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.models.start(asyncio.get_running_loop())
+                self._snapshots = asyncio.get_running_loop().create_task(self._snapshot_loop())
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.models.stop()
+                if self._snapshots is not None:
+                    self._snapshots.cancel()
+                self._remove_snapshot()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _handle(self, scope, receive) -> tuple[int, bytes, dict]:
+        method, path = scope["method"], scope["path"]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            if path in ("/v2/health/live", "/v2/health/ready"):
+                return self._health(path)
+            management = path.startswith("/v2/repository")
+            self._guard(method, headers, management)
+            if method == "GET":
+                return self._get(path)
+            if method != "POST":
+                raise HTTPError(405, f"{method} is not supported on {path}.")
+            body = await self._body(receive, headers)
+            if management:
+                return await self._repository(path, body)
+            match = _MODEL.match(path)
+            if not match or match["action"] != "/infer":
+                raise HTTPError(
+                    404,
+                    f"Nothing to POST at {path}; inference is POST "
+                    "/v2/models/{name}[/versions/{version}]/infer.",
+                )
+            return await self._infer(match["name"], match["version"], body, headers)
+        except HTTPError as exc:
+            return _error(exc.status, exc.message, exc.headers)
+        except ProtocolError as exc:
+            return _error(exc.status, str(exc))
+        except NotServed as exc:
+            return _error(exc.status, str(exc))
+        except Exception as exc:
+            self.log(f"internal error on {method} {path}: {traceback.format_exc()}")
+            return _error(500, f"internal server error ({type(exc).__name__}); see the log")
+
+    # ------------------------------------------------------------------ rules
+
+    def _guard(self, method: str, headers: dict, management: bool) -> None:
+        host = headers.get("host", "")
+        if self.loopback and host not in self.allowed_hosts:
+            raise HTTPError(
+                403,
+                f"Host {host!r} is not allowed on this server (it answers "
+                "127.0.0.1 and localhost). Start it with --allow-host for "
+                "another name.",
+            )
+        origin = headers.get("origin")
+        if method != "GET" and origin and urlsplit(origin).netloc not in self.allowed_hosts:
+            raise HTTPError(403, "Cross-origin requests that change state are refused.")
+        if management or self.token_for_all:
+            self._check_token(headers)
+
+    def _check_token(self, headers: dict) -> None:
+        given = headers.get("authorization", "")
+        scheme, _, token = given.partition(" ")
+        ok = (
+            self.token_sha is not None
+            and scheme.lower() == "bearer"
+            and hmac.compare_digest(
+                hashlib.sha256(token.strip().encode()).hexdigest(), self.token_sha
+            )
+        )
+        if not ok:
+            why = "was wrong" if given else "is missing"
+            raise HTTPError(
+                401,
+                f"The token {why}: send the header 'Authorization: Bearer "
+                "<token>' with the token `maas serve` showed when it "
+                "started.",
+                {"www-authenticate": "Bearer"},
+            )
+
+    async def _body(self, receive, headers: dict) -> bytes:
+        declared = headers.get("content-length")
+        too_big = (
+            f"The request body is over the {self.max_body / 2**20:g} MiB limit; send "
+            "smaller batches, or start the server with a larger --max-body-mb."
+        )
+        if declared is not None:
+            if not declared.isdigit():
+                raise HTTPError(400, "Content-Length is not a number.")
+            if int(declared) > self.max_body:
+                raise HTTPError(413, too_big)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise HTTPError(400, "The client went away before sending the whole body.")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise HTTPError(413, too_big)
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        encoding = headers.get("content-encoding", "identity").strip().lower()
+        if encoding in ("", "identity"):
+            return body
+        if encoding not in ("gzip", "deflate"):
+            raise HTTPError(415, f"Content-Encoding {encoding!r} is not supported; send "
+                                 "gzip, deflate or an uncompressed body.")  # fmt: skip
+        # tritonclient compresses whole bodies; the limit applies to what they expand to.
+        inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+        try:
+            plain = inflater.decompress(body, self.max_body + 1)
+        except zlib.error:
+            raise HTTPError(400, f"The body is not valid {encoding} data.") from None
+        if len(plain) > self.max_body or inflater.unconsumed_tail:
+            raise HTTPError(413, too_big)
+        return plain
+
+    # ------------------------------------------------------------------ routes
+
+    def _health(self, path: str):
+        if path.endswith("/live"):
+            return _json(200, {"live": True})
+        if self.draining:
+            return _error(503, "The server is shutting down.")
+        if not self.models.ready():
+            return _error(503, "Models are still loading.")
+        return _json(200, {"ready": True})
+
+    def _get(self, path: str):
+        if path == "/v2":
+            return _json(
+                200, {"name": "maas_lab", "version": __version__, "extensions": EXTENSIONS}
+            )
+        if path == "/metrics":
+            return (
+                200,
+                prometheus(self._all_stats()).encode(),
+                {"content-type": "text/plain; version=0.0.4"},
+            )
+        if path == "/v2/models/stats":
+            return _json(200, {"model_stats": self._stats()})
+        match = _MODEL.match(path)
+        if not match:
+            raise HTTPError(404, f"No such endpoint: GET {path}.")
+        action = match["action"]
+        if action == "/infer":
+            raise HTTPError(405, "Inference is a POST.")
+        if action == "/stats":
+            loaded = self.models.find(match["name"], match["version"])
+            return _json(200, {"model_stats": self._stats(loaded.name)})
+        if action == "/ready":
+            try:
+                loaded = self.models.find(match["name"], match["version"])
+            except NotServed as exc:
+                return _error(exc.status if exc.status != 404 else 404, str(exc))
+            return _json(
+                200,
+                {"name": loaded.name, "version": str(loaded.number), "ready": not self.draining},
+            )
+        loaded = self.models.find(match["name"], match["version"])
+        if action == "/config":
+            return _json(200, self._config(loaded))
+        return _json(
+            200,
+            {
+                "name": loaded.name,
+                "versions": [str(v.number) for v in self.models.loaded() if v.name == loaded.name],
+                "platform": loaded.platform,
+                "inputs": [_meta(t) for t in loaded.inputs],
+                "outputs": [_meta(t) for t in loaded.outputs],
+            },
+        )
+
+    def _config(self, loaded) -> dict:
+        def entry(t):
+            return {
+                "name": t["name"],
+                "data_type": "TYPE_" + _triton_type(t["dtype"]),
+                "dims": _dims(t["shape"])[1:]
+                if loaded.batcher.max_batch > 1
+                else _dims(t["shape"]),
+            }
+
+        b = loaded.batcher
+        return {
+            "name": loaded.name,
+            "version": str(loaded.number),
+            "platform": loaded.platform,
+            "max_batch_size": b.max_batch if b.max_batch > 1 else 0,
+            "input": [entry(t) for t in loaded.inputs],
+            "output": [entry(t) for t in loaded.outputs],
+            "dynamic_batching": {
+                "max_queue_delay_microseconds": int(b.max_delay_s * 1e6),
+                "max_queue_size": b.max_queue,
+                "group_by": loaded.batcher.plan.pad_dim or "exact shape",
+            },
+            "default_timeout_s": self.timeout_s,
+        }
+
+    async def _infer(self, name: str, version: str | None, body: bytes, headers: dict):
+        arrived = time.perf_counter()
+        loaded = self.models.find(name, version)
+        try:
+            request = parse_infer_request(body, headers.get("inference-header-content-length"))
+            check_requested_outputs(request, [t["name"] for t in loaded.outputs])
+            feeds = self._feeds(loaded, request)
+            try:
+                item = loaded.batcher.submit(feeds, self.timeout_s)
+            except Overloaded:
+                raise HTTPError(
+                    503,
+                    f"{loaded.ref} is at capacity ({loaded.batcher.depth} "
+                    "requests queued); retry shortly.",
+                    {"retry-after": "1"},
+                ) from None
+            try:
+                outputs, queued_s = await asyncio.wait_for(
+                    asyncio.shield(item.future), self.timeout_s
+                )
+            except (asyncio.TimeoutError, RequestTimeout):
+                item.future.cancel()
+                raise HTTPError(
+                    504,
+                    f"The request timed out after {self.timeout_s:g} s "
+                    f"waiting for {loaded.ref}; send less at once, or start "
+                    "the server with a larger --timeout-s.",
+                ) from None
+            except BackendFailed as exc:
+                raise HTTPError(
+                    500, f"{loaded.ref} failed on this request: {clean(str(exc))}"
+                ) from None
+            response, out_headers = encode_infer_response(
+                loaded.name, str(loaded.number), request, outputs
+            )
+        except HTTPError as exc:
+            loaded.stats.fail(exc.status)
+            raise
+        except ProtocolError as exc:
+            loaded.stats.fail(exc.status)
+            raise
+        rows = int(next(iter(feeds.values())).shape[0])
+        loaded.stats.ok(time.perf_counter() - arrived, queued_s, rows)
+        return 200, response, out_headers
+
+    def _feeds(self, loaded, request) -> dict:
+        names = {i.name for i in request.inputs}
+        if loaded.tokenizer is not None and "text" in names:
+            if len(names) > 1:
+                raise ProtocolError("Send either 'text' or the token inputs, not both.")
+            texts = validate_inputs(
+                [t for t in loaded.inputs if t["name"] == "text"], request.inputs
+            )["text"]
+            if texts.ndim != 1:
+                raise ProtocolError("Input 'text' must be a 1-D batch of strings.")
+            from ..evaluation import tokenize
+
+            own = [t["name"] for t in loaded.runner.signature["inputs"]]
+            return tokenize(loaded.tokenizer, list(texts), own, max_length=TEXT_LENGTH)
+        own = loaded.runner.signature["inputs"]
+        return validate_inputs(own, request.inputs)
+
+    async def _repository(self, path: str, body: bytes):
+        from ..api import registry
+        from . import state
+
+        if path == "/v2/repository/index":
+            out = []
+            for slot in self.models.slots.values():
+                out.append(
+                    {
+                        "name": slot.name,
+                        "version": str(slot.current.number) if slot.current else "",
+                        "state": slot.state.upper(),
+                        "reason": clean(slot.error or ""),
+                        "follows": slot.follow,
+                    }
+                )
+            return _json(200, out)
+        match = _REPO.match(path)
+        if not match:
+            raise HTTPError(404, f"No such repository endpoint: {path}.")
+        try:
+            params = json.loads(body or b"{}").get("parameters", {}) or {}
+        except (ValueError, AttributeError):
+            raise ProtocolError(
+                'The body must be a JSON object, e.g. {"parameters": {"version": "prod"}}.'
+            ) from None
+        name, version = match["name"], params.get("version")
+        ref = f"{name}@{version}" if version else name
+        from ..registry.refs import parse_ref
+
+        try:
+            parse_ref(ref)
+        except Exception as exc:
+            raise HTTPError(400, str(exc)) from None
+        loop = asyncio.get_running_loop()
+        db = registry(self.root).db
+        row = await loop.run_in_executor(None, state.get, db, self.name)
+        models = [m for m in row["models"] if m.split("@")[0] != name]
+        if match["action"] == "load":
+            models.append(ref)
+        if not models:
+            raise HTTPError(
+                400,
+                f"Unloading {name} would leave the server with no model; "
+                "stop the server instead (`maas stop`).",
+            )
+        await loop.run_in_executor(None, lambda: state.update(db, self.name, models=models))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            slot = self.models.slots.get(ref)
+            if match["action"] == "unload" and not any(
+                s.name == name for s in self.models.slots.values()
+            ):
+                return _json(200, {})
+            if match["action"] == "load" and slot is not None:
+                if slot.current is not None:
+                    return _json(200, {"name": name, "version": str(slot.current.number)})
+                if slot.state == "failed":
+                    raise HTTPError(400, clean(slot.error or f"{ref} failed to load"))
+            await asyncio.sleep(0.1)
+        raise HTTPError(504, f"{ref} did not finish loading within 120 s; see `maas logs`.")
+
+    # ------------------------------------------------------------------ statistics
+
+    def _stats(self, name: str | None = None) -> list[dict]:
+        out = []
+        for entry in self._all_stats():
+            if name is not None and entry["name"] != name:
+                continue
+            s = entry["stats"]
+            fails = sum(s["failure"].values())
+            out.append(
+                {
+                    "name": entry["name"],
+                    "version": entry["version"],
+                    "last_inference": s["last_inference_ms"],
+                    "inference_count": s["inferences"],
+                    "execution_count": s["executions"],
+                    "inference_stats": {
+                        "success": {"count": s["success"], "ns": s["success_ns"]},
+                        "fail": {"count": fails, "ns": 0},
+                        "queue": {"count": s["success"], "ns": s["queue_ns"]},
+                        "compute_infer": {"count": s["executions"], "ns": s["compute_ns"]},
+                    },
+                }
+            )
+        return out
+
+    def _all_stats(self) -> list[dict]:
+        """This worker's live counters plus the other replicas' latest snapshots."""
+        from . import state
+
+        mine = self.snapshot()
+        others = [s for s in state.read_snapshots(self._folder()) if s["pid"] != os.getpid()]
+        grouped: dict[tuple, list] = {}
+        queues: dict[tuple, int] = {}
+        for snap in [mine, *others]:
+            for m in snap["models"]:
+                if m.get("number") is None:
+                    continue
+                key = (m["name"], str(m["number"]))
+                grouped.setdefault(key, []).append(m["stats"])
+                queues[key] = queues.get(key, 0) + m["queue"]
+        return [
+            {"name": k[0], "version": k[1], "stats": merge(v), "queue": queues[k]}
+            for k, v in sorted(grouped.items())
+        ]
+
+    def snapshot(self) -> dict:
+        models = []
+        for slot in self.models.slots.values():
+            cur = slot.current
+            models.append(
+                {
+                    "follow": slot.follow,
+                    "name": slot.name,
+                    "number": cur.number if cur else None,
+                    "state": slot.state,
+                    "error": clean(slot.error) if slot.error else None,
+                    "queue": cur.batcher.depth if cur else 0,
+                    "stats": cur.stats.snapshot() if cur else None,
+                }
+            )
+        return {
+            "pid": os.getpid(),
+            "time": time.time(),
+            "started": self.started,
+            "ready": self.models.ready() and not self.draining,
+            "draining": self.draining,
+            "models": models,
+        }
+
+    def _folder(self):
+        from .state import run_dir
+
+        return run_dir(self.root, self.name) / "workers"
+
+    async def _snapshot_loop(self):
+        from .state import SNAPSHOT_EVERY_S, write_snapshot
+
+        folder = self._folder()
+        while True:
+            try:
+                write_snapshot(folder, os.getpid(), self.snapshot())
+            except Exception as exc:
+                self.log(f"could not write the status snapshot: {exc}")
+            await asyncio.sleep(
+                SNAPSHOT_EVERY_S / 4 if not self.models.ready() else SNAPSHOT_EVERY_S
+            )
+
+    def write_snapshot_now(self) -> None:
+        from .state import write_snapshot
+
+        try:
+            write_snapshot(self._folder(), os.getpid(), self.snapshot())
+        except OSError:
+            pass
+
+    def _remove_snapshot(self) -> None:
+        try:
+            (self._folder() / f"{os.getpid()}.json").unlink()
+        except OSError:
+            pass
+
+
+def _json(status: int, payload) -> tuple[int, bytes, dict]:
+    return status, json.dumps(payload).encode(), {"content-type": "application/json"}
+
+
+def _error(status: int, message: str, headers: dict | None = None):
+    status, body, base = _json(status, {"error": clean(message)})
+    return status, body, {**base, **(headers or {})}
+
+
+def _dims(shape: list) -> list[int]:
+    return [d if isinstance(d, int) else -1 for d in shape]
+
+
+def _meta(t: dict) -> dict:
+    return {"name": t["name"], "datatype": oip_datatype(t["dtype"]), "shape": _dims(t["shape"])}
+
+
+def _triton_type(dtype: str) -> str:
+    oip = oip_datatype(dtype)
+    return "STRING" if oip == "BYTES" else oip

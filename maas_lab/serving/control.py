@@ -1,0 +1,586 @@
+"""Starting, watching, scaling and stopping servers: what ``maas serve`` and ``%maas serve``
+call. Servers run as their own processes (a notebook kernel never blocks, and a crashing
+model cannot take the kernel down); everything here talks to them through the registry row,
+their snapshot files, signals and HTTP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConflictError, MaasError, NotFoundError, UsageError
+from ..results import Report, Table
+from . import state
+from .metrics import merge, summary
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+class ServeError(MaasError):
+    label = "Serve error"
+
+
+def _registry(root):
+    from ..api import registry
+
+    return registry(root)
+
+
+def _url(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}"
+
+
+def _check_range(label: str, value, low, high):
+    if value is None or not (low <= value <= high):
+        raise UsageError(f"--{label} must be between {low} and {high}; got {value!r}.")
+    return value
+
+
+# ---------------------------------------------------------------------- serve
+
+
+def serve(
+    refs,
+    *,
+    name: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    replicas: int = 1,
+    max_batch: int = 8,
+    max_delay_ms: float = 5.0,
+    max_queue: int = 256,
+    timeout_s: float = 30.0,
+    threads: int = 0,
+    max_body_mb: float = 32.0,
+    token: str | None = None,
+    allow_hosts=(),
+    drain_s: float = 30.0,
+    wait_s: float = 180.0,
+    foreground: bool = False,
+    root=None,
+):
+    """Serve one or more registered versions over HTTP (Open Inference Protocol v2).
+
+    A ref that names an alias (``minilm@prod``) or no version (latest) is *followed*: when
+    it moves, the server loads the new version beside the old and switches without
+    dropping a request. Returns a :class:`ServerHandle` once every replica is ready.
+    """
+    refs = [refs] if isinstance(refs, str) else list(refs)
+    if not refs:
+        raise UsageError("Name at least one model to serve, e.g. `maas serve minilm@prod`.")
+    reg = _registry(root)
+    for ref in refs:
+        reg.resolve(ref)  # NotFoundError naming what is missing, before anything starts
+    name = state.check_server_name(name or refs[0].split("@")[0])
+    _check_range("replicas", replicas, 1, 64)
+    _check_range("max-batch", max_batch, 1, 1024)
+    _check_range("max-delay-ms", max_delay_ms, 0, 10_000)
+    _check_range("max-queue", max_queue, 1, 1_000_000)
+    _check_range("port", port, 0, 65535)
+    _check_range("timeout-s", timeout_s, 0.001, 3600)
+    _check_range("max-body-mb", max_body_mb, 0.001, 4096)
+    existing = state.get(reg.db, name)
+    if existing is not None:
+        if state.pid_alive(existing["pid"]):
+            where = _url(existing["host"], existing["port"])
+            raise ConflictError(
+                f"A server named {name!r} already runs at {where}. Stop it "
+                f"(`maas stop {name}`), or pass --name for a second one."
+            )
+        state.delete(reg.db, name)
+    generated = token is None
+    if token is not None and len(token) < 16:
+        raise UsageError(
+            "A --token must be at least 16 characters; or leave it out and one is generated."
+        )
+    token = token or secrets.token_urlsafe(24)
+    if not threads and replicas > 1:
+        threads = max(1, (os.cpu_count() or 1) // replicas)
+    options = {
+        "host": host,
+        "max_batch": max_batch,
+        "max_delay_ms": max_delay_ms,
+        "max_queue": max_queue,
+        "timeout_s": timeout_s,
+        "threads": threads,
+        "max_body_mb": max_body_mb,
+        "token_for_all": (not generated) or host not in LOOPBACK,
+        "allow_hosts": list(allow_hosts or ()),
+        "drain_s": drain_s,
+    }
+    folder = state.run_dir(reg.root, name)
+    (folder / "workers").mkdir(parents=True, exist_ok=True)
+    state.insert(
+        reg.db,
+        {
+            "name": name,
+            "host": host,
+            "port": port,
+            "pid": None,
+            "replicas": replicas,
+            "models": refs,
+            "options": options,
+            "status": "starting",
+        },
+    )
+    env = {
+        **os.environ,
+        "MAAS_LAB_HOME": str(reg.root),
+        "MAAS_SERVE_TOKEN_SHA256": hashlib.sha256(token.encode()).hexdigest(),
+    }
+    if foreground:
+        return _foreground(reg, name, env, token, generated)
+    log = state.log_path(reg.root, name)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "maas_lab.serving.supervisor",
+                "--root",
+                str(reg.root),
+                "--name",
+                name,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+    try:
+        _wait_ready(reg, name, proc, wait_s, log.stat().st_size if log.exists() else 0)
+    except BaseException:
+        _terminate(proc)
+        state.delete(reg.db, name)
+        raise
+    return ServerHandle(name, reg.root, token=token, show_token=generated)
+
+
+def _wait_ready(reg, name: str, proc, wait_s: float, log_start: int) -> None:
+    deadline = time.monotonic() + wait_s
+    log = state.log_path(reg.root, name)
+    while time.monotonic() < deadline:
+        code = proc.poll()
+        row = state.get(reg.db, name)
+        if code is not None or (row and row["status"] == "failed"):
+            raise _start_error(name, _tail(log, 30, log_start), row)
+        if row and row["status"] == "running":
+            snaps = state.read_snapshots(state.run_dir(reg.root, name) / "workers", row["workers"])
+            if len(snaps) >= row["replicas"] and all(s["ready"] for s in snaps):
+                return
+        failed = _load_failure(reg, name, row)
+        if failed:
+            raise ServeError(f"The server could not load its model: {failed}")
+        time.sleep(0.1)
+    raise ServeError(
+        f"Server {name!r} was not ready after {wait_s:g} s; see `maas logs {name}`. It was stopped."
+    )
+
+
+def _load_failure(reg, name: str, row) -> str | None:
+    if not row or not row["workers"]:
+        return None
+    snaps = state.read_snapshots(state.run_dir(reg.root, name) / "workers", row["workers"])
+    for snap in snaps:
+        for m in snap["models"]:
+            if m["state"] == "failed" and m["number"] is None:
+                return m["error"]
+    return None
+
+
+def _start_error(name: str, tail: str, row) -> ServeError:
+    if "cannot listen on" in tail:
+        line = next(x for x in tail.splitlines() if "cannot listen on" in x)
+        where = line.split("cannot listen on", 1)[1].strip()
+        return ServeError(
+            f"Server {name!r} could not start: cannot listen on {where}. "
+            "Pick another --port, or --port 0 for any free one."
+        )
+    return ServeError(f"Server {name!r} failed to start. Its log ends with:\n{tail}")
+
+
+def _terminate(proc) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _foreground(reg, name: str, env: dict, token: str, generated: bool):
+    from .supervisor import Supervisor
+
+    os.environ.update({k: env[k] for k in ("MAAS_LAB_HOME", "MAAS_SERVE_TOKEN_SHA256")})
+    row = state.get(reg.db, name)
+    sys.stderr.write(f"Serving {', '.join(row['models'])}; Ctrl-C drains and stops.\n")
+    if generated:
+        sys.stderr.write(f"Management token (shown once): {token}\n")
+    sys.stderr.flush()
+    code = Supervisor(reg.root, name).run()
+    if code:
+        raise ServeError(f"Server {name!r} stopped with an error (see above).")
+    return Report(f"Server {name} stopped", [])
+
+
+# ---------------------------------------------------------------------- a running server
+
+
+class ServerHandle:
+    """What ``serve`` returns: the URL and processes, plus shortcuts for the rest."""
+
+    def __init__(self, name: str, root, token: str | None = None, show_token: bool = False):
+        self.name, self.root, self.token = name, Path(root), token
+        self._show_token = show_token
+        row = state.get(_registry(root).db, name)
+        self.url = _url(row["host"], row["port"]) if row else None
+        self.pid = row["pid"] if row else None
+        self.workers = row["workers"] if row else []
+        self.models = row["models"] if row else []
+
+    def _lines(self) -> list[str]:
+        lines = [
+            f"Serving {', '.join(self.models)} at {self.url}",
+            f"server {self.name}: supervisor pid {self.pid}, "
+            f"{len(self.workers)} replica(s) {self.workers}",
+        ]
+        if self._show_token:
+            lines.append(f"management token (shown once, keep it): {self.token}")
+        lines.append(
+            f"try: maas predict {self.models[0]} ... | maas status | maas stop {self.name}"
+        )
+        return lines
+
+    def __str__(self) -> str:
+        return "\n".join(self._lines())
+
+    def __repr__(self) -> str:
+        return f"<ServerHandle {self.name} {self.url}>"
+
+    def _repr_html_(self) -> str:
+        return "<pre>" + html.escape(str(self)) + "</pre>"
+
+    def client(self):
+        from .client import Client
+
+        return Client(self.url, token=self.token)
+
+    def status(self):
+        return status(self.name, root=self.root)
+
+    def logs(self, lines: int = 40):
+        return logs(self.name, lines=lines, root=self.root)
+
+    def scale(self, replicas: int):
+        return scale(self.name, replicas, root=self.root)
+
+    def stop(self):
+        return stop(self.name, root=self.root)
+
+
+def _live_rows(reg) -> tuple[list[dict], list[str]]:
+    """Rows of servers whose supervisor still runs; stale rows are removed."""
+    live, removed = [], []
+    for row in state.all_rows(reg.db):
+        if row["pid"] and state.pid_alive(row["pid"]):
+            live.append(row)
+        elif row["status"] != "starting" or not row["pid"]:
+            age = time.time() - _parse_time(row["updated_at"])
+            if row["pid"] or age > 300:
+                state.delete(reg.db, row["name"], pid=row["pid"])
+                removed.append(row["name"])
+    return live, removed
+
+
+def _parse_time(text: str) -> float:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _find(reg, name: str) -> dict:
+    live, _ = _live_rows(reg)
+    for row in live:
+        if row["name"] == name:
+            return row
+    raise NotFoundError("running server", name, [r["name"] for r in live])
+
+
+def status(name: str | None = None, root=None) -> Table:
+    """Every running server (or one): models and versions, replicas, queue, load, latency."""
+    reg = _registry(root)
+    live, removed = _live_rows(reg)
+    if name is not None and name not in [r["name"] for r in live]:
+        raise NotFoundError("running server", name, [r["name"] for r in live])
+    rows = []
+    for row in live:
+        if name is not None and row["name"] != name:
+            continue
+        snaps = state.read_snapshots(
+            state.run_dir(reg.root, row["name"]) / "workers", row["workers"]
+        )
+        ready = sum(1 for s in snaps if s["ready"])
+        by_follow: dict[str, list] = {}
+        for snap in snaps:
+            for m in snap["models"]:
+                by_follow.setdefault(m["follow"], []).append(m)
+        for follow in row["models"]:
+            entries = by_follow.get(follow, [])
+            numbers = sorted({m["number"] for m in entries if m["number"] is not None})
+            stats = merge([m["stats"] for m in entries if m["stats"]])
+            figures = summary(stats)
+            errors = sorted({m["error"] for m in entries if m["error"]})
+            rows.append(
+                {
+                    "server": row["name"],
+                    "url": _url(row["host"], row["port"]),
+                    "model": follow,
+                    "version": ",".join(map(str, numbers)) or "-",
+                    "state": "draining" if any(s["draining"] for s in snaps) else row["status"],
+                    "replicas": f"{ready}/{row['replicas']}",
+                    "queue": sum(m["queue"] for m in entries),
+                    "req/s": round(figures["rps"], 1),
+                    "p50 ms": _ms(figures["p50_ms"]),
+                    "p99 ms": _ms(figures["p99_ms"]),
+                    "requests": figures["requests"],
+                    "errors": figures["errors"],
+                    "pids": " ".join(map(str, [row["pid"], *row["workers"]])),
+                    "problem": errors[0] if errors else "",
+                }
+            )
+    columns = [
+        "server",
+        "url",
+        "model",
+        "version",
+        "state",
+        "replicas",
+        "queue",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "requests",
+        "errors",
+        "pids",
+    ]
+    if any(r["problem"] for r in rows):
+        columns.append("problem")
+    note = f"Removed stale entries: {', '.join(removed)}." if removed else ""
+    if not rows and not note:
+        note = "No server is running. Start one with `maas serve NAME[@VERSION|@ALIAS]`."
+    return Table(rows, columns, title="Servers", note=note)
+
+
+def _ms(value) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+def _tail(path: Path, lines: int, start: int = 0) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class LogTail:
+    def __init__(self, title: str, text: str):
+        self.title, self.text = title, text
+
+    def __str__(self) -> str:
+        return f"{self.title}\n{self.text}"
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        return f"<h4>{html.escape(self.title)}</h4><pre>{html.escape(self.text)}</pre>"
+
+
+def logs(name: str, lines: int = 40, root=None) -> LogTail:
+    """The last lines of a server's log (also kept after it stops, until the next start)."""
+    reg = _registry(root)
+    path = state.log_path(reg.root, name)
+    if not path.exists():
+        names = [p.name for p in (reg.root / "servers").glob("*") if (p / "server.log").exists()]
+        raise NotFoundError("server log", name, names)
+    return LogTail(f"Last {lines} lines of {name}'s log", _tail(path, lines))
+
+
+def scale(name: str, replicas: int, wait_s: float = 120.0, root=None) -> Table:
+    """Change the number of worker processes while serving; returns once they are ready."""
+    _check_range("replicas", replicas, 1, 64)
+    reg = _registry(root)
+    row = _find(reg, name)
+    state.update(reg.db, name, replicas=replicas)
+    folder = state.run_dir(reg.root, name) / "workers"
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        row = state.get(reg.db, name)
+        if row is None:
+            raise ServeError(f"Server {name!r} stopped while scaling; see `maas logs {name}`.")
+        snaps = state.read_snapshots(folder, row["workers"])
+        if len(row["workers"]) == replicas and sum(s["ready"] for s in snaps) == replicas:
+            return status(name, root=root)
+        time.sleep(0.1)
+    raise ServeError(
+        f"Server {name!r} did not reach {replicas} ready replicas in {wait_s:g} "
+        f"s; see `maas logs {name}`."
+    )
+
+
+def stop(name: str, wait_s: float = 60.0, root=None) -> Report:
+    """Drain and stop a server: readiness goes 503, requests in flight are answered."""
+    reg = _registry(root)
+    row = _find(reg, name)
+    before = status(name, root=root)
+    answered = sum(r["requests"] for r in before)
+    os.kill(row["pid"], signal.SIGTERM)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and state.pid_alive(row["pid"]):
+        time.sleep(0.05)
+    if state.pid_alive(row["pid"]):
+        os.killpg(row["pid"], signal.SIGKILL)
+        state.delete(reg.db, name)
+        return Report(f"Server {name} killed after {wait_s:g} s of draining", [])
+    state.delete(reg.db, name, pid=row["pid"])
+    return Report(f"Server {name} stopped ({answered} requests answered)", [])
+
+
+# ---------------------------------------------------------------------- clients
+
+
+def client(url: str | None = None, token: str | None = None, name: str | None = None, root=None):
+    """An Open Inference Protocol client for ``url``, or for the running server ``name``."""
+    from .client import Client
+
+    if url is None:
+        if name is None:
+            raise UsageError("Give a server URL, or the name of a running server.")
+        row = _find(_registry(root), name)
+        url = _url(row["host"], row["port"])
+    return Client(url, token=token)
+
+
+def server_for(ref: str, root=None) -> tuple[dict, str | None]:
+    """The running server that serves ``ref``'s model, and the version to put in the URL."""
+    from ..registry.refs import parse_ref
+
+    parsed = parse_ref(ref)
+    reg = _registry(root)
+    live, _ = _live_rows(reg)
+    version = None
+    if parsed.version is not None:
+        version = str(parsed.version)
+    elif parsed.alias is not None:
+        version = parsed.alias
+    exact = [r for r in live if ref in r["models"]]
+    named = [r for r in live if any(m.split("@")[0] == parsed.name for m in r["models"])]
+    if exact:
+        row = exact[0]
+        return row, (None if ref == row["models"][0] else version)
+    if named:
+        return named[0], version
+    raise NotFoundError(
+        "running server for model", parsed.name, [m for r in live for m in r["models"]]
+    )
+
+
+def predict(
+    ref: str, inputs, url: str | None = None, token: str | None = None, outputs=None, root=None
+) -> Report:
+    """Send one request through a running server (never in-process) and show the answer."""
+    from ..registry.refs import parse_ref
+    from .client import Client
+
+    parsed = parse_ref(ref)
+    if url is None:
+        row, version = server_for(ref, root=root)
+        url = _url(row["host"], row["port"])
+    else:
+        version = str(parsed.version) if parsed.version else parsed.alias
+    from .inputs import fit_to_model
+
+    cli = Client(url, token=token)
+    if isinstance(inputs, np.ndarray):
+        inputs = fit_to_model(cli.model_metadata(parsed.name, version), inputs)
+    started = time.perf_counter()
+    out = cli.infer(parsed.name, inputs, version=version, outputs=outputs)
+    ms = 1000 * (time.perf_counter() - started)
+    answered = None
+    rows = []
+    for key, arr in out.items():
+        flat = arr.reshape(-1)
+        preview = ", ".join(
+            f"{v:.4g}" if isinstance(v, float) else str(v) for v in flat[:6].tolist()
+        )
+        rows.append(
+            {
+                "output": key,
+                "dtype": str(arr.dtype),
+                "shape": list(arr.shape),
+                "values": preview + (", ..." if flat.size > 6 else ""),
+            }
+        )
+    title = f"{parsed.name}" + (f"@{version}" if version else "") + f" via {url}"
+    if answered:
+        title += f" (version {answered})"
+    return Report(f"{title}: {ms:.1f} ms", [("", Table(rows))], data=out)
+
+
+# ---------------------------------------------------------------------- aliases
+
+
+def wait_for_switch(
+    name: str, alias: str, number: int, wait_s: float = 60.0, root=None
+) -> list[str]:
+    """After ``name@alias`` moved to ``number``: wait for the servers following it to switch
+    (or to report why they kept the old version). One line per server."""
+    reg = _registry(root)
+    follow = f"{name}@{alias}"
+    live, _ = _live_rows(reg)
+    following = [r for r in live if follow in r["models"]]
+    lines = []
+    for row in following:
+        folder = state.run_dir(reg.root, row["name"]) / "workers"
+        started = time.monotonic()
+        result = None
+        while time.monotonic() - started < wait_s and result is None:
+            snaps = state.read_snapshots(folder, row["workers"])
+            mine = [m for s in snaps for m in s["models"] if m["follow"] == follow]
+            if mine and all(m["number"] == number for m in mine):
+                result = (
+                    f"server {row['name']} ({_url(row['host'], row['port'])}) switched to "
+                    f"{name}@{number} in {time.monotonic() - started:.1f} s"
+                )
+            elif any(m["error"] and f"@{number} " in m["error"] for m in mine):
+                err = next(m["error"] for m in mine if m["error"])
+                kept = sorted({m["number"] for m in mine if m["number"] is not None})
+                result = f"server {row['name']} kept version {kept}: {err}"
+            else:
+                time.sleep(0.1)
+        lines.append(
+            result
+            or f"server {row['name']} has not switched after {wait_s:g} s; see "
+            f"`maas logs {row['name']}`"
+        )
+    return lines

@@ -1,0 +1,192 @@
+"""The supervisor: binds the port, keeps the wanted number of workers alive, stops cleanly.
+
+Why a supervisor of our own rather than uvicorn's ``--workers``: replicas must change while
+serving (``maas scale``) from any notebook, a worker that crashes must come back, and the
+whole server must drain in order (readiness 503 everywhere first, then each worker finishes
+what it holds). The supervisor reads the wanted replica count from the server's registry
+row, the same place ``maas status`` reads, so there is no control socket to secure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import state
+from .worker import log_to_stderr
+
+TICK_S = 0.2
+GIVE_UP_AFTER = 5  # consecutive worker crashes with none ever ready
+
+
+class BindError(Exception):
+    pass
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        raise BindError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+class Supervisor:
+    def __init__(self, root: Path, name: str):
+        from ..api import registry
+
+        self.root, self.name = Path(root), name
+        self.db = registry(root).db
+        self.log = log_to_stderr(f"[server {name}]")
+        self.workers: dict[int, subprocess.Popen] = {}
+        self.retiring: dict[int, subprocess.Popen] = {}
+        self.stopping = False
+        self.crashes = 0
+        self.ever_ready = False
+
+    def run(self) -> int:
+        row = state.get(self.db, self.name)
+        if row is None:
+            self.log("no registry row for this server; nothing to do")
+            return 2
+        try:
+            self.sock = bind(row["host"], int(row["port"] or 0))
+        except BindError as exc:
+            self.log(f"error: {exc}")
+            state.update(self.db, self.name, status="failed")
+            return 3
+        self.port = self.sock.getsockname()[1]
+        state.update(self.db, self.name, port=self.port, pid=os.getpid(), status="starting")
+        self.log(f"listening on {row['host']}:{self.port}")
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_stop)
+        folder = state.run_dir(self.root, self.name) / "workers"
+        last = None
+        try:
+            while not self.stopping:
+                row = state.get(self.db, self.name)
+                if row is None or row["pid"] != os.getpid():
+                    self.log("the registry row was removed or taken over; stopping")
+                    break
+                self._reap()
+                if self.crashes >= GIVE_UP_AFTER and not self.ever_ready:
+                    self.log(f"error: workers crashed {self.crashes} times; giving up")
+                    state.update(self.db, self.name, status="failed")
+                    break
+                self._scale(int(row["replicas"]))
+                snaps = state.read_snapshots(folder, list(self.workers))
+                ready = sum(1 for s in snaps if s["ready"])
+                self.ever_ready |= ready > 0
+                status = "running" if ready >= len(self.workers) and self.workers else "starting"
+                now = (sorted(self.workers), status)
+                if now != last:
+                    state.update(self.db, self.name, workers=now[0], status=status)
+                    last = now
+                time.sleep(TICK_S)
+        finally:
+            self._shutdown(float(row["options"].get("drain_s", 30)) if row else 30.0)
+        return 0
+
+    def _on_stop(self, sig, frame) -> None:
+        self.stopping = True
+
+    def _spawn(self) -> None:
+        fd = self.sock.fileno()
+        cmd = [
+            sys.executable,
+            "-m",
+            "maas_lab.serving.worker",
+            "--root",
+            str(self.root),
+            "--name",
+            self.name,
+            "--fd",
+            str(fd),
+            "--port",
+            str(self.port),
+        ]
+        proc = subprocess.Popen(cmd, pass_fds=(fd,), stdin=subprocess.DEVNULL)
+        self.workers[proc.pid] = proc
+        self.log(f"started worker {proc.pid}")
+
+    def _reap(self) -> None:
+        for pid, proc in list(self.workers.items()):
+            code = proc.poll()
+            if code is not None:
+                del self.workers[pid]
+                self.crashes += 1
+                self.log(f"worker {pid} exited with code {code}; starting another")
+                time.sleep(min(5.0, 0.2 * 2 ** min(self.crashes, 5)))
+        for pid, proc in list(self.retiring.items()):
+            if proc.poll() is not None:
+                del self.retiring[pid]
+                self.log(f"worker {pid} stopped")
+
+    def _scale(self, wanted: int) -> None:
+        wanted = max(1, wanted)
+        while len(self.workers) < wanted:
+            self._spawn()
+        while len(self.workers) > wanted:
+            pid = max(self.workers)  # the newest: the others have warm caches
+            proc = self.workers.pop(pid)
+            self.log(f"scaling down: draining worker {pid}")
+            proc.send_signal(signal.SIGTERM)
+            self.retiring[pid] = proc
+
+    def _shutdown(self, drain_s: float) -> None:
+        procs = {**self.workers, **self.retiring}
+        self.log(f"stopping: draining {len(procs)} worker(s)")
+        for proc in procs.values():
+            _signal(proc, signal.SIGUSR1)
+        time.sleep(0.2)
+        for proc in procs.values():
+            _signal(proc, signal.SIGTERM)
+        deadline = time.monotonic() + drain_s + 5
+        for proc in procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.log(f"worker {proc.pid} did not stop in time; killing it")
+                proc.kill()
+                proc.wait()
+        try:
+            self.sock.close()
+        except AttributeError:
+            pass
+        state.delete(self.db, self.name, pid=os.getpid())
+        folder = state.run_dir(self.root, self.name) / "workers"
+        for path in folder.glob("*.json"):
+            path.unlink(missing_ok=True)
+        self.log("stopped")
+
+
+def _signal(proc: subprocess.Popen, sig) -> None:
+    if proc.poll() is None:
+        try:
+            proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m maas_lab.serving.supervisor")
+    parser.add_argument("--root", required=True)
+    parser.add_argument("--name", required=True)
+    args = parser.parse_args(argv)
+    return Supervisor(Path(args.root), args.name).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""One worker process: a uvicorn server on the listening socket its supervisor shares.
+
+All replicas accept on the same socket (the kernel spreads connections), so adding or
+removing one never changes the port. On SIGTERM a worker drains: readiness answers 503, it
+stops accepting, answers what it already received (with ``Connection: close``), then exits;
+other replicas keep serving. SIGUSR1 only turns readiness to 503 (the supervisor sends it
+first when the whole server stops, so a load balancer can stop sending new work).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+
+
+def log_to_stderr(prefix: str):
+    def log(message: str) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        sys.stderr.write(f"{stamp} {prefix} {message}\n")
+        sys.stderr.flush()
+
+    return log
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m maas_lab.serving.worker")
+    parser.add_argument("--root", required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+
+    import uvicorn
+
+    from ..api import registry
+    from . import state
+    from .app import Server
+
+    log = log_to_stderr(f"[worker {os.getpid()}]")
+    row = state.get(registry(args.root).db, args.name)
+    if row is None:
+        log(f"server {args.name!r} is not recorded in the registry; exiting")
+        return 2
+    options = row["options"]
+    app = Server(args.root, args.name, options, args.port, log)
+    app.models.prepare()
+    sock = socket.socket(fileno=args.fd)
+    config = uvicorn.Config(
+        app,
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=float(options.get("drain_s", 30)),
+        loop="auto",
+        http="auto",
+    )
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            if not app.draining:
+                app.draining = True
+                app.write_snapshot_now()
+                log("draining: readiness is 503, finishing requests in flight")
+            super().handle_exit(sig, frame)
+
+    server = DrainingServer(config)
+
+    def not_ready(sig, frame):
+        app.draining = True
+        app.write_snapshot_now()
+
+    signal.signal(signal.SIGUSR1, not_ready)
+    parent = os.getppid()
+
+    def watch_parent():  # the supervisor was killed: do not linger as an orphan
+        while not server.should_exit:
+            if os.getppid() != parent:
+                log("supervisor is gone; stopping")
+                app.draining = True
+                server.should_exit = True
+                return
+            time.sleep(0.5)
+
+    threading.Thread(target=watch_parent, daemon=True).start()
+    log(f"serving {', '.join(row['models'])} on port {args.port}")
+    server.run(sockets=[sock])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -367,8 +367,10 @@ class Server:
 
             own = [t["name"] for t in loaded.runner.signature["inputs"]]
             return tokenize(loaded.tokenizer, list(texts), own, max_length=TEXT_LENGTH)
-        own = loaded.runner.signature["inputs"]
-        return validate_inputs(own, request.inputs)
+        feeds = validate_inputs(loaded.runner.signature["inputs"], request.inputs)
+        # Binary inputs are views of the request body; backends (torch.from_numpy) want
+        # arrays they may write to.
+        return {k: v if v.flags.writeable else v.copy() for k, v in feeds.items()}
 
     async def _repository(self, path: str, body: bytes):
         from ..api import registry

@@ -20,7 +20,8 @@ class MaasMagics(Magics):
         """Run a maas_lab command: `%maas list`, `%maas show minilm@prod`, `%maas --help`.
 
         Subcommands: register, list, search, show, history, alias, tag, metric, recommend,
-        export, compress, distill, compare, plugins, fsck, bundle. Each has --help. As a cell
+        export, compress, distill, compare, serve, predict, status, logs, scale, stop,
+        plugins, fsck, bundle. Each has --help. As a cell
         magic, the cell body holds more arguments (one per line if you like; {python_vars}
         are expanded). `--data NAME` may name a variable of this notebook holding (x, y), an
         array or a list of sentences.

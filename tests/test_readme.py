@@ -3,6 +3,7 @@
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 README = Path(__file__).parent.parent / "README.md"
@@ -12,7 +13,7 @@ README = Path(__file__).parent.parent / "README.md"
 def test_readme_notebook_blocks_run(maas_shell, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     for block in blocks:
         result = maas_shell.run_cell(block)
         assert result.success, f"README block failed:\n{block}\n{result.error_in_exec!r}"
@@ -29,5 +30,9 @@ def test_readme_notebook_blocks_run(maas_shell, tmp_path, monkeypatch):
         pruned["size_bytes"]
         < 0.35 * maas_shell.run_line_magic("maas", "show digits-mlp@1")["size_bytes"]
     )
+    vecs = maas_shell.user_ns["vecs"]["sentence_embedding"]
+    np.testing.assert_allclose(vecs, maas_shell.user_ns["emb"], atol=1e-4)  # served = loaded
+    assert maas_shell.run_line_magic("maas", "show minilm@prod")["ref"] == "minilm@3"
+    assert len(maas_shell.run_line_magic("maas", "status")) == 0  # stopped
     exported = maas_shell.run_line_magic("maas", "show minilm@2")
     assert exported["format"] == "onnx" and exported["metrics"]["parity_min_cosine"] > 0.9999

@@ -487,8 +487,10 @@ def test_moving_an_alias_switches_without_dropping_requests(home, digits_x):
         assert outcomes and set(outcomes) == {200}, set(outcomes)
         assert seen[0] == "1" and seen[-1] == "2"
         expected = api.runner("digits@2", root=home).infer({"input": digits_x[:1]})["output"]
-        got = api.client(handle.url).infer("digits", {"input": digits_x[:1]})["output"]
-        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+        client = api.client(handle.url)
+        for version in (None, "prod", "2"):  # the alias works in the URL too
+            got = client.infer("digits", {"input": digits_x[:1]}, version=version)["output"]
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     finally:
         stop.set()
         api.stop("digits-prod", root=home)

@@ -17,15 +17,16 @@ _API = {
     "alias", "bundle_export", "bundle_import", "close_all", "compare", "compress", "distill",
     "evaluate", "export", "fsck", "history",
     "list_models", "load", "log_metrics", "plugins", "recommend", "register", "resolve", "runner",
-    "search", "show", "tag",
+    "search", "show", "tag", "serve", "status", "logs", "scale", "stop", "predict", "client",
 }  # fmt: skip
 
 
 def __getattr__(name: str):
-    if name in _API:
-        from . import api
+    if name == "api" or name in _API:  # `import maas_lab; maas_lab.api.serve(...)` works too
+        import importlib
 
-        return getattr(api, name)
+        api = importlib.import_module("maas_lab.api")
+        return api if name == "api" else getattr(api, name)
     raise AttributeError(f"module 'maas_lab' has no attribute {name!r}")
 
 

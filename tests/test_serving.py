@@ -173,8 +173,13 @@ def test_digits_with_tritonclient_matches_in_process(home, digits_server, digits
         result = client.infer("digits", [inp], outputs=[out], model_version="3")
         np.testing.assert_allclose(result.as_numpy("output"), expected, rtol=1e-5, atol=1e-6)
         assert result.get_response()["model_version"] == "3"
+    inp = th.InferInput("input", list(digits_x.shape), "FP32")
+    inp.set_data_from_numpy(digits_x)
+    for algorithm in ("gzip", "deflate"):  # compressed bodies are inflated before parsing
+        result = client.infer("digits", [inp], request_compression_algorithm=algorithm)
+        np.testing.assert_allclose(result.as_numpy("output"), expected, rtol=1e-5, atol=1e-6)
     stats = client.get_inference_statistics("digits")["model_stats"][0]
-    assert stats["inference_stats"]["success"]["count"] >= 2
+    assert stats["inference_stats"]["success"]["count"] >= 4
 
 
 def test_digits_with_plain_http_json(home, digits_server, digits_x):
@@ -536,6 +541,11 @@ def test_scale_up_and_down_while_serving(home, digits_x):
 def test_stop_drains_requests_in_flight(home):
     handle = api.serve("words@1", name="words-drain", port=0, root=home)
     url = handle.url
+    # The first step of a stop: readiness turns 503 while requests are still answered.
+    os.kill(handle.workers[0], signal.SIGUSR1)
+    status, _, answer = _request(url, "GET", "/v2/health/ready")
+    assert status == 503 and "shutting down" in answer["error"]
+    assert _words(url, ["good"]) == (200, [1.0])
     answers = []
     slow = threading.Thread(target=lambda: answers.append(_words(url, ["slow"])))
     slow.start()

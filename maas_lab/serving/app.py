@@ -367,7 +367,13 @@ class Server:
 
             own = [t["name"] for t in loaded.runner.signature["inputs"]]
             return tokenize(loaded.tokenizer, list(texts), own, max_length=TEXT_LENGTH)
-        feeds = validate_inputs(loaded.runner.signature["inputs"], request.inputs)
+        try:
+            feeds = validate_inputs(loaded.runner.signature["inputs"], request.inputs)
+        except ProtocolError as exc:
+            if loaded.tokenizer is None or "no input" not in str(exc):
+                raise
+            raise ProtocolError(f"{str(exc).rstrip('.')}; or send sentences as 'text' "
+                                "(BYTES [batch]).") from None  # fmt: skip
         # Binary inputs are views of the request body; backends (torch.from_numpy) want
         # arrays they may write to.
         return {k: v if v.flags.writeable else v.copy() for k, v in feeds.items()}

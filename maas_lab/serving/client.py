@@ -58,6 +58,7 @@ class Client:
         self._prefix = parts.path.rstrip("/")
         self._token = token
         self._conn: http.client.HTTPConnection | None = None
+        self.last_version: str | None = None  # the version that answered the last infer
         self._metadata: dict[tuple[str, str], dict] = {}
 
     def __repr__(self) -> str:
@@ -158,6 +159,7 @@ class Client:
             result = parse_infer_response(data, int(length) if length is not None else None)
         except (ProtocolError, ValueError) as exc:
             raise ServerError(str(exc), response.status) from None
+        self.last_version = result.get("model_version")
         return result["outputs"]
 
     def _meta(self, model: str, version: str | int | None) -> dict:

@@ -360,6 +360,7 @@ def status(name: str | None = None, root=None) -> Table:
                     "req/s": round(figures["rps"], 1),
                     "p50 ms": _ms(figures["p50_ms"]),
                     "p99 ms": _ms(figures["p99_ms"]),
+                "batch": round(figures["mean_batch"], 2) if figures["mean_batch"] else "",
                     "requests": figures["requests"],
                     "errors": figures["errors"],
                     "pids": " ".join(map(str, [row["pid"], *row["workers"]])),
@@ -377,6 +378,7 @@ def status(name: str | None = None, root=None) -> Table:
         "req/s",
         "p50 ms",
         "p99 ms",
+        "batch",
         "requests",
         "errors",
         "pids",
@@ -439,7 +441,8 @@ def scale(name: str, replicas: int, wait_s: float = 120.0, root=None) -> Table:
         if row is None:
             raise ServeError(f"Server {name!r} stopped while scaling; see `maas logs {name}`.")
         snaps = state.read_snapshots(folder, row["workers"])
-        if len(row["workers"]) == replicas and sum(s["ready"] for s in snaps) == replicas:
+        ready = sum(s["ready"] for s in snaps) == replicas and row["status"] == "running"
+        if len(row["workers"]) == replicas and ready:
             return status(name, root=root)
         time.sleep(0.1)
     raise ServeError(
@@ -452,8 +455,6 @@ def stop(name: str, wait_s: float = 60.0, root=None) -> Report:
     """Drain and stop a server: readiness goes 503, requests in flight are answered."""
     reg = _registry(root)
     row = _find(reg, name)
-    before = status(name, root=root)
-    answered = sum(r["requests"] for r in before)
     os.kill(row["pid"], signal.SIGTERM)
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline and state.pid_alive(row["pid"]):
@@ -463,7 +464,7 @@ def stop(name: str, wait_s: float = 60.0, root=None) -> Report:
         state.delete(reg.db, name)
         return Report(f"Server {name} killed after {wait_s:g} s of draining", [])
     state.delete(reg.db, name, pid=row["pid"])
-    return Report(f"Server {name} stopped ({answered} requests answered)", [])
+    return Report(f"Server {name} stopped", [])
 
 
 # ---------------------------------------------------------------------- clients
@@ -526,7 +527,7 @@ def predict(
     started = time.perf_counter()
     out = cli.infer(parsed.name, inputs, version=version, outputs=outputs)
     ms = 1000 * (time.perf_counter() - started)
-    answered = None
+    answered = cli.last_version
     rows = []
     for key, arr in out.items():
         flat = arr.reshape(-1)

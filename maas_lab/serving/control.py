@@ -360,7 +360,7 @@ def status(name: str | None = None, root=None) -> Table:
                     "req/s": round(figures["rps"], 1),
                     "p50 ms": _ms(figures["p50_ms"]),
                     "p99 ms": _ms(figures["p99_ms"]),
-                "batch": round(figures["mean_batch"], 2) if figures["mean_batch"] else "",
+                    "batch": round(figures["mean_batch"], 2) if figures["mean_batch"] else "",
                     "requests": figures["requests"],
                     "errors": figures["errors"],
                     "pids": " ".join(map(str, [row["pid"], *row["workers"]])),

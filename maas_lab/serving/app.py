@@ -42,7 +42,6 @@ _REPO = re.compile(r"^/v2/repository/models/(?P<name>[^/]+)/(?P<action>load|unlo
 _PATH = re.compile(r"(?:[A-Za-z]:)?(?:/[^\s'\"/:]+){2,}/?")
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "model_configuration"]
-TEXT_LENGTH = 256  # tokens: what sentence-transformers keeps for MiniLM
 
 
 class HTTPError(Exception):
@@ -311,6 +310,10 @@ class Server:
     async def _infer(self, name: str, version: str | None, body: bytes, headers: dict):
         arrived = time.perf_counter()
         loaded = self.models.find(name, version)
+        if loaded.batcher.depth >= loaded.batcher.max_queue:  # refuse before any parsing
+            loaded.stats.fail(503)
+            raise HTTPError(503, f"{loaded.ref} is at capacity ({loaded.batcher.depth} requests "
+                                 "queued); retry shortly.", {"retry-after": "1"})  # fmt: skip
         try:
             request = parse_infer_request(body, headers.get("inference-header-content-length"))
             check_requested_outputs(request, [t["name"] for t in loaded.outputs])
@@ -363,10 +366,7 @@ class Server:
             )["text"]
             if texts.ndim != 1:
                 raise ProtocolError("Input 'text' must be a 1-D batch of strings.")
-            from ..evaluation import tokenize
-
-            own = [t["name"] for t in loaded.runner.signature["inputs"]]
-            return tokenize(loaded.tokenizer, list(texts), own, max_length=TEXT_LENGTH)
+            return loaded.text(list(texts))
         try:
             feeds = validate_inputs(loaded.runner.signature["inputs"], request.inputs)
         except ProtocolError as exc:

@@ -20,6 +20,7 @@ and every output axis of that length is named like the input's, so it can be cut
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 PAD_WASTE = 0.3  # padded tokens may exceed real tokens by this fraction
+FAIR_WINDOW = 3  # a batch is chosen among the oldest FAIR_WINDOW * max_batch requests
 
 
 class Overloaded(Exception):
@@ -214,11 +216,13 @@ class Batcher:
         first = self.queue[0]
         chosen, rows = [first], first.rows
         if self.max_batch > 1 and first.rows < self.max_batch:
+            # Only the oldest few may join: a request can be overtaken by a better length
+            # match a bounded number of times, which keeps the latency tail short.
+            window = list(itertools.islice(self.queue, 1, 1 + FAIR_WINDOW * self.max_batch))
             candidates = [
-                p
-                for p in list(self.queue)[1:]
+                p for p in window
                 if p.key == first.key and not p.future.done() and p.deadline >= now
-            ]
+            ]  # fmt: skip
             if self.plan.pad_dim is not None:
                 candidates.sort(key=lambda p: abs(p.length - first.length))
             longest, real = first.length, first.rows * first.length

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from ..components import tensor
 from .batching import Batcher, Plan
 from .metrics import Stats
+from .text import TextInput
 
 POLL_S = 0.5
 PLATFORMS = {
@@ -48,6 +49,7 @@ class Loaded:
     batcher: Batcher
     stats: Stats
     tokenizer: object = None
+    text: object = None  # sentences -> the model's token inputs (TextInput)
     loaded_at: float = field(default_factory=time.time)
 
     @property
@@ -277,8 +279,16 @@ class ModelSet:
             log=self.log,
         )
         number = int(ref.rsplit("@", 1)[1])
+        text = TextInput(tokenizer, names) if tokenizer is not None else None
         return Loaded(
-            ref.rsplit("@", 1)[0], number, checkout.format, runner, batcher, stats, tokenizer
+            ref.rsplit("@", 1)[0],
+            number,
+            checkout.format,
+            runner,
+            batcher,
+            stats,
+            tokenizer,
+            text,
         )
 
 

@@ -17,6 +17,8 @@ import sys
 import threading
 import time
 
+ACCEPT_GRACE_S = 1.0
+
 
 def log_to_stderr(prefix: str):
     def log(message: str) -> None:
@@ -62,12 +64,31 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     class DrainingServer(uvicorn.Server):
+        """Stop accepting first, keep answering for ``ACCEPT_GRACE_S``, then shut down.
+
+        uvicorn's own shutdown closes idle connections right after the listener; a client
+        whose connection this worker accepted a moment before (the kernel hands connections
+        to whichever replica asks) would see it closed before its request was read. Given a
+        moment, those requests are answered (with ``Connection: close``) and the client's
+        next connection goes to a replica that stays.
+        """
+
+        draining_since = None
+
         def handle_exit(self, sig, frame):
-            if not app.draining:
-                app.draining = True
-                app.write_snapshot_now()
-                log("draining: readiness is 503, finishing requests in flight")
-            super().handle_exit(sig, frame)
+            loop = app.models.loop
+            if self.draining_since is not None or loop is None:
+                return super().handle_exit(sig, frame)  # a second signal: stop now
+            self.draining_since = time.monotonic()
+            app.draining = True
+            app.write_snapshot_now()
+            log("draining: readiness is 503, finishing requests in flight")
+            loop.call_soon_threadsafe(self._stop_accepting, sig, frame)
+
+        def _stop_accepting(self, sig, frame):
+            for listener in getattr(self, "servers", []):
+                listener.close()
+            app.models.loop.call_later(ACCEPT_GRACE_S, super().handle_exit, sig, frame)
 
     server = DrainingServer(config)
 

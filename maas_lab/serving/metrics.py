@@ -123,55 +123,43 @@ def summary(snap: dict, now: float | None = None) -> dict:
 def prometheus(models: list[dict]) -> str:
     """The text exposition format; ``models`` are ``{name, version, stats, queue}`` with
     stats merged over all workers."""
-    lines = [
-        "# HELP maas_requests_total Inference requests answered, by outcome.",
-        "# TYPE maas_requests_total counter",
-    ]
-    for m in models:
+
+    def requests(m):
         labels = f'model="{m["name"]}",version="{m["version"]}"'
         s = m["stats"]
-        lines.append(f'maas_requests_total{{{labels},status="200"}} {s["success"]}')
-        for status, n in sorted(s["failure"].items()):
-            lines.append(f'maas_requests_total{{{labels},status="{status}"}} {n}')
-    lines += [
-        "# HELP maas_inferences_total Rows (batch items) inferred.",
-        "# TYPE maas_inferences_total counter",
-    ]
-    lines += [_sample("maas_inferences_total", m, m["stats"]["inferences"]) for m in models]
-    lines += [
-        "# HELP maas_executions_total Backend calls (one per formed batch).",
-        "# TYPE maas_executions_total counter",
-    ]
-    lines += [_sample("maas_executions_total", m, m["stats"]["executions"]) for m in models]
-    lines += [
-        "# HELP maas_queue_size Requests waiting to be batched.",
-        "# TYPE maas_queue_size gauge",
-    ]
-    lines += [_sample("maas_queue_size", m, m["queue"]) for m in models]
-    lines += [
-        "# HELP maas_request_duration_seconds Time from arrival to answer, successful requests.",
-        "# TYPE maas_request_duration_seconds histogram",
-    ]
-    for m in models:
-        lines += _histogram(
-            "maas_request_duration_seconds",
-            m,
-            BUCKETS,
-            m["stats"]["latency_buckets"],
-            m["stats"]["success_ns"] / 1e9,
-        )
-    lines += [
-        "# HELP maas_batch_size Rows per backend call.",
-        "# TYPE maas_batch_size histogram",
-    ]
-    for m in models:
-        lines += _histogram(
-            "maas_batch_size",
-            m,
-            BATCH_BUCKETS,
-            m["stats"]["batch_buckets"],
-            m["stats"]["inferences"],
-        )
+        out = [f'maas_requests_total{{{labels},status="200"}} {s["success"]}']
+        out += [f'maas_requests_total{{{labels},status="{status}"}} {n}'
+                for status, n in sorted(s["failure"].items())]  # fmt: skip
+        return out
+
+    def sample(metric, value):
+        return lambda m: [_sample(metric, m, value(m))]
+
+    def histogram(metric, bounds, counts, total):
+        return lambda m: _histogram(metric, m, bounds, counts(m), total(m))
+
+    families = [
+        ("maas_requests_total", "counter", "Inference requests answered, by outcome.", requests),
+        ("maas_inferences_total", "counter", "Rows (batch items) inferred.",
+         sample("maas_inferences_total", lambda m: m["stats"]["inferences"])),
+        ("maas_executions_total", "counter", "Backend calls (one per formed batch).",
+         sample("maas_executions_total", lambda m: m["stats"]["executions"])),
+        ("maas_queue_size", "gauge", "Requests waiting to be batched.",
+         sample("maas_queue_size", lambda m: m["queue"])),
+        ("maas_request_duration_seconds", "histogram",
+         "Time from arrival to answer, successful requests.",
+         histogram("maas_request_duration_seconds", BUCKETS,
+                   lambda m: m["stats"]["latency_buckets"],
+                   lambda m: m["stats"]["success_ns"] / 1e9)),
+        ("maas_batch_size", "histogram", "Rows per backend call.",
+         histogram("maas_batch_size", BATCH_BUCKETS, lambda m: m["stats"]["batch_buckets"],
+                   lambda m: m["stats"]["inferences"])),
+    ]  # fmt: skip
+    lines = []
+    for metric, kind, help_text, render in families:
+        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} {kind}"]
+        for m in models:
+            lines += render(m)
     return "\n".join(lines) + "\n"
 
 

@@ -560,6 +560,19 @@ def _show(value: Any) -> str:
 # --- encoding a response --------------------------------------------------------------------
 
 
+def _with_values(entry: dict, array: np.ndarray, binary: bool, blobs: list, role: str,
+                 error: type[Exception]) -> dict:  # fmt: skip
+    """A tensor's values, in the header as JSON ``data`` or appended to ``blobs`` as binary."""
+    datatype = entry["datatype"]
+    if binary:
+        blob = _to_wire(array, datatype)
+        entry["parameters"] = {"binary_data_size": len(blob)}
+        blobs.append(blob)
+    else:
+        entry["data"] = _json_values(array, datatype, f"{role} {entry['name']!r}", error)
+    return entry
+
+
 def encode_infer_response(
     model_name: str, model_version: str, request: InferRequest, outputs: dict[str, np.ndarray]
 ) -> tuple[bytes, dict[str, str]]:
@@ -581,13 +594,7 @@ def encode_infer_response(
                 status=500,
             )
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
-        if binary:
-            blob = _to_wire(array, datatype)
-            entry["parameters"] = {"binary_data_size": len(blob)}
-            blobs.append(blob)
-        else:
-            entry["data"] = _json_values(array, datatype, f"output {name!r}", ProtocolError)
-        entries.append(entry)
+        entries.append(_with_values(entry, array, binary, blobs, "output", ProtocolError))
     doc: dict[str, Any] = {"model_name": model_name, "model_version": str(model_version)}
     if request.id is not None:
         doc["id"] = request.id
@@ -719,13 +726,7 @@ def encode_infer_request(
                 "use bool, (u)int8-64, float16/32/64 or strings."
             )
         spec: dict[str, Any] = {"name": name, "shape": list(array.shape), "datatype": datatype}
-        if binary:
-            blob = _to_wire(array, datatype)
-            spec["parameters"] = {"binary_data_size": len(blob)}
-            blobs.append(blob)
-        else:
-            spec["data"] = _json_values(array, datatype, f"input {name!r}", UsageError)
-        specs.append(spec)
+        specs.append(_with_values(spec, array, binary, blobs, "input", UsageError))
     doc: dict[str, Any] = {}
     if request_id:
         doc["id"] = request_id

@@ -694,3 +694,26 @@ def test_client_reopens_a_dropped_keep_alive_connection(stub_url):
     assert first is not None  # the response did not say it would close
     got = client.infer("drop", {"x": np.ones(2, np.float32)})
     assert got["x"].tolist() == [1.0, 1.0] and client._conn is not first
+
+
+def test_predict_inputs_name_the_mistake(tmp_path):
+    from maas_lab.errors import UsageError
+    from maas_lab.serving.inputs import fit_to_model, predict_inputs
+
+    assert predict_inputs(("a", "b"), None, None) == ["a", "b"]
+    assert predict_inputs((), "[1, 2]", None).tolist() == [1, 2]
+    with pytest.raises(UsageError, match="one way"):
+        predict_inputs(("a",), "[1]", None)
+    with pytest.raises(UsageError, match="not valid JSON"):
+        predict_inputs((), "[1,", None)
+    with pytest.raises(UsageError, match="neither a notebook variable"):
+        predict_inputs((), None, "nothing_here")
+    np.save(tmp_path / "x.npy", np.ones((2, 3)))
+    assert predict_inputs((), None, str(tmp_path / "x.npy")).shape == (2, 3)
+    one = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 3]}]}
+    fitted = fit_to_model(one, np.ones(3))
+    assert fitted["x"].shape == (1, 3) and fitted["x"].dtype == np.float32
+    two = {"inputs": [{"name": "a", "datatype": "FP32", "shape": [-1]},
+                      {"name": "b", "datatype": "FP32", "shape": [-1]}]}  # fmt: skip
+    with pytest.raises(UsageError, match="several inputs"):
+        fit_to_model(two, np.ones(3))

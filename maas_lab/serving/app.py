@@ -367,13 +367,8 @@ class Server:
             if texts.ndim != 1:
                 raise ProtocolError("Input 'text' must be a 1-D batch of strings.")
             return loaded.text(list(texts))
-        try:
-            feeds = validate_inputs(loaded.runner.signature["inputs"], request.inputs)
-        except ProtocolError as exc:
-            if loaded.tokenizer is None or "no input" not in str(exc):
-                raise
-            raise ProtocolError(f"{str(exc).rstrip('.')}; or send sentences as 'text' "
-                                "(BYTES [batch]).") from None  # fmt: skip
+        otherwise = "or send sentences as 'text' (BYTES [batch])" if loaded.text else ""
+        feeds = validate_inputs(loaded.runner.signature["inputs"], request.inputs, otherwise)
         # Binary inputs are views of the request body; backends (torch.from_numpy) want
         # arrays they may write to.
         return {k: v if v.flags.writeable else v.copy() for k, v in feeds.items()}

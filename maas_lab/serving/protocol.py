@@ -455,25 +455,28 @@ def check_requested_outputs(request: InferRequest, output_names: list[str]) -> N
 
 
 def validate_inputs(
-    signature_inputs: list[dict], inputs: list[InferInput]
+    signature_inputs: list[dict], inputs: list[InferInput], otherwise: str = ""
 ) -> dict[str, np.ndarray]:
     """Check a request's inputs against a model signature; return the feeds by name.
 
     Runs before batching so one bad request is refused alone instead of failing a batch.
-    A signature dtype ``"str"`` gets an object array of Python ``str``.
+    A signature dtype ``"str"`` gets an object array of Python ``str``. ``otherwise`` names
+    another way to call the model (e.g. sentences as ``text``) in the errors about names.
     """
     expected = {spec["name"]: spec for spec in signature_inputs}
     given = {tensor.name: tensor for tensor in inputs}
+    tail = f"; {otherwise}." if otherwise else "."
     for name in given:
         if name not in expected:
             raise ProtocolError(
-                f"this model has no input {name!r}; its inputs are: {_describe(signature_inputs)}."
+                f"this model has no input {name!r}; its inputs are: "
+                f"{_describe(signature_inputs)}{tail}"
             )
     for name in expected:
         if name not in given:
             raise ProtocolError(
                 f"the request is missing input {name!r}; this model needs: "
-                f"{_describe(signature_inputs)}."
+                f"{_describe(signature_inputs)}{tail}"
             )
     dims: dict[str, tuple[int, str]] = {}
     feeds: dict[str, np.ndarray] = {}

@@ -72,6 +72,7 @@ def register(
     metrics=None,
     inputs=None,
     signature: str | dict | None = None,
+    lineage: list[dict] | None = None,
     root=None,
 ) -> Report:
     """Register a new version of ``name`` from exactly one source.
@@ -85,6 +86,8 @@ def register(
     The matching loader plugin checks the files before anything is stored. The tensor
     signature is ``signature`` (a dict or JSON), or is inferred from ``inputs``
     (``["input:float32:batch,64"]``) by running the model once on generated inputs.
+    ``lineage`` lists where the version came from: ``{"operation": "train", "parent":
+    REF or None, "plugin": ..., "params": {...}}`` per edge (training jobs record theirs).
     """
     source = collect(from_hf, from_torch, weights, config, from_file, format, card)
     fmt, files = source.format, source.files
@@ -109,6 +112,7 @@ def register(
             signature=sig,
             tags=parse_pairs(tags),
             metrics=parse_pairs(metrics, "metric", numeric=True),
+            lineage=lineage or (),
             progress=bar.update if bar is not None else None,
         )
     finally:
@@ -499,8 +503,14 @@ def compare(*refs: str, data=None, budget_s: float = 2.0, log: bool = False, roo
     )
 
 
-def evaluate(ref: str, data=None, against: str | None = None, budget_s: float = 2.0,
-             log: bool = False, root=None) -> Report:  # fmt: skip
+def evaluate(
+    ref: str,
+    data=None,
+    against: str | None = None,
+    budget_s: float = 2.0,
+    log: bool = False,
+    root=None,
+) -> Report:
     """Measure one version (against another for fidelity); ``log`` stores the metrics."""
     refs = (against, ref) if against else (ref,)
     return compare(*refs, data=data, budget_s=budget_s, log=log, root=root)
@@ -606,8 +616,9 @@ def history(name: str, root=None) -> Report:
     )
 
 
-def alias(name: str, alias_name: str, version: str | int | None = None, delete: bool = False,
-          root=None) -> Report:  # fmt: skip
+def alias(
+    name: str, alias_name: str, version: str | int | None = None, delete: bool = False, root=None
+) -> Report:
     """Point ``name@alias_name`` at ``version`` (number, ref or another alias), or delete it."""
     reg = registry(root)
     if delete:
@@ -773,11 +784,18 @@ def status(name: str | None = None, root=None) -> Table:
     return show_status(name, root=root)
 
 
-def logs(name: str, lines: int = 40, root=None):
-    """The end of a server's log."""
+def logs(name, lines: int = 40, root=None):
+    """The end of a server's log, or of a training job's (``name`` is then its number)."""
+    from .launching.jobs import parse_id
     from .serving.control import logs as tail
 
-    return tail(name, lines=lines, root=root)
+    try:
+        parse_id(name)
+    except UsageError:
+        return tail(name, lines=lines, root=root)
+    from .launching.control import logs as job_tail
+
+    return job_tail(name, lines=lines, root=root)
 
 
 def scale(name: str, replicas: int, root=None) -> Table:
@@ -794,8 +812,9 @@ def stop(name: str, root=None) -> Report:
     return halt(name, root=root)
 
 
-def predict(ref: str, inputs, url: str | None = None, token: str | None = None,
-            outputs=None, root=None) -> Report:  # fmt: skip
+def predict(
+    ref: str, inputs, url: str | None = None, token: str | None = None, outputs=None, root=None
+) -> Report:
     """One request through the running server that serves ``ref`` (never in-process)."""
     from .serving.control import predict as ask
 
@@ -810,6 +829,61 @@ def client(url: str | None = None, token: str | None = None, name: str | None = 
     return make(url, token=token, name=name, root=root)
 
 
+# ---------------------------------------------------------------------- training jobs
+
+
+def launch(
+    target: str | None = None,
+    *,
+    code: str | None = None,
+    args=(),
+    launcher: str = "accelerate",
+    register: str | None = None,
+    metric: str | None = None,
+    wait: bool = True,
+    root=None,
+    **options,
+) -> Report:
+    """Run training on several processes or machines through a launcher plugin.
+
+    ``target`` is a script (``train.py``), a function (``package.module:train``), or None
+    with ``code``: source that defines ``train(accelerator, registry)`` (what ``%%maas
+    launch`` sends). ``args`` go to the script. ``register`` names the model the job
+    registers (rank 0 only, see :mod:`maas_lab.training`); ``metric`` is the one it must
+    report. ``options`` are the launcher's (``processes``, ``machines``, ``machine_rank``,
+    ``main_address``, ``main_port``, ``config``, ``threads``, ``rdzv_timeout``...; see
+    ``maas launch --help``). Waits with a progress bar and returns the job's record (raises
+    ``JobFailed`` if it fails); ``wait=False`` returns as soon as it started.
+    """
+    from .launching.control import launch as start
+
+    return start(target, code=code, args=args, launcher=launcher, register=register,
+                 metric=metric, wait=wait, root=root, **options)  # fmt: skip
+
+
+def jobs(job=None, limit: int = 20, root=None):
+    """The newest training jobs as a table, or one job (``job``: its id) in full."""
+    from .launching import control
+
+    if job is not None:
+        return control.show(job, root=root)
+    return control.list_jobs(limit=limit, root=root)
+
+
+def cancel(job, root=None) -> Report:
+    """Stop every process of a running training job."""
+    from .launching.control import cancel as stop_job
+
+    return stop_job(job, root=root)
+
+
+def wait(job, root=None) -> Report:
+    """Follow a job started with ``wait=False`` until it ends, with its progress bar."""
+    from .launching.control import follow
+
+    return follow(job, root=root)
+
+
 def resolve(ref: str, root=None) -> str:
     """The ``name@N`` a reference points at right now (aliases move)."""
     parse_ref(ref)
@@ -820,6 +894,7 @@ __all__ = [
     "NotFoundError",
     "alias",
     "bundle_export",
+    "cancel",
     "client",
     "bundle_import",
     "close_all",
@@ -830,6 +905,8 @@ __all__ = [
     "export",
     "fsck",
     "history",
+    "jobs",
+    "launch",
     "list_models",
     "load",
     "logs",
@@ -848,4 +925,5 @@ __all__ = [
     "status",
     "stop",
     "tag",
+    "wait",
 ]

@@ -161,9 +161,8 @@ class _PluginCommand(click.Command):
         with formatter.section(self.heading):
             for comp in get_plugins().components[self.kind].values():
                 made = f" -> {comp.produces}" if comp.produces else ""
-                formatter.write_text(
-                    f"{comp.name}: {comp.description} ({', '.join(comp.formats)}{made})"
-                )
+                takes = f" ({', '.join(comp.formats)}{made})" if comp.formats else ""
+                formatter.write_text(f"{comp.name}: {comp.description}{takes}")
                 with formatter.indentation():
                     formatter.write_dl(
                         [
@@ -179,7 +178,8 @@ class _CompressCommand(_PluginCommand):
 
 def _param_help(p) -> str:
     extra = f" [{'|'.join(p.choices)}]" if p.choices else ""
-    return f"{p.help}{extra} (default: {p.default})"
+    default = "" if p.default in (None, "") else f" (default: {p.default})"
+    return f"{p.help}{extra}{default}"
 
 
 def _extra_options(args: list[str]) -> dict[str, str]:
@@ -394,7 +394,7 @@ def status(name):
 @click.argument("name")
 @click.option("-n", "--lines", default=40, show_default=True, help="How many lines.")
 def logs(name, lines):
-    """The end of server NAME's log."""
+    """The end of server NAME's log, or of training job NAME's (a job's number)."""
     return api.logs(name, lines=lines, root=_root())
 
 
@@ -411,6 +411,110 @@ def scale(name, replicas):
 def stop(name):
     """Drain and stop server NAME: requests in flight are answered first."""
     return api.stop(name, root=_root())
+
+
+class _LaunchCommand(_PluginCommand):
+    kind, heading = "launcher", "Launchers (their options go before TARGET too)"
+
+
+_BOOLS = {"1", "0", "true", "false", "yes", "no", "on", "off"}
+
+
+def _launch_args(args: list[str]) -> tuple[dict, dict, str | None, list[str]]:
+    """Split ``[OPTIONS] [TARGET] [SCRIPT_ARGS]``: options are ours or the launcher's (its
+    schema says which take a value); the first other word is TARGET, and all after it is
+    the script's, so a script's own ``--lr 0.1`` never reaches us."""
+    from .plugins import get_plugins
+
+    launcher = "accelerate"
+    for i, arg in enumerate(args[:-1]):
+        if arg == "--launcher":
+            launcher = args[i + 1]
+        elif arg.startswith("--launcher="):
+            launcher = arg.split("=", 1)[1]
+    comp = get_plugins().components["launcher"].get(launcher)
+    types = {p.name: p.type for p in comp.params} if comp else {}
+    own_values = {"register", "metric", "launcher", "code"}
+    own, options, i = {"detach": False}, {}, 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or arg == "--":
+            break
+        name, eq, value = arg[2:].partition("=")
+        key = name.replace("-", "_")
+        if key == "detach":
+            own["detach"] = True
+        elif key in own_values or key in types:
+            if not eq:
+                flag = types.get(key) == "bool"
+                nxt = args[i + 1] if i + 1 < len(args) else None
+                if flag and (nxt is None or nxt.lower() not in _BOOLS):
+                    value = "true"
+                elif nxt is None:
+                    raise click.UsageError(f"--{name} needs a value.")
+                else:
+                    value, i = nxt, i + 1
+            (own if key in own_values else options)[key] = value
+        else:
+            known = sorted([*own_values, "detach", *types])
+            raise click.UsageError(
+                f"No option --{name} for `launch` or the {launcher} launcher. Options: "
+                + ", ".join(f"--{k.replace('_', '-')}" for k in known)
+                + ". Options go before TARGET; what follows TARGET goes to the script"
+            )
+        i += 1
+    rest = args[i:]
+    if rest and rest[0] == "--":
+        rest = rest[1:]
+    target = rest[0] if rest else None
+    return own, options, target, rest[1:]
+
+
+@cli.command(cls=_LaunchCommand, context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED,
+                metavar="[OPTIONS] TARGET [SCRIPT_ARGS]...")  # fmt: skip
+def launch(args):
+    """Train on several processes or machines, as a recorded job.
+
+    TARGET is a script (train.py), a function (package.module:train), or, in `%%maas launch`,
+    the cell, which defines train(accelerator, registry). Our options: --register NAME (the
+    model the job registers, from rank 0), --metric NAME (the metric it must report),
+    --launcher NAME (default accelerate), --detach (return at once; see `maas jobs`). The
+    launcher's options are below. Waits with a progress bar; Ctrl-C cancels the job."""
+    own, options, target, script_args = _launch_args(list(args))
+    return api.launch(
+        target,
+        code=own.get("code"),
+        args=script_args,
+        launcher=own.get("launcher", "accelerate"),
+        register=own.get("register"),
+        metric=own.get("metric"),
+        wait=not own["detach"],
+        root=_root(),
+        **options,
+    )
+
+
+@cli.command()
+@click.argument("job", required=False)
+@click.option("--limit", default=20, show_default=True, help="Most jobs to list.")
+def jobs(job, limit):
+    """Training jobs, newest first; with JOB (its number), that job in full."""
+    return api.jobs(job, limit=limit, root=_root())
+
+
+@cli.command()
+@click.argument("job")
+def cancel(job):
+    """Stop every process of running training job JOB."""
+    return api.cancel(job, root=_root())
+
+
+@cli.command()
+@click.argument("job")
+def wait(job):
+    """Follow training job JOB (started with --detach) until it ends."""
+    return api.wait(job, root=_root())
 
 
 @cli.command()

@@ -130,6 +130,25 @@ class Artifact:
     report: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class Launch:
+    """What a launcher plugin hands back: the command that starts a job's processes on this
+    machine, and what to add to their environment.
+
+    The core runs ``argv`` in a process group of its own with its output to the job's log,
+    records it, streams its progress, cancels it and reads how it ended: a launcher only
+    knows its engine's command line. ``world_size`` is how many processes the whole job has
+    (all machines), when the launcher can tell. ``explain(log_text)`` (optional) turns the
+    engine's own failure (a rendezvous that timed out...) into a sentence naming the fix.
+    """
+
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    world_size: int | None = None
+    explain: Callable[[str], str | None] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
 def tensor(name: str, dtype: str, shape: list) -> dict:
     """One entry of a signature: numpy dtype name, shape with ints or named dynamic dims."""
     return {"name": name, "dtype": dtype, "shape": list(shape)}

@@ -78,8 +78,15 @@ def maas_compressors(register):
 def maas_launchers(register):
     """Provide launchers: run a training script or function on N processes or machines.
 
-    ``register(Component(name, description, run, params))``: ``run(target, options)``
-    starts the work (accelerate is the built-in engine) and streams progress back.
+    ``register(Component(name, description, run, params))``: ``run(entry, options)`` gets
+    ``entry``, the Python module and arguments each process of the job must run
+    (``["-m", "maas_lab.launching.rank", JOB_DIR]``), and returns a
+    :class:`maas_lab.components.Launch`: the command that starts every process of the job on
+    this machine (accelerate is the built-in engine). The core runs that command, records
+    the job, tails its log, streams rank 0's progress, cancels it and reports how it ended;
+    the processes report progress and register models through :mod:`maas_lab.training`.
+    Raise :class:`maas_lab.errors.UsageError` for options the engine would refuse, before
+    anything starts.
     """
 
 

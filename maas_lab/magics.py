@@ -21,17 +21,21 @@ class MaasMagics(Magics):
 
         Subcommands: register, list, search, show, history, alias, tag, metric, recommend,
         export, compress, distill, compare, serve, predict, status, logs, scale, stop,
-        plugins, fsck, bundle. Each has --help. As a cell
+        launch, jobs, wait, cancel, plugins, fsck, bundle. Each has --help. As a cell
         magic, the cell body holds more arguments (one per line if you like; {python_vars}
-        are expanded). `--data NAME` may name a variable of this notebook holding (x, y), an
-        array or a list of sentences.
+        are expanded), except in `%%maas launch`, where the cell is Python code that
+        defines train(accelerator, registry), run on every process of the job.
+        `--data NAME` may name a variable of this notebook holding (x, y), an array or a
+        list of sentences.
         """
         from .cli import run
         from .errors import UsageError
 
         try:
             args = shlex.split(line)  # IPython has already expanded {vars} in the line
-            if cell is not None:
+            if cell is not None and args[:1] == ["launch"]:
+                args[1:1] = ["--code", cell]  # the cell is the training function, not options
+            elif cell is not None:
                 args += shlex.split(self._expand(cell), comments=True)
         except ValueError as exc:
             raise UsageError(f"Cannot parse the command line: {exc}.") from None

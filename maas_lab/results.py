@@ -231,3 +231,29 @@ class BarChart:
             return f"<pre>{html.escape(str(self))}</pre>"
         encoded = base64.b64encode(data).decode()
         return f'<img alt="{html.escape(self.title)}" src="data:image/png;base64,{encoded}"/>'
+
+
+def tail_text(path, lines: int, start: int = 0) -> str:
+    """The last ``lines`` lines of a log file (from byte ``start``), or "(no log)"."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class LogTail:
+    """The end of a log: a title and preformatted text."""
+
+    def __init__(self, title: str, text: str):
+        self.title, self.text = title, text
+
+    def __str__(self) -> str:
+        return f"{self.title}\n{self.text}"
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        return f"<h4>{html.escape(self.title)}</h4><pre>{html.escape(self.text)}</pre>"

@@ -217,11 +217,15 @@ def test_tables_are_plain_and_migrations_run_once(maas_home, mlp):
     assert [e["action"] for e in db["events"].rows] == ["register", "alias"]
     applied = list(db["_sqlite_migrations"].rows)
     assert [m["name"] for m in applied] == [
-        "m001_initial", "m002_search_models", "m003_signatures", "m004_servers"
+        "m001_initial",
+        "m002_search_models",
+        "m003_signatures",
+        "m004_servers",
+        "m005_jobs",
     ]  # fmt: skip
     api.close_all()
     api.list_models()  # reopen: nothing pending, nothing applied twice
-    assert db["_sqlite_migrations"].count == 4
+    assert db["_sqlite_migrations"].count == 5
     conn = sqlite3.connect(maas_home / "registry.db")
     assert conn.execute("pragma journal_mode").fetchone()[0] == "wal"
 

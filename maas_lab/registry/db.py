@@ -285,3 +285,34 @@ def m004_servers(db: sqlite_utils.Database) -> None:
                started_at text not null,
                updated_at text not null)"""
     )
+
+
+@migrations()
+def m005_jobs(db: sqlite_utils.Database) -> None:
+    """Training jobs started by a launcher plugin: what ran, how, and how it ended, so jobs
+    can be listed, tailed and cancelled from any notebook, also after a kernel restart.
+    The job's own process (``maas_lab.launching.monitor``) keeps its row up to date."""
+    db.execute(
+        """create table jobs (
+               id integer primary key,
+               launcher text not null,
+               kind text not null,
+               target text not null,
+               options text not null default '{}',
+               command text not null default '[]',
+               register_as text,
+               metric text,
+               status text not null,
+               pid integer,
+               launcher_pid integer,
+               world_size integer,
+               progress text not null default '{}',
+               timeline text not null default '{}',
+               registered text,
+               error text,
+               exit_code integer,
+               created_at text not null,
+               started_at text,
+               ended_at text,
+               updated_at text not null)"""
+    )

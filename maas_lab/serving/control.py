@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConflictError, MaasError, NotFoundError, UsageError
-from ..results import Report, Table
+from ..results import LogTail, Report, Table, tail_text
 from . import state
 from .metrics import merge, summary
 
@@ -177,7 +177,7 @@ def _wait_ready(reg, name: str, proc, wait_s: float, log_start: int) -> None:
         code = proc.poll()
         row = state.get(reg.db, name)
         if code is not None or (row and row["status"] == "failed"):
-            raise _start_error(name, _tail(log, 30, log_start), row)
+            raise _start_error(name, tail_text(log, 30, log_start), row)
         if row and row["status"] == "running":
             snaps = state.read_snapshots(state.run_dir(reg.root, name) / "workers", row["workers"])
             if len(snaps) >= row["replicas"] and all(s["ready"] for s in snaps):
@@ -394,29 +394,6 @@ def _ms(value) -> str:
     return "" if value is None else f"{value:.1f}"
 
 
-def _tail(path: Path, lines: int, start: int = 0) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(start)
-            text = f.read().decode("utf-8", "replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-class LogTail:
-    def __init__(self, title: str, text: str):
-        self.title, self.text = title, text
-
-    def __str__(self) -> str:
-        return f"{self.title}\n{self.text}"
-
-    __repr__ = __str__
-
-    def _repr_html_(self) -> str:
-        return f"<h4>{html.escape(self.title)}</h4><pre>{html.escape(self.text)}</pre>"
-
-
 def logs(name: str, lines: int = 40, root=None) -> LogTail:
     """The last lines of a server's log (also kept after it stops, until the next start)."""
     reg = _registry(root)
@@ -424,7 +401,7 @@ def logs(name: str, lines: int = 40, root=None) -> LogTail:
     if not path.exists():
         names = [p.name for p in (reg.root / "servers").glob("*") if (p / "server.log").exists()]
         raise NotFoundError("server log", name, names)
-    return LogTail(f"Last {lines} lines of {name}'s log", _tail(path, lines))
+    return LogTail(f"Last {lines} lines of {name}'s log", tail_text(path, lines))
 
 
 def scale(name: str, replicas: int, wait_s: float = 120.0, root=None) -> Table:

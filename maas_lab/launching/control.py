@@ -210,7 +210,8 @@ def follow(job, root=None) -> Report:
     row = jobs.get(reg.db, row["id"])
     if row["status"] in ("failed", "lost"):
         raise JobFailed(
-            f"Job {row['id']} {row['status']}: {row['error']}. Nothing was registered. The "
+            f"Job {row['id']} {row['status']}: {row['error'].rstrip('.')}. Nothing was "
+            "registered. The "
             f"whole log: `maas logs {row['id']}`.",
             report,
         )
@@ -308,7 +309,14 @@ def show(job, root=None) -> Report:
         title += f" after {took:.1f} s"
     parts = [("", kv_table({k: v for k, v in summary.items() if k and v is not None}))]
     if row["status"] in ("failed", "lost"):
-        parts.append(("End of the log", LogTail("", tail_text(folder / "job.log", 12)).text))
+        from .monitor import first_rank_error
+
+        error = first_rank_error(folder)
+        if error:  # the failing rank's own traceback, not the launcher's noise after it
+            tail = "\n".join(error["traceback"].rstrip().splitlines()[-12:])
+            parts.append((f"Rank {error['rank']}'s traceback", tail))
+        else:
+            parts.append(("End of the log", tail_text(folder / "job.log", 12)))
     return Report(title, parts, data=row)
 
 

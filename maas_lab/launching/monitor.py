@@ -49,10 +49,20 @@ def stop_leftovers(folder: Path, grace_s: float = 2.0) -> list[int]:
     return found
 
 
+def _rank_errors(folder: Path) -> list[dict]:
+    errors = [jobs.read_json(p, {}) for p in folder.glob("error-rank*.json")]
+    return sorted((e for e in errors if e), key=lambda e: e.get("time", 0))
+
+
+def first_rank_error(folder: Path) -> dict | None:
+    """The record of the rank that failed first (rank, type, message, traceback)."""
+    errors = _rank_errors(folder)
+    return errors[0] if errors else None
+
+
 def rank_error(folder: Path) -> str | None:
     """The first rank's exception, as "rank 1: ValueError: ...", naming other failed ranks."""
-    errors = [jobs.read_json(p, {}) for p in folder.glob("error-rank*.json")]
-    errors = sorted((e for e in errors if e), key=lambda e: e.get("time", 0))
+    errors = _rank_errors(folder)
     if not errors:
         return None
     first = errors[0]
@@ -155,7 +165,7 @@ def run(root: Path, job_id: int) -> int:
     }
     if cancelled:
         status, error = "cancelled", f"cancelled after {time.time() - started:.1f} s"
-    elif code == 0 and row["register_as"] and not result:
+    elif code == 0 and row["register_as"] and not result and world:  # world: rank 0 ran here
         status = "failed"
         error = (
             f"--register {row['register_as']} was given but the job registered nothing: call "

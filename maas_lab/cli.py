@@ -282,8 +282,8 @@ def distill(ctx, teacher, student, config, data, epochs, temperature, alpha, max
             allow_over_budget, budget_s):  # fmt: skip
     """Train a smaller STUDENT to mimic TEACHER; registered as a new version of it.
 
-    More options (--lr, --batch-size, --patience, --seed) are listed by `maas compress
-    --help` under distill."""
+    More options (--lr, --batch-size, --patience, --seed, and --processes N to train
+    data-parallel as a `maas launch` job) are listed by `maas compress --help` under distill."""
     given = {"epochs": epochs, "temperature": temperature, "alpha": alpha}
     return api.distill(
         teacher,

@@ -100,6 +100,7 @@ class Context:
     _runner: Any = None
     _parent_metrics: dict | None = None
     _memo_runner: Any = None
+    root: Any = None  # the registry's root: where jobs started by ``launch`` are recorded
 
     @property
     def has_data(self) -> bool:
@@ -154,6 +155,16 @@ class Context:
         from .progress import bar
 
         return bar(total, desc, unit)
+
+    def launch(self, target: str, args=(), processes: int = 2, **options) -> dict:
+        """Run ``target`` (``module:function`` taking ``(accelerator, registry)``) on
+        ``processes`` processes as a recorded training job, with its progress bar; returns
+        the job's record once it succeeded (``JobFailed`` otherwise). For compressors that
+        train, like distillation, data-parallel."""
+        from .launching.control import launch
+
+        report = launch(target, args=args, processes=processes, root=self.root, **options)
+        return report.data
 
     def measure(self, workdir, artifact: Artifact, rows: int | None = None) -> dict:
         """Fidelity/accuracy of a candidate (files in ``workdir``) against the parent.
@@ -266,7 +277,7 @@ def run(
 
     budget = parse_budget(max_drop)
     parent = reg.checkout(row["ref"])
-    ctx = Context(parent, row["task"], budget, data, calibration)
+    ctx = Context(parent, row["task"], budget, data, calibration, root=reg.root)
     if data is not None:
         ctx.data()  # a bad spec fails before any work
     if calibration is not None:

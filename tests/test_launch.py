@@ -409,3 +409,38 @@ def test_the_training_registry_writes_from_rank_zero_only(maas_home, tmp_path, t
         )
     finally:
         training._job = None
+
+
+@slow
+def test_distillation_runs_data_parallel_as_a_recorded_job(maas_home, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from maas_lab.datasets import load
+    from maas_lab.zoo import mlp
+
+    torch.manual_seed(0)
+    part = load("sklearn:digits").split("train")
+    teacher = mlp(hidden=64)
+    opt = torch.optim.Adam(teacher.parameters(), lr=0.01)
+    x, y = torch.from_numpy(part.x), torch.from_numpy(part.y)
+    for _ in range(20):
+        for i in range(0, len(x), 64):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(teacher(x[i : i + 64]), y[i : i + 64]).backward()
+            opt.step()
+    save_file(teacher.state_dict(), str(tmp_path / "teacher.safetensors"))
+    api.register("digits", from_torch="maas_lab.zoo:mlp", config={"hidden": 64},
+                 weights=tmp_path / "teacher.safetensors", task="classification",
+                 inputs=["input:float32:batch,64"])  # fmt: skip
+    report = api.distill("digits@1", "maas_lab.zoo:mlp", config={"hidden": 16},
+                         data="sklearn:digits", epochs=12, processes=2, budget_s=0.1)  # fmt: skip
+    assert report.data["report"]["processes"] == 2
+    info = api.show(report["ref"]).data
+    assert info["parents"][0]["operation"] == "distill" and info["parents"][0]["ref"] == "digits@1"
+    assert info["metrics"]["accuracy"] > 0.85
+    (job,) = api.jobs().rows
+    assert (job["status"], job["processes"]) == ("succeeded", 2)
+    assert job["target"] == "maas_torch.distill:train_data_parallel"
+    row = api.jobs(job["job"]).data
+    assert 1 <= row["progress"]["step"] <= 12 and 0 < row["progress"]["val_acc"] <= 1

@@ -13,7 +13,7 @@ README = Path(__file__).parent.parent / "README.md"
 def test_readme_notebook_blocks_run(maas_shell, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     for block in blocks:
         result = maas_shell.run_cell(block)
         assert result.success, f"README block failed:\n{block}\n{result.error_in_exec!r}"
@@ -34,5 +34,9 @@ def test_readme_notebook_blocks_run(maas_shell, tmp_path, monkeypatch):
     np.testing.assert_allclose(vecs, maas_shell.user_ns["emb"], atol=1e-4)  # served = loaded
     assert maas_shell.run_line_magic("maas", "show minilm@prod")["ref"] == "minilm@3"
     assert len(maas_shell.run_line_magic("maas", "status")) == 0  # stopped
+    (job,) = maas_shell.run_line_magic("maas", "jobs").rows
+    assert (job["status"], job["processes"], job["registered"]) == ("succeeded", 2, "digits-ddp@1")
+    trained = maas_shell.run_line_magic("maas", "show digits-ddp@1")
+    assert trained["metrics"]["accuracy"] > 0.9 and trained["parents"][0]["operation"] == "train"
     exported = maas_shell.run_line_magic("maas", "show minilm@2")
     assert exported["format"] == "onnx" and exported["metrics"]["parity_min_cosine"] > 0.9999

@@ -407,6 +407,12 @@ DISTILL_PARAMS = (
     Param("batch_size", "int", 64, "rows per training step"),
     Param("patience", "int", 15, "epochs without a better validation accuracy before stopping"),
     Param("seed", "int", 0, "seed for initialisation and shuffling"),
+    Param(
+        "processes",
+        "int",
+        1,
+        "train data-parallel on this many processes (a `maas launch` job through accelerate)",
+    ),
 )
 
 

@@ -42,6 +42,8 @@ def _check(options: dict) -> dict:
         )
     if options["temperature"] <= 0:
         raise UsageError(f"--temperature must be positive, got {options['temperature']}.")
+    if options["processes"] < 1:
+        raise UsageError(f"--processes must be at least 1, got {options['processes']}.")
     if options["batch_size"] < 1 or options["lr"] <= 0:
         raise UsageError("--batch-size must be at least 1 and --lr positive.")
     return parse_config(options["config"])
@@ -49,7 +51,6 @@ def _check(options: dict) -> dict:
 
 def distill(checkout, options: dict, workdir, context) -> Artifact:
     import torch
-    import torch.nn.functional as F
 
     kwargs = _check(options)
     data = context.data(needed_by="distill")
@@ -83,6 +84,13 @@ def distill(checkout, options: dict, workdir, context) -> Artifact:
             f"outputs {list(probe.shape[1:])}: they must match (e.g. out_features="
             f"{t_train.shape[1]})."
         )
+    if options["processes"] > 1:
+        started_all = time.perf_counter()
+        best, history, job = _data_parallel(context, options, spec, train, val, t_train)
+        student.load_state_dict(best[2])
+        return _artifact(workdir, student, best, history, options, kwargs, spec, teacher,
+                         train, t_train, val_teacher_acc, job["progress"].get("samples_per_s"),
+                         time.perf_counter() - started_all)  # fmt: skip
     soft = torch.from_numpy(t_train)
     T, alpha = options["temperature"], options["alpha"]
     opt = torch.optim.Adam(student.parameters(), lr=options["lr"])
@@ -98,15 +106,7 @@ def distill(checkout, options: dict, workdir, context) -> Artifact:
             total = 0.0
             for i in range(0, len(order), options["batch_size"]):
                 idx = order[i : i + options["batch_size"]]
-                logits = student(x_train[idx])
-                loss = (1 - alpha) * F.cross_entropy(logits, y_train[idx])
-                if alpha:
-                    kd = F.kl_div(
-                        F.log_softmax(logits / T, dim=1),
-                        F.softmax(soft[idx] / T, dim=1),
-                        reduction="batchmean",
-                    )
-                    loss = loss + alpha * T * T * kd
+                loss = kd_loss(student(x_train[idx]), y_train[idx], soft[idx], T, alpha)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -126,6 +126,26 @@ def distill(checkout, options: dict, workdir, context) -> Artifact:
     finally:
         bar.close()
     student.load_state_dict(best[2])
+    return _artifact(workdir, student, best, history, options, kwargs, spec, teacher, train,
+                     t_train, val_teacher_acc, None, time.perf_counter() - started)  # fmt: skip
+
+
+def kd_loss(logits, labels, soft, T: float, alpha: float):
+    """Cross-entropy on the labels, plus (weight ``alpha``) the KL divergence from the
+    teacher's outputs softened by ``T`` (scaled by T^2 so its gradients keep their size)."""
+    import torch.nn.functional as F
+
+    loss = (1 - alpha) * F.cross_entropy(logits, labels)
+    if alpha:
+        kd = F.kl_div(
+            F.log_softmax(logits / T, dim=1), F.softmax(soft / T, dim=1), reduction="batchmean"
+        )
+        loss = loss + alpha * T * T * kd
+    return loss
+
+
+def _artifact(workdir, student, best, history, options, kwargs, spec, teacher, train, t_train,
+              val_teacher_acc, samples_per_s, seconds) -> Artifact:  # fmt: skip
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in best[2].items()}, str(workdir / "weights.safetensors"))
@@ -149,6 +169,99 @@ def distill(checkout, options: dict, workdir, context) -> Artifact:
             "val_accuracy_by_epoch": history,
             "val_accuracy_teacher": round(val_teacher_acc, 4),
             "train_rows": len(train),
-            "seconds": round(time.perf_counter() - started, 2),
+            "processes": options["processes"],
+            **({"samples_per_s": samples_per_s} if samples_per_s else {}),
+            "seconds": round(seconds, 2),
         },
     )
+
+
+def _data_parallel(context, options: dict, spec: dict, train, val, t_train):
+    """Train on ``processes`` processes as a job (``train_data_parallel`` below); the
+    teacher's logits, computed once here, travel with the data in an .npz file."""
+    import json
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    folder = Path(tempfile.mkdtemp(prefix="maas-distill-"))
+    try:
+        np.savez(folder / "data.npz", x_train=train.x, y_train=train.y, x_val=val.x,
+                 y_val=val.y, soft=t_train)  # fmt: skip
+        keys = ("epochs", "temperature", "alpha", "lr", "batch_size", "patience", "seed")
+        (folder / "options.json").write_text(
+            json.dumps({"spec": spec, **{k: options[k] for k in keys}})
+        )
+        job = context.launch("maas_torch.distill:train_data_parallel", args=[str(folder)],
+                             processes=options["processes"])  # fmt: skip
+        result = json.loads((folder / "result.json").read_text())
+        state = load_file(str(folder / "weights.safetensors"))
+        best = (max(result["history"]), result["best_epoch"], state)
+        return best, result["history"], job
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def train_data_parallel(accelerator, registry) -> None:
+    """One process of a data-parallel distillation: the global batch is split across the
+    processes and their gradients averaged, so every process holds the same student; each
+    measures validation accuracy on all of it, so all stop at the same epoch."""
+    import json
+    import sys
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import save_file
+
+    from maas_lab.training import report
+
+    folder = Path(sys.argv[1])
+    opts = json.loads((folder / "options.json").read_text())
+    arrays = np.load(folder / "data.npz")
+    torch.manual_seed(opts["seed"])
+    student = build(opts["spec"])
+    rows = torch.utils.data.TensorDataset(
+        *(torch.from_numpy(arrays[k]) for k in ("x_train", "y_train", "soft"))
+    )
+    per_process = max(1, opts["batch_size"] // accelerator.num_processes)
+    loader = torch.utils.data.DataLoader(
+        rows, batch_size=per_process, shuffle=True,
+        generator=torch.Generator().manual_seed(opts["seed"]),
+    )  # fmt: skip
+    opt = torch.optim.Adam(student.parameters(), lr=opts["lr"])
+    model, opt, loader = accelerator.prepare(student, opt, loader)
+    x_val, y_val = torch.from_numpy(arrays["x_val"]), arrays["y_val"]
+    T, alpha = opts["temperature"], opts["alpha"]
+    best: tuple = (-1.0, 0, None)
+    history: list[float] = []
+    stale = 0
+    for epoch in range(opts["epochs"]):
+        model.train()
+        total, seen = 0.0, 0
+        for x, y, soft in loader:
+            loss = kd_loss(model(x), y, soft, T, alpha)
+            opt.zero_grad()
+            accelerator.backward(loss)
+            opt.step()
+            total += loss.item() * len(x)
+            seen += len(x)
+        inner = accelerator.unwrap_model(model).eval()
+        with torch.no_grad():
+            acc = float((inner(x_val).argmax(1).numpy() == y_val).mean())
+        history.append(round(acc, 4))
+        report(epoch + 1, total=opts["epochs"], loss=total / max(seen, 1), samples=seen,
+               val_acc=acc)  # fmt: skip
+        if acc > best[0]:
+            state = {k: v.detach().clone() for k, v in inner.state_dict().items()}
+            best, stale = (acc, epoch + 1, state), 0
+        else:
+            stale += 1
+            if stale >= opts["patience"]:
+                break
+    if accelerator.is_main_process:
+        save_file(
+            {k: v.contiguous() for k, v in best[2].items()}, str(folder / "weights.safetensors")
+        )
+        (folder / "result.json").write_text(json.dumps({"history": history, "best_epoch": best[1]}))

@@ -444,3 +444,22 @@ def test_distillation_runs_data_parallel_as_a_recorded_job(maas_home, tmp_path):
     assert job["target"] == "maas_torch.distill:train_data_parallel"
     row = api.jobs(job["job"]).data
     assert 1 <= row["progress"]["step"] <= 12 and 0 < row["progress"]["val_acc"] <= 1
+
+
+@slow
+def test_a_third_party_launcher_runs_jobs_through_the_same_core(
+    hello_installed, maas_plugins, maas_home, tmp_path, monkeypatch
+):
+    """maas-lab-hello's torchrun launcher, pip-installed like any package: the core records,
+    follows and registers its job exactly as it does accelerate's."""
+    monkeypatch.setenv("PYTHONPATH", str(hello_installed))
+    assert "torchrun" in maas_plugins.components["launcher"]
+    report = api.launch(_script(tmp_path, TRAIN), launcher="torchrun", processes=2,
+                        register="by-torchrun")  # fmt: skip
+    row = report.data
+    assert (row["status"], row["launcher"], row["world_size"]) == ("succeeded", "torchrun", 2)
+    assert "torch.distributed.run" in row["command"]
+    ranks = _ranks(tmp_path)
+    assert {r["world"] for r in ranks.values()} == {2} and ranks[0]["hash"] == ranks[1]["hash"]
+    assert row["registered"] == "by-torchrun@1"
+    assert api.show("by-torchrun@1").data["parents"][0]["plugin"] == "torchrun"

@@ -30,7 +30,9 @@ def test_third_party_package_is_listed_and_callable(hello_installed, maas_home, 
         rows = {r["plugin"]: r for r in table}
         assert rows["hello"]["distribution"] == "maas-lab-hello"
         assert rows["hello"]["version"] == "0.3.1"
-        assert rows["hello"]["provides"] == "loader:word-table, serving_backend:word-table"
+        assert rows["hello"]["provides"] == (
+            "loader:word-table, launcher:torchrun, serving_backend:word-table"
+        )
         assert rows["hello"]["status"] == "ok"
         # Its loader opens a format the core has never heard of.
         table_file = tmp_path / "sentiment.json"

@@ -1,6 +1,8 @@
-"""A third-party loader: a "word-table" model is a JSON file mapping words to numbers."""
+"""A third-party plugin: a "word-table" model format (a JSON file mapping words to numbers)
+with its loader and serving backend, and a launcher on PyTorch's own torchrun."""
 
 import json
+import sys
 
 from maas_lab import Component, Param, hookimpl
 from maas_lab.errors import UsageError
@@ -91,5 +93,26 @@ def maas_serving_backends(register):
             formats=("word-table",),
             run=serve_table,
             params=(Param("default", "float", 0.0, "value for unknown words"),),
+        )
+    )
+
+
+def torchrun(entry, options):
+    from maas_lab.components import Launch
+
+    n = options["processes"]
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            "--nproc-per-node", str(n), *entry]  # fmt: skip
+    return Launch(argv=argv, env={"OMP_NUM_THREADS": "1"}, world_size=n)
+
+
+@hookimpl
+def maas_launchers(register):
+    register(
+        Component(
+            name="torchrun",
+            description="PyTorch's torchrun on this machine",
+            run=torchrun,
+            params=(Param("processes", "int", 1, "processes to start"),),
         )
     )

@@ -191,11 +191,19 @@ def test_cell_magic_runs_the_cell_on_two_processes(maas_shell, maas_home, tmp_pa
 
 @slow
 def test_two_machines_meet_at_a_loopback_rendezvous(maas_home, tmp_path):
-    script = _script(tmp_path, TRAIN)
-    common = dict(processes=1, machines=2, main_address="127.0.0.1", main_port=_free_port(),
-                  register="two-machines", rdzv_timeout=60)  # fmt: skip
-    first = api.launch(script, machine_rank=0, wait=False, **common).data["id"]
-    second = api.launch(script, machine_rank=1, wait=False, **common).data["id"]
+    script, port = _script(tmp_path, TRAIN), _free_port()
+    # machine 0 from options, machine 1 from an accelerate config file, as on a cluster
+    first = api.launch(script, processes=1, machines=2, machine_rank=0, wait=False,
+                       main_address="127.0.0.1", main_port=port,
+                       register="two-machines")  # fmt: skip
+    config = tmp_path / "multinode.yaml"
+    config.write_text(
+        "compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_GPU\nnum_machines: 2\n"
+        f"machine_rank: 1\nnum_processes: 2\nmain_process_ip: 127.0.0.1\n"
+        f"main_process_port: {port}\nmixed_precision: 'no'\n"
+    )
+    second = api.launch(script, config=str(config), wait=False, register="two-machines")
+    first, second = first.data["id"], second.data["id"]
     rows = [api.wait(first).data, api.wait(second).data]
     assert [r["status"] for r in rows] == ["succeeded", "succeeded"]
     assert [r["world_size"] for r in rows] == [2, 2]

@@ -376,7 +376,9 @@ def cancel(job, wait_s: float = 30.0, root=None) -> Report:
             break
         time.sleep(0.1)
     left = stop_leftovers(folder)
-    if row["status"] not in jobs.ENDED:
+    if row["status"] == "lost":  # its monitor died of our signal before it could record it
+        jobs.update(reg.db, row["id"], status="cancelled", error="cancelled while starting")
+    elif row["status"] not in jobs.ENDED:
         jobs.update(reg.db, row["id"], status="cancelled", ended_at=jobs.now(),
                     error=f"cancelled; its monitor did not answer in {wait_s:g} s")  # fmt: skip
     report = show(row["id"], root=root)

@@ -107,12 +107,15 @@ def run(root: Path, job_id: int) -> int:
         "MAAS_LAB_PROGRESS": "0",  # rank 0 reports to our file; no bars in the log
         "PYTHONUNBUFFERED": "1",
     }
-    cancelled = []
+    cancelled, running = [], []
 
     def on_signal(signum, frame):
         cancelled.append(time.monotonic())
-        _signal_group(proc.pid, signal.SIGTERM)
+        for child in running:
+            _signal_group(child.pid, signal.SIGTERM)
 
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     log = (folder / "job.log").open("ab")
     started = time.time()
     proc = subprocess.Popen(
@@ -124,8 +127,9 @@ def run(root: Path, job_id: int) -> int:
         env=env,
         start_new_session=True,
     )
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, on_signal)
+    running.append(proc)
+    if cancelled:  # cancelled while starting
+        _signal_group(proc.pid, signal.SIGTERM)
     timeline = {**row["timeline"], "launcher_started": started}
     jobs.update(reg.db, job_id, status="running", launcher_pid=proc.pid,
                 started_at=jobs.now(), timeline=timeline)  # fmt: skip

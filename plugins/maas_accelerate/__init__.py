@@ -37,7 +37,12 @@ __version__ = "0.1.0"
 PARAMS = (
     Param("processes", "int", None, "Processes on each machine (default 1, or the --config's)."),
     Param("machines", "int", None, "Machines in the job (default 1, or the --config's)."),
-    Param("machine_rank", "int", 0, "This machine's rank: 0 runs the main process."),
+    Param(
+        "machine_rank",
+        "int",
+        None,
+        "This machine's rank: 0 runs the main process (default 0, or the --config's).",
+    ),
     Param(
         "main_address",
         "str",
@@ -162,7 +167,8 @@ def plan(entry: list[str], options: dict) -> Launch:
         per_machine = max(1, int(config["num_processes"]) // machines)
     else:
         per_machine = 1
-    rank = options.get("machine_rank") or 0
+    rank = options.get("machine_rank")
+    rank = config.get("machine_rank", 0) if rank is None else rank
     if not 0 <= rank < machines:
         raise UsageError(
             f"--machine-rank {rank} is not a rank of {machines} machine(s): use 0 to "

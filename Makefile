@@ -28,6 +28,7 @@ bench: install
 	$(PY) benchmarks/registry.py --plot benchmarks/results/registry.png
 	$(PY) benchmarks/export.py --plot benchmarks/results/export.png
 	$(PY) benchmarks/compression.py --plot benchmarks/results/compression.png
+	$(PY) benchmarks/launch.py --plot benchmarks/results/launch.png
 	@command -v wrk >/dev/null || { echo "benchmarks/serving.py needs wrk: apt-get install wrk"; exit 1; }
 	$(PY) benchmarks/serving.py --plot benchmarks/results/serving.png
 

@@ -85,7 +85,8 @@ def report(
     """Report progress: the notebook's bar and the job record show it.
 
     ``samples`` is how many samples this process handled since its last report; the job's
-    throughput counts them on every process. ``metrics`` (``accuracy=0.97``) show beside
+    throughput counts that many on every process (data-parallel loaders give each the same
+    share; an uneven last batch is counted as full). ``metrics`` (``accuracy=0.97``) show beside
     the loss. Rank 0 writes at most four reports a second (and always the last step); on
     other ranks this only counts samples.
     """

@@ -162,14 +162,15 @@ def launch(
         jobs.write_json(folder / "launch.json", {"env": plan.env, "notes": plan.notes})
         jobs.update(reg.db, job_id, command=plan.argv, world_size=plan.world_size)
         env = {k: v for k, v in os.environ.items() if k != jobs.ENV_DIR}
-        monitor = subprocess.Popen(
-            [sys.executable, "-m", MONITOR, str(reg.root), str(job_id)],
-            stdout=(folder / "monitor.log").open("ab"),
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,  # Ctrl-C in the kernel or shell does not reach it
-        )
+        with (folder / "monitor.log").open("ab") as out:
+            monitor = subprocess.Popen(
+                [sys.executable, "-m", MONITOR, str(reg.root), str(job_id)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,  # Ctrl-C in the kernel or shell does not reach it
+            )
     except BaseException:
         jobs.delete(reg.db, job_id)  # a launch refused before it started leaves nothing
         shutil.rmtree(folder, ignore_errors=True)

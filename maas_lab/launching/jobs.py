@@ -135,6 +135,15 @@ def last_progress(folder: Path) -> dict:
     return {}
 
 
+def first_progress(folder: Path) -> dict:
+    """The first line of ``progress.jsonl``: the first step's report."""
+    try:
+        with (folder / "progress.jsonl").open() as f:
+            return json.loads(f.readline())
+    except (OSError, ValueError):
+        return {}
+
+
 def with_rate(progress: dict, first: dict | None) -> dict:
     """``progress`` plus ``samples_per_s``: samples counted since the first report, over
     the time since it (the first step's warm-up and compilation are left out)."""

@@ -140,8 +140,8 @@ def run(root: Path, job_id: int) -> int:
             _signal_group(proc.pid, signal.SIGKILL)
         progress = jobs.last_progress(folder)
         if first is None and progress:
-            first = progress
-            timeline["first_step"] = progress["t"]
+            first = jobs.first_progress(folder)
+            timeline["first_step"] = first.get("t")
         if progress and progress != seen:
             seen = progress
             world = jobs.read_json(folder / "world.json", {})
@@ -151,6 +151,10 @@ def run(root: Path, job_id: int) -> int:
     code = proc.returncode
     leftovers = stop_leftovers(folder)
     log.close()
+    if first is None:  # it ended before the first poll saw a report
+        first = jobs.first_progress(folder) or None
+        if first:
+            timeline["first_step"] = first.get("t")
     timeline["ended"] = time.time()
     world = jobs.read_json(folder / "world.json", {})
     if "started" in world:
@@ -183,9 +187,8 @@ def run(root: Path, job_id: int) -> int:
         error = rank_error(folder) or _explain(row, text) or _last_exception_line(text)
         error = error or f"the launcher exited with code {code}"
     if leftovers:
-        (folder / "job.log").open("a").write(
-            f"[maas_lab] stopped {len(leftovers)} process(es) left behind: {leftovers}\n"
-        )
+        with (folder / "job.log").open("a") as f:
+            f.write(f"[maas_lab] stopped {len(leftovers)} process(es) left behind: {leftovers}\n")
     jobs.update(reg.db, job_id, status=status, error=error, **fields)
     return 0
 

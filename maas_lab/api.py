@@ -11,7 +11,14 @@ import json
 import os
 from pathlib import Path
 
-from .errors import BackendUnavailable, MaasError, NotFoundError, PluginError, UsageError
+from .errors import (
+    BackendUnavailable,
+    JobFailed,
+    MaasError,
+    NotFoundError,
+    PluginError,
+    UsageError,
+)
 from .parsing import parse_config, parse_inputs, parse_pairs, parse_signature, parse_size
 from .plugins import get_plugins
 from .progress import byte_bar
@@ -891,6 +898,7 @@ def resolve(ref: str, root=None) -> str:
 
 
 __all__ = [
+    "JobFailed",
     "NotFoundError",
     "alias",
     "bundle_export",

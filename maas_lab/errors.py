@@ -72,3 +72,13 @@ class PluginError(MaasError):
     """A plugin failed while doing work; the message names the plugin."""
 
     label = "Plugin error"
+
+
+class JobFailed(MaasError):
+    """A training job failed, or was lost with its monitor; ``report`` holds its record."""
+
+    label = "Job failed"
+
+    def __init__(self, message: str, report=None):
+        super().__init__(message)
+        self.report = report

@@ -14,9 +14,8 @@ import time
 import pytest
 
 from maas_lab import api
-from maas_lab.errors import MaasError, NotFoundError, UsageError
+from maas_lab.errors import JobFailed, MaasError, NotFoundError, UsageError
 from maas_lab.launching import jobs
-from maas_lab.launching.control import JobFailed
 from maas_lab.testing import registry_snapshot
 
 pytest.importorskip("accelerate")
@@ -244,7 +243,9 @@ def test_a_failing_rank_fails_the_job_names_it_and_leaves_nothing(maas_home, tmp
     assert row["status"] == "failed" and row["exit_code"] != 0
     folder = _folder(maas_home, row["id"])
     assert jobs.processes(folder) == []  # no rank outlived its job
-    assert "no data for shard 1" in str(api.logs(str(row["id"]), lines=500))
+    log = str(api.logs(str(row["id"]), lines=500))
+    assert "[rank1]:" in log and "no data for shard 1" in log  # each line names its rank
+    assert not (folder / "tmp").exists()  # torch elastic's temporary files went with the job
     shown = str(failed.value.report)
     assert "Rank 1's traceback" in shown and 'raise ValueError("no data for shard 1")' in shown
     after = registry_snapshot(maas_home)

@@ -22,22 +22,12 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import MaasError, UsageError
+from ..errors import JobFailed, UsageError
 from ..results import LogTail, Report, Table, kv_table, tail_text
 from . import jobs
 
 MONITOR = "maas_lab.launching.monitor"
 _FUNCTION = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-
-
-class JobFailed(MaasError):
-    """A job ended failed or was lost; ``report`` holds its record."""
-
-    label = "Job failed"
-
-    def __init__(self, message: str, report: Report | None = None):
-        super().__init__(message)
-        self.report = report
 
 
 def _registry(root):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -70,12 +71,13 @@ def rank_error(folder: Path) -> str | None:
     text = f"rank {first['rank']}: {first['type']}" + (f": {message}" if message else "")
     others = sorted({e["rank"] for e in errors[1:]} - {first["rank"]})
     if others:
-        text += f" (ranks {', '.join(map(str, others))} failed too)"
+        which = "rank" if len(others) == 1 else "ranks"
+        text += f" (then {which} {', '.join(map(str, others))} failed too)"
     return text
 
 
 def _last_exception_line(log: str) -> str | None:
-    lines = re.findall(r"^(?:\[rank\d+\]:\s*)?([\w.]*(?:Error|Exception)\b:?.*)$", log, re.M)
+    lines = re.findall(r"^(?:\[[\w.-]+\]:\s*)*([\w.]*(?:Error|Exception)\b:?.*)$", log, re.M)
     return lines[-1].strip() if lines else None
 
 
@@ -106,7 +108,11 @@ def run(root: Path, job_id: int) -> int:
         "MAAS_LAB_HOME": str(reg.root),
         "MAAS_LAB_PROGRESS": "0",  # rank 0 reports to our file; no bars in the log
         "PYTHONUNBUFFERED": "1",
+        # the engine's and the ranks' temporary files (torch elastic's logs...) go with the
+        # job and are removed when it ends
+        "TMPDIR": str(folder / "tmp"),
     }
+    (folder / "tmp").mkdir(exist_ok=True)
     cancelled, running = [], []
 
     def on_signal(signum, frame):
@@ -151,6 +157,7 @@ def run(root: Path, job_id: int) -> int:
     code = proc.returncode
     leftovers = stop_leftovers(folder)
     log.close()
+    shutil.rmtree(folder / "tmp", ignore_errors=True)
     if first is None:  # it ended before the first poll saw a report
         first = jobs.first_progress(folder) or None
         if first:

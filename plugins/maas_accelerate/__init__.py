@@ -198,6 +198,9 @@ def plan(entry: list[str], options: dict) -> Launch:
     if not config:
         argv += ["--dynamo_backend", "no"]  # stated, so accelerate warns of no defaults
     argv += ["--main_process_port", str(port)]
+    if total > 1:  # each line of the job's log says which process wrote it: [rank1]:...
+        role = "rank" if machines == 1 else f"machine{rank}-local"
+        argv += ["--tee", "3", "--role", role]
     if machines > 1:
         argv += ["--machine_rank", str(rank), "--main_process_ip", address]
         argv += ["--rdzv_conf", f"timeout={int(options['rdzv_timeout'])}"]

@@ -50,6 +50,22 @@ def test_onnx_file_loads_as_an_onnxruntime_session(maas_home, tmp_path):
         api.register("broken", from_file=broken)
 
 
+def test_onnx_runner_spins_unless_told_not_to(maas_home, tmp_path):
+    """In-process runners keep onnxruntime's spinning threads (quicker back-to-back calls);
+    a server asks for them off so they leave the cores to its event loop."""
+    path, weight = _linear_onnx(tmp_path, None)
+    api.register("linear", from_file=path)
+    key = "session.intra_op.allow_spinning"
+    quiet = api.runner("linear", spin=False)
+    assert quiet.session.get_session_options().get_session_config_entry(key) == "0"
+    np.testing.assert_allclose(
+        quiet.infer({"x": np.ones((2, 4), np.float32)})["y"], np.ones((2, 4)) @ weight, rtol=1e-6
+    )
+    default = api.runner("linear").session.get_session_options()
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        default.get_session_config_entry(key)  # onnxruntime's default: spinning
+
+
 def test_torchscript_round_trip_and_torch_save_refused(maas_home, tmp_path, tiny_torch_model):
     model = tiny_torch_model["model"]
     scripted = tmp_path / "tiny.ts"

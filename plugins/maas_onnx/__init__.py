@@ -52,6 +52,8 @@ def load_onnx(checkout, options: dict):
     so = ort.SessionOptions()
     if options["threads"]:
         so.intra_op_num_threads = options["threads"]
+    if not options.get("spin", True):
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
@@ -82,6 +84,13 @@ def _quantize(checkout, options, workdir, context):
 
 
 THREADS = Param("threads", "int", 0, "intra-op threads; 0 lets onnxruntime choose")
+SPIN = Param(
+    "spin",
+    "bool",
+    True,
+    "idle intra-op threads busy-wait for the next call (quicker back-to-back calls; a server "
+    "turns it off so they leave the cores to its event loop)",
+)
 
 
 @hookimpl
@@ -106,7 +115,7 @@ def maas_serving_backends(register):
             description="onnxruntime session (CPU); signature read from the model itself",
             formats=("onnx",),
             run=_run_onnx,
-            params=(THREADS,),
+            params=(THREADS, SPIN),
         )
     )
 

@@ -75,7 +75,9 @@ class TextOnnxRunner(OnnxRunner):
 def run_onnx(checkout, options: dict) -> OnnxRunner:
     from . import load_onnx
 
-    session = load_onnx(checkout, {"threads": options.get("threads") or 0})
+    session = load_onnx(
+        checkout, {"threads": options.get("threads") or 0, "spin": options.get("spin", True)}
+    )
     runner = OnnxRunner(session, checkout.ref)
     takes_ids = "input_ids" in [t["name"] for t in runner.signature["inputs"]]
     if takes_ids and any(f["role"] == "tokenizer" for f in checkout.files):

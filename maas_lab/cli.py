@@ -414,74 +414,110 @@ def stop(name):
 
 
 class _LaunchCommand(_PluginCommand):
-    kind, heading = "launcher", "Launchers (their options go before TARGET too)"
+    """Keeps the words as typed: click drops a ``--``, which separates the script's own
+    arguments from ours (``_launch_args``)."""
+
+    kind, heading = "launcher", "Launchers (their options go before or after TARGET)"
+
+    def parse_args(self, ctx, args):
+        ctx.meta["launch_args"] = list(args)
+        return super().parse_args(ctx, args)
 
 
 _BOOLS = {"1", "0", "true", "false", "yes", "no", "on", "off"}
+_OWN_VALUES = {"register", "metric", "launcher", "code"}
 
 
-def _launch_args(args: list[str]) -> tuple[dict, dict, str | None, list[str]]:
-    """Split ``[OPTIONS] [TARGET] [SCRIPT_ARGS]``: options are ours or the launcher's (its
-    schema says which take a value); the first other word is TARGET, and all after it is
-    the script's, so a script's own ``--lr 0.1`` never reaches us."""
+def _launcher_types(args: list[str]) -> tuple[str, dict[str, str]]:
+    """The launcher named by ``--launcher`` (before ``--``) and its options' types."""
     from .plugins import get_plugins
 
+    ours = args[: args.index("--")] if "--" in args else args
     launcher = "accelerate"
-    for i, arg in enumerate(args[:-1]):
-        if arg == "--launcher":
-            launcher = args[i + 1]
+    for i, arg in enumerate(ours):
+        if arg == "--launcher" and i + 1 < len(ours):
+            launcher = ours[i + 1]
         elif arg.startswith("--launcher="):
             launcher = arg.split("=", 1)[1]
     comp = get_plugins().components["launcher"].get(launcher)
-    types = {p.name: p.type for p in comp.params} if comp else {}
-    own_values = {"register", "metric", "launcher", "code"}
-    own, options, i = {"detach": False}, {}, 0
+    return launcher, {p.name: p.type for p in comp.params} if comp else {}
+
+
+def _launch_args(args: list[str]) -> tuple[dict, dict, str | None, list[str]]:
+    """Split ``[OPTIONS] TARGET [OPTIONS] [-- SCRIPT_ARGS]``.
+
+    Options are ours or the launcher's (its schema says which take a value) wherever they
+    stand, before or after TARGET, so the README's ``maas launch train.py --processes 2``
+    runs two processes; the script's own arguments go after ``--``. An unknown option or a
+    second word before ``--`` is an error naming it: an option is never silently handed to
+    the script, nor a script argument silently taken as ours."""
+    launcher, types = _launcher_types(args)
+    own, options, target, i = {"detach": False}, {}, None, 0
     while i < len(args):
         arg = args[i]
-        if not arg.startswith("--") or arg == "--":
-            break
+        if arg == "--":  # the rest is the script's (its first word is TARGET if none yet)
+            rest = args[i + 1 :]
+            return (own, options, target, rest) if target else (own, options, *_split(rest))
+        if not arg.startswith("--"):
+            if target is not None:
+                raise click.UsageError(
+                    f"Unexpected argument {arg!r} after TARGET {target!r}: the script's own "
+                    f"arguments go after `--`, e.g. maas launch {target} -- {arg}"
+                )
+            target, i = arg, i + 1
+            continue
         name, eq, value = arg[2:].partition("=")
         key = name.replace("-", "_")
         if key == "detach":
             own["detach"] = True
-        elif key in own_values or key in types:
+        elif key in _OWN_VALUES or key in types:
             if not eq:
                 flag = types.get(key) == "bool"
                 nxt = args[i + 1] if i + 1 < len(args) else None
                 if flag and (nxt is None or nxt.lower() not in _BOOLS):
                     value = "true"
-                elif nxt is None:
+                elif nxt is None or nxt == "--":
                     raise click.UsageError(f"--{name} needs a value.")
                 else:
                     value, i = nxt, i + 1
-            (own if key in own_values else options)[key] = value
+            (own if key in _OWN_VALUES else options)[key] = value
         else:
-            known = sorted([*own_values, "detach", *types])
+            known = sorted([*_OWN_VALUES, "detach", *types])
+            script = target or "train.py"
             raise click.UsageError(
                 f"No option --{name} for `launch` or the {launcher} launcher. Options: "
                 + ", ".join(f"--{k.replace('_', '-')}" for k in known)
-                + ". Options go before TARGET; what follows TARGET goes to the script"
+                + ". If it is the script's, put the script's own arguments after `--`: "
+                f"maas launch {script} --processes 2 -- {arg}"
+                + (
+                    ""
+                    if eq or i + 1 >= len(args) or args[i + 1].startswith("-")
+                    else f" {args[i + 1]}"
+                )  # fmt: skip
             )
         i += 1
-    rest = args[i:]
-    if rest and rest[0] == "--":
-        rest = rest[1:]
-    target = rest[0] if rest else None
-    return own, options, target, rest[1:]
+    return own, options, target, []
+
+
+def _split(rest: list[str]) -> tuple[str | None, list[str]]:
+    return (rest[0], rest[1:]) if rest else (None, [])
 
 
 @cli.command(cls=_LaunchCommand, context_settings={"ignore_unknown_options": True})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED,
-                metavar="[OPTIONS] TARGET [SCRIPT_ARGS]...")  # fmt: skip
-def launch(args):
+                metavar="[OPTIONS] TARGET [OPTIONS] [-- SCRIPT_ARGS...]")  # fmt: skip
+@click.pass_context
+def launch(ctx, args):
     """Train on several processes or machines, as a recorded job.
 
     TARGET is a script (train.py), a function (package.module:train), or, in `%%maas launch`,
-    the cell, which defines train(accelerator, registry). Our options: --register NAME (the
-    model the job registers, from rank 0), --metric NAME (the metric it must report),
-    --launcher NAME (default accelerate), --detach (return at once; see `maas jobs`). The
-    launcher's options are below. Waits with a progress bar; Ctrl-C cancels the job."""
-    own, options, target, script_args = _launch_args(list(args))
+    the cell, which defines train(accelerator, registry). Options go before or after TARGET;
+    the script's own arguments go after `--` (maas launch train.py --processes 2 -- --lr
+    0.1). Our options: --register NAME (the model the job registers, from rank 0), --metric
+    NAME (the metric it must report), --launcher NAME (default accelerate), --detach (return
+    at once; see `maas jobs`). The launcher's options are below. Waits with a progress bar;
+    Ctrl-C cancels the job."""
+    own, options, target, script_args = _launch_args(ctx.meta.get("launch_args", list(args)))
     return api.launch(
         target,
         code=own.get("code"),

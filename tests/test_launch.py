@@ -372,18 +372,51 @@ def test_bad_launches_are_refused_with_the_fix(maas_home, tmp_path):
         api.jobs("seven")
 
 
-def test_cli_options_go_before_the_target_and_the_rest_to_the_script():
-    from maas_lab.cli import _launch_args
-
-    own, options, target, rest = _launch_args(
-        ["--processes", "2", "--register=m", "--detach", "train.py", "--lr", "0.1", "--detach"]
-    )
-    assert own == {"detach": True, "register": "m"} and options == {"processes": "2"}
-    assert target == "train.py" and rest == ["--lr", "0.1", "--detach"]
+def test_launch_options_go_before_or_after_the_target_and_the_scripts_after_a_double_dash(
+    maas_home, tmp_path
+):
+    """`maas launch train.py --processes 2`, the README's form, must not hand --processes to
+    the script: launcher options are ours wherever they stand; the script's own arguments
+    follow `--`. Anything else is refused by name before a job is recorded."""
     from maas_lab.cli import run
 
-    with pytest.raises(UsageError, match="No option --gpus for `launch`.*--processes"):
-        run(["launch", "--gpus", "2", "train.py"])
+    for args in (["--gpus", "2", "train.py"], ["train.py", "--gpus", "2"]):
+        with pytest.raises(UsageError, match="No option --gpus for `launch`.*--processes"):
+            run(["launch", *args])
+    with pytest.raises(
+        UsageError,
+        match=r"No option --lr .*put the script's own arguments "
+        r"after `--`: maas launch train.py --processes 2 -- --lr 0.1",
+    ):
+        run(["launch", "train.py", "--processes", "2", "--lr", "0.1"])
+    with pytest.raises(
+        UsageError,
+        match=r"Unexpected argument 'data.csv' after TARGET "
+        r"'train.py'.*after `--`",
+    ):
+        run(["launch", "train.py", "data.csv"])
+    _no_job_recorded(maas_home)
+
+
+@slow
+def test_options_after_the_script_reach_the_launcher_and_the_rest_the_script(maas_home, tmp_path):
+    script = _script(
+        tmp_path,
+        """
+        import json, os, sys
+        from maas_lab import training
+
+        accelerator = training.accelerator()
+        with open(os.path.join(OUT, f"rank{accelerator.process_index}.json"), "w") as f:
+            json.dump({"world": accelerator.num_processes, "argv": sys.argv[1:]}, f)
+        """,
+    )
+    from maas_lab.cli import run
+
+    report = run(["launch", script, "--processes", "2", "--", "--processes", "9", "-x"])
+    assert (report.data["status"], report.data["world_size"]) == ("succeeded", 2)
+    want = {"world": 2, "argv": ["--processes", "9", "-x"]}
+    assert _ranks(tmp_path) == {0: want, 1: want}
 
 
 def test_the_training_registry_writes_from_rank_zero_only(maas_home, tmp_path, tiny_torch_model):

@@ -40,3 +40,40 @@ def test_readme_notebook_blocks_run(maas_shell, tmp_path, monkeypatch):
     assert trained["metrics"]["accuracy"] > 0.9 and trained["parents"][0]["operation"] == "train"
     exported = maas_shell.run_line_magic("maas", "show minilm@2")
     assert exported["format"] == "onnx" and exported["metrics"]["parity_min_cosine"] > 0.9999
+
+
+def _launch_lines() -> list[str]:
+    """Every `maas launch` command the README shows, in prose or in a shell block, with the
+    line breaks of the Markdown source undone."""
+    text = README.read_text()
+    inline = [" ".join(m.split()) for m in re.findall(r"`(%?maas launch [^`]*)`", text)]
+    shell = re.findall(r"(?m)^(maas launch .*)$", text)
+    return inline + shell
+
+
+def test_readme_launch_lines_keep_every_option_for_the_launcher():
+    """No README launch line may hand one of its options to the script (the script gets
+    only what follows `--`)."""
+    from maas_lab.cli import _launch_args
+
+    lines = _launch_lines()
+    assert "%maas launch train.py --processes 2" in lines and len(lines) >= 3
+    for line in lines:
+        words = line.split()[2:]
+        own, options, target, script_args = _launch_args(words)
+        assert target == "train.py" and script_args == [], line
+        given = {w[2:].replace("-", "_") for w in words if w.startswith("--")}
+        assert given == set(own) - {"detach"} | set(options), line
+
+
+@pytest.mark.slow
+def test_readme_launch_of_a_script_runs_two_processes(maas_shell, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "train.py").write_text(
+        "from maas_lab import training\n"
+        "accelerator = training.accelerator()\n"
+        "training.report(1, total=1, loss=0.5, samples=4)\n"
+    )
+    line = next(x for x in _launch_lines() if x.startswith("%maas launch train.py"))
+    report = maas_shell.run_line_magic("maas", line.removeprefix("%maas "))
+    assert (report.data["status"], report.data["world_size"]) == ("succeeded", 2)

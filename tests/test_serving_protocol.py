@@ -465,10 +465,78 @@ def test_json_data_may_be_nested_or_flat():
     assert nested.inputs[0].array.dtype == np.float32
     request = parse_infer_request(json.dumps(one("UINT64", (1,), data=[2**64 - 1])).encode(), None)
     assert request.inputs[0].array.tolist() == [2**64 - 1]
-    nan = parse_infer_request(
-        b'{"inputs":[{"name":"x","datatype":"FP32","shape":[2],"data":[NaN,1]}]}', None
-    )
-    assert np.isnan(nan.inputs[0].array[0])
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e400"])
+@pytest.mark.parametrize("datatype", ["FP32", "FP64"])
+def test_json_has_no_nan_or_infinity_so_requests_holding_them_are_refused(value, datatype):
+    body = '{"inputs":[{"name":"pixels","datatype":"%s","shape":[2],"data":[%s,1]}]}'
+    message = refused((body % (datatype, value)).encode())
+    assert "'pixels'" in message and "NaN or an infinite value" in message
+    assert "binary data" in message
+
+
+def test_binary_data_carries_nan_and_infinity():
+    values = np.array([np.nan, np.inf, -np.inf, 1], dtype=np.float32)
+    body, headers = encode_infer_request({"x": values}, binary=True)
+    got = parse_infer_request(body, headers["Inference-Header-Content-Length"])
+    np.testing.assert_array_equal(got.inputs[0].array, values)
+
+
+def test_responses_are_always_json_and_nan_outputs_go_binary():
+    request = parse_infer_request(json.dumps(one(data=[1, 2, 3])).encode(), None)
+    outputs = {"y": np.array([1.0, np.nan], dtype=np.float32)}
+    with pytest.raises(ProtocolError, match="'y' holds NaN or infinite values.*binary_data"):
+        encode_infer_response("m", "1", request, outputs)
+    request.binary_output = True
+    body, headers = encode_infer_response("m", "1", request, outputs)
+    got = parse_infer_response(body, int(headers["inference-header-content-length"]))
+    np.testing.assert_array_equal(got["outputs"]["y"], outputs["y"])
+    with pytest.raises(UsageError, match="'x' holds NaN"):
+        encode_infer_request({"x": np.array([np.inf])}, binary=False)
+
+
+@pytest.mark.parametrize(
+    "shape, fragment",
+    [([0, 2**70], "far larger"), ([1] * 65, "65 dimensions"), ([2**40, 2**40], "far larger")],
+    ids=["huge-dim", "65-dims", "huge-product"],
+)
+def test_absurd_shapes_are_refused_with_400(shape, fragment):
+    as_json = {"inputs": [{"name": "x", "datatype": "FP32", "shape": shape, "data": []}]}
+    assert fragment in refused(as_json)
+    binary = one(shape=shape, parameters={"binary_data_size": 0})
+    header = json.dumps(binary).encode()
+    assert fragment in refused(header, len(header))
+
+
+def test_the_header_is_checked_before_any_data_is_read():
+    """A check (the server's: against the model's signature) sees names, datatypes and shapes
+    and refuses before the data is converted: malformed data is never looked at."""
+    seen = []
+
+    def check(inputs):
+        seen.append([(i.name, i.datatype, i.shape, i.array) for i in inputs])
+        raise ProtocolError("input 'x' is FP32 in this model; got BYTES.")
+
+    wire = b"\xff" * 64  # not a valid BYTES encoding: converting it would fail differently
+    body, hl = request_json(one("BYTES", (4,), parameters={"binary_data_size": 64}), wire)
+    with pytest.raises(ProtocolError, match="FP32 in this model"):
+        parse_infer_request(body, hl, check)
+    assert seen == [[("x", "BYTES", [4], None)]]
+
+
+def test_check_inputs_limits_rows_on_the_batch_axis_only():
+    from maas_lab.serving.protocol import check_inputs
+
+    sig = [tensor("x", "float32", ["batch", 4])]
+    fixed = [tensor("x", "float32", [100, 4])]
+    header = [InferInput("x", "FP32", [100, 4], None)]
+    with pytest.raises(ProtocolError) as info:
+        check_inputs(sig, header, max_rows=64)
+    assert info.value.status == 413 and "--max-rows" in str(info.value)
+    assert "100 rows" in str(info.value)
+    check_inputs(sig, header, max_rows=100)
+    check_inputs(fixed, header, max_rows=64)  # a fixed first dimension is not a batch
 
 
 def test_request_parameters_and_output_flags_are_kept():

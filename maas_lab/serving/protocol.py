@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,11 @@ _WIRE: dict[str, np.dtype] = {
 }
 _VALID = ", ".join(_NUMPY)
 _LEN = struct.Struct("<I")
+# Past these a shape is an attack or a bug, never a tensor: numpy takes at most 64 dimensions
+# and int64 element counts, and a body of at most a few GiB holds far fewer values.
+MAX_DIMS = 32
+MAX_DIM = 2**31 - 1
+MAX_ELEMENTS = 2**40
 _SHARED_MEMORY = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
 
 # The JSON value types each datatype accepts; anything else is refused, never coerced.
@@ -75,12 +81,17 @@ class ProtocolError(Exception):
 
 @dataclass
 class InferInput:
-    """One input tensor of a request, already reshaped (BYTES: an object array of ``bytes``)."""
+    """One input tensor of a request, already reshaped (BYTES: an object array of ``bytes``).
+
+    While a request's header is checked (before its data is read) ``array`` is None and
+    ``source`` says where the values are: JSON ``data``, or ``(offset, nbytes)`` in the body.
+    """
 
     name: str
     datatype: str
     shape: list[int]
-    array: np.ndarray
+    array: np.ndarray | None
+    source: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -155,12 +166,18 @@ def _array_datatype(arr: np.ndarray) -> str | None:
 # --- parsing a request ----------------------------------------------------------------------
 
 
-def parse_infer_request(body: bytes, header_length: int | str | None) -> InferRequest:
+def parse_infer_request(
+    body: bytes, header_length: int | str | None, check: Callable | None = None
+) -> InferRequest:
     """Parse an inference request body; raise :class:`ProtocolError` (400) saying what to fix.
 
     ``header_length`` is the ``Inference-Header-Content-Length`` header, as an int or its raw
-    text (None when absent: the whole body is then JSON). Numeric arrays from binary data may
-    be read-only views of ``body``: copy before writing to them.
+    text (None when absent: the whole body is then JSON). ``check``, given, is called with the
+    list of inputs (names, datatypes, shapes; ``array`` still None) before any tensor data is
+    converted, so a request the model cannot take is refused before its data costs anything.
+    Numeric arrays from binary data may be read-only views of ``body``: copy before writing.
+    JSON has no NaN or Infinity: a JSON tensor holding one (or a number past float64's range,
+    such as 1e400) is refused; binary data carries any IEEE value.
     """
     size = len(body)
     hl = _header_length(header_length, size)
@@ -178,12 +195,11 @@ def parse_infer_request(body: bytes, header_length: int | str | None) -> InferRe
             'the request needs "inputs": a non-empty list of tensors like '
             '{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}.'
         )
-    view = memoryview(body)
     offset = size if hl is None else hl
     inputs: list[InferInput] = []
     seen: set[str] = set()
     for index, spec in enumerate(raw_inputs):
-        tensor, offset = _parse_input(index, spec, view, offset, hl is not None)
+        tensor, offset = _parse_input(index, spec, size, offset, hl is not None)
         if tensor.name in seen:
             raise ProtocolError(f"input {tensor.name!r} is sent twice; send each input once.")
         seen.add(tensor.name)
@@ -195,7 +211,28 @@ def parse_infer_request(body: bytes, header_length: int | str | None) -> InferRe
             "Inference-Header-Content-Length must be the length of the JSON header."
         )
     outputs = _parse_outputs(header.get("outputs"))
+    if check is not None:
+        check(inputs)
+    view = memoryview(body)
+    for tensor in inputs:
+        tensor.array = _read_values(tensor, view).reshape(tensor.shape)
+        tensor.source = None
     return InferRequest(request_id, inputs, outputs, binary_output, parameters)
+
+
+def _read_values(tensor: InferInput, view: memoryview) -> np.ndarray:
+    what, count = f"input {tensor.name!r}", math.prod(tensor.shape)
+    if isinstance(tensor.source, tuple):
+        offset, nbytes = tensor.source
+        return _from_binary(what, tensor.datatype, tensor.shape, count, view, offset, nbytes)
+    array = _from_json(what, tensor.datatype, tensor.source, tensor.shape, count)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ProtocolError(
+            f"{what} holds NaN or an infinite value (or a number past float64's range, such "
+            "as 1e400); JSON has no such numbers. Send finite numbers, or send the tensor as "
+            "binary data, which carries any IEEE value."
+        )
+    return array
 
 
 def _header_length(header_length: int | str | None, size: int) -> int | None:
@@ -247,8 +284,9 @@ def _parameters(value: Any, whose: str) -> dict:
 
 
 def _parse_input(
-    index: int, spec: Any, view: memoryview, offset: int, has_binary: bool
+    index: int, spec: Any, size: int, offset: int, has_binary: bool
 ) -> tuple[InferInput, int]:
+    """One input's header: name, datatype, shape and where its values are; none read yet."""
     if not isinstance(spec, dict):
         raise ProtocolError(
             f"inputs[{index}] must be an object with name, datatype, shape and data."
@@ -278,8 +316,7 @@ def _parse_input(
                 f'input {name!r} has no data: send "data" (a list of values) or binary data '
                 "with parameters.binary_data_size."
             )
-        array = _from_json(what, datatype, spec["data"], shape, count)
-        return InferInput(name, datatype, shape, array.reshape(shape)), offset
+        return InferInput(name, datatype, shape, None, spec["data"]), offset
     if "data" in spec:
         raise ProtocolError(
             f'input {name!r} has both "data" and parameters.binary_data_size; send one.'
@@ -295,13 +332,14 @@ def _parse_input(
             "send that header with the JSON header's length."
         )
     end = offset + nbytes
-    if end > len(view):
+    if end > size:
         raise ProtocolError(
             f"input {name!r} says its binary data is {nbytes} bytes, but only "
-            f"{len(view) - offset} bytes are left in the body."
+            f"{size - offset} bytes are left in the body."
         )
-    array = _from_binary(what, datatype, shape, count, view, offset, nbytes)
-    return InferInput(name, datatype, shape, array.reshape(shape)), end
+    if datatype != "BYTES":
+        _check_binary_size(what, datatype, shape, count, nbytes)
+    return InferInput(name, datatype, shape, None, (offset, nbytes)), end
 
 
 def _parse_shape(what: str, shape: Any) -> list[int]:
@@ -310,7 +348,25 @@ def _parse_shape(what: str, shape: Any) -> list[int]:
             f"{what} has shape {_show(shape)}; a shape must be a list of whole numbers "
             ">= 0, like [1, 3]."
         )
+    if len(shape) > MAX_DIMS:
+        raise ProtocolError(
+            f"{what} has {len(shape)} dimensions; this server takes at most {MAX_DIMS}."
+        )
+    if any(d > MAX_DIM for d in shape) or math.prod(d for d in shape if d) > MAX_ELEMENTS:
+        raise ProtocolError(
+            f"{what} has shape {_show(shape)}, which is far larger than any request can hold; "
+            f"each dimension must be at most {MAX_DIM}."
+        )
     return shape
+
+
+def _check_binary_size(what: str, datatype: str, shape: list, count: int, nbytes: int) -> None:
+    itemsize = _WIRE[datatype].itemsize
+    if nbytes != count * itemsize:
+        raise ProtocolError(
+            f"{what} has shape {_show(shape)}, i.e. {count} {datatype} values of "
+            f"{itemsize} bytes ({count * itemsize} bytes), but its binary_data_size is {nbytes}."
+        )
 
 
 def _from_binary(
@@ -320,12 +376,7 @@ def _from_binary(
     if datatype == "BYTES":
         return _unpack_bytes(view[offset : offset + nbytes], count, what)
     wire = _WIRE[datatype]
-    if nbytes != count * wire.itemsize:
-        raise ProtocolError(
-            f"{what} has shape {_show(shape)}, i.e. {count} {datatype} values of "
-            f"{wire.itemsize} bytes ({count * wire.itemsize} bytes), but its "
-            f"binary_data_size is {nbytes}."
-        )
+    _check_binary_size(what, datatype, shape, count, nbytes)
     if count == 0:
         return np.empty(0, dtype=_NUMPY[datatype])
     array = np.frombuffer(view, dtype=wire, count=count, offset=offset)
@@ -455,13 +506,33 @@ def check_requested_outputs(request: InferRequest, output_names: list[str]) -> N
 
 
 def validate_inputs(
-    signature_inputs: list[dict], inputs: list[InferInput], otherwise: str = ""
+    signature_inputs: list[dict],
+    inputs: list[InferInput],
+    otherwise: str = "",
+    max_rows: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Check a request's inputs against a model signature; return the feeds by name.
 
     Runs before batching so one bad request is refused alone instead of failing a batch.
     A signature dtype ``"str"`` gets an object array of Python ``str``. ``otherwise`` names
     another way to call the model (e.g. sentences as ``text``) in the errors about names.
+    """
+    check_inputs(signature_inputs, inputs, otherwise, max_rows)
+    given = {tensor.name: tensor for tensor in inputs}
+    return {spec["name"]: _feed(spec, given[spec["name"]]) for spec in signature_inputs}
+
+
+def check_inputs(
+    signature_inputs: list[dict],
+    inputs: list[InferInput],
+    otherwise: str = "",
+    max_rows: int | None = None,
+) -> None:
+    """Names, datatypes and shapes against the signature, and the rows against ``max_rows``.
+
+    Needs only the request's header (``array`` may still be None), so a server calls it
+    before converting any tensor data. Rows are the first dimension of inputs whose
+    signature's first dimension is variable (a named batch axis).
     """
     expected = {spec["name"]: spec for spec in signature_inputs}
     given = {tensor.name: tensor for tensor in inputs}
@@ -479,12 +550,22 @@ def validate_inputs(
                 f"{_describe(signature_inputs)}{tail}"
             )
     dims: dict[str, tuple[int, str]] = {}
-    feeds: dict[str, np.ndarray] = {}
     for spec in signature_inputs:
         tensor = given[spec["name"]]
         _check_input(spec, tensor, dims)
-        feeds[tensor.name] = _feed(spec, tensor)
-    return feeds
+        if max_rows is not None and spec["shape"] and not isinstance(spec["shape"][0], int):
+            check_rows(tensor.name, tensor.shape[0], max_rows)
+
+
+def check_rows(name: str, rows: int, max_rows: int) -> None:
+    """Refuse (413) a request with more rows than one request may hold."""
+    if rows > max_rows:
+        raise ProtocolError(
+            f"input {name!r} has {rows} rows; this server takes at most {max_rows} rows per "
+            "request. Split it into smaller requests, or start the server with a larger "
+            "--max-rows.",
+            status=413,
+        )
 
 
 def _check_input(spec: dict, tensor: InferInput, dims: dict[str, tuple[int, str]]) -> None:
@@ -606,7 +687,7 @@ def encode_infer_response(
 
 
 def _assemble(doc: dict, blobs: list[bytes], lower: bool) -> tuple[bytes, dict[str, str]]:
-    header = json.dumps(doc, separators=(",", ":")).encode()
+    header = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
     content_type, length = (
         ("content-type", "inference-header-content-length")
         if lower
@@ -625,6 +706,15 @@ def _to_wire(array: np.ndarray, datatype: str) -> bytes:
 
 
 def _json_values(array: np.ndarray, datatype: str, what: str, error: type[Exception]) -> list:
+    if array.dtype.kind in "fc" and not np.isfinite(array).all():
+        # JSON has no NaN or Infinity (json.dumps would write bare NaN, which no JSON parser
+        # reads); binary data carries them exactly.
+        ask = (
+            "ask for it as binary data instead (parameters.binary_data: true)"
+            if what.startswith("output")
+            else "send it as binary data instead"
+        )
+        raise error(f"{what} holds NaN or infinite values, which JSON cannot carry; {ask}.")
     flat = array.ravel().tolist()
     if datatype != "BYTES":
         return flat

@@ -51,15 +51,9 @@ def close_all() -> None:
 
 
 def _loader_for(fmt: str):
-    plugins = get_plugins()
-    loaders = plugins.for_format("loader", fmt)
-    if not loaders:
-        known = ", ".join(plugins.formats("loader")) or "none (no loader plugins loaded)"
-        raise UsageError(
-            f"No installed plugin opens format {fmt!r}. Formats with a loader: {known}. "
-            "Install the plugin for it, or check `maas plugins` for plugins that failed to load."
-        )
-    return loaders[0]
+    from .intake import loader_for
+
+    return loader_for(fmt)
 
 
 def register(
@@ -96,18 +90,26 @@ def register(
     ``lineage`` lists where the version came from: ``{"operation": "train", "parent":
     REF or None, "plugin": ..., "params": {...}}`` per edge (training jobs record theirs).
     """
+    from .intake import check
+
     source = collect(from_hf, from_torch, weights, config, from_file, format, card)
     fmt, files = source.format, source.files
-    loader = _loader_for(fmt)
-    if loader.validate is not None:
-        loader.validate({s.name: s.source for s in files}, source.config)
+    reg = registry(root)
+    grants = check(
+        reg,
+        fmt,
+        {s.name: s.source for s in files},
+        source.config,
+        how="given to register (--from-torch)",
+        typed=[from_torch] if from_torch else [],
+    )
     sig = parse_signature(signature) if signature is not None else None
     if inputs:
         sig = _infer_signature(source, parse_inputs(inputs))
     total = sum(s.source.stat().st_size for s in files)
     bar = byte_bar(total, f"storing {name}")
     try:
-        row = registry(root).register(
+        row = reg.register(
             name,
             files,
             fmt,
@@ -121,6 +123,7 @@ def register(
             metrics=parse_pairs(metrics, "metric", numeric=True),
             lineage=lineage or (),
             progress=bar.update if bar is not None else None,
+            trusted_code=grants,
         )
     finally:
         if bar is not None:
@@ -230,15 +233,17 @@ def export(
     import shutil
     import tempfile
 
+    from . import trust
     from .components import Artifact
     from .compression import staged_checkout
+    from .intake import check
     from .parity import ParityError, compare, feeds_from_signature, violations
     from .registry.registry import FileSpec
 
     reg = registry(root)
     row = reg.resolve(ref)
     exporter = _exporter_for(to, row["format"])
-    opts = exporter.options(options)
+    opts = trust.typed_options(exporter, exporter.options(options))
     parent = reg.checkout(row["ref"])
     work = Path(tempfile.mkdtemp(prefix="export-"))
     try:
@@ -273,6 +278,13 @@ def export(
                 + ". Nothing was registered. Pass --allow-mismatch to keep it anyway, or "
                 "loosen --atol / --min-cosine if the difference is expected."
             )
+        grants = check(
+            reg,
+            artifact.format,
+            {n: work / n for n in artifact.files},
+            artifact.config,
+            how=f"made by exporter {exporter.name}",
+        )
         worst = {
             "parity_max_abs_diff": max(f["max_abs_diff"] for f in figures.values()),
             "parity_min_cosine": min(f["min_cosine"] for f in figures.values()),
@@ -289,6 +301,7 @@ def export(
             signature=artifact.signature or child_runner.signature,
             tags={"parity": "mismatch"} if problems else {},
             metrics=worst,
+            trusted_code=grants,
             lineage=[
                 {
                     "parent": row["ref"],
@@ -353,12 +366,13 @@ def compress(
     ``accuracy=0.01``) is a fidelity budget: a result over it is refused unless
     ``allow_over_budget``. ``options`` are the compressor's own (see ``maas plugins``).
     """
+    from . import trust
     from .compression import run
 
     reg = registry(root)
     row = reg.resolve(ref)
     comp = _compressor_for(with_, row["format"], row["ref"])
-    opts = comp.options(options)
+    opts = trust.typed_options(comp, comp.options(options))
     new, figures = run(
         comp,
         reg,
@@ -407,7 +421,7 @@ def _compression_report(parent: str, child: str, how: str, figures: dict) -> Rep
     before, after = figures["before"], figures["after"]
     rows = [
         {
-            "metric": m,
+            "metric": _label(m),
             parent: before.get(m),
             child: after.get(m),
             "change": change(m, before.get(m), after.get(m)),
@@ -418,7 +432,7 @@ def _compression_report(parent: str, child: str, how: str, figures: dict) -> Rep
         rows,
         ["metric", parent, child, "change"],
         formatters={parent: _metric_cell, child: _metric_cell},
-        note="; ".join(figures["notes"]),
+        note="; ".join([*figures["notes"], f"measured on {cpu_text(figures['measured_on'])}"]),
     )
     return Report(
         f"{child}: {how} of {parent}",
@@ -429,6 +443,13 @@ def _compression_report(parent: str, child: str, how: str, figures: dict) -> Rep
         ],
         data={"ref": child, "parent": parent, **figures},
     )
+
+
+def cpu_text(cpu: dict | None) -> str:
+    """``AMD EPYC 7B13 (avx, avx2, fma)``: which CPU measured a set of figures."""
+    if not cpu:
+        return ""
+    return f"{cpu.get('cpu', 'unknown CPU')} ({', '.join(cpu.get('isa') or ['no SIMD flags'])})"
 
 
 def _flat(report: dict, most: int = 6) -> dict:
@@ -452,20 +473,42 @@ def _metric_cell(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+# What each timing metric is, said where a person reads it. The speed evaluator measures
+# both the same way everywhere (compress and compare): warm-up, then the median of
+# interleaved repeats, so a figure from one run reads like one from another.
+LABELS = {
+    "latency_ms": "latency b1 ms (median)",
+    "throughput": "throughput b32 rows/s",
+}
+
+
+def _label(metric: str) -> str:
+    return LABELS.get(metric, metric)
+
+
 def _chart(labels: list[str], metrics: list[dict]):
+    """Bars per metric; sizes in MB, so the axis reads 12.3 rather than 1e7."""
     from .results import BarChart
 
-    wanted = ("size_bytes", "latency_ms", "throughput", "accuracy", "cosine_mean")
-    series = {m: [x.get(m) for x in metrics] for m in wanted}
-    return BarChart(labels, series, formatters={"size_bytes": human_size})
+    series = {"size MB": [None if x.get("size_bytes") is None else x["size_bytes"] / 1e6
+                          for x in metrics]}  # fmt: skip
+    for m in ("latency_ms", "throughput", "accuracy", "cosine_mean"):
+        series[_label(m)] = [x.get(m) for x in metrics]
+    return BarChart(labels, series, formatters={"size MB": lambda v: f"{v:.2f} MB"})
 
 
-def compare(*refs: str, data=None, budget_s: float = 2.0, log: bool = False, root=None) -> Report:
+def _ratio(a, b) -> float | None:
+    return a / b if a and b else None
+
+
+def compare(*refs: str, data=None, budget_s: float = 2.0, log: bool = True, root=None) -> Report:
     """Measure versions side by side, now, on this machine: size, accuracy or fidelity
-    against the first one, latency and throughput (interleaved). ``log`` stores the figures
-    as each version's metrics (what ``recommend`` ranks by)."""
+    against the first one, batch-1 latency (median ms) and batch-32 throughput (rows/s),
+    interleaved. Each speed-up is against the first version and sits beside the measurement
+    it comes from. The figures are stored as each version's metrics (what ``recommend``
+    ranks by) unless ``log=False``."""
     from . import datasets
-    from .evaluation import Subject, evaluate, ordered
+    from .evaluation import Subject, cpu_features, evaluate, ordered
 
     if not refs:
         raise UsageError("Give at least one version to measure, e.g. minilm@4 minilm@5.")
@@ -484,29 +527,41 @@ def compare(*refs: str, data=None, budget_s: float = 2.0, log: bool = False, roo
             reg.log_metrics(r["ref"], m)
     first = results[0]
     metrics = ordered({k for m in results for k in m})
-    table_rows = []
+    columns, shown = ["ref", "format"], []
+    for m in metrics:
+        columns.append(_label(m))
+        if m == "latency_ms":
+            columns.append("b1 speed-up")
+        elif m == "throughput":
+            columns.append("b32 speed-up")
+    data_rows = []
     for r, m in zip(rows, results, strict=True):
-        speedup = (
-            first["latency_ms"] / m["latency_ms"] if m.get("latency_ms") and first.get(
-                "latency_ms") else None
-        )  # fmt: skip
-        table_rows.append({"ref": r["ref"], "format": r["format"], **m, "speed-up": speedup})
+        row = {"ref": r["ref"], "format": r["format"], **m}
+        row["b1 speed-up"] = _ratio(first.get("latency_ms"), m.get("latency_ms"))
+        row["b32 speed-up"] = _ratio(m.get("throughput"), first.get("throughput"))
+        data_rows.append(row)
+        shown.append({_label(k): v for k, v in row.items()})
+    times = "x" if len(rows) == 1 else "x vs the first"
     table = Table(
-        table_rows,
-        ["ref", "format", *metrics, "speed-up"],
+        shown,
+        columns,
         title=f"{len(rows)} version(s), measured side by side"
         + (f" on {dataset.name}" if dataset is not None else ""),
-        note="; ".join(notes),
+        note="; ".join(
+            [*notes, f"measured on {cpu_text(cpu_features())}"]
+            + ([] if log else ["not recorded (log=False)"])
+        ),
         formatters={
             "size_bytes": human_size,
-            **{m: _metric_cell for m in metrics if m != "size_bytes"},
-            "speed-up": lambda v: "" if v is None else f"{v:.2f}x",
+            **{_label(m): _metric_cell for m in metrics if m != "size_bytes"},
+            "b1 speed-up": lambda v: "" if v is None else f"{v:.2f}{times}",
+            "b32 speed-up": lambda v: "" if v is None else f"{v:.2f}{times}",
         },
     )
     return Report(
         "Comparison",
         [("", table), ("", _chart([r["ref"] for r in rows], results))],
-        data={"rows": table_rows},
+        data={"rows": data_rows},
     )
 
 
@@ -568,6 +623,11 @@ def show(ref: str, root=None) -> Report:
     }
     if info["config"]:
         summary["config"] = json.dumps(info["config"], sort_keys=True)
+    measured = [
+        p["params"]["measured_on"] for p in info["parents"] if p["params"].get("measured_on")
+    ]
+    if measured:  # int8 figures depend on the instruction set: say which one measured them
+        summary["measured on"] = cpu_text(measured[0])
     files = Table(
         info["files"], ["name", "role", "size", "sha256"], formatters={"size": human_size}
     )
@@ -764,11 +824,57 @@ def bundle_export(ref: str, out: str | os.PathLike, root=None) -> Table:
     return kv_table({"bundle": str(path), "ref": ref, "size": human_size(path.stat().st_size)})
 
 
-def bundle_import(path: str | os.PathLike, name: str | None = None, root=None) -> Report:
+def bundle_import(
+    path: str | os.PathLike, name: str | None = None, *, trust: bool = False, root=None
+) -> Report:
+    """Import a bundle as a new version, verifying every digest before anything is stored.
+
+    A version whose config names code (a torch factory ``module:callable``) is refused
+    unless that code is trusted here already, or ``trust`` is given: then the import records
+    that you trusted it (see :func:`trust_code`). Nothing the bundle names runs before that.
+    """
+    from .intake import check, code_refs, require_trusted
     from .registry.bundle import import_bundle
 
-    row = import_bundle(registry(root), Path(path), name)
+    reg = registry(root)
+    where = f"The bundle {Path(path).name}"
+
+    def precheck(fmt: str, config: dict) -> None:
+        if not trust:
+            require_trusted(reg, fmt, config, where=where)
+
+    def checked(fmt: str, files: dict, config: dict) -> dict:
+        typed = code_refs(fmt, config) if trust else []
+        return check(
+            reg, fmt, files, config, how="bundle import --trust", typed=typed, where=where
+        )
+
+    row = import_bundle(reg, Path(path), name, precheck=precheck, check=checked)
     return show(row["ref"], root=root)
+
+
+def trust_code(reference: str | None = None, *, remove: bool = False, root=None) -> Table:
+    """Trust (or with ``remove``, stop trusting) a code reference ``module:callable`` in this
+    registry, recorded with who did it; with no reference, list what is trusted.
+
+    Versions whose config names a factory load only when it is trusted: built-ins
+    (``maas_lab.zoo``), what a loaded plugin vouches for, what you gave ``register
+    --from-torch``, and what is listed here."""
+    from .registry import trust as rows
+    from .registry.registry import actor
+
+    reg = registry(root)
+    if reference is not None:
+        if remove:
+            rows.revoke(reg, reference, actor())
+        else:
+            rows.grant(reg, reference, actor(), "maas trust")
+    return Table(
+        rows.rows(reg),
+        ["reference", "granted_by", "granted_at", "how"],
+        title="Trusted code",
+        note="Built in: maas_lab.zoo and what loaded plugins vouch for.",
+    )
 
 
 # ---------------------------------------------------------------------- serving
@@ -933,5 +1039,6 @@ __all__ = [
     "status",
     "stop",
     "tag",
+    "trust_code",
     "wait",
 ]

@@ -304,7 +304,8 @@ def distill(ctx, teacher, student, config, data, epochs, temperature, alpha, max
 @click.option("--data", help=_DATA_HELP)
 @click.option("--budget-s", type=float, default=2.0, show_default=True,
               help="Seconds per version for the latency/throughput measurement.")  # fmt: skip
-@click.option("--log", is_flag=True, help="Store the figures as each version's metrics.")
+@click.option("--log/--no-log", default=True, show_default=True,
+              help="Store the figures as metrics (what recommend ranks by).")  # fmt: skip
 def compare(refs, data, budget_s, log):
     """Measure versions REFS side by side: size, accuracy or fidelity to the first, speed."""
     return api.compare(*refs, data=data, budget_s=budget_s, log=log, root=_root())
@@ -333,11 +334,18 @@ def compare(refs, data, budget_s, log):
               help="Another Host header to accept (e.g. a DNS name); repeatable.")  # fmt: skip
 @click.option("--drain-s", default=30.0, show_default=True,
               help="How long stopping waits for requests in flight.")  # fmt: skip
+@click.option("--max-rows", default=1024, show_default=True,
+              help="Most rows in one request (413 beyond); run in --max-batch parts.")  # fmt: skip
+@click.option("--header-timeout-s", default=10.0, show_default=True,
+              help="Time a client has to send a request's headers.")  # fmt: skip
+@click.option("--body-timeout-s", default=60.0, show_default=True,
+              help="Time a client has to send a request's body (408 beyond).")  # fmt: skip
 @click.option("--background/--foreground", default=None,
               help="Run detached (default in a notebook) or in this terminal (default in a "
               "shell; Ctrl-C drains and stops).")  # fmt: skip
 def serve(refs, name, host, port, replicas, max_batch, max_delay_ms, max_queue, timeout_s,
-          threads, max_body_mb, token, allow_hosts, drain_s, background):  # fmt: skip
+          threads, max_body_mb, token, allow_hosts, drain_s, max_rows, header_timeout_s,
+          body_timeout_s, background):  # fmt: skip
     """Serve versions REFS over HTTP (Open Inference Protocol v2) with dynamic batching.
 
     An alias (minilm@prod) or a bare name (latest) is followed: when it moves, the server
@@ -359,7 +367,11 @@ def serve(refs, name, host, port, replicas, max_batch, max_delay_ms, max_queue, 
         token=token,
         allow_hosts=allow_hosts,
         drain_s=drain_s,
+        max_rows=max_rows,
+        header_timeout_s=header_timeout_s,
+        body_timeout_s=body_timeout_s,
         foreground=not background,
+        prog=click.get_current_context().find_root().info_name,  # hints in the typed syntax
         root=_root(),
     )
 
@@ -585,9 +597,26 @@ def bundle_export(ref, out):
 @bundle.command("import")
 @click.argument("path", type=click.Path())
 @click.option("--as", "name", help="Register under this name instead of the bundle's.")
-def bundle_import(path, name):
-    """Import a bundle as a new version, verifying every digest."""
-    return api.bundle_import(path, name, root=_root())
+@click.option(
+    "--trust",
+    is_flag=True,
+    help="Trust the code (factory module:callable) the bundle's version names; recorded.",
+)
+def bundle_import(path, name, trust):
+    """Import a bundle as a new version, verifying every digest; code it names runs only if
+    trusted."""
+    return api.bundle_import(path, name, trust=trust, root=_root())
+
+
+@cli.command("trust")
+@click.argument("reference", required=False)
+@click.option("--remove", is_flag=True, help="Stop trusting REFERENCE.")
+def trust_code(reference, remove):
+    """Trust code REFERENCE (module:callable) that versions name as their factory; with no
+    REFERENCE, list what is trusted, by whom and how."""
+    if remove and reference is None:
+        raise click.UsageError("--remove needs a REFERENCE.")
+    return api.trust_code(reference, remove=remove, root=_root())
 
 
 def run(args: list[str], prog_name: str = "maas"):

@@ -18,7 +18,7 @@ from typing import Any
 from . import datasets
 from .components import Artifact, Component
 from .errors import MaasError, PluginError, UsageError
-from .evaluation import HIGHER_IS_BETTER, Subject, evaluate
+from .evaluation import HIGHER_IS_BETTER, Subject, cpu_features, evaluate
 
 # --max-drop names a person types -> the metric it bounds.
 BUDGET_METRICS = {
@@ -244,19 +244,24 @@ def staged_checkout(work: Path, artifact: Artifact, parent, task, who: str = "Th
     )
 
 
-def _validate(artifact: Artifact, work: Path) -> None:
-    """The loader's own check, as ``register`` does for files a person offers: a plugin's
-    output must open before it is stored."""
-    from .api import _loader_for
+def _validate(reg, artifact: Artifact, work: Path, who: str) -> dict[str, str]:
+    """The one check every new version passes (``maas_lab.intake``), as ``register`` does for
+    files a person offers: a plugin's output must open, and name only trusted code, before
+    it is stored. Returns the trust grants to record with it."""
+    from .intake import check
 
-    loader = _loader_for(artifact.format)
-    if loader.validate is not None:
-        try:
-            loader.validate({n: work / n for n in artifact.files}, artifact.config)
-        except MaasError as exc:
-            raise PluginError(
-                f"The compressor wrote a {artifact.format} version its loader refuses: {exc}"
-            ) from exc
+    try:
+        return check(
+            reg,
+            artifact.format,
+            {n: work / n for n in artifact.files},
+            artifact.config,
+            how=f"made by {who.lower()}",
+        )
+    except MaasError as exc:
+        raise PluginError(
+            f"{who} wrote a {artifact.format} version its loader refuses: {exc}"
+        ) from exc
 
 
 def run(
@@ -303,7 +308,7 @@ def run(
             )
         who = f"Compressor {compressor.name!r}"
         child = staged_checkout(work, artifact, parent, row["task"], who)
-        _validate(artifact, work)
+        grants = _validate(reg, artifact, work, who)
         size = sum((work / n).stat().st_size for n in artifact.files)
         subjects = [
             Subject(row["ref"], ctx.parent_runner, row["size_bytes"], row["task"]),
@@ -313,6 +318,7 @@ def run(
             (before, after), notes = evaluate(subjects, ctx.eval_data(), budget_s)
         except KeyboardInterrupt:
             raise Interrupted("Interrupted while measuring; nothing was registered.") from None
+        measured_on = cpu_features()
         problems = over_budget(before, after, budget) if budget else []
         if problems and not allow_over_budget:
             raise BudgetError(
@@ -334,6 +340,7 @@ def run(
             signature=artifact.signature or subjects[1].runner.signature,
             tags={"budget": "exceeded"} if problems else {},
             metrics=after,
+            trusted_code=grants,
             lineage=[
                 {
                     "parent": row["ref"],
@@ -348,6 +355,7 @@ def run(
                         "max_drop": budget,
                         "over_budget": problems,
                         "parent_metrics": before,
+                        "measured_on": measured_on,
                         "report": artifact.report,
                     },
                 }
@@ -355,7 +363,8 @@ def run(
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    figures = {"before": before, "after": after, "report": artifact.report, "notes": notes}
+    figures = {"before": before, "after": after, "report": artifact.report, "notes": notes,
+               "measured_on": measured_on}  # fmt: skip
     return new, {**figures, "max_drop": budget, "over_budget": problems}
 
 

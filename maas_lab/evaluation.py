@@ -66,6 +66,39 @@ class Context:
         return feeds(runner, data, start, batch)
 
 
+# Instruction-set extensions that change what int8 and float kernels compute or how fast
+# (onnxruntime, fbgemm and oneDNN pick kernels by them), in the order people read them.
+ISA_FLAGS = (
+    "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
+    "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16",
+    "asimd", "asimddp", "sve", "i8mm",
+)  # fmt: skip
+
+
+def cpu_features() -> dict:
+    """The CPU that measured a set of figures: ``{"cpu": model name, "isa": [...]}``.
+
+    The same int8 file gives different fidelity and speed on different instruction sets
+    (AVX2 only vs AVX-512 VNNI measured 0.9962 vs 0.9985 cosine on MiniLM), so figures are
+    stored with this to be read, and compared, for what they are."""
+    import platform
+
+    name, flags = "", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "Model", "cpu model") and not name:
+                    name = value.strip()
+                elif key in ("flags", "Features") and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    name = " ".join(name.split()) or platform.processor() or platform.machine() or "unknown"
+    return {"cpu": name, "isa": [f for f in ISA_FLAGS if f in flags]}
+
+
 def input_specs(runner) -> list[dict]:
     return list(runner.signature["inputs"])
 

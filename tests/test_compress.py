@@ -227,3 +227,31 @@ def test_magic_and_cli_share_compare(digits, maas_shell):
         "maas", "compare digits@1 --data sklearn:digits --budget-s 0.05"
     )
     assert result.data["rows"][0]["accuracy"] > 0.9
+
+
+def test_compare_names_each_figure_and_records_it_unless_told_not_to(digits):
+    """Each timing column says what it measured (batch-1 median latency, batch-32 rows/s);
+    each speed-up sits beside, and is computed from, that same measurement; sizes read in
+    MB; and the figures are recorded by default, so `recommend` right after can rank them."""
+    from maas_lab.cli import run
+
+    api.export("digits@1", "onnx")
+    run(["compare", "digits@1", "digits@2", "--budget-s", "0.05", "--no-log"])
+    assert "latency_ms" not in api.show("digits@2")["metrics"]  # opted out: nothing stored
+    report = run(["compare", "digits@1", "digits@2", "--budget-s", "0.05"])
+    text = str(report)
+    for column in ("latency b1 ms (median)", "b1 speed-up", "throughput b32 rows/s",
+                   "b32 speed-up", "size"):  # fmt: skip
+        assert column in text, column
+    assert "speed-up  " not in text.replace("b1 speed-up", "").replace("b32 speed-up", "")
+    first, second = report.data["rows"]
+    assert second["b1 speed-up"] == pytest.approx(first["latency_ms"] / second["latency_ms"])
+    assert second["b32 speed-up"] == pytest.approx(second["throughput"] / first["throughput"])
+    chart = report.parts[1][1]
+    assert chart.series["size MB"] == pytest.approx(
+        [r["size_bytes"] / 1e6 for r in (first, second)]
+    )
+    assert "size_bytes" not in chart.series
+    ranked = api.recommend(sort="latency").rows
+    assert {r["ref"] for r in ranked if r["latency_ms"]} == {"digits@1", "digits@2"}
+    assert api.show("digits@2")["metrics"]["latency_ms"] == pytest.approx(second["latency_ms"])

@@ -3,6 +3,8 @@ quantization of a digits MLP, MiniLM with and without a fidelity budget, the act
 smoothing done before quantizing (the float graph must not change), and the mistakes a user
 can make, each refused with the registry left exactly as it was."""
 
+import os
+
 import numpy as np
 import onnx
 import pytest
@@ -90,6 +92,14 @@ def test_dynamic_int8_of_a_digits_mlp(digits):
     assert info["config"]["quantization"]["mode"] == "dynamic"
     out = api.runner(report["ref"]).infer({"input": np.zeros((3, 64), np.float32)})
     assert next(iter(out.values())).shape == (3, 10)
+    # int8 kernels differ by instruction set: the figures say which CPU measured them
+    cpu = edge["params"]["measured_on"]
+    assert cpu == report.data["measured_on"] and cpu["cpu"]
+    flags = set(open("/proc/cpuinfo").read().split()) if os.path.exists("/proc/cpuinfo") else ()
+    assert ("avx2" in cpu["isa"]) == ("avx2" in flags)
+    assert ("avx512_vnni" in cpu["isa"]) == ("avx512_vnni" in flags)
+    assert f"{cpu['cpu']} ({', '.join(cpu['isa'])})" in str(api.show(report["ref"]))
+    assert f"measured on {cpu['cpu']}" in str(report)
 
 
 def test_static_int8_calibrated_on_digits(digits):
@@ -285,12 +295,17 @@ def test_minilm_smoothed_float_graph_equals_the_original(minilm):
 
 @pytest.mark.slow
 def test_minilm_dynamic_per_channel_int8(minilm):
-    """Smoothed by default: per-tensor activations left MiniLM at cosine 0.9917, worst
-    sentence 0.957; smoothed and split it measured 0.9985 / 0.9942."""
+    """Smoothed by default. onnxruntime's int8 kernels differ by instruction set, so the
+    same file has a different fidelity on each CPU: smoothed and split it measured cosine
+    mean / worst 0.9985 / 0.993 on AVX-512 VNNI and 0.9962 / 0.9877 on AVX2 only (per-tensor
+    activations, unsmoothed: 0.9917 / 0.957). Without a budget the product promises no
+    figure, so this asserts a floor with a margin below the weakest CPU measured (AVX2);
+    a figure the user must get is asked for with --max-drop (the budget test)."""
     report = api.compress(minilm, "ort-int8", budget_s=0.5)
     info = api.show(report["ref"]).data
     after = report.data["after"]
-    assert after["cosine_mean"] >= 0.997 and after["cosine_min"] >= 0.99
+    assert after["cosine_mean"] >= 0.99 and after["cosine_min"] >= 0.97
+    assert info["parents"][0]["params"]["measured_on"]["isa"] == report.data["measured_on"]["isa"]
     assert info["size_bytes"] < 0.35 * api.show(minilm)["size_bytes"]
     parent_files = {(f["name"], f["role"]) for f in api.show(minilm)["files"]}
     assert {(f["name"], f["role"]) for f in info["files"]} == parent_files  # tokenizer kept

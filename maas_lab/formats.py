@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import struct
+import zipfile
 from pathlib import Path
 
 from .errors import UsageError
@@ -33,6 +34,29 @@ def sniff(path: Path) -> str:
     if head[:4] == b"\x08\x00\x12\x00" or path.suffix == ".onnx":
         return "an ONNX model"
     return "something else"
+
+
+def pickle_kind(path: Path) -> str | None:
+    """Say why a file holds a pickle, judged by its content, not its name; None if not.
+
+    A pickle of protocol 2 or later starts with 0x80 and the protocol byte; ``torch.save``
+    writes a zip archive holding ``data.pkl``. Older protocols have no magic to test.
+    """
+    from .registry.store import open_source_file
+
+    with open_source_file(path) as f:
+        head = f.read(4)
+        if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+            return "a Python pickle"
+        if head == b"PK\x03\x04":
+            try:
+                f.seek(0)
+                names = zipfile.ZipFile(f).namelist()
+            except (zipfile.BadZipFile, OSError, ValueError):
+                return None
+            if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+                return "a torch.save zip archive holding data.pkl"
+    return None
 
 
 def safetensors_header(path: Path) -> dict[str, dict]:

@@ -7,8 +7,21 @@ They compose with Python (``rows = %maas list``; ``rows[0]["name"]``) and have a
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Sequence
 from typing import Any
+
+# C0/C1 controls (ESC starts terminal escape sequences) and bidi overrides, which reorder
+# what a terminal shows. Tabs and newlines are kept only where text spans lines.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_CONTROL_IN_CELL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str, multiline: bool = True) -> str:
+    """``text`` with control characters written as escapes (``\\x1b``), so that names,
+    tags or cards from anyone cannot drive the terminal that shows them."""
+    pattern = _CONTROL if multiline else _CONTROL_IN_CELL
+    return pattern.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def human_size(n: float | None) -> str:
@@ -60,7 +73,7 @@ class Table:
         ]
 
     def __str__(self) -> str:
-        cells = self._cells()
+        cells = [[printable(v, multiline=False) for v in r] for r in self._cells()]
         widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(self.columns)]
         lines = [self.title] if self.title else []
         if self.rows:
@@ -76,7 +89,7 @@ class Table:
             lines.append("(none)")
         if self.note:
             lines.append(self.note)
-        return "\n".join(lines)
+        return printable("\n".join(lines))
 
     __repr__ = __str__
 
@@ -114,7 +127,7 @@ class Report:
             if heading:
                 out.append(f"{heading}:")
             out.append(str(part))
-        return "\n".join(out)
+        return printable("\n".join(out))
 
     __repr__ = __str__
 
@@ -145,9 +158,9 @@ class Collapsible:
     def __str__(self) -> str:
         lines = self.text.splitlines()
         if len(lines) <= self.preview_lines:
-            return self.text
+            return printable(self.text)
         rest = len(lines) - self.preview_lines
-        return "\n".join(lines[: self.preview_lines] + [f"... ({rest} more lines)"])
+        return printable("\n".join(lines[: self.preview_lines] + [f"... ({rest} more lines)"]))
 
     def _repr_html_(self) -> str:
         e = html.escape

@@ -1,7 +1,9 @@
 """What a person offers to register, turned into a version's files, format, config and card.
 
 Checks here run before any plugin or the registry is touched: weights must parse as
-safetensors (in plain Python, so a pickle never runs), and pickle-format files are refused.
+safetensors (in plain Python, so a pickle never runs), and pickle-format files are refused
+by suffix (any case) and by content. Every file, whatever the source, goes through
+``check_source_file``: no links out of the folder it was offered from, no special files.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UsageError
-from .formats import safetensors_header
+from .formats import pickle_kind, safetensors_header
 from .parsing import parse_config
-from .registry.store import check_source_file
+from .registry.store import allowed_roots, check_source_file, read_card
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
+# Formats whose own validator opens their archives (a TorchScript zip holds data.pkl).
+OWN_ARCHIVE_CHECK = ("torchscript", "torch-export")
 
 
 @dataclass
@@ -46,13 +50,13 @@ def collect(
     stored_config = parse_config(config)
     card_text = None
     if card is not None:
-        card_text = check_source_file(Path(card), "Model card").read_text(encoding="utf-8")
+        card_text = read_card(Path(card), str(card))
     if from_hf is not None:
         fmt = format or "hf"
         files = hf_files(Path(from_hf))
         readme = [s for s in files if s.role == "card"]
         if card_text is None and readme:
-            card_text = readme[0].source.read_text(encoding="utf-8", errors="replace")
+            card_text = read_card(readme[0].source, readme[0].name, readme[0].source.parent)
     elif from_torch is not None:
         fmt = format or "torch"
         if weights is None:
@@ -63,15 +67,24 @@ def collect(
         files = [FileSpec(path, "model.safetensors", "weights")]
     else:
         # The first file is the model; any others travel with it (e.g. ONNX external data).
-        paths = [from_file] if isinstance(from_file, str | os.PathLike) else list(from_file)
-        paths = [check_source_file(Path(p), "File") for p in paths]
-        fmt = format or {".onnx": "onnx"}.get(paths[0].suffix.lower())
+        given = [from_file] if isinstance(from_file, str | os.PathLike) else list(from_file)
+        given = [Path(p).expanduser() for p in given]
+        paths = [check_source_file(p, "File") for p in given]
+        fmt = format or {".onnx": "onnx"}.get(given[0].suffix.lower())
         if fmt is None:
-            raise UsageError(f"Cannot tell the format of {paths[0].name}; pass --format.")
+            raise UsageError(f"Cannot tell the format of {given[0].name}; pass --format.")
         # Only the model file could be handed to an unpickler; companions are raw bytes.
-        if paths[0].suffix.lower() in PICKLE_SUFFIXES and fmt != "torchscript":
-            raise UsageError(f"{paths[0].name} looks like a pickle; maas_lab never unpickles.")
-        files = [FileSpec(p, p.name, "model" if i == 0 else "file") for i, p in enumerate(paths)]
+        if fmt not in OWN_ARCHIVE_CHECK:
+            kind = "a pickle suffix" if given[0].suffix.lower() in PICKLE_SUFFIXES else None
+            kind = kind or pickle_kind(paths[0])
+            if kind:
+                raise UsageError(
+                    f"{given[0].name} looks like a pickle ({kind}); maas_lab never unpickles."
+                )
+        files = [
+            FileSpec(p, g.name, "model" if i == 0 else "file")
+            for i, (g, p) in enumerate(zip(given, paths, strict=True))
+        ]
     return Source(fmt, files, stored_config, card_text)
 
 
@@ -86,6 +99,39 @@ def hf_role(rel: str) -> str:
     return "card" if rel == "README.md" else "file"
 
 
+def _walk(folder: Path):
+    """``(path, relative name)`` of every non-hidden entry that is not a folder, sorted.
+
+    Links to folders are followed only where they stay inside ``folder`` (checked by
+    ``check_source_file`` on each file); anything else is yielded, to be checked and refused.
+    """
+    seen: set[str] = set()
+    stack = [(folder, "")]
+    out = []
+    while stack:
+        current, prefix = stack.pop()
+        real = os.path.realpath(current)
+        if real in seen:
+            continue
+        seen.add(real)
+        for entry in os.scandir(current):
+            if entry.name.startswith("."):
+                continue
+            path, rel = Path(entry.path), prefix + entry.name
+            if entry.is_dir():  # follows a link: where it lands is checked just below
+                if not any(
+                    Path(os.path.realpath(path)).is_relative_to(r) for r in allowed_roots(folder)
+                ):
+                    raise UsageError(
+                        f"{rel} in {folder} is a link to a folder outside {str(folder)!r}; "
+                        "refusing it. Copy the files themselves into the model folder."
+                    )
+                stack.append((path, rel + "/"))
+            else:
+                out.append((path, rel))
+    return sorted(out, key=lambda item: item[1])
+
+
 def hf_files(folder: Path) -> list:
     from .registry.registry import FileSpec
 
@@ -93,20 +139,21 @@ def hf_files(folder: Path) -> list:
     if not folder.is_dir():
         raise UsageError(f"--from-hf {str(folder)!r} is not a folder.")
     specs = []
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder).as_posix()
-        if not path.is_file() or any(p.startswith(".") for p in rel.split("/")):
-            continue
-        if path.suffix in PICKLE_SUFFIXES:
+    for path, rel in _walk(folder):
+        real = check_source_file(path, "File", folder, f"{rel} in {folder}")
+        kind = "a pickle suffix" if path.suffix.lower() in PICKLE_SUFFIXES else None
+        if kind is None and not rel.endswith(".safetensors"):
+            kind = pickle_kind(real)
+        if kind:
             raise UsageError(
-                f"{rel} in {folder} holds pickle-format weights; maas_lab never unpickles. "
-                "Remove it and keep the .safetensors weights (transformers saves them with "
-                "save_pretrained(..., safe_serialization=True))."
+                f"{rel} in {folder} holds pickle-format weights ({kind}); maas_lab never "
+                "unpickles. Remove it and keep the .safetensors weights (transformers saves "
+                "them with save_pretrained(..., safe_serialization=True))."
             )
         role = hf_role(rel)
         if role == "weights":
-            safetensors_header(path)
-        specs.append(FileSpec(path, rel, role))
+            safetensors_header(real)
+        specs.append(FileSpec(real, rel, role))
     if not any(s.role == "weights" for s in specs):
         raise UsageError(f"{folder} has no .safetensors weights; save the model with safetensors.")
     return specs

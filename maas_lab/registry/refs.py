@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 from ..errors import UsageError
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9._-]*$")
+# Always used with fullmatch: ``$`` (and ``match``) would accept a name ending in "\n".
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_KEY = re.compile(r"[A-Za-z][A-Za-z0-9._-]*")
 MAX_NAME = 128
 RESERVED = {"latest"}
 _DEVICES = {"con", "prn", "aux", "nul"} | {f"{d}{i}" for d in ("com", "lpt") for i in range(10)}
@@ -26,7 +27,7 @@ def _check(kind: str, value: str, pattern: re.Pattern, rule: str) -> str:
         raise UsageError(
             f"{kind.capitalize()} {shown!r} is {len(value)} characters; the limit is {MAX_NAME}."
         )
-    if not pattern.match(value) or ".." in value:
+    if not pattern.fullmatch(value) or ".." in value:
         raise UsageError(f"Invalid {kind} {shown!r}: {rule}")
     if value.split(".")[0].lower() in _DEVICES:
         raise UsageError(
@@ -104,8 +105,11 @@ def check_relative_file_name(name: str) -> str:
     if name.startswith(("/", "\\")) or any(p in ("", ".", "..") for p in parts):
         raise UsageError(f"File name {name!r} must be a plain relative path inside the model.")
     for part in parts:
-        if "\x00" in part or len(part) > 255:
-            raise UsageError(f"File name {name!r} contains an invalid component.")
+        if any(ord(c) < 32 or ord(c) == 127 for c in part) or len(part) > 255:
+            raise UsageError(
+                f"File name {name!r} contains a control character or a part over 255 "
+                "characters; rename the file."
+            )
         if part.split(".")[0].lower() in _DEVICES:
             raise UsageError(f"File name {name!r} uses a reserved Windows device name.")
     return "/".join(parts)

@@ -10,7 +10,6 @@ import getpass
 import hashlib
 import json
 import os
-import shutil
 import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 import sqlite_utils
 
 from ..errors import ConflictError, NotFoundError, RegistryError, UsageError
+from .checkouts import lay_out, layout_matches
 from .db import INDEX_MODELS, connect, now, write
 from .refs import Ref, check_alias, check_key, check_model_name, check_relative_file_name, parse_ref
 from .store import BlobStore
@@ -186,6 +186,7 @@ class Registry:
         names = [check_relative_file_name(f.name) for f in files]
         if len(set(names)) != len(names):
             raise UsageError("Two files in the version have the same name.")
+        _check_no_file_is_a_folder(names)
         tags = {check_key("tag key", k): str(v) for k, v in (tags or {}).items()}
         metrics = _check_metrics(metrics)
         config_json = json.dumps(config or {}, sort_keys=True)
@@ -433,26 +434,13 @@ class Registry:
         ).hexdigest()[:16]
         target = self.root / "checkouts" / row["name"] / f"{row['number']}-{manifest}"
         blobs = {
-            target / check_relative_file_name(f["name"]): self.store.verify(
+            check_relative_file_name(f["name"]): self.store.verify(
                 f["sha256"], f["size"], f["name"]
             )
             for f in files
         }
-        if not all(p.is_file() and os.path.samefile(p, blob) for p, blob in blobs.items()):
-            staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-            shutil.rmtree(staging, ignore_errors=True)
-            for path, blob in blobs.items():
-                staged = staging / path.relative_to(target)
-                staged.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    os.link(blob, staged)
-                except OSError:  # a file system without hard links: a verified copy
-                    shutil.copyfile(blob, staged)
-            shutil.rmtree(target, ignore_errors=True)
-            try:
-                os.replace(staging, target)
-            except OSError:  # another process laid it out at the same moment
-                shutil.rmtree(staging, ignore_errors=True)
+        if not layout_matches(target, blobs):
+            lay_out(target, blobs)
         return Checkout(
             ref=row["ref"],
             format=row["format"],
@@ -462,6 +450,21 @@ class Registry:
             files=files,
             signature=row["signature"],
         )
+
+
+def _check_no_file_is_a_folder(names: list[str]) -> None:
+    """``x`` and ``x/y`` cannot both be laid out in one folder: refuse them at register."""
+    folders = {}
+    for name in names:
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            folders.setdefault("/".join(parts[:i]), name)
+    for name in names:
+        if name in folders:
+            raise UsageError(
+                f"File name {name!r} is both a file and the folder of {folders[name]!r} in one "
+                "version; rename one of them."
+            )
 
 
 def _check_metrics(metrics: dict | None) -> dict[str, float]:

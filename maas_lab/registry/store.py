@@ -21,7 +21,7 @@ from pathlib import Path
 from ..errors import IntegrityError, RegistryError, UsageError
 
 CHUNK = 1 << 20
-_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -49,7 +49,7 @@ class BlobStore:
         self.tmp = root / "blobs" / "tmp"
 
     def path(self, digest: str) -> Path:
-        if not isinstance(digest, str) or not _DIGEST.match(digest):
+        if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
             raise IntegrityError(f"{digest!r} is not a sha256 digest.")
         path = self.base / digest[:2] / digest
         if not path.resolve().is_relative_to(self.root.resolve()):
@@ -63,7 +63,7 @@ class BlobStore:
         self, src: Path, progress: Callable[[int], None] | None = None
     ) -> tuple[str, int, bool]:
         """Store ``src``; return (sha256, size, created). Identical content is stored once."""
-        with open(src, "rb") as f:
+        with open_source_file(src) as f:  # the checked file itself, never a swapped-in link
             return self._ingest(f.read, None, progress)
 
     def put_stream(self, read: Callable[[int], bytes], expected: str) -> tuple[str, int, bool]:
@@ -128,7 +128,7 @@ class BlobStore:
         what = f" ({label})" if label else ""
         if not path.is_file():
             raise IntegrityError(
-                f"Blob {digest}{what} is missing from {self.base}. Run `maas fsck` to list damage."
+                f"Blob {digest}{what} is missing from the registry. Run `maas fsck` to list damage."
             )
         actual_size = path.stat().st_size
         actual = sha256_file(path) if actual_size == size else None
@@ -155,7 +155,7 @@ class BlobStore:
         out = {}
         if self.base.is_dir():
             for path in self.base.glob("??/*"):
-                if _DIGEST.match(path.name):
+                if _DIGEST.fullmatch(path.name):
                     out[path.name] = path.stat().st_mtime
         return out
 
@@ -163,14 +163,113 @@ class BlobStore:
         return sorted(self.tmp.glob("incoming-*")) if self.tmp.is_dir() else []
 
 
-def check_source_file(path: Path, what: str) -> Path:
-    """A file a user offers for registration: it must exist and be a regular file."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise UsageError(f"{what} {str(path)!r} does not exist.")
-    if not path.is_file():
-        raise UsageError(f"{what} {str(path)!r} is not a regular file.")
-    return path
+MAX_CARD_BYTES = 1 << 20
+
+
+def _pseudo_file_systems() -> set[int]:
+    """Devices of /proc and /sys: their "regular" files are views of the machine's state."""
+    out = set()
+    for folder in ("/proc", "/sys"):
+        try:
+            out.add(os.stat(folder).st_dev)
+        except OSError:
+            pass
+    return out
+
+
+def _check_regular(st: os.stat_result, shown: str) -> None:
+    if not stat.S_ISREG(st.st_mode) or st.st_dev in _pseudo_file_systems():
+        raise UsageError(
+            f"{shown} is not a regular file (a device, pipe, socket or /proc file); "
+            "only regular files can be registered. Copy its content into a file first."
+        )
+
+
+def allowed_roots(folder: Path) -> list[Path]:
+    """Where a file offered from ``folder`` may really live: inside the folder, or, for a
+    Hugging Face cache snapshot (``snapshots/<rev>/x -> ../../blobs/<sha>``), in that
+    model's own blob folder."""
+    real = Path(os.path.realpath(folder))
+    roots = [real]
+    if real.parent.name == "snapshots" and (real.parent.parent / "blobs").is_dir():
+        roots.append(real.parent.parent / "blobs")
+    return roots
+
+
+def check_source_file(
+    path: Path, what: str, folder: Path | None = None, label: str | None = None
+) -> Path:
+    """The real path of a file a user offers for registration, after the one check every
+    source goes through: it exists, its real path stays inside ``folder`` (by default the
+    folder it is named in), so a link cannot bring in ``/etc/passwd``, and it is a regular
+    file, not a device, pipe, socket or /proc file. ``what`` names the file as the user gave
+    it (``label`` replaces "what 'path'" in messages); messages never show the file's
+    content or where a link points."""
+    given = Path(path).expanduser()
+    shown = label or f"{what} {str(given)!r}"
+    base = Path(folder).expanduser() if folder is not None else given.absolute().parent
+    if not os.path.lexists(given):
+        raise UsageError(f"{shown} does not exist.")
+    real = Path(os.path.realpath(given))
+    if not any(real.is_relative_to(root) for root in allowed_roots(base)):
+        raise UsageError(
+            f"{shown} is a link to a file outside {str(base)!r}; refusing it (a link "
+            "could bring in any file on this machine). Copy the file itself into the folder."
+        )
+    try:
+        st = os.stat(real)
+    except OSError:
+        raise UsageError(f"{shown} does not exist (a broken link).") from None
+    _check_regular(st, shown)
+    return real
+
+
+def open_source_file(path: Path, what: str = "File"):
+    """Open a checked source file for reading, re-checking the opened descriptor itself.
+
+    The real path is opened with ``O_NOFOLLOW`` (a link swapped in after the check fails)
+    and ``O_NONBLOCK`` (a pipe swapped in cannot hang us); ``fstat`` confirms a regular file
+    and, on Linux, the descriptor's own path confirms it is the file that was checked.
+    """
+    real = os.path.realpath(path)
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(real, flags | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise UsageError(
+            f"{what} {str(path)!r} cannot be read ({exc.strerror}); it changed while being "
+            "registered, or you lack permission to read it."
+        ) from None
+    try:
+        _check_regular(os.fstat(fd), f"{what} {str(path)!r}")
+        proc = f"/proc/self/fd/{fd}"
+        if os.path.exists(proc) and os.readlink(proc) != real:
+            raise UsageError(f"{what} {str(path)!r} changed while being registered; try again.")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_card(path: Path, shown: str, folder: Path | None = None) -> str:
+    """A model card's text: UTF-8, at most ``MAX_CARD_BYTES``, read from the checked file."""
+    real = check_source_file(path, "Model card", folder, f"Model card {shown}")
+    with open_source_file(real, "Model card") as f:
+        size = os.fstat(f.fileno()).st_size
+        data = f.read(MAX_CARD_BYTES + 1)
+    if max(size, len(data)) > MAX_CARD_BYTES:
+        raise UsageError(
+            f"Model card {shown} is {max(size, len(data)) / (1 << 20):.1f} MiB; a model card "
+            f"may be at most {MAX_CARD_BYTES >> 20} MiB. Shorten it (link to longer documents)."
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"Model card {shown} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+            f"{exc.start}). Save the card as UTF-8 markdown."
+        ) from None
 
 
 def age_seconds(mtime: float) -> float:

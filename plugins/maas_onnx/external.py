@@ -13,25 +13,30 @@ from pathlib import Path, PurePosixPath
 from maas_lab.errors import UsageError
 
 
-def _tensors(graph):
-    """Every tensor of a graph: initializers and constants, subgraphs included."""
-    yield from graph.initializer
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-            if attr.HasField("g"):
-                yield from _tensors(attr.g)
-            for sub in attr.graphs:
-                yield from _tensors(sub)
+def _tensors(message):
+    """Every TensorProto anywhere in an ONNX message: initializers, sparse initializers,
+    node attributes (single, repeated, sparse), subgraphs, functions, training info.
+
+    Walks every message field generically, so a place added to the format later is still
+    searched: a check that lists places misses the one it forgot.
+    """
+    from onnx import TensorProto
+
+    if isinstance(message, TensorProto):
+        yield message
+        return
+    for field, value in message.ListFields():
+        if field.type != field.TYPE_MESSAGE:
+            continue
+        for item in (value,) if hasattr(value, "ListFields") else value:  # one, or repeated
+            yield from _tensors(item)
 
 
 def external_locations(model) -> list[str]:
     from onnx import TensorProto
 
     out = []
-    for t in _tensors(model.graph):
+    for t in _tensors(model):
         if t.data_location == TensorProto.EXTERNAL:
             out += [e.value for e in t.external_data if e.key == "location"]
     return out

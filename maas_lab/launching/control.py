@@ -77,7 +77,7 @@ def _target(target: str | None, code: str | None) -> dict:
             raise UsageError(f"No script at {target} (looked in {Path.cwd()}).")
         calls = _defines_train(path.read_text(errors="replace"), str(target))
         return {"kind": "script", "target": str(path.resolve()), "calls_train": calls}
-    if _FUNCTION.match(target):
+    if _FUNCTION.fullmatch(target):
         module = target.split(":", 1)[0]
         try:
             found = importlib.util.find_spec(module)

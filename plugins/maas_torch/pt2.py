@@ -110,7 +110,7 @@ def check_sym_expr(text: str) -> None:
                 raise ValueError(f"shape expression {text!r} calls {ast.unparse(node.func)}")
         elif isinstance(node, ast.Name):
             if node.id not in _SYM_CALLS and node.id not in _SYM_NAMES:
-                if not _SYMBOL.match(node.id):
+                if not _SYMBOL.fullmatch(node.id):
                     raise ValueError(f"shape expression {text!r} names {node.id!r}")
         elif isinstance(node, ast.keyword):
             value = node.value
@@ -120,7 +120,7 @@ def check_sym_expr(text: str) -> None:
                 raise ValueError(f"shape expression {text!r} has argument {node.arg!r}")
         elif isinstance(node, ast.Constant):
             v = node.value
-            if isinstance(v, str) and not _SYMBOL.match(v):
+            if isinstance(v, str) and not _SYMBOL.fullmatch(v):
                 raise ValueError(f"shape expression {text!r} holds the string {v!r}")
             if not isinstance(v, (str, int, float, bool)):
                 raise ValueError(f"shape expression {text!r} holds {v!r}")
@@ -151,7 +151,7 @@ def check_guard(text: str) -> None:
             continue
         if isinstance(node, ast.Constant) and (
             isinstance(node.value, (int, float, bool))
-            or (isinstance(node.value, str) and _GUARD_KEY.match(node.value))
+            or (isinstance(node.value, str) and _GUARD_KEY.fullmatch(node.value))
         ):
             continue
         raise ValueError(f"guard {text!r} uses {ast.unparse(node)!r}")
@@ -231,12 +231,12 @@ def check_pt2(path: str | Path) -> None:
         if len(roots) != 1 or any("/" not in n for n in names):
             raise _refuse(path, "the archive does not have the single root folder of torch 2.x")
         rel = {n.split("/", 1)[1]: n for n in names}
-        odd = sorted(r for r in rel if r not in _FIXED and not _ALLOWED.match(r))
+        odd = sorted(r for r in rel if r not in _FIXED and not _ALLOWED.fullmatch(r))
         if odd:
             raise _refuse(path, f"it holds {', '.join(odd[:3])} (pickled or compiled code)")
         if "archive_format" not in rel or archive.read(rel["archive_format"]).strip() != b"pt2":
             raise _refuse(path, "archive_format is not pt2")
-        models = [m.group("model") for r in rel if (m := _ALLOWED.match(r)) and m["model"]]
+        models = [m.group("model") for r in rel if (m := _ALLOWED.fullmatch(r)) and m["model"]]
         if not models:
             raise _refuse(path, "it holds no exported program (models/*.json)")
         found: dict = {"exprs": [], "targets": set(), "guards": []}

@@ -43,7 +43,7 @@ def parse_shapes(shape_text: str, dtype_text: str = "float32") -> list[dict]:
         for part in (p.strip() for p in text.split(",")):
             if part.isdigit() and int(part) > 0:
                 dims.append(int(part))
-            elif _DIM_NAME.match(part):
+            elif _DIM_NAME.fullmatch(part):
                 dims.append(part)
             else:
                 raise UsageError(

@@ -148,3 +148,23 @@ def test_cell_body_expands_user_variables_only(maas_shell, tiny_torch_model):
     maas_shell.user_ns["json"] = json.dumps(tiny_torch_model["config"])
     report = maas_shell.run_cell_magic("maas", "register digits-mlp", cell)
     assert report["tags"] == {"who": "mine", "what": "also-mine"}
+
+
+def test_search_scores_rank_and_read_as_relevance(maas_home, tiny_torch_model):
+    """`search embedding` over models that all mention it showed score 0 on every row
+    (bm25 near zero when a word is in every document): scores must tell the rows apart,
+    in the order shown, the best as 1."""
+
+    def register(name, **kwargs):
+        api.register(name, from_torch=tiny_torch_model["factory"],
+                     config=json.dumps(tiny_torch_model["config"]),
+                     weights=tiny_torch_model["weights"], **kwargs)  # fmt: skip
+
+    register("minilm-embedding", task="sentence-embedding", description="sentence embedding")
+    register("e5", task="sentence-embedding", description="an embedding model")
+    register("bge", task="sentence-embedding", description="text vectors")
+    hits = api.search("embedding")
+    scores = [h["score"] for h in hits]
+    assert [h["ref"] for h in hits][0] == "minilm-embedding@1" and len(hits) == 3
+    assert scores[0] == 1.0 and all(0 < s for s in scores)
+    assert scores == sorted(scores, reverse=True) and len(set(scores)) == len(scores)

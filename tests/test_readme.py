@@ -77,3 +77,11 @@ def test_readme_launch_of_a_script_runs_two_processes(maas_shell, tmp_path, monk
     line = next(x for x in _launch_lines() if x.startswith("%maas launch train.py"))
     report = maas_shell.run_line_magic("maas", line.removeprefix("%maas "))
     assert (report.data["status"], report.data["world_size"]) == ("succeeded", 2)
+
+
+def test_readme_says_what_it_registers_and_what_has_landed():
+    text = README.read_text()
+    at = text.index('save_file(mlp(hidden=256).state_dict(), "w.safetensors")')
+    assert "untrained" in text[at - 400 : at + 100]  # the digits example says so
+    assert "next capability on the roadmap" not in text  # distributed training landed
+    assert "### Distributed training" in text

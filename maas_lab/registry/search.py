@@ -34,6 +34,7 @@ def search(reg: Registry, text: str, limit: int = 20) -> list[dict]:
     One row per model, pointing at its latest version, or at the newest version whose tags
     matched when only tags did. What matched is read back from FTS5 itself (``highlight``,
     for the returned rows only), so it agrees with the ranking, stemming included.
+    ``score`` is bm25 relative to the best hit (1.0).
     """
     words = _words(text)
     hits: dict[int, dict] = {}
@@ -46,6 +47,10 @@ def search(reg: Registry, text: str, limit: int = 20) -> list[dict]:
             row = dict(zip(names, values, strict=True))
             if row["model_id"] not in hits and len(hits) < limit:
                 hits[row["model_id"]] = row
+    # bm25 is near zero when a word is in most documents (its idf floors at 1e-6), so raw
+    # scores all printed as 0. Relative to the best hit they keep bm25's ratios: 1 is the
+    # best match, 0.5 half as good.
+    best = max((-h["rank"] for h in hits.values()), default=0.0) or 1.0
     out = []
     for model_id, hit in hits.items():
         fields = [f for f in FIELDS if "\x02" in (hit[f"marked_{f}"] or "")]
@@ -61,7 +66,7 @@ def search(reg: Registry, text: str, limit: int = 20) -> list[dict]:
                 "versions": hit["versions"],
                 "format": hit["format"],
                 "size_bytes": hit["size_bytes"],
-                "score": round(-hit["rank"], 3),
+                "score": round(-hit["rank"] / best, 3),
                 "matched": ", ".join(fields),
                 "snippet": snippet or ", ".join(f"{tag} @{n}" for n, tag in tags[:4]),
             }

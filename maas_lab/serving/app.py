@@ -11,6 +11,7 @@ the model's signature before they are queued, so nothing malformed reaches a bat
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import json
@@ -22,11 +23,14 @@ import zlib
 from urllib.parse import urlsplit
 
 from .. import __version__
+from ..components import tensor
+from ..errors import MaasError, NotFoundError
 from .batching import BackendFailed, Overloaded, RequestTimeout
 from .metrics import merge, prometheus
 from .models import ModelSet, NotServed
 from .protocol import (
     ProtocolError,
+    check_inputs,
     check_requested_outputs,
     encode_infer_response,
     oip_datatype,
@@ -40,8 +44,15 @@ _MODEL = re.compile(
 )
 _REPO = re.compile(r"^/v2/repository/models/(?P<name>[^/]+)/(?P<action>load|unload)$")
 _PATH = re.compile(r"(?:[A-Za-z]:)?(?:/[^\s'\"/:]+){2,}/?")
+_DIGITS = re.compile(r"[0-9]+")  # str.isdigit() also takes '²', which int() refuses
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+OFFLOAD_BYTES = 256 * 1024  # bodies past this are parsed in a thread, off the event loop
+OFFLOAD_ROWS = 64  # requests past this are tokenized and encoded in a thread
+DRAIN_STALL_S = 1.0  # while draining, a body that sends nothing for this long is cut off
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "model_configuration"]
+
+
+_TEXT = [tensor("text", "str", ["batch"])]
 
 
 class HTTPError(Exception):
@@ -70,6 +81,8 @@ class Server:
         }
         self.max_body = int(options.get("max_body_mb", 32) * 1024 * 1024)
         self.timeout_s = float(options.get("timeout_s", 30.0))
+        self.max_rows = int(options.get("max_rows", 1024))
+        self.body_timeout_s = float(options.get("body_timeout_s", 60.0))
         self.draining = False
         self.in_flight = 0
         self.started = time.time()
@@ -130,7 +143,7 @@ class Server:
             body = await self._body(receive, headers)
             if management:
                 return await self._repository(path, body)
-            match = _MODEL.match(path)
+            match = _MODEL.fullmatch(path)
             if not match or match["action"] != "/infer":
                 raise HTTPError(
                     404,
@@ -192,13 +205,14 @@ class Server:
             "smaller batches, or start the server with a larger --max-body-mb."
         )
         if declared is not None:
-            if not declared.isdigit():
+            if not _DIGITS.fullmatch(declared.strip()):
                 raise HTTPError(400, "Content-Length is not a number.")
             if int(declared) > self.max_body:
                 raise HTTPError(413, too_big)
         chunks, size = [], 0
+        deadline = time.monotonic() + self.body_timeout_s
         while True:
-            message = await receive()
+            message = await self._next_chunk(receive, deadline)
             if message["type"] == "http.disconnect":
                 raise HTTPError(400, "The client went away before sending the whole body.")
             chunk = message.get("body", b"")
@@ -225,6 +239,34 @@ class Server:
             raise HTTPError(413, too_big)
         return plain
 
+    async def _next_chunk(self, receive, deadline: float) -> dict:
+        """The next part of the body, within the body timeout; while draining, a body that
+        stalls is cut off at once, so a slow client never holds up a stop."""
+        pending = asyncio.ensure_future(receive())
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise HTTPError(
+                        408,
+                        f"The request body did not arrive within {self.body_timeout_s:g} s; "
+                        "send it at once, or start the server with a larger --body-timeout-s.",
+                        {"connection": "close"},
+                    )
+                step = min(left, DRAIN_STALL_S) if self.draining else min(left, 0.5)
+                done, _ = await asyncio.wait({pending}, timeout=step)
+                if done:
+                    return pending.result()
+                if self.draining:
+                    raise HTTPError(
+                        503,
+                        "The server is shutting down and the request body stalled; retry.",
+                        {"connection": "close"},
+                    )
+        finally:
+            if not pending.done():
+                pending.cancel()
+
     # ------------------------------------------------------------------ routes
 
     def _health(self, path: str):
@@ -249,7 +291,7 @@ class Server:
             )
         if path == "/v2/models/stats":
             return _json(200, {"model_stats": self._stats()})
-        match = _MODEL.match(path)
+        match = _MODEL.fullmatch(path)
         if not match:
             raise HTTPError(404, f"No such endpoint: GET {path}.")
         action = match["action"]
@@ -282,14 +324,21 @@ class Server:
         )
 
     def _config(self, loaded) -> dict:
-        def entry(t):
-            return {
+        def entry(t, optional=False):
+            out = {
                 "name": t["name"],
                 "data_type": "TYPE_" + _triton_type(t["dtype"]),
                 "dims": _dims(t["shape"])[1:]
                 if loaded.batcher.max_batch > 1
                 else _dims(t["shape"]),
             }
+            if optional:  # Triton's mark: a client may leave this input out
+                out["optional"] = True
+            return out
+
+        # A text model takes 'text' or its token inputs: either set alone is enough, so in
+        # its configuration every input is optional (sending all, the token inputs are used).
+        either = loaded.text is not None
 
         b = loaded.batcher
         return {
@@ -297,7 +346,7 @@ class Server:
             "version": str(loaded.number),
             "platform": loaded.platform,
             "max_batch_size": b.max_batch if b.max_batch > 1 else 0,
-            "input": [entry(t) for t in loaded.inputs],
+            "input": [entry(t, either) for t in loaded.inputs],
             "output": [entry(t) for t in loaded.outputs],
             "dynamic_batching": {
                 "max_queue_delay_microseconds": int(b.max_delay_s * 1e6),
@@ -314,10 +363,24 @@ class Server:
             loaded.stats.fail(503)
             raise HTTPError(503, f"{loaded.ref} is at capacity ({loaded.batcher.depth} requests "
                                  "queued); retry shortly.", {"retry-after": "1"})  # fmt: skip
+        loop = asyncio.get_running_loop()
         try:
-            request = parse_infer_request(body, headers.get("inference-header-content-length"))
+            # The header is checked against the model before any tensor data is converted,
+            # and a large body is parsed in a thread: the event loop keeps answering others.
+            parse = functools.partial(
+                parse_infer_request,
+                body,
+                headers.get("inference-header-content-length"),
+                functools.partial(self._check_header, loaded),
+            )
+            big = len(body) > OFFLOAD_BYTES
+            request = await loop.run_in_executor(None, parse) if big else parse()
             check_requested_outputs(request, [t["name"] for t in loaded.outputs])
-            feeds = self._feeds(loaded, request)
+            rows = _rows(request)
+            if big or rows > OFFLOAD_ROWS:
+                feeds = await loop.run_in_executor(None, self._feeds, loaded, request)
+            else:
+                feeds = self._feeds(loaded, request)
             try:
                 item = loaded.batcher.submit(feeds, self.timeout_s)
             except Overloaded:
@@ -343,9 +406,13 @@ class Server:
                 raise HTTPError(
                     500, f"{loaded.ref} failed on this request: {clean(str(exc))}"
                 ) from None
-            response, out_headers = encode_infer_response(
-                loaded.name, str(loaded.number), request, outputs
+            encode = functools.partial(
+                encode_infer_response, loaded.name, str(loaded.number), request, outputs
             )
+            if big or rows > OFFLOAD_ROWS:
+                response, out_headers = await loop.run_in_executor(None, encode)
+            else:
+                response, out_headers = encode()
         except HTTPError as exc:
             loaded.stats.fail(exc.status)
             raise
@@ -356,19 +423,39 @@ class Server:
         loaded.stats.ok(time.perf_counter() - arrived, queued_s, rows)
         return 200, response, out_headers
 
+    def _check_header(self, loaded, inputs: list) -> None:
+        """Names, datatypes, shapes and rows against the model, before any data is read."""
+        names = {i.name for i in inputs}
+        if loaded.text is not None and "text" in names:
+            text = next(i for i in inputs if i.name == "text")
+            check_inputs(_TEXT, [text], max_rows=self.max_rows)
+            if names == {"text"}:
+                return
+            # Both ways at once (what the metadata lists): the token inputs are used, and
+            # must agree with 'text' on the rows.
+            tokens = [i for i in inputs if i.name != "text"]
+            check_inputs(loaded.runner.signature["inputs"], tokens, max_rows=self.max_rows)
+            if any(t.shape[:1] != text.shape for t in tokens):
+                raise ProtocolError(
+                    "'text' and the token inputs disagree on the number of rows; send one "
+                    "of them, or both for the same sentences."
+                )
+            return
+        check_inputs(
+            loaded.runner.signature["inputs"], inputs, self._otherwise(loaded), self.max_rows
+        )
+
+    @staticmethod
+    def _otherwise(loaded) -> str:
+        return "or send sentences as 'text' (BYTES [batch])" if loaded.text else ""
+
     def _feeds(self, loaded, request) -> dict:
         names = {i.name for i in request.inputs}
-        if loaded.tokenizer is not None and "text" in names:
-            if len(names) > 1:
-                raise ProtocolError("Send either 'text' or the token inputs, not both.")
-            texts = validate_inputs(
-                [t for t in loaded.inputs if t["name"] == "text"], request.inputs
-            )["text"]
-            if texts.ndim != 1:
-                raise ProtocolError("Input 'text' must be a 1-D batch of strings.")
+        if loaded.text is not None and names == {"text"}:
+            texts = validate_inputs(_TEXT, request.inputs)["text"]
             return loaded.text(list(texts))
-        otherwise = "or send sentences as 'text' (BYTES [batch])" if loaded.text else ""
-        feeds = validate_inputs(loaded.runner.signature["inputs"], request.inputs, otherwise)
+        given = [i for i in request.inputs if i.name != "text" or loaded.text is None]
+        feeds = validate_inputs(loaded.runner.signature["inputs"], given, self._otherwise(loaded))
         # Binary inputs are views of the request body; backends (torch.from_numpy) want
         # arrays they may write to.
         return {k: v if v.flags.writeable else v.copy() for k, v in feeds.items()}
@@ -390,28 +477,27 @@ class Server:
                     }
                 )
             return _json(200, out)
-        match = _REPO.match(path)
+        match = _REPO.fullmatch(path)
         if not match:
             raise HTTPError(404, f"No such repository endpoint: {path}.")
-        try:
-            params = json.loads(body or b"{}").get("parameters", {}) or {}
-        except (ValueError, AttributeError):
-            raise ProtocolError(
-                'The body must be a JSON object, e.g. {"parameters": {"version": "prod"}}.'
-            ) from None
-        name, version = match["name"], params.get("version")
-        ref = f"{name}@{version}" if version else name
-        from ..registry.refs import parse_ref
-
-        try:
-            parse_ref(ref)
-        except Exception as exc:
-            raise HTTPError(400, str(exc)) from None
+        name, action = match["name"], match["action"]
+        ref = _repository_ref(name, body)
         loop = asyncio.get_running_loop()
         db = registry(self.root).db
+        # Everything is checked before the server's row changes: a load of something that
+        # does not exist must not leave the server wanting it (readiness 503 for good).
+        if action == "load":
+            await loop.run_in_executor(None, _resolve, self.root, ref)
         row = await loop.run_in_executor(None, state.get, db, self.name)
-        models = [m for m in row["models"] if m.split("@")[0] != name]
-        if match["action"] == "load":
+        before = list(row["models"])
+        mine = [m for m in before if m.split("@")[0] == name]
+        if action == "unload" and not mine:
+            served = sorted({m.split("@")[0] for m in before}) or ["none"]
+            raise HTTPError(
+                404, f"This server does not serve {name!r}; it serves {', '.join(served)}."
+            )
+        models = [m for m in before if m.split("@")[0] != name]
+        if action == "load":
             models.append(ref)
         if not models:
             raise HTTPError(
@@ -421,19 +507,29 @@ class Server:
             )
         await loop.run_in_executor(None, lambda: state.update(db, self.name, models=models))
         deadline = time.monotonic() + 120
+        failure = None
         while time.monotonic() < deadline:
             slot = self.models.slots.get(ref)
-            if match["action"] == "unload" and not any(
-                s.name == name for s in self.models.slots.values()
-            ):
+            if action == "unload" and not any(s.name == name for s in self.models.slots.values()):
                 return _json(200, {})
-            if match["action"] == "load" and slot is not None:
+            if action == "load" and slot is not None:
                 if slot.current is not None:
                     return _json(200, {"name": name, "version": str(slot.current.number)})
                 if slot.state == "failed":
-                    raise HTTPError(400, clean(slot.error or f"{ref} failed to load"))
+                    failure = HTTPError(400, clean(slot.error or f"{ref} failed to load"))
+                    break
             await asyncio.sleep(0.1)
-        raise HTTPError(504, f"{ref} did not finish loading within 120 s; see `maas logs`.")
+
+        # A load that failed or never finished is taken back: the server serves what it did.
+        def restore():
+            now = state.get(db, self.name)["models"]
+            state.update(db, self.name, models=[m for m in now if m != ref] + mine)
+
+        if action == "load":
+            await loop.run_in_executor(None, restore)
+        raise failure or HTTPError(
+            504, f"{ref} did not finish {action}ing within 120 s; see `maas logs`."
+        )
 
     # ------------------------------------------------------------------ statistics
 
@@ -539,7 +635,59 @@ class Server:
 
 
 def _json(status: int, payload) -> tuple[int, bytes, dict]:
-    return status, json.dumps(payload).encode(), {"content-type": "application/json"}
+    body = json.dumps(payload, allow_nan=False).encode()
+    return status, body, {"content-type": "application/json"}
+
+
+def _repository_ref(name: str, body: bytes) -> str:
+    """The ref a repository call names, from its path and ``{"parameters": {"version"}}``;
+    anything else is a 400 that says what to send."""
+    from ..registry.refs import check_model_name, parse_ref
+
+    example = 'e.g. {"parameters": {"version": "prod"}}'
+    try:
+        doc = json.loads(body or b"{}")
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        raise HTTPError(400, f"The body must be a JSON object, {example}.")
+    params = doc.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise HTTPError(400, f'"parameters" must be a JSON object, {example}.')
+    version = params.get("version")
+    if isinstance(version, int) and not isinstance(version, bool):
+        version = str(version)
+    if version is not None and not isinstance(version, str):
+        raise HTTPError(400, f"parameters.version must be a version number or alias, {example}.")
+    try:
+        check_model_name(name)
+        if version is not None and not (
+            _DIGITS.fullmatch(version) or re.fullmatch(r"[A-Za-z][A-Za-z0-9._-]*", version)
+        ):
+            raise HTTPError(
+                400, f"parameters.version {version!r} is not a version number or alias, {example}."
+            )
+        ref = f"{name}@{version}" if version else name
+        parse_ref(ref)
+    except MaasError as exc:
+        raise HTTPError(400, str(exc)) from None
+    return ref
+
+
+def _resolve(root, ref: str) -> None:
+    from ..api import registry
+
+    try:
+        registry(root).resolve(ref)
+    except NotFoundError as exc:
+        raise HTTPError(404, str(exc)) from None
+    except MaasError as exc:
+        raise HTTPError(400, str(exc)) from None
+
+
+def _rows(request) -> int:
+    shape = request.inputs[0].shape
+    return shape[0] if shape else 1
 
 
 def _error(status: int, message: str, headers: dict | None = None):

@@ -151,8 +151,23 @@ class Batcher:
         self.executor.shutdown(wait=False)
 
     def submit(self, feeds: dict, timeout_s: float) -> Pending:
+        """Queue a request; one of more than ``max_batch`` rows is queued as parts of at
+        most ``max_batch`` rows, so no backend call is larger than the model's batch size
+        and other requests' batches run between the parts. The returned item's future gives
+        the whole request's outputs."""
         if len(self.queue) >= self.max_queue:
             raise Overloaded()
+        rows = int(next(iter(feeds.values())).shape[0])
+        if rows > self.max_batch and self.plan.batchable:
+            step = self.max_batch
+            parts = [
+                self._submit({k: v[i : i + step] for k, v in feeds.items()}, timeout_s)
+                for i in range(0, rows, step)
+            ]
+            return _joined(parts, rows, timeout_s)
+        return self._submit(feeds, timeout_s)
+
+    def _submit(self, feeds: dict, timeout_s: float) -> Pending:
         rows = int(next(iter(feeds.values())).shape[0])
         key, length = self.plan.describe(feeds)
         now = time.monotonic()
@@ -304,6 +319,40 @@ class Batcher:
             results.append(one)
             start += p.rows
         return results
+
+
+def _joined(parts: list[Pending], rows: int, timeout_s: float) -> Pending:
+    """One item whose future completes when every part has: outputs joined along the batch
+    axis, queueing time that of the first part; the first failure fails it, and cancelling
+    it cancels the parts still queued."""
+    loop = asyncio.get_running_loop()
+    whole = Pending({}, rows, parts[0].length, parts[0].key, parts[0].deadline)
+    whole.future = loop.create_future()
+    gathered = asyncio.gather(*(p.future for p in parts))
+
+    def finish(done: asyncio.Future) -> None:
+        if whole.future.done():
+            return
+        if done.cancelled():
+            whole.future.cancel()
+        elif done.exception() is not None:
+            whole.future.set_exception(done.exception())
+        else:
+            results = done.result()
+            outputs = {
+                name: np.concatenate([r[0][name] for r in results], axis=0)
+                for name in results[0][0]
+            }
+            whole.future.set_result((outputs, results[0][1]))
+
+    def cancel_parts(done: asyncio.Future) -> None:
+        if done.cancelled():
+            for p in parts:
+                p.future.cancel()
+
+    gathered.add_done_callback(finish)
+    whole.future.add_done_callback(cancel_parts)
+    return whole
 
 
 def _describe(exc: Exception) -> str:

@@ -68,6 +68,9 @@ def serve(
     token: str | None = None,
     allow_hosts=(),
     drain_s: float = 30.0,
+    max_rows: int = 1024,
+    header_timeout_s: float = 10.0,
+    body_timeout_s: float = 60.0,
     wait_s: float = 180.0,
     foreground: bool = False,
     root=None,
@@ -92,6 +95,9 @@ def serve(
     _check_range("port", port, 0, 65535)
     _check_range("timeout-s", timeout_s, 0.001, 3600)
     _check_range("max-body-mb", max_body_mb, 0.001, 4096)
+    _check_range("max-rows", max_rows, 1, 10_000_000)
+    _check_range("header-timeout-s", header_timeout_s, 0.01, 3600)
+    _check_range("body-timeout-s", body_timeout_s, 0.01, 3600)
     existing = state.get(reg.db, name)
     if existing is not None:
         if state.pid_alive(existing["pid"]):
@@ -120,6 +126,9 @@ def serve(
         "token_for_all": (not generated) or host not in LOOPBACK,
         "allow_hosts": list(allow_hosts or ()),
         "drain_s": drain_s,
+        "max_rows": max_rows,
+        "header_timeout_s": header_timeout_s,
+        "body_timeout_s": body_timeout_s,
     }
     folder = state.run_dir(reg.root, name)
     (folder / "workers").mkdir(parents=True, exist_ok=True)

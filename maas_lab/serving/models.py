@@ -11,6 +11,7 @@ so the event loop keeps answering while a model loads.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -141,8 +142,14 @@ class ModelSet:
             )
         if version is None:
             return live[0]
-        if version.isdigit():
+        if re.fullmatch(r"[0-9]+", version):  # not isdigit(): it takes '²', int() does not
             number = int(version)
+        elif not re.fullmatch(r"latest|[A-Za-z][A-Za-z0-9._-]*", version):
+            raise NotServed(
+                f"{version!r} is not a version number or an alias name; use e.g. "
+                f"/v2/models/{name}/versions/3 or an alias the server follows.",
+                400,
+            )
         else:
             follow = name if version == "latest" else f"{name}@{version}"
             for slot in slots:

@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..api import registry
     from . import state
     from .app import Server
+    from .deadlines import protocol_class
 
     log = log_to_stderr(f"[worker {os.getpid()}]")
     row = state.get(registry(args.root).db, args.name)
@@ -60,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         timeout_keep_alive=30,
         timeout_graceful_shutdown=float(options.get("drain_s", 30)),
         loop="auto",
-        http="auto",
+        # uvicorn waits for request headers forever; this protocol cuts slow clients off.
+        http=protocol_class(float(options.get("header_timeout_s", 10.0))),
     )
 
     class DrainingServer(uvicorn.Server):

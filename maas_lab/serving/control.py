@@ -7,7 +7,6 @@ their snapshot files, signals and HTTP.
 from __future__ import annotations
 
 import hashlib
-import html
 import os
 import secrets
 import signal
@@ -73,6 +72,8 @@ def serve(
     body_timeout_s: float = 60.0,
     wait_s: float = 180.0,
     foreground: bool = False,
+    healthy_reset_s: float = 30.0,
+    prog: str | None = None,
     root=None,
 ):
     """Serve one or more registered versions over HTTP (Open Inference Protocol v2).
@@ -80,6 +81,11 @@ def serve(
     A ref that names an alias (``minilm@prod``) or no version (latest) is *followed*: when
     it moves, the server loads the new version beside the old and switches without
     dropping a request. Returns a :class:`ServerHandle` once every replica is ready.
+
+    ``healthy_reset_s``: after running that long with every replica ready, a crashed worker
+    is replaced after the shortest delay again. ``prog``: the command typed (``maas`` or
+    ``%maas``) for the hints the handle shows; None when called from Python. A generated
+    token is never shown in the handle's output (see :class:`ServerHandle`).
     """
     refs = [refs] if isinstance(refs, str) else list(refs)
     if not refs:
@@ -95,12 +101,13 @@ def serve(
     _check_range("port", port, 0, 65535)
     _check_range("timeout-s", timeout_s, 0.001, 3600)
     _check_range("max-body-mb", max_body_mb, 0.001, 4096)
+    _check_range("healthy-reset-s", healthy_reset_s, 0.1, 7 * 86400)
     _check_range("max-rows", max_rows, 1, 10_000_000)
     _check_range("header-timeout-s", header_timeout_s, 0.01, 3600)
     _check_range("body-timeout-s", body_timeout_s, 0.01, 3600)
     existing = state.get(reg.db, name)
     if existing is not None:
-        if state.pid_alive(existing["pid"]):
+        if state.supervisor_alive(reg.root, existing):
             where = _url(existing["host"], existing["port"])
             raise ConflictError(
                 f"A server named {name!r} already runs at {where}. Stop it "
@@ -176,7 +183,9 @@ def serve(
         _terminate(proc)
         state.delete(reg.db, name)
         raise
-    return ServerHandle(name, reg.root, token=token, show_token=generated)
+    if generated and prog == "maas" and sys.stderr.isatty():  # a terminal: never saved
+        sys.stderr.write(f"Management token (shown once): {token}\n")
+    return ServerHandle(name, reg.root, token=token, generated=generated, prog=prog)
 
 
 def _wait_ready(reg, name: str, proc, wait_s: float, log_start: int) -> None:
@@ -250,39 +259,41 @@ def _foreground(reg, name: str, env: dict, token: str, generated: bool):
 # ---------------------------------------------------------------------- a running server
 
 
-class ServerHandle:
-    """What ``serve`` returns: the URL and processes, plus shortcuts for the rest."""
+class ServerHandle(Table):
+    """What ``serve`` returns: a one-row table (server, URL, models, replicas, who needs the
+    token) with next steps written for where it was typed, plus shortcuts for the rest.
 
-    def __init__(self, name: str, root, token: str | None = None, show_token: bool = False):
+    The token is the ``token`` attribute and nowhere in what the handle renders (``str``,
+    ``repr``, HTML): a notebook saves every output it shows, so a secret printed there
+    travels with the file. ``prog`` is what the person typed: ``"%maas"`` (hints in magic
+    syntax), ``"maas"`` (shell syntax), or None (Python: the handle's own methods)."""
+
+    def __init__(self, name: str, root, token: str | None = None, generated: bool = False,
+                 prog: str | None = None):  # fmt: skip
         self.name, self.root, self.token = name, Path(root), token
-        self._show_token = show_token
         row = state.get(_registry(root).db, name)
         self.url = _url(row["host"], row["port"]) if row else None
         self.pid = row["pid"] if row else None
         self.workers = row["workers"] if row else []
         self.models = row["models"] if row else []
-
-    def _lines(self) -> list[str]:
-        lines = [
-            f"Serving {', '.join(self.models)} at {self.url}",
-            f"server {self.name}: supervisor pid {self.pid}, "
-            f"{len(self.workers)} replica(s) {self.workers}",
+        options = row["options"] if row else {}
+        if not token:
+            who = "none"
+        elif options.get("token_for_all"):
+            who = ("generated" if generated else "yours") + ": every request"
+        else:
+            who = "generated: repository load/unload only"
+        rows = [
+            {
+                "server": name,
+                "url": self.url,
+                "models": ", ".join(self.models),
+                "replicas": len(self.workers),
+                "token": who,
+            }
         ]
-        if self._show_token:
-            lines.append(f"management token (shown once, keep it): {self.token}")
-        lines.append(
-            f"try: maas predict {self.models[0]} ... | maas status | maas stop {self.name}"
-        )
-        return lines
-
-    def __str__(self) -> str:
-        return "\n".join(self._lines())
-
-    def __repr__(self) -> str:
-        return f"<ServerHandle {self.name} {self.url}>"
-
-    def _repr_html_(self) -> str:
-        return "<pre>" + html.escape(str(self)) + "</pre>"
+        note = _next_steps(name, self.models, prog, generated)
+        super().__init__(rows, title=f"Server {name} is ready", note=note)
 
     def client(self):
         from .client import Client
@@ -302,12 +313,32 @@ class ServerHandle:
         return stop(self.name, root=self.root)
 
 
+def _next_steps(name: str, models: list[str], prog: str | None, generated: bool) -> str:
+    """Hints in the syntax of the place the server was started from, and where a generated
+    token is found; never the token itself."""
+    model = models[0] if models else name
+    if prog is None:
+        steps = "`server.client()`, `server.status()`, `server.stop()`"
+        where = "it is `server.token` (not displayed, so saved outputs never hold it)"
+    else:
+        steps = f"`{prog} predict {model} ...`, `{prog} status`, `{prog} stop {name}`"
+        where = (
+            f"it is not displayed (saved notebooks keep outputs): `server = {prog} serve ...`,"
+            " then `server.token`; `server.client()` sends it for you"
+            if prog.startswith("%")
+            else "a generated one is shown once on a terminal's stderr; pass --token (or set "
+            "MAAS_SERVE_TOKEN) to choose one"
+        )
+    return f"Next: {steps}." + (f" The generated token: {where}." if generated else "")
+
+
 def _live_rows(reg) -> tuple[list[dict], list[str]]:
-    """Rows of servers whose supervisor still runs; stale rows are removed. A row without a
-    pid belongs to a server still binding its port, unless it is old."""
+    """Rows of servers whose supervisor still runs (the pid with the start time it recorded:
+    a reused pid is not it); stale rows are removed, and nothing is signalled for them. A
+    row without a pid belongs to a server still binding its port, unless it is old."""
     live, removed = [], []
     for row in state.all_rows(reg.db):
-        if row["pid"] and state.pid_alive(row["pid"]):
+        if state.supervisor_alive(reg.root, row):
             live.append(row)
         elif row["pid"] or time.time() - _parse_time(row["updated_at"]) > 300:
             state.delete(reg.db, row["name"], pid=row["pid"])
@@ -342,9 +373,8 @@ def status(name: str | None = None, root=None) -> Table:
     for row in live:
         if name is not None and row["name"] != name:
             continue
-        snaps = state.read_snapshots(
-            state.run_dir(reg.root, row["name"]) / "workers", row["workers"]
-        )
+        folder = state.run_dir(reg.root, row["name"]) / "workers"
+        snaps = state.fresh_snapshots(folder, row["pid"], row["workers"])
         ready = sum(1 for s in snaps if s["ready"])
         by_follow: dict[str, list] = {}
         for snap in snaps:
@@ -437,19 +467,36 @@ def scale(name: str, replicas: int, wait_s: float = 120.0, root=None) -> Table:
 
 
 def stop(name: str, wait_s: float = 60.0, root=None) -> Report:
-    """Drain and stop a server: readiness goes 503, requests in flight are answered."""
+    """Drain and stop a server: readiness goes 503, requests in flight are answered.
+
+    The supervisor is signalled only while it is the process its row recorded (pid and
+    start time), checked before each signal, so a stale row never hits another program."""
     reg = _registry(root)
     row = _find(reg, name)
-    os.kill(row["pid"], signal.SIGTERM)
+
+    def alive() -> bool:
+        return state.supervisor_alive(reg.root, row)
+
+    _signal_if(alive, lambda: os.kill(row["pid"], signal.SIGTERM))
     deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline and state.pid_alive(row["pid"]):
+    while time.monotonic() < deadline and alive():
         time.sleep(0.05)
-    if state.pid_alive(row["pid"]):
-        os.killpg(row["pid"], signal.SIGKILL)
-        state.delete(reg.db, name)
+    if alive():
+        _signal_if(alive, lambda: os.killpg(row["pid"], signal.SIGKILL))
+        state.delete(reg.db, name, pid=row["pid"])
         return Report(f"Server {name} killed after {wait_s:g} s of draining", [])
     state.delete(reg.db, name, pid=row["pid"])
     return Report(f"Server {name} stopped", [])
+
+
+def _signal_if(alive, send) -> None:
+    """Send a signal only to a process still known to be ours; one that ended meanwhile is
+    not an error."""
+    if alive():
+        try:
+            send()
+        except ProcessLookupError:
+            pass
 
 
 # ---------------------------------------------------------------------- clients

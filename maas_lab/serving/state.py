@@ -3,7 +3,11 @@
 The row says what should be served and by how many replicas; the processes poll it, so a
 change made from any notebook or shell reaches every replica without a control socket.
 Each worker writes a small JSON snapshot (readiness, loaded versions, counters) into the
-run folder every second: status pages read those files and never slow the server down.
+run folder every second, and at once when ``status`` asks (a signal), so status pages read
+files, never slow the server down, and still show the request answered a moment ago.
+
+Processes are named by pid *and* start time: a pid alone may belong to another program by
+the time a stale row is read, and signalling it would hit a stranger.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import time
 from pathlib import Path
 
@@ -22,7 +27,7 @@ SNAPSHOT_EVERY_S = 1.0
 
 
 def check_server_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
         raise UsageError(
             f"Invalid server name {name!r}: use letters, digits, '.', '_' or '-' (at most 64)."
         )
@@ -90,8 +95,9 @@ def delete(db, name: str, pid: int | None = None) -> None:
 
 
 def pid_alive(pid: int | None, marker: str = "maas") -> bool:
-    """True if ``pid`` runs and is one of ours (its command line names our module), so a
-    reused pid of an unrelated program is not mistaken for a live server."""
+    """True if ``pid`` runs and its command line holds ``marker``. A weak test (a reused pid
+    of any program whose arguments say "maas" passes): servers use :func:`same_process` with
+    the start time recorded beside the pid instead."""
     if not pid:
         return False
     try:
@@ -109,15 +115,95 @@ def pid_alive(pid: int | None, marker: str = "maas") -> bool:
     return marker.encode() in cmdline
 
 
-def write_snapshot(folder: Path, pid: int, data: dict) -> None:
+def _stat(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (which may hold spaces and
+    parentheses): index 0 is the state, 1 the parent pid, 19 the start time."""
+    try:
+        raw = Path(f"/proc/{int(pid)}/stat").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return raw[raw.rindex(b")") + 2 :].split()
+
+
+def process_started(pid: int | None) -> int | None:
+    """When ``pid`` started, in clock ticks since boot, or None if it does not run (a zombie
+    counts as gone). A pid is reused by the kernel; a pid with its start time is not, so the
+    pair names one process for the machine's uptime."""
+    if not pid:
+        return None
+    fields = _stat(pid)
+    if not fields or fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])
+
+
+def parent_of(pid: int) -> int | None:
+    fields = _stat(pid)
+    return int(fields[1]) if fields else None
+
+
+_HAVE_PROC = Path("/proc/self/stat").exists()
+
+
+def same_process(pid: int | None, started: int | None) -> bool:
+    """True if the process recorded as (``pid``, ``started``) still runs. Without /proc (not
+    Linux) only the pid can be checked, so a recorded identity is trusted while it runs."""
+    if not pid:
+        return False
+    if not _HAVE_PROC:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+    return started is not None and process_started(pid) == started
+
+
+def _supervisor_file(root: Path, name: str) -> Path:
+    return run_dir(root, name) / "supervisor.json"
+
+
+def record_supervisor(root: Path, name: str) -> None:
+    """Called by the supervisor itself before it writes its pid into the row: its pid and
+    start time, so no later process that happens to get the same pid passes for it."""
+    folder = run_dir(root, name)
     folder.mkdir(parents=True, exist_ok=True)
+    pid = os.getpid()
+    tmp = folder / f".supervisor.{pid}.tmp"
+    tmp.write_text(json.dumps({"pid": pid, "started": process_started(pid)}))
+    os.replace(tmp, _supervisor_file(root, name))
+
+
+def supervisor_alive(root: Path, row: dict | None) -> bool:
+    """True if the supervisor a server row names still runs: the row's pid must be the one
+    the supervisor recorded, with the same start time. A stale row whose pid now belongs to
+    another process (``sleep``, anything with "maas" in its arguments) is dead."""
+    if not row or not row.get("pid"):
+        return False
+    try:
+        recorded = json.loads(_supervisor_file(root, row["name"]).read_text())
+    except (OSError, ValueError):
+        return False
+    if recorded.get("pid") != row["pid"]:
+        return False
+    return same_process(row["pid"], recorded.get("started"))
+
+
+def write_snapshot(folder: Path, pid: int, data: dict) -> None:
+    """Write a worker's snapshot, stamped with the writer's start time and parent so that
+    readers can tell it from a process that reuses the pid later."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {**data, "proc_started": process_started(pid), "ppid": os.getppid()}
     tmp = folder / f".{pid}.json.tmp"
     tmp.write_text(json.dumps(data))
     os.replace(tmp, folder / f"{pid}.json")
 
 
 def read_snapshots(folder: Path, pids: list[int] | None = None, max_age_s: float = 10.0):
-    """The fresh snapshots of live workers (``pids`` if given), newest information only."""
+    """The fresh snapshots of live workers (``pids`` if given), newest information only. A
+    snapshot counts only while the process that wrote it (pid and start time) still runs."""
     out = []
     if not folder.is_dir():
         return out
@@ -132,6 +218,36 @@ def read_snapshots(folder: Path, pids: list[int] | None = None, max_age_s: float
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if time.time() - data.get("time", 0) <= max_age_s and pid_alive(pid):
+        fresh = time.time() - data.get("time", 0) <= max_age_s
+        if fresh and same_process(pid, data.get("proc_started")):
             out.append(data)
     return sorted(out, key=lambda d: d["pid"])
+
+
+REFRESH_SIGNAL = signal.SIGUSR2
+
+
+def fresh_snapshots(folder: Path, supervisor: int, pids: list[int], wait_s: float = 2.0):
+    """Ask each live worker of ``supervisor`` to write its snapshot now, and read them once
+    written: what ``status`` shows then includes every request answered before the call.
+    A worker that does not answer within ``wait_s`` (busy loading) is shown as last written.
+    Only workers that wrote a snapshot (so their handler is installed; the signal's default
+    action ends a process) and whose parent is the supervisor are signalled, never a reused
+    pid."""
+    asked = time.time()
+    signalled = []
+    for snap in read_snapshots(folder, pids):
+        pid = snap["pid"]
+        if parent_of(pid) == supervisor:
+            try:
+                os.kill(pid, REFRESH_SIGNAL)
+                signalled.append(pid)
+            except OSError:
+                pass
+    deadline = time.monotonic() + wait_s
+    while True:
+        snaps = read_snapshots(folder, pids)
+        current = {s["pid"] for s in snaps if s.get("time", 0) >= asked}
+        if set(signalled) <= current or time.monotonic() >= deadline:
+            return snaps
+        time.sleep(0.01)

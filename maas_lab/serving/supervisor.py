@@ -23,6 +23,39 @@ from .worker import log_to_stderr
 
 TICK_S = 0.2
 GIVE_UP_AFTER = 5  # consecutive worker crashes with none ever ready
+HEALTHY_RESET_S = 30.0  # running this long with every replica ready forgives past crashes
+
+
+class Backoff:
+    """How long to wait before replacing a crashed worker: doubling from ``first_s`` up to
+    ``max_s`` while crashes follow each other, back to ``first_s`` once the server has run
+    healthy (every replica ready) for ``reset_after_s``. Without the reset, a server that
+    crashed a few times at start would wait the maximum for every crash, days later.
+    Times are passed in (``time.monotonic()`` values), so the policy is checked without
+    waiting."""
+
+    def __init__(self, first_s: float = 0.2, max_s: float = 5.0, reset_after_s: float = 30.0):
+        self.first_s, self.max_s, self.reset_after_s = first_s, max_s, reset_after_s
+        self.crashes = 0
+        self.healthy_since: float | None = None
+
+    def crashed(self) -> float:
+        """Count a crash; the delay before the replacement starts, in seconds."""
+        self.crashes += 1
+        self.healthy_since = None
+        return min(self.max_s, self.first_s * 2 ** min(self.crashes, 10))
+
+    def healthy(self, now: float) -> bool:
+        """Note that every replica is ready at ``now``; True when this resets the back-off."""
+        if self.healthy_since is None:
+            self.healthy_since = now
+        if self.crashes and now - self.healthy_since >= self.reset_after_s:
+            self.crashes = 0
+            return True
+        return False
+
+    def unhealthy(self) -> None:
+        self.healthy_since = None
 
 
 class BindError(Exception):
@@ -53,7 +86,8 @@ class Supervisor:
         self.workers: dict[int, subprocess.Popen] = {}
         self.retiring: dict[int, subprocess.Popen] = {}
         self.stopping = False
-        self.crashes = 0
+        self.backoff = Backoff(reset_after_s=HEALTHY_RESET_S)
+        self.restart_at = 0.0  # monotonic time before which no crashed worker is replaced
         self.ever_ready = False
 
     def run(self) -> int:
@@ -68,6 +102,7 @@ class Supervisor:
             state.update(self.db, self.name, status="failed")
             return 3
         self.port = self.sock.getsockname()[1]
+        state.record_supervisor(self.root, self.name)  # before the row names this pid
         state.update(self.db, self.name, port=self.port, pid=os.getpid(), status="starting")
         self.log(f"listening on {row['host']}:{self.port}")
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -81,15 +116,19 @@ class Supervisor:
                     self.log("the registry row was removed or taken over; stopping")
                     break
                 self._reap()
-                if self.crashes >= GIVE_UP_AFTER and not self.ever_ready:
-                    self.log(f"error: workers crashed {self.crashes} times; giving up")
+                crashes = self.backoff.crashes
+                if crashes >= GIVE_UP_AFTER and not self.ever_ready:
+                    self.log(f"error: workers crashed {crashes} times; giving up")
                     state.update(self.db, self.name, status="failed")
                     break
                 self._scale(int(row["replicas"]))
                 snaps = state.read_snapshots(folder, list(self.workers))
                 ready = sum(1 for s in snaps if s["ready"])
                 self.ever_ready |= ready > 0
+                wanted = max(1, int(row["replicas"]))
+                healthy = ready >= wanted and len(self.workers) == wanted
                 status = "running" if ready >= len(self.workers) and self.workers else "starting"
+                self._note_health(healthy, row)
                 now = (sorted(self.workers), status)
                 if now != last:
                     state.update(self.db, self.name, workers=now[0], status=status)
@@ -98,6 +137,14 @@ class Supervisor:
         finally:
             self._shutdown(float(row["options"].get("drain_s", 30)) if row else 30.0)
         return 0
+
+    def _note_health(self, healthy: bool, row: dict) -> None:
+        if not healthy:
+            self.backoff.unhealthy()
+            return
+        self.backoff.reset_after_s = float(row["options"].get("healthy_reset_s", HEALTHY_RESET_S))
+        if self.backoff.healthy(time.monotonic()):
+            self.log(f"healthy for {self.backoff.reset_after_s:g} s: the restart back-off is reset")
 
     def _on_stop(self, sig, frame) -> None:
         self.stopping = True
@@ -126,9 +173,9 @@ class Supervisor:
             code = proc.poll()
             if code is not None:
                 del self.workers[pid]
-                self.crashes += 1
-                self.log(f"worker {pid} exited with code {code}; starting another")
-                time.sleep(min(5.0, 0.2 * 2 ** min(self.crashes, 5)))
+                delay = self.backoff.crashed()
+                self.restart_at = max(self.restart_at, time.monotonic() + delay)
+                self.log(f"worker {pid} exited with code {code}; starting another in {delay:g} s")
         for pid, proc in list(self.retiring.items()):
             if proc.poll() is not None:
                 del self.retiring[pid]
@@ -136,7 +183,7 @@ class Supervisor:
 
     def _scale(self, wanted: int) -> None:
         wanted = max(1, wanted)
-        while len(self.workers) < wanted:
+        while len(self.workers) < wanted and time.monotonic() >= self.restart_at:
             self._spawn()
         while len(self.workers) > wanted:
             pid = max(self.workers)  # the newest: the others have warm caches

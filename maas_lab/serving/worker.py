@@ -5,6 +5,7 @@ removing one never changes the port. On SIGTERM a worker drains: readiness answe
 stops accepting, answers what it already received (with ``Connection: close``), then exits;
 other replicas keep serving. SIGUSR1 only turns readiness to 503 (the supervisor sends it
 first when the whole server stops, so a load balancer can stop sending new work).
+SIGUSR2 writes the status snapshot at once, so ``maas status`` shows the latest requests.
 """
 
 from __future__ import annotations
@@ -98,6 +99,14 @@ def main(argv: list[str] | None = None) -> int:
         app.draining = True
         app.write_snapshot_now()
 
+    def snapshot_now(sig, frame):  # `maas status` asks: counters as of this moment
+        loop = app.models.loop
+        if loop is not None:  # written on the loop, never mid-update of a counter
+            loop.call_soon_threadsafe(app.write_snapshot_now)
+
+    # Installed before any snapshot exists: status signals only workers that wrote one
+    # (the signal's default action would end the process).
+    signal.signal(state.REFRESH_SIGNAL, snapshot_now)
     signal.signal(signal.SIGUSR1, not_ready)
     parent = os.getppid()
 

@@ -1,0 +1,248 @@
+"""Server processes as the notebook and shell see them: which process a server row names,
+what `status` shows right after a request, how a crashing worker comes back, and what the
+serve result shows (never the token).
+
+Servers are real processes on 127.0.0.1 serving the word tables of the third-party plugin
+in ``tests/plugin_packages`` (fast to register, no torch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from maas_lab import api
+from maas_lab.errors import MaasError, NotFoundError, UsageError
+from maas_lab.results import Table
+from maas_lab.serving import state
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def words(maas_home, hello_plugin_path, monkeypatch, tmp_path):
+    """A registry with a word table (words@1); servers started here see the plugin."""
+    from maas_lab.plugins import Plugins, set_plugins
+
+    path = os.pathsep.join([str(hello_plugin_path), os.environ.get("PYTHONPATH", "")])
+    monkeypatch.setenv("PYTHONPATH", path)
+    monkeypatch.syspath_prepend(str(hello_plugin_path))
+    old = set_plugins(Plugins())  # one that sees the plugin just put on the path
+    table = tmp_path / "words.json"
+    table.write_text(json.dumps({"good": 1.0, "bad": -1.0}))
+    api.register("words", from_file=table, format="word-table")
+    yield maas_home
+    for row in state.all_rows(api.registry(maas_home).db):
+        try:
+            api.stop(row["name"], root=maas_home)
+        except MaasError:
+            pass
+    set_plugins(old)
+
+
+def _wait(predicate, what: str, wait_s: float = 60.0):
+    """Poll until ``predicate()`` holds; the deadline only bounds a hang, it is no assertion
+    about speed."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+# ---------------------------------------------------------------------- which process (11)
+
+
+def _gone(pid: int) -> bool:
+    """The process has ended (reaped, or a zombie: reap it if it is our child)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        stat = open(f"/proc/{pid}/stat", "rb").read()
+    except OSError:
+        return True
+    return stat[stat.rindex(b")") + 2 :].split()[0] in (b"Z", b"X")
+
+
+STRANGER = r"""
+import signal, sys, time
+out = sys.argv[1]
+def note(sig, frame):
+    with open(out, "a") as f:
+        f.write(f"{sig}\n")
+for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
+    signal.signal(sig, note)
+open(out + ".ready", "w").close()
+while True:
+    time.sleep(1)
+"""
+
+
+def test_a_stale_row_whose_pid_was_reused_is_dead_and_the_process_is_never_signalled(
+    words, tmp_path
+):
+    handle = api.serve("words@1", name="stale", port=0)
+    db = api.registry(words).db
+    workers = list(handle.workers)
+    os.kill(handle.pid, signal.SIGKILL)  # the supervisor dies outright: its row stays
+    _wait(lambda: _gone(handle.pid), "the supervisor to end")
+    _wait(lambda: all(_gone(p) for p in workers), "its workers to end")
+    # The kernel gives the old pid to an unrelated program, with "maas" in its arguments.
+    signals = tmp_path / "signals.txt"
+    stranger = subprocess.Popen(
+        [sys.executable, "-c", STRANGER, str(signals), "maas_lab.serving.supervisor"],
+        start_new_session=True,
+    )
+    try:
+        _wait(lambda: (tmp_path / "signals.txt.ready").exists(), "the stranger to start")
+        state.update(db, "stale", pid=stranger.pid)
+        recorded = state.run_dir(words, "stale") / "supervisor.json"
+        if recorded.exists():  # what the dead supervisor recorded, as if its pid were reused
+            old = json.loads(recorded.read_text())
+            recorded.write_text(json.dumps({**old, "pid": stranger.pid}))
+
+        with pytest.raises(NotFoundError, match="stale"):
+            api.stop("stale")
+        table = api.status()
+        assert "stale" not in [r["server"] for r in table]
+        assert "Removed stale entries: stale" in table.note or state.get(db, "stale") is None
+        assert state.get(db, "stale") is None  # the stale row is cleaned
+        handle = api.serve("words@1", name="stale", port=0)  # the name is free again
+        assert api.status("stale").rows[0]["state"] == "running"
+        api.stop("stale")
+        assert stranger.poll() is None  # still running ...
+        assert not signals.exists() or signals.read_text() == ""  # ... and never signalled
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_a_process_is_named_by_its_pid_and_start_time():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        started = _wait(lambda: state.process_started(proc.pid), "the process to start")
+        assert state.same_process(proc.pid, started)
+        assert not state.same_process(proc.pid, started - 1)  # same pid, another process
+        assert not state.same_process(proc.pid, None)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert state.process_started(proc.pid) is None
+    assert not state.same_process(proc.pid, started)
+
+
+# ---------------------------------------------------------------------- status (15)
+
+
+def test_status_right_after_a_prediction_counts_it(words, maas_shell):
+    maas_shell.run_line_magic("maas", "serve words@1 --name at-once --port 0")
+    for n in (1, 2, 3):  # no waiting between a prediction and the status that follows it
+        out = maas_shell.run_line_magic("maas", "predict words@1 good")
+        assert out.data["scores"].tolist() == [1.0]
+        row = maas_shell.run_line_magic("maas", "status at-once").rows[0]
+        assert row["requests"] == n
+        assert row["p50 ms"] != "" and row["p99 ms"] != ""
+        assert row["req/s"] > 0
+
+
+# ---------------------------------------------------------------------- restarts (12)
+
+
+def test_restart_backoff_doubles_while_crashing_and_resets_after_healthy_running():
+    from maas_lab.serving.supervisor import Backoff
+
+    backoff = Backoff(first_s=0.2, max_s=5.0, reset_after_s=30.0)
+    assert [backoff.crashed() for _ in range(6)] == [0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
+    assert not backoff.healthy(100.0)
+    assert not backoff.healthy(129.0)  # healthy, but not long enough yet
+    backoff.unhealthy()  # a replica was not ready: the healthy period starts over
+    assert not backoff.healthy(130.0)
+    assert not backoff.healthy(159.9)
+    assert backoff.healthy(160.0)  # 30 s of healthy running: forgiven
+    assert backoff.crashed() == 0.4
+
+
+def test_a_server_that_runs_healthy_again_restarts_a_crashed_worker_at_once(words):
+    handle = api.serve("words@1", name="crashy", port=0, healthy_reset_s=0.5)
+    db = api.registry(words).db
+
+    def crash_and_replace(old: int) -> int:
+        os.kill(old, signal.SIGKILL)
+        row = _wait(
+            lambda: (
+                (r := state.get(db, "crashy"))["workers"] not in ([], [old])
+                and r["status"] == "running"
+                and r
+            ),
+            "a new worker",
+        )
+        return row["workers"][0]
+
+    worker = crash_and_replace(handle.workers[0])
+    assert "exited with code -9; starting another in 0.4 s" in api.logs("crashy").text
+    _wait(lambda: "the restart back-off is reset" in api.logs("crashy").text, "the reset")
+    crash_and_replace(worker)
+    log = api.logs("crashy").text
+    crashes = [line for line in log.splitlines() if "exited with code" in line]
+    assert len(crashes) == 2 and crashes[-1].endswith("starting another in 0.4 s")
+
+
+def test_healthy_reset_must_be_positive(words):
+    with pytest.raises(UsageError, match="healthy-reset-s"):
+        api.serve("words@1", name="bad", port=0, healthy_reset_s=0)
+    assert state.get(api.registry(words).db, "bad") is None
+
+
+# ---------------------------------------------------------------------- what serve shows (14)
+
+
+def _everything_shown(result, shell) -> str:
+    """Every form a notebook stores for an output, plus its text forms."""
+    data, metadata = shell.display_formatter.format(result)
+    return "\n".join([str(result), repr(result), json.dumps(data), json.dumps(metadata)])
+
+
+def test_serve_in_a_notebook_shows_a_table_with_magic_hints_and_never_the_token(words, maas_shell):
+    server = maas_shell.run_line_magic("maas", "serve words@1 --name nb --port 0")
+    assert isinstance(server, Table) and server.rows[0]["server"] == "nb"
+    assert server.rows[0]["url"] == server.url and server.rows[0]["models"] == "words@1"
+    assert server.token and len(server.token) >= 16  # generated, kept on the handle
+    shown = _everything_shown(server, maas_shell)
+    assert server.token not in shown
+    assert "`%maas status`" in shown and "`%maas stop nb`" in shown and "server.token" in shown
+    assert "`maas " not in shown  # no shell syntax in a notebook
+    # the token still works for what it guards, when asked for explicitly
+    assert "token=***" in repr(server.client())  # the client sends it, never shows it
+    api.stop("nb")
+    assert server.token not in api.logs("nb").text
+
+
+def test_serve_from_python_hints_at_the_handles_methods(words, maas_shell):
+    server = api.serve("words@1", name="py", host="0.0.0.0", port=0)
+    shown = _everything_shown(server, maas_shell)
+    assert server.token not in shown
+    assert "every request" in server.rows[0]["token"]
+    assert "`server.status()`" in shown and "`server.token`" in shown
+
+
+def test_serve_in_a_shell_in_the_background_hints_in_shell_syntax(words):
+    env = {**os.environ, "MAAS_LAB_HOME": str(words)}
+    done = subprocess.run(
+        [sys.executable, "-m", "maas_lab.cli", "serve", "words@1", "--name", "sh", "--port", "0",
+         "--background"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "`maas status`" in done.stdout and "`maas stop sh`" in done.stdout
+    assert "%maas" not in done.stdout
+    assert "Management token" not in done.stderr  # not a terminal: the token is not shown

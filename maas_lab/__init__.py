@@ -18,7 +18,7 @@ _API = {
     "evaluate", "export", "fsck", "history",
     "list_models", "load", "log_metrics", "plugins", "recommend", "register", "resolve", "runner",
     "search", "show", "tag", "serve", "status", "logs", "scale", "stop", "predict", "client",
-    "launch", "jobs", "cancel", "wait",
+    "launch", "jobs", "cancel", "wait", "trust_code",
 }  # fmt: skip
 
 

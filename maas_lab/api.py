@@ -845,9 +845,7 @@ def bundle_import(
 
     def checked(fmt: str, files: dict, config: dict) -> dict:
         typed = code_refs(fmt, config) if trust else []
-        return check(
-            reg, fmt, files, config, how="bundle import --trust", typed=typed, where=where
-        )
+        return check(reg, fmt, files, config, how="bundle import --trust", typed=typed, where=where)
 
     row = import_bundle(reg, Path(path), name, precheck=precheck, check=checked)
     return show(row["ref"], root=root)

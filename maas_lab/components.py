@@ -15,7 +15,9 @@ from .errors import UsageError
 
 KINDS = ("loader", "exporter", "compressor", "launcher", "serving_backend", "evaluator")
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
-_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
+# "code" is a ``module:callable`` reference: a string that the user's typing makes trusted
+# (see maas_lab.trust), so a front end must never fill it from data.
+_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "code": str}
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,10 @@ class Param:
             out = _TYPES[self.type](value)
         except (TypeError, ValueError):
             raise UsageError(f"--{self.name} expects a {self.type}, got {value!r}.") from None
+        if self.type == "code":
+            from .registry.trust import check_code_ref
+
+            check_code_ref(out)
         if self.choices and out not in self.choices:
             raise UsageError(
                 f"--{self.name} must be one of {', '.join(self.choices)}; got {out!r}."
@@ -70,6 +76,11 @@ class Component:
     params: tuple[Param, ...] = ()
     validate: Callable[..., Any] | None = None
     produces: str = ""  # exporters and compressors: the format they make
+    # Loaders: the code references (``module:callable``) a config makes the loader import,
+    # checked against what the user trusted before ``validate`` or ``run`` sees the config.
+    code_refs: Callable[[dict], list[str]] | None = None
+    # References to the plugin's own code that it vouches for wherever it is loaded.
+    trusted_code: tuple[str, ...] = ()
     # Filled in by the core when the component is registered.
     kind: str = ""
     plugin: str = ""
@@ -79,7 +90,7 @@ class Component:
 
     def check(self) -> None:
         """Raise ``ValueError`` describing what is wrong with this component's declaration."""
-        if not _NAME.match(self.name or ""):
+        if not _NAME.fullmatch(self.name or ""):
             raise ValueError(
                 f"component name {self.name!r} must be lower-case letters, digits, '-' or '_'"
             )

@@ -62,6 +62,19 @@ class RegistryError(MaasError):
     label = "Registry error"
 
 
+class UntrustedCode(MaasError):
+    """A version names code (``module:callable``) that nobody has trusted in this registry.
+
+    A factory reference is code: importing and calling it runs whatever it names. One that
+    arrived with data (a bundle, a file, a request) runs only after a person trusts it."""
+
+    label = "Untrusted code"
+
+    def __init__(self, message: str, refs: list[str] | tuple[str, ...] = ()):
+        super().__init__(message)
+        self.refs = list(refs)
+
+
 class BackendUnavailable(MaasError):
     """An optional dependency (torch, onnxruntime, ...) a plugin needs is not installed."""
 

@@ -9,6 +9,7 @@ ours as savepoints.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
@@ -316,3 +317,42 @@ def m005_jobs(db: sqlite_utils.Database) -> None:
                ended_at text,
                updated_at text not null)"""
     )
+
+
+@migrations()
+def m006_trusted_code(db: sqlite_utils.Database) -> None:
+    """Code references (``module:callable``) a person trusted, with who and how: a version
+    whose config names a factory is loaded only if that factory is trusted here, so a bundle
+    cannot make us import and call what nobody chose to run.
+
+    Registries made before trust was recorded keep working: the factories their versions
+    already name are trusted, except those that only came in through a bundle import."""
+    db.execute(
+        """create table trusted_code (
+               reference text primary key,
+               granted_by text not null,
+               granted_at text not null,
+               how text not null)"""
+    )
+    imported = {
+        r[0]
+        for r in db.execute(
+            "select distinct child_id from lineage where operation = 'import'"
+        ).fetchall()
+    }
+    seen: set[str] = set()
+    for version_id, config in db.execute("select id, config from versions").fetchall():
+        if version_id in imported:
+            continue
+        try:
+            data = json.loads(config or "{}")
+        except ValueError:
+            continue
+        # The torch loader's convention, the only code reference stored before m006.
+        ref = data.get("factory") if isinstance(data, dict) else None
+        if isinstance(ref, str) and ref and ref not in seen:
+            seen.add(ref)
+            db.execute(
+                "insert or ignore into trusted_code values (?, ?, ?, ?)",
+                [ref, "migration", now(), "named by a version registered before m006"],
+            )

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import sqlite_utils
 
 from ..errors import ConflictError, NotFoundError, RegistryError, UsageError
+from . import trust as trust_rows
 from .checkouts import lay_out, layout_matches
 from .db import INDEX_MODELS, connect, now, write
 from .refs import Ref, check_alias, check_key, check_model_name, check_relative_file_name, parse_ref
@@ -62,6 +64,20 @@ class Checkout:
         return [self.dir / f["name"] for f in self.files if f["role"] == role]
 
 
+# Registries this process has opened: whose trust decisions a factory may be checked against
+# when it is built from a stored config (see maas_lab.trust).
+_OPENED: weakref.WeakSet = weakref.WeakSet()
+
+
+def opened() -> list[Registry]:
+    return list(_OPENED)
+
+
+def actor() -> str:
+    """Who is acting, as recorded in events, versions and trust grants."""
+    return _actor()
+
+
 def _actor() -> str:
     try:
         return getpass.getuser()
@@ -87,6 +103,7 @@ class Registry:
                 for folder in (self.root, self.store.base, self.store.tmp):
                     folder.mkdir(parents=True, exist_ok=True)
                 self._db = connect(self.root / "registry.db")
+                _OPENED.add(self)
             except (OSError, sqlite3.Error) as exc:
                 raise RegistryError(
                     f"Cannot open the registry at {self.root}: {exc}. Point MAAS_LAB_HOME (or "
@@ -174,11 +191,14 @@ class Registry:
         metrics: dict[str, float] | None = None,
         lineage: Iterable[dict] = (),
         progress: Callable[[int], None] | None = None,
+        trusted_code: dict[str, str] | None = None,
     ) -> dict:
         """Store the files and record a new version; return its resolved row.
 
         Nothing changes on disk unless the whole version is recorded: blobs this call wrote
-        are removed again if the database transaction fails.
+        are removed again if the database transaction fails. ``trusted_code`` maps the code
+        references the version needs to how they came to be trusted; they are recorded in
+        the same transaction (see :mod:`maas_lab.trust`), so a refused version grants nothing.
         """
         check_model_name(name)
         if not files:
@@ -231,6 +251,8 @@ class Registry:
                             "created_at": now(),
                         }
                     )
+                for ref, how in (trusted_code or {}).items():
+                    trust_rows.record(self, [ref], _actor(), how)
                 self._index(model_id)
                 self._event("register", name, number, {"format": format, "files": len(stored)})
         except BaseException:

@@ -10,7 +10,6 @@ A "torch" version's config is ``{"factory": "module:callable", "kwargs": {...}}`
 
 from __future__ import annotations
 
-import importlib
 import warnings
 import zipfile
 from pathlib import Path
@@ -31,32 +30,41 @@ def _torch():
     return torch
 
 
+STRUCTURED_FACTORY = "maas_torch.structured:rebuild"
+
+
 def resolve_factory(ref: str):
-    """Import ``module:callable`` (dotted attributes allowed after the colon)."""
-    module_name, sep, attr = (ref or "").partition(":")
-    if not sep or not module_name or not attr:
-        raise UsageError(f"Factory {ref!r} must look like 'package.module:function'.")
-    try:
-        obj = importlib.import_module(module_name)
-    except ImportError as exc:
+    """Import ``module:callable`` through the core's trust check (``maas_lab.trust``): a
+    reference nobody trusted (one that came with a bundle, say) is never imported."""
+    from maas_lab import trust
+
+    return trust.resolve(ref)
+
+
+def factory_code_refs(config: dict) -> list[str]:
+    """Every code reference a torch config makes ``build`` import: the factory, and the
+    base factory a structured-pruned version rebuilds (``structured.py``)."""
+    refs = [config.get("factory")]
+    kwargs = config.get("kwargs")
+    if config.get("factory") == STRUCTURED_FACTORY and isinstance(kwargs, dict):
+        refs.append(kwargs.get("base"))
+    bad = [r for r in refs if not isinstance(r, str) or not r]
+    if bad:
         raise UsageError(
-            f"Cannot import {module_name!r} for factory {ref!r}: {exc}. Is it installed or "
-            "on sys.path?"
-        ) from None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise UsageError(f"{module_name!r} has no attribute {attr!r} (factory {ref!r}).")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise UsageError(f"Factory {ref!r} is not callable.")
-    return obj
+            "A torch version's config needs 'factory' (module:callable) and, for a "
+            f"structured-pruned one, kwargs 'base'; got {config!r:.200}."
+        )
+    return refs
 
 
 def build(config: dict):
     factory = config.get("factory")
     kwargs = config.get("kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise UsageError(f"Factory {factory!r}: its kwargs must be a JSON object, got {kwargs!r}.")
+    fn = resolve_factory(factory)
     try:
-        return resolve_factory(factory)(**kwargs)
+        return fn(**kwargs)
     except TypeError as exc:
         raise UsageError(f"Factory {factory!r} rejected its config {kwargs!r}: {exc}.") from None
 
@@ -255,6 +263,8 @@ def maas_loaders(register):
             run=load_factory_model,
             validate=validate_factory_model,
             params=(DEVICE,),
+            code_refs=factory_code_refs,
+            trusted_code=(STRUCTURED_FACTORY,),
         )
     )
     register(
@@ -371,7 +381,7 @@ PRUNE_PARAMS = (
     ),  # fmt: skip
     Param(
         "finetune",
-        "str",
+        "code",
         None,
         "module:callable(model, data) that fine-tunes the pruned "
         "model in place, instead of the built-in loop",
@@ -392,7 +402,7 @@ QUANTIZE_PARAMS = (
 
 DISTILL_PARAMS = (
     Param(
-        "student", "str", None, "importable factory of the student, module:callable", required=True
+        "student", "code", None, "importable factory of the student, module:callable", required=True
     ),  # fmt: skip
     Param("config", "str", "{}", "the student factory's keyword arguments, a JSON object"),
     Param("epochs", "int", 50, "most epochs; training stops earlier when validation stalls"),

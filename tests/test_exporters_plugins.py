@@ -89,6 +89,9 @@ def torch_checkout(folder: Path, factory: str, kwargs: dict, signature=None) -> 
     """A stored "torch" version as the core hands it over: factory config, safetensors."""
     from maas_torch import build
 
+    from maas_lab import trust
+
+    trust.typed(factory)  # the test's own factory, as a person typing it would trust it
     torch.manual_seed(0)
     folder.mkdir(parents=True, exist_ok=True)
     model = build({"factory": factory, "kwargs": kwargs})

@@ -505,3 +505,38 @@ def test_a_third_party_launcher_runs_jobs_through_the_same_core(
     assert {r["world"] for r in ranks.values()} == {2} and ranks[0]["hash"] == ranks[1]["hash"]
     assert row["registered"] == "by-torchrun@1"
     assert api.show("by-torchrun@1").data["parents"][0]["plugin"] == "torchrun"
+
+
+@slow
+def test_a_job_whose_monitor_pid_was_reused_is_lost_and_the_stranger_never_signalled(
+    maas_home, tmp_path
+):
+    """Defect 11's class for jobs: a pid alone, or a name in a command line, does not say
+    which process it is. A stranger that got the monitor's pid (simulated: the record points
+    at it, with the monitor's start time) passes for the monitor only by both."""
+    import os
+    import signal as signals
+
+    script = _script(
+        tmp_path, "import time\n\ndef train(accelerator, registry):\n    time.sleep(60)\n"
+    )
+    row = api.launch(script, processes=1, wait=False).data
+    folder = _folder(maas_home, row["id"])
+    known = jobs.read_json(folder / "monitor.json")
+    assert known["pid"] == row["pid"] and known["started"]
+    stranger = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "maas_lab.launching.monitor"]
+    )
+    try:
+        os.kill(row["pid"], signals.SIGKILL)  # the monitor dies; its pid goes to the stranger
+        reg = api.registry()
+        jobs.update(reg.db, row["id"], pid=stranger.pid)
+        jobs.write_json(folder / "monitor.json", {"pid": stranger.pid, "started": known["started"]})
+        with pytest.raises(UsageError, match="already lost"):
+            api.cancel(row["id"])
+        assert api.jobs().rows[0]["status"] == "lost"
+        assert stranger.poll() is None  # still running: never signalled
+        assert jobs.processes(folder) == []  # the job's own processes were stopped
+    finally:
+        stranger.kill()
+        stranger.wait()

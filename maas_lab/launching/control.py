@@ -165,6 +165,9 @@ def launch(
         jobs.delete(reg.db, job_id)  # a launch refused before it started leaves nothing
         shutil.rmtree(folder, ignore_errors=True)
         raise
+    # The monitor's pid with its start time: a pid the kernel hands to another process later
+    # never passes for the monitor, so cancel cannot signal a stranger (see _monitor_alive).
+    jobs.write_json(folder / "monitor.json", {"pid": monitor.pid, "started": started_at(monitor)})
     jobs.update(reg.db, job_id, pid=monitor.pid)
     if not wait:
         return show(job_id, root=root)
@@ -221,11 +224,9 @@ def _postfix(last: dict, metric: str | None) -> dict:
 def _refresh(reg, row: dict) -> dict:
     """A job whose monitor died (killed, machine rebooted) is marked lost, its processes
     stopped; a job still starting has a minute to get its monitor going."""
-    from ..serving.state import pid_alive
-
     if row["status"] not in jobs.RUNNING:
         return row
-    if row["pid"] and pid_alive(row["pid"], MONITOR):
+    if _monitor_alive(reg, row):
         return row
     if not row["pid"] and time.time() - _seconds(row["created_at"]) < 60:
         return row
@@ -235,6 +236,25 @@ def _refresh(reg, row: dict) -> dict:
     jobs.update(reg.db, row["id"], status="lost", ended_at=jobs.now(),
                 error="its monitor process died; its processes were stopped")  # fmt: skip
     return jobs.get(reg.db, row["id"])
+
+
+def started_at(process: subprocess.Popen) -> int | None:
+    from ..serving.state import process_started
+
+    return process_started(process.pid)
+
+
+def _monitor_alive(reg, row: dict) -> bool:
+    """The job's monitor still runs: its recorded pid with the start time recorded beside it
+    (jobs started before start times were recorded: the pid and the monitor's name)."""
+    from ..serving.state import pid_alive, same_process
+
+    if not row["pid"]:
+        return False
+    known = jobs.read_json(jobs.job_dir(reg.root, row["id"]) / "monitor.json", None)
+    if not known or known.get("pid") != row["pid"]:
+        return pid_alive(row["pid"], MONITOR)
+    return same_process(row["pid"], known.get("started"))
 
 
 def _seconds(stamp: str | None) -> float:
@@ -356,10 +376,11 @@ def cancel(job, wait_s: float = 30.0, root=None) -> Report:
         raise UsageError(f"Job {row['id']} already {row['status']}: nothing to cancel.")
     folder = jobs.job_dir(reg.root, row["id"])
     started = time.monotonic()
-    try:
-        os.kill(row["pid"], signal.SIGTERM)
-    except (ProcessLookupError, TypeError):
-        pass
+    if _monitor_alive(reg, row):  # checked again: never signal a pid that is not ours now
+        try:
+            os.kill(row["pid"], signal.SIGTERM)
+        except ProcessLookupError:
+            pass
     deadline = started + wait_s
     while time.monotonic() < deadline:
         row = _refresh(reg, jobs.get(reg.db, row["id"]))

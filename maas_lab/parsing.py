@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from .errors import UsageError
+from .registry.refs import is_digits
 
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
@@ -69,7 +70,7 @@ def parse_inputs(items) -> list[dict]:
                 f"--input {item!r} should be NAME:DTYPE:DIMS, e.g. input:float32:batch,64 "
                 f"(dtypes: {', '.join(sorted(_DTYPES))})."
             )
-        shape = [int(d) if d.strip().isdigit() else d.strip() for d in dims.split(",")]
+        shape = [int(d) if is_digits(d.strip()) else d.strip() for d in dims.split(",")]
         if any(d == "" for d in shape):
             raise UsageError(f"--input {item!r} has an empty dimension.")
         out.append(tensor(name, dtype, shape))

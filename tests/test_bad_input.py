@@ -290,3 +290,15 @@ def test_disk_full_registers_nothing(tiny_disk, tiny_torch_model, tmp_path):
         api.register("tiny", **{**kwargs, "weights": tmp_path / "big.safetensors", "config": big})
     assert registry_snapshot(root) == before
     assert [v["number"] for v in api.history("tiny", root=root)["versions"]] == [1]
+
+
+@pytest.mark.parametrize("typed", ["m@²", "m@١", "m@³2"])
+def test_non_ascii_digits_in_a_reference_are_a_usage_error(maas_home, typed):
+    """'²'.isdigit() is True but int('²') fails: a version typed with one was a traceback."""
+    with pytest.raises(UsageError):
+        api.show(typed)
+
+
+def test_non_ascii_digits_are_not_a_job_id(maas_home):
+    with pytest.raises(UsageError, match="not a job id"):
+        api.jobs("²")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import NotFoundError, UsageError
 from ..registry.db import now, write
+from ..registry.refs import is_digits
 
 RUNNING = ("starting", "running")
 ENDED = ("succeeded", "failed", "cancelled", "lost")
@@ -31,7 +32,7 @@ def parse_id(text) -> int:
     """``7``, ``"7"`` or ``"job-7"`` to 7."""
     raw = str(text).strip()
     digits = raw[4:] if raw.lower().startswith("job-") else raw
-    if not digits.isdigit():
+    if not is_digits(digits):
         raise UsageError(f"{raw!r} is not a job id: jobs are numbered (see `maas jobs`).")
     return int(digits)
 
@@ -90,7 +91,7 @@ def processes(folder: Path) -> list[int]:
     wanted = f"{ENV_DIR}={folder}".encode()
     found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        if not is_digits(entry.name) or int(entry.name) == os.getpid():
             continue
         try:
             env = (entry / "environ").read_bytes()

@@ -36,6 +36,15 @@ def _check(kind: str, value: str, pattern: re.Pattern, rule: str) -> str:
     return value
 
 
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def is_digits(text: str) -> bool:
+    """ASCII digits only. Not ``str.isdigit()``: it takes '²' and other digits that ``int()``
+    refuses, which turned a typed version into a traceback instead of an error."""
+    return isinstance(text, str) and _DIGITS.fullmatch(text) is not None
+
+
 def check_model_name(name: str) -> str:
     return _check(
         "model name",
@@ -89,7 +98,7 @@ def parse_ref(text: str) -> Ref:
         return Ref(name)
     if not rest:
         raise UsageError(f"{text!r} ends with '@': add a version number or alias, e.g. {name}@1.")
-    if rest.isdigit():
+    if is_digits(rest):
         number = int(rest)
         if number < 1:
             raise UsageError(f"Version numbers start at 1; got {text!r}.")

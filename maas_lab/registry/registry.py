@@ -23,7 +23,15 @@ from ..errors import ConflictError, NotFoundError, RegistryError, UsageError
 from . import trust as trust_rows
 from .checkouts import lay_out, layout_matches
 from .db import INDEX_MODELS, connect, now, write
-from .refs import Ref, check_alias, check_key, check_model_name, check_relative_file_name, parse_ref
+from .refs import (
+    Ref,
+    check_alias,
+    check_key,
+    check_model_name,
+    check_relative_file_name,
+    is_digits,
+    parse_ref,
+)
 from .store import BlobStore
 
 DEFAULT_HOME = "~/.maas_lab"
@@ -352,7 +360,7 @@ class Registry:
         """Point ``name@alias`` at a version, creating or moving it; history is kept."""
         check_alias(alias)
         target = self.resolve(
-            f"{name}@{ref}" if isinstance(ref, int) or str(ref).isdigit() else ref
+            f"{name}@{ref}" if isinstance(ref, int) or is_digits(str(ref)) else ref
         )
         if target["name"] != name:
             raise UsageError(f"Alias {alias!r} of {name!r} cannot point at {target['ref']}.")

@@ -14,6 +14,7 @@ import numpy as np
 
 from maas_lab.components import tensor
 from maas_lab.errors import UsageError
+from maas_lab.registry.refs import is_digits
 
 # Sizes given to named dims: TRACE when exporting, CHECK to prove the export stayed dynamic.
 # Both avoid 0 and 1, which tracers are allowed to specialise on.
@@ -41,7 +42,7 @@ def parse_shapes(shape_text: str, dtype_text: str = "float32") -> list[dict]:
     for i, (text, dtype) in enumerate(zip(shapes, dtypes, strict=True)):
         dims: list[Any] = []
         for part in (p.strip() for p in text.split(",")):
-            if part.isdigit() and int(part) > 0:
+            if is_digits(part) and int(part) > 0:
                 dims.append(int(part))
             elif _DIM_NAME.fullmatch(part):
                 dims.append(part)

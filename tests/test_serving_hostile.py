@@ -367,3 +367,15 @@ def test_a_text_model_answers_a_client_that_sends_what_its_metadata_lists(minilm
     body["inputs"][0]["shape"], body["inputs"][0]["data"] = [1], ["one row only"]
     status, _, answer = _request(minilm.url, "POST", "/v2/models/minilm/infer", body)
     assert status == 400 and "rows" in answer["error"]
+
+
+def test_error_bodies_hide_a_registry_path_that_holds_spaces(tmp_path):
+    """A space ended the path pattern, so the rest of a registry path reached the client."""
+    from maas_lab.serving.app import clean, hide_paths_under
+
+    root = tmp_path / "my models" / "reg istry"
+    hide_paths_under(root)
+    message = f"Load model from {root}/checkouts/m/1-ab/model.onnx failed: bad graph"
+    shown = clean(message)
+    assert "my models" not in shown and "reg istry" not in shown and str(tmp_path) not in shown
+    assert shown.startswith("Load model from <path>") and shown.endswith("failed: bad graph")

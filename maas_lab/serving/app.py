@@ -20,6 +20,7 @@ import re
 import time
 import traceback
 import zlib
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from .. import __version__
@@ -61,8 +62,22 @@ class HTTPError(Exception):
         self.status, self.message, self.headers = status, message, headers or {}
 
 
+# Folders whose paths must never reach a client, whatever characters they hold (a space
+# ends a path for _PATH, which then left the rest of a registry path in the message).
+_PRIVATE: set[str] = {str(Path.home())}
+
+
+def hide_paths_under(*folders) -> None:
+    for folder in folders:
+        _PRIVATE.update({str(folder), str(Path(folder).resolve())})
+
+
 def clean(message: str) -> str:
-    """No file system paths in anything a client sees."""
+    """No file system paths in anything a client sees: known folders first, longest first,
+    then anything shaped like a path."""
+    for folder in sorted(_PRIVATE, key=len, reverse=True):
+        if len(folder) > 1:
+            message = message.replace(folder, "<path>")
     return _PATH.sub("<path>", message)
 
 
@@ -71,6 +86,7 @@ class Server:
 
     def __init__(self, root, name: str, options: dict, port: int, log):
         self.root, self.name, self.options, self.port, self.log = root, name, options, port, log
+        hide_paths_under(root)
         self.models = ModelSet(root, name, options, log)
         self.token_sha = os.environ.get("MAAS_SERVE_TOKEN_SHA256") or None
         host = options.get("host", "127.0.0.1")

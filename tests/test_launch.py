@@ -16,6 +16,7 @@ import pytest
 from maas_lab import api
 from maas_lab.errors import JobFailed, MaasError, NotFoundError, UsageError
 from maas_lab.launching import jobs
+from maas_lab.serving.state import process_started
 from maas_lab.testing import registry_snapshot
 
 pytest.importorskip("accelerate")
@@ -524,10 +525,14 @@ def test_a_job_whose_monitor_pid_was_reused_is_lost_and_the_stranger_never_signa
     folder = _folder(maas_home, row["id"])
     known = jobs.read_json(folder / "monitor.json")
     assert known["pid"] == row["pid"] and known["started"]
+    # Start times are clock ticks (10 ms): a real reuse needs the pid space to wrap, so the
+    # stranger must start in a later tick than the monitor did, or it would be the monitor.
+    time.sleep(0.05)
     stranger = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(60)", "maas_lab.launching.monitor"]
     )
     try:
+        assert process_started(stranger.pid) != known["started"]
         os.kill(row["pid"], signals.SIGKILL)  # the monitor dies; its pid goes to the stranger
         reg = api.registry()
         jobs.update(reg.db, row["id"], pid=stranger.pid)

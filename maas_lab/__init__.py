@@ -9,17 +9,14 @@ from __future__ import annotations
 
 from .components import Component, Param
 from .hookspecs import hookimpl
-
-__version__ = "0.1.0"
+from .version import __version__
 
 # Not "registry": that name is the maas_lab.registry package (use maas_lab.api.registry()).
-_API = {
-    "alias", "bundle_export", "bundle_import", "close_all", "compare", "compress", "distill",
-    "evaluate", "export", "fsck", "history",
-    "list_models", "load", "log_metrics", "plugins", "recommend", "register", "resolve", "runner",
-    "search", "show", "tag", "serve", "status", "logs", "scale", "stop", "predict", "client",
-    "launch", "jobs", "cancel", "wait", "trust_code",
-}  # fmt: skip
+_API = frozenset(
+    """alias bundle_export bundle_import close_all compare compress distill evaluate export fsck
+    history list_models load log_metrics plugins recommend register resolve runner search show
+    tag serve status logs scale stop predict client launch jobs cancel wait trust_code""".split()
+)
 
 
 def __getattr__(name: str):
@@ -37,4 +34,4 @@ def load_ipython_extension(ipython) -> None:
     ipython.register_magics(MaasMagics)
 
 
-__all__ = ["Component", "Param", "__version__", "hookimpl", "load_ipython_extension", *_API]
+__all__ = ["Component", "Param", "__version__", "hookimpl", "load_ipython_extension", *sorted(_API)]

@@ -11,49 +11,23 @@ import json
 import os
 from pathlib import Path
 
-from .errors import (
-    BackendUnavailable,
-    JobFailed,
-    MaasError,
-    NotFoundError,
-    PluginError,
-    UsageError,
-)
-from .parsing import parse_config, parse_inputs, parse_pairs, parse_signature, parse_size
+from .errors import JobFailed, MaasError, NotFoundError, ParityError, PluginError, UsageError
+from .parsing import parse_config, parse_pairs, parse_size
 from .plugins import get_plugins
-from .progress import byte_bar
+from .registry import close_all
+from .registry import open as open_registry
 from .registry.refs import parse_ref
 from .results import Collapsible, Report, Table, human_size, kv_table
-from .sources import collect
-
-_registries: dict = {}
+from .runners import data_runner, staged_checkout, start_runner
+from .runners import load as load_checkout
 
 
 def registry(root: str | os.PathLike | None = None):
     """The registry at ``root`` (default ``$MAAS_LAB_HOME`` or ``~/.maas_lab``), kept open."""
-    from .registry.registry import Registry
-
-    reg = Registry(root)
-    key = reg.root.resolve()
-    if key not in _registries:
-        _registries[key] = reg
-    return _registries[key]
-
-
-def close_all() -> None:
-    """Close every registry this process opened (before deleting or moving its folder)."""
-    for reg in _registries.values():
-        reg.close()
-    _registries.clear()
+    return open_registry(root)
 
 
 # ---------------------------------------------------------------------- registering
-
-
-def _loader_for(fmt: str):
-    from .intake import loader_for
-
-    return loader_for(fmt)
 
 
 def register(
@@ -90,127 +64,36 @@ def register(
     ``lineage`` lists where the version came from: ``{"operation": "train", "parent":
     REF or None, "plugin": ..., "params": {...}}`` per edge (training jobs record theirs).
     """
-    from .intake import check
+    from .registering import register as add
 
-    source = collect(from_hf, from_torch, weights, config, from_file, format, card)
-    fmt, files = source.format, source.files
-    reg = registry(root)
-    grants = check(
-        reg,
-        fmt,
-        {s.name: s.source for s in files},
-        source.config,
-        how="given to register (--from-torch)",
-        typed=[from_torch] if from_torch else [],
+    row = add(
+        registry(root),
+        name,
+        from_hf=from_hf,
+        from_torch=from_torch,
+        weights=weights,
+        config=config,
+        from_file=from_file,
+        format=format,
+        task=task,
+        description=description,
+        owner=owner,
+        card=card,
+        tags=tags,
+        metrics=metrics,
+        inputs=inputs,
+        signature=signature,
+        lineage=lineage,
     )
-    sig = parse_signature(signature) if signature is not None else None
-    if inputs:
-        sig = _infer_signature(source, parse_inputs(inputs))
-    total = sum(s.source.stat().st_size for s in files)
-    bar = byte_bar(total, f"storing {name}")
-    try:
-        row = reg.register(
-            name,
-            files,
-            fmt,
-            config=source.config,
-            task=task,
-            description=description,
-            owner=owner,
-            card=source.card,
-            signature=sig,
-            tags=parse_pairs(tags),
-            metrics=parse_pairs(metrics, "metric", numeric=True),
-            lineage=lineage or (),
-            progress=bar.update if bar is not None else None,
-            trusted_code=grants,
-        )
-    finally:
-        if bar is not None:
-            bar.close()
     return show(row["ref"], root=root)
-
-
-def _infer_signature(source, inputs: list[dict]) -> dict:
-    """Outputs from two runs of the model on generated inputs, before anything is stored."""
-    import tempfile
-
-    from .parity import output_specs
-    from .registry.registry import Checkout
-
-    with tempfile.TemporaryDirectory(prefix="maas-signature-") as tmp:
-        for spec in source.files:
-            link = Path(tmp) / spec.name
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(Path(spec.source).resolve())
-        staged = Checkout(
-            ref="(new version)",
-            format=source.format,
-            config=source.config,
-            task=None,
-            dir=Path(tmp),
-            files=[{"name": f.name, "role": f.role} for f in source.files],
-            signature={"inputs": inputs, "outputs": []},
-        )
-        try:
-            outputs = output_specs(inputs, _start_runner(staged, {}).infer)
-        except MaasError:
-            raise
-        except Exception as exc:
-            raise UsageError(
-                f"The model failed on inputs {[t['name'] for t in inputs]} shaped as given "
-                f"by --input: {type(exc).__name__}: {exc}. Check the input shapes."
-            ) from None
-    return {"inputs": inputs, "outputs": outputs}
 
 
 # ---------------------------------------------------------------------- exporting
 
 
-def _backend_for(fmt: str):
-    backends = get_plugins().for_format("serving_backend", fmt)
-    if not backends:
-        known = ", ".join(get_plugins().formats("serving_backend")) or "none"
-        raise BackendUnavailable(
-            f"No installed plugin can run format {fmt!r} (formats with a runner: {known}), "
-            "so its outputs cannot be checked."
-        )
-    return backends[0]
-
-
-def _start_runner(checkout, given: dict):
-    """A runner for a checkout; ``given`` options the backend does not declare are ignored,
-    so an exporter's options (e.g. pooling) reach the parent's runner where they apply."""
-    backend = _backend_for(checkout.format)
-    known = {p.name for p in backend.params}
-    return backend.run(checkout, backend.options({k: v for k, v in given.items() if k in known}))
-
-
-def _data_runner(checkout, dataset=None):
-    """A runner; a version stored without a signature takes its input shape from the
-    feature rows it will be fed (``batch,64`` for digits), rather than failing."""
-    options = {}
-    if not checkout.signature and dataset is not None and dataset.x is not None:
-        dims = ",".join(["batch", *(str(d) for d in dataset.x.shape[1:])])
-        options = {"input_shape": dims, "input_dtype": str(dataset.x.dtype)}
-    return _start_runner(checkout, options)
-
-
 def runner(ref: str, root=None, **options):
     """A runner for a version: ``.signature`` and ``.infer({name: array}) -> {name: array}``."""
-    return _start_runner(registry(root).checkout(ref), options)
-
-
-def _exporter_for(to: str, fmt: str):
-    exporters = list(get_plugins().components["exporter"].values())
-    for exp in exporters:
-        if to in (exp.name, exp.produces) and fmt in exp.formats:
-            return exp
-    able = ", ".join(f"{e.name} (to {e.produces})" for e in exporters if fmt in e.formats)
-    raise UsageError(
-        f"No exporter makes {to!r} from format {fmt!r}. Exporters that take {fmt!r}: "
-        f"{able or 'none'}."
-    )
+    return start_runner(registry(root).checkout(ref), options)
 
 
 def export(
@@ -235,14 +118,13 @@ def export(
 
     from . import trust
     from .components import Artifact
-    from .compression import staged_checkout
     from .intake import check
-    from .parity import ParityError, compare, feeds_from_signature, violations
+    from .parity import compare, feeds_from_signature, violations
     from .registry.registry import FileSpec
 
     reg = registry(root)
     row = reg.resolve(ref)
-    exporter = _exporter_for(to, row["format"])
+    exporter = get_plugins().exporter(to, row["format"])
     opts = trust.typed_options(exporter, exporter.options(options))
     parent = reg.checkout(row["ref"])
     work = Path(tempfile.mkdtemp(prefix="export-"))
@@ -260,7 +142,7 @@ def export(
             raise PluginError(f"Exporter {exporter.name!r} returned {artifact!r}, not an Artifact.")
         child = staged_checkout(work, artifact, parent, row["task"], f"Exporter {exporter.name!r}")
         files = [FileSpec(work / n, n, role) for n, role in artifact.files.items()]
-        parent_runner, child_runner = _start_runner(parent, opts), _start_runner(child, opts)
+        parent_runner, child_runner = start_runner(parent, opts), start_runner(child, opts)
         if hasattr(parent_runner, "example_feeds"):
             feeds = parent_runner.example_feeds(4)
         else:
@@ -326,26 +208,6 @@ def export(
 # ---------------------------------------------------------------------- compressing
 
 
-def _compressor_for(name: str, fmt: str, ref: str):
-    comps = get_plugins().components["compressor"]
-    able = ", ".join(sorted(c.name for c in comps.values() if fmt in c.formats)) or "none"
-    comp = comps.get(name)
-    if comp is None:
-        raise UsageError(
-            f"No compressor named {name!r}. Installed: {', '.join(sorted(comps)) or 'none'}; "
-            f"those that take {ref} ({fmt}): {able}."
-        )
-    if fmt not in comp.formats:
-        hint = ""
-        if "onnx" in comp.formats:
-            hint = f" Export it first: maas export {ref} onnx."
-        raise UsageError(
-            f"Compressor {name!r} takes {', '.join(comp.formats)} versions, not {fmt} "
-            f"({ref}). Compressors that take {fmt}: {able}.{hint}"
-        )
-    return comp
-
-
 def compress(
     ref: str,
     with_: str,
@@ -371,7 +233,7 @@ def compress(
 
     reg = registry(root)
     row = reg.resolve(ref)
-    comp = _compressor_for(with_, row["format"], row["ref"])
+    comp = get_plugins().compressor(with_, row["format"], row["ref"])
     opts = trust.typed_options(comp, comp.options(options))
     new, figures = run(
         comp,
@@ -516,7 +378,7 @@ def compare(*refs: str, data=None, budget_s: float = 2.0, log: bool = True, root
     rows = [reg.resolve(r) for r in refs]
     dataset = datasets.load(data) if data is not None else None
     subjects = [
-        Subject(r["ref"], _data_runner(reg.checkout(r["ref"]), dataset), r["size_bytes"], r["task"])
+        Subject(r["ref"], data_runner(reg.checkout(r["ref"]), dataset), r["size_bytes"], r["task"])
         for r in rows
     ]
     if dataset is None and getattr(subjects[0].runner, "tokenizer", None) is not None:
@@ -753,11 +615,7 @@ def recommend(
 
 def load(ref: str, root=None, **options):
     """Load a version as a usable object through the loader plugin for its format."""
-    reg = registry(root)
-    row = reg.resolve(ref)
-    loader = _loader_for(row["format"])
-    checkout = reg.checkout(row["ref"])
-    return loader.run(checkout, loader.options(options))
+    return load_checkout(registry(root).checkout(ref), options)
 
 
 def plugins() -> Table:
@@ -796,6 +654,7 @@ def plugins() -> Table:
         rows,
         ["plugin", "distribution", "version", "hooks", "provides", "status"],
         title=f"{len(pl.info)} plugin(s) loaded" + (f", {failed} problem(s)" if failed else ""),
+        note="; ".join(pl.conflicts),
     )
 
 

@@ -10,8 +10,9 @@ import sys
 
 import click
 
-from . import __version__, api
+from . import api
 from .errors import MaasError
+from .version import __version__
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 

@@ -17,8 +17,9 @@ from typing import Any
 
 from . import datasets
 from .components import Artifact, Component
-from .errors import MaasError, PluginError, UsageError
+from .errors import BudgetError, Interrupted, MaasError, PluginError, UsageError
 from .evaluation import HIGHER_IS_BETTER, Subject, cpu_features, evaluate
+from .runners import data_runner, staged_checkout
 
 # --max-drop names a person types -> the metric it bounds.
 BUDGET_METRICS = {
@@ -28,14 +29,6 @@ BUDGET_METRICS = {
     "accuracy": "accuracy",
     "macro_f1": "macro_f1",
 }
-
-
-class BudgetError(MaasError):
-    """The result lost more than the fidelity budget allows; nothing was registered."""
-
-
-class Interrupted(MaasError):
-    """Stopped by the user (Ctrl-C / interrupt kernel); nothing was registered."""
 
 
 def parse_budget(max_drop) -> dict[str, float]:
@@ -144,9 +137,7 @@ class Context:
     @property
     def parent_runner(self):
         if self._runner is None:
-            from .api import _data_runner
-
-            self._runner = _data_runner(self.parent, self.data() if self.has_data else None)
+            self._runner = data_runner(self.parent, self.data() if self.has_data else None)
         return self._runner
 
     def progress(self, total: int, desc: str, unit: str = "it"):
@@ -170,15 +161,13 @@ class Context:
         """Fidelity/accuracy of a candidate (files in ``workdir``) against the parent.
 
         For budget searches: no timings. ``rows`` caps the sentences or rows used."""
-        from .api import _data_runner
-
         child = staged_checkout(Path(workdir), artifact, self.parent, self.task)
         data = self.eval_data()
         if rows is not None and data is not None:
             data = _head(data, rows)
         subjects = [
             Subject(self.parent.ref, self._memo, 0, self.task),
-            Subject(child.ref, _data_runner(child, data), 0, self.task),
+            Subject(child.ref, data_runner(child, data), 0, self.task),
         ]
         results, _ = evaluate(subjects, data, only=("classification", "fidelity"))
         self._parent_metrics = results[0]
@@ -223,27 +212,6 @@ def _head(data: datasets.Dataset, rows: int) -> datasets.Dataset:
     return datasets.Dataset(data.name, data.x[:rows])
 
 
-def staged_checkout(work: Path, artifact: Artifact, parent, task, who: str = "The plugin"):
-    """A checkout of files not yet stored, so runners can open them before registering;
-    ``who`` (an exporter or compressor) is named if it listed a file it did not write."""
-    from .registry.refs import check_relative_file_name
-    from .registry.registry import Checkout
-
-    for name in artifact.files:
-        path = work / check_relative_file_name(name)
-        if not path.is_file() or not path.resolve().is_relative_to(work.resolve()):
-            raise PluginError(f"{who} listed {name!r} but did not write it.")
-    return Checkout(
-        ref=f"(new {artifact.format} from {parent.ref})",
-        format=artifact.format,
-        config=artifact.config,
-        task=task,
-        dir=work,
-        files=[{"name": n, "role": r} for n, r in artifact.files.items()],
-        signature=artifact.signature,
-    )
-
-
 def _validate(reg, artifact: Artifact, work: Path, who: str) -> dict[str, str]:
     """The one check every new version passes (``maas_lab.intake``), as ``register`` does for
     files a person offers: a plugin's output must open, and name only trusted code, before
@@ -277,7 +245,6 @@ def run(
     budget_s: float = 2.0,
 ) -> tuple[dict, dict]:
     """Compress ``row`` and register the result; returns (new version row, figures)."""
-    from .api import _data_runner
     from .registry.registry import FileSpec
 
     budget = parse_budget(max_drop)
@@ -312,7 +279,7 @@ def run(
         size = sum((work / n).stat().st_size for n in artifact.files)
         subjects = [
             Subject(row["ref"], ctx.parent_runner, row["size_bytes"], row["task"]),
-            Subject("new version", _data_runner(child, ctx.eval_data()), size, row["task"]),
+            Subject("new version", data_runner(child, ctx.eval_data()), size, row["task"]),
         ]
         try:
             (before, after), notes = evaluate(subjects, ctx.eval_data(), budget_s)

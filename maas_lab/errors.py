@@ -95,3 +95,38 @@ class JobFailed(MaasError):
     def __init__(self, message: str, report=None):
         super().__init__(message)
         self.report = report
+
+
+class ParityError(MaasError):
+    """An export's outputs differ from its parent's beyond tolerance; nothing was registered."""
+
+    label = "Parity check failed"
+
+
+class BudgetError(MaasError):
+    """A compressed result lost more than the fidelity budget allows; nothing was registered."""
+
+    label = "Over budget"
+
+
+class Interrupted(MaasError):
+    """Stopped by the user (Ctrl-C / interrupt kernel); nothing was registered."""
+
+    label = "Interrupted"
+
+
+class ServeError(MaasError):
+    """A server could not be started, found, scaled or stopped as asked."""
+
+    label = "Serve error"
+
+
+class ServerError(MaasError):
+    """The server refused a request, or nothing answers at the url; ``status`` is the HTTP
+    status (None when no answer came)."""
+
+    label = "Server error"
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status

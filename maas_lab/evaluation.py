@@ -191,7 +191,7 @@ def evaluate(
     from .plugins import get_plugins
 
     context = Context(data=data, budget_s=budget_s)
-    evaluators = list(get_plugins().components["evaluator"].values())
+    evaluators = get_plugins().evaluators()
     if only:
         known = {e.name for e in evaluators}
         unknown = sorted(set(only) - known)

@@ -12,25 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import trust
-from .errors import UsageError
 from .plugins import get_plugins
-
-
-def loader_for(fmt: str):
-    plugins = get_plugins()
-    loaders = plugins.for_format("loader", fmt)
-    if not loaders:
-        known = ", ".join(plugins.formats("loader")) or "none (no loader plugins loaded)"
-        raise UsageError(
-            f"No installed plugin opens format {fmt!r}. Formats with a loader: {known}. "
-            "Install the plugin for it, or check `maas plugins` for plugins that failed to load."
-        )
-    return loaders[0]
 
 
 def code_refs(fmt: str, config: dict) -> list[str]:
     """The code references a version of ``fmt`` with ``config`` would import when loaded."""
-    loader = loader_for(fmt)
+    loader = get_plugins().loader(fmt)
     if loader.code_refs is None:
         return []
     refs = loader.code_refs(config or {})
@@ -63,7 +50,7 @@ def check(
     for ref in typed:
         trust.typed(ref)
     refs = require_trusted(reg, fmt, config, where)
-    loader = loader_for(fmt)
+    loader = get_plugins().loader(fmt)
     if loader.validate is not None:
         loader.validate(files, config)
     return {r: how for r in refs if not trust.is_builtin(r)}

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import MaasError
+from .errors import ParityError
 
 # Per output dtype: largest absolute difference, and smallest cosine between rows.
 TOLERANCE = {
@@ -25,12 +25,6 @@ DEFAULT_TOLERANCE = {"atol": 1e-3, "min_cosine": 0.999}
 # a model run on each shows which output dims follow which input dims.
 DIM_SIZES = {"batch": 4, "sequence": 16, "*": 8}
 OTHER_DIM_SIZES = {"batch": 3, "sequence": 11, "*": 5}
-
-
-class ParityError(MaasError):
-    """The export's outputs differ from its parent's beyond tolerance."""
-
-    label = "Parity check failed"
 
 
 def feeds_from_signature(

@@ -9,6 +9,7 @@ isolate themselves from whatever else is installed.
 
 from __future__ import annotations
 
+import difflib
 import os
 import traceback
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ class Plugins:
         self.info: dict[str, PluginInfo] = {}
         self.failures: list[PluginFailure] = []
         self._components: dict[str, dict[str, Component]] | None = None
+        self._conflicts: list[str] = []
         if load_entry_points:
             if allow is None:
                 allow = os.environ.get("MAAS_LAB_LOAD_PLUGINS")
@@ -159,6 +161,7 @@ class Plugins:
                     comp.kind, comp.plugin = kind, info.name
                     comp.distribution, comp.version = info.distribution, info.version
                     found[kind][comp.name] = comp
+        self._conflicts = _conflicts(found)
         return found
 
     def get(self, kind: str, name: str) -> Component:
@@ -174,6 +177,102 @@ class Plugins:
 
     def formats(self, kind: str = "loader") -> list[str]:
         return sorted({f for c in self.components[kind].values() for f in c.formats})
+
+    # Typed look-ups: the one place that says which component does a job, and the one
+    # error ("which plugins can") when none does. When several claim a format, the first
+    # registered is used and `conflicts` says so (shown by `maas plugins`).
+
+    def loader(self, fmt: str) -> Component:
+        """The loader that opens ``fmt``."""
+        return self._one_for("loader", fmt, "opens", "Formats with a loader")
+
+    def backend(self, fmt: str) -> Component:
+        """The serving backend that runs ``fmt`` (inference, parity checks, serving)."""
+        return self._one_for("serving_backend", fmt, "can run", "Formats with a runner")
+
+    def exporter(self, to: str, fmt: str) -> Component:
+        """The exporter named ``to``, or producing format ``to``, that takes ``fmt``."""
+        able = [e for e in self.components["exporter"].values() if fmt in e.formats]
+        for exp in able:
+            if to in (exp.name, exp.produces):
+                return exp
+        takes = ", ".join(f"{e.name} (to {e.produces})" for e in able) or "none"
+        raise UsageError(
+            f"No exporter makes {to!r} from format {fmt!r}. Exporters that take {fmt!r}: "
+            f"{takes}.{self._failed_hint('maas_exporters')}"
+        )
+
+    def compressor(self, name: str, fmt: str, ref: str = "") -> Component:
+        """The compressor ``name``, checked to take format ``fmt`` (of version ``ref``)."""
+        comps = self.components["compressor"]
+        what = f"{ref} ({fmt})" if ref else fmt
+        able = ", ".join(sorted(c.name for c in comps.values() if fmt in c.formats)) or "none"
+        comp = comps.get(name)
+        if comp is None:
+            close = difflib.get_close_matches(name, list(comps), n=2)
+            hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+            raise UsageError(
+                f"No compressor named {name!r}.{hint} Installed: "
+                f"{', '.join(sorted(comps)) or 'none'}; those that take {what}: {able}."
+                + self._failed_hint("maas_compressors")
+            )
+        if fmt not in comp.formats:
+            raise UsageError(
+                f"Compressor {name!r} takes {', '.join(comp.formats)} versions, not {what}. "
+                f"Compressors that take {fmt}: {able}."
+            )
+        return comp
+
+    def launcher(self, name: str) -> Component:
+        """The launcher plugin named ``name``."""
+        return self.get("launcher", name)
+
+    def evaluators(self) -> list[Component]:
+        return list(self.components["evaluator"].values())
+
+    @property
+    def conflicts(self) -> list[str]:
+        """Formats (and export targets) that more than one component claims, in words."""
+        self.components  # noqa: B018 - collecting fills _conflicts
+        return list(self._conflicts)
+
+    def _one_for(self, kind: str, fmt: str, verb: str, known_label: str) -> Component:
+        found = self.for_format(kind, fmt)
+        if found:
+            return found[0]
+        known = ", ".join(self.formats(kind)) or f"none (no {kind.replace('_', ' ')} plugins)"
+        raise UsageError(
+            f"No installed plugin {verb} format {fmt!r}. {known_label}: {known}. Install "
+            f"the plugin for it.{self._failed_hint(HOOK_FOR_KIND[kind])}"
+        )
+
+    def _failed_hint(self, hook: str) -> str:
+        failed = sorted({f.plugin for f in self.failures if f.hook in (hook, "import")})
+        if not failed:
+            return ""
+        return f" Plugins that failed to load ({', '.join(failed)}): see `maas plugins`."
+
+
+def _conflicts(found: dict[str, dict[str, Component]]) -> list[str]:
+    """Where two components claim one job (a loader or backend for a format, an exporter
+    from one format to another), the first registered wins: say so rather than hide it."""
+    claims: dict[tuple[str, str], list[Component]] = {}
+    for kind in ("loader", "serving_backend"):
+        for comp in found[kind].values():
+            for fmt in comp.formats:
+                claims.setdefault((kind, fmt), []).append(comp)
+    for comp in found["exporter"].values():
+        for fmt in comp.formats:
+            claims.setdefault(("exporter", f"{fmt} to {comp.produces}"), []).append(comp)
+    lines = []
+    for (kind, what), comps in claims.items():
+        if len(comps) > 1:
+            names = ", ".join(f"{c.name!r} (plugin {c.plugin})" for c in comps)
+            lines.append(
+                f"{kind.replace('_', ' ')}s for {what}: {names}; the first is used. "
+                "Uninstall or disable one (MAAS_LAB_LOAD_PLUGINS) to choose."
+            )
+    return lines
 
 
 def _describe(exc: BaseException) -> str:

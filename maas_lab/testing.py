@@ -50,13 +50,13 @@ def registry_snapshot(root: Path) -> tuple[list[str], dict[str, str]]:
 
 @pytest.fixture
 def maas_home(tmp_path, monkeypatch):
-    from . import api
+    from .registry import close_all
 
     home = tmp_path / "registry"
     monkeypatch.setenv("MAAS_LAB_HOME", str(home))
     monkeypatch.setenv("MAAS_LAB_PROGRESS", "0")
     yield home
-    api.close_all()
+    close_all()
 
 
 @pytest.fixture

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .registry import open as open_registry
+
 _job: _Job | None = None  # set by maas_lab.launching.rank in a job's processes
 _accelerator = None
 REPORT_EVERY_S = 0.25
@@ -121,19 +123,17 @@ class TrainingRegistry:
         return self.rank == 0
 
     def load(self, ref: str, **options):
-        from . import api
+        from .runners import load
 
-        return api.load(ref, root=self._root, **options)
+        return load(open_registry(self._root).checkout(ref), options)
 
     def runner(self, ref: str, **options):
-        from . import api
+        from .runners import start_runner
 
-        return api.runner(ref, root=self._root, **options)
+        return start_runner(open_registry(self._root).checkout(ref), options)
 
     def resolve(self, ref: str) -> str:
-        from . import api
-
-        return api.resolve(ref, root=self._root)
+        return open_registry(self._root).resolve(ref)["ref"]
 
     def register(
         self,
@@ -204,7 +204,7 @@ class TrainingRegistry:
         from accelerate.utils import extract_model_from_parallel
         from safetensors.torch import save_file
 
-        from . import api
+        from .registering import register
 
         inner = extract_model_from_parallel(model)  # DistributedDataParallel, compiled...
         state = {k: v.detach().cpu().contiguous() for k, v in inner.state_dict().items()}
@@ -227,7 +227,8 @@ class TrainingRegistry:
                     "config": config or {},
                 },
             }
-            result = api.register(
+            row = register(
+                open_registry(self._root),
                 name,
                 from_torch=factory,
                 weights=weights,
@@ -239,9 +240,8 @@ class TrainingRegistry:
                 description=description,
                 tags=tags,
                 lineage=[edge],
-                root=self._root,
             )
-        ref = result.data["ref"]
+        ref = row["ref"]
         if _job is not None:
             from .launching.jobs import write_json
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from maas_lab import Component, api, datasets, hookimpl
-from maas_lab.compression import BudgetError, Interrupted, parse_budget
-from maas_lab.errors import UsageError
+from maas_lab.compression import parse_budget
+from maas_lab.errors import BudgetError, Interrupted, UsageError
 from maas_lab.testing import registry_snapshot
 
 torch = pytest.importorskip("torch")

@@ -10,8 +10,7 @@ import onnx
 import pytest
 
 from maas_lab import api, datasets
-from maas_lab.compression import BudgetError
-from maas_lab.errors import UsageError
+from maas_lab.errors import BudgetError, UsageError
 from maas_lab.testing import registry_snapshot
 
 torch = pytest.importorskip("torch")

@@ -8,8 +8,7 @@ import pytest
 
 from maas_lab import Component, Param, api, hookimpl
 from maas_lab.components import Artifact, tensor
-from maas_lab.errors import PluginError, UsageError
-from maas_lab.parity import ParityError
+from maas_lab.errors import ParityError, PluginError, UsageError
 from maas_lab.testing import registry_snapshot
 
 

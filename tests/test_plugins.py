@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from maas_lab import Component, api, hookimpl
-from maas_lab.errors import NotFoundError
+from maas_lab.errors import NotFoundError, UsageError
 from maas_lab.plugins import Plugins, set_plugins
 
 
@@ -127,3 +127,55 @@ def test_invalid_component_and_fewer_hook_arguments():
 def test_unknown_component_suggests_close_names(maas_plugins):
     with pytest.raises(NotFoundError, match="Did you mean 'torch-factory'"):
         maas_plugins.get("loader", "torch-factroy")
+
+
+def _plugin(hook: str, *components):
+    class One:
+        pass
+
+    def provide(self, register):
+        for comp in components:
+            register(comp)
+
+    setattr(One, hook, hookimpl(provide))
+    return One()
+
+
+def test_two_plugins_claiming_one_format_are_reported_and_the_first_is_used(maas_home):
+    def run(checkout, options):
+        return None
+
+    plugins = Plugins(load_entry_points=False)
+    plugins.register(
+        _plugin("maas_loaders", Component("tables", "first", run, formats=("table",))), "one"
+    )
+    plugins.register(
+        _plugin("maas_loaders", Component("tables2", "second", run, formats=("table",))), "two"
+    )
+    assert plugins.loader("table").name == "tables"
+    (conflict,) = plugins.conflicts
+    assert "loaders for table: 'tables' (plugin one), 'tables2' (plugin two)" in conflict
+    assert "the first is used" in conflict
+    old = set_plugins(plugins)
+    try:
+        assert conflict in api.plugins().note
+    finally:
+        set_plugins(old)
+
+
+def test_typed_lookups_say_which_plugins_can(maas_plugins):
+    assert maas_plugins.loader("onnx").plugin == "onnx"
+    assert maas_plugins.backend("torch").name
+    assert maas_plugins.exporter("onnx", "torch").produces == "onnx"
+    assert maas_plugins.compressor("ort-int8", "onnx").name == "ort-int8"
+    assert maas_plugins.launcher("accelerate").name == "accelerate"
+    with pytest.raises(UsageError, match=r"opens format 'tflite'\. Formats with a loader: .*onnx"):
+        maas_plugins.loader("tflite")
+    with pytest.raises(UsageError, match=r"No exporter makes 'tflite' from format 'onnx'"):
+        maas_plugins.exporter("tflite", "onnx")
+    with pytest.raises(UsageError, match=r"Did you mean 'ort-int8'"):
+        maas_plugins.compressor("ort-in8", "onnx")
+    with pytest.raises(UsageError, match=r"takes onnx versions, not m@1 \(torch\)"):
+        maas_plugins.compressor("ort-int8", "torch", "m@1")
+    with pytest.raises(NotFoundError, match="Did you mean 'accelerate'"):
+        maas_plugins.launcher("acelerate")

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from maas_lab.components import tensor
-from maas_lab.errors import UsageError
-from maas_lab.serving.client import Client, ServerError
+from maas_lab.errors import ServerError, UsageError
+from maas_lab.serving.client import Client
 from maas_lab.serving.protocol import (
     DATATYPES,
     InferInput,

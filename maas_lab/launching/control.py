@@ -23,17 +23,12 @@ import time
 from pathlib import Path
 
 from ..errors import JobFailed, UsageError
+from ..registry import open as open_registry
 from ..results import LogTail, Report, Table, kv_table, tail_text
 from . import jobs
 
 MONITOR = "maas_lab.launching.monitor"
 _FUNCTION = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-
-
-def _registry(root):
-    from ..api import registry
-
-    return registry(root)
 
 
 def _defines_train(source: str, where: str) -> bool:
@@ -95,12 +90,7 @@ def _target(target: str | None, code: str | None) -> dict:
 def _launcher(name: str):
     from ..plugins import get_plugins
 
-    comps = get_plugins().components["launcher"]
-    if name not in comps:
-        from ..errors import NotFoundError
-
-        raise NotFoundError("launcher", name, list(comps))
-    return comps[name]
+    return get_plugins().launcher(name)
 
 
 def launch(
@@ -125,7 +115,7 @@ def launch(
         check_model_name(register)
     comp = _launcher(launcher)
     opts = comp.options(options)
-    reg = _registry(root)
+    reg = open_registry(root)
     job_id = jobs.insert(
         reg.db,
         {
@@ -178,7 +168,7 @@ def follow(job, root=None) -> Report:
     """Wait for a job to end, showing rank 0's progress; Ctrl-C cancels the job."""
     from .. import progress as bars
 
-    reg = _registry(root)
+    reg = open_registry(root)
     row = jobs.find(reg.db, job)
     folder = jobs.job_dir(reg.root, row["id"])
     bar, done = None, 0
@@ -293,7 +283,7 @@ def _target_text(row: dict) -> str:
 
 def show(job, root=None) -> Report:
     """One job in full: what ran, on how many processes, its progress, how it ended."""
-    reg = _registry(root)
+    reg = open_registry(root)
     row = _refresh(reg, jobs.find(reg.db, job))
     folder = jobs.job_dir(reg.root, row["id"])
     prog, line = row["progress"], row["timeline"]
@@ -333,7 +323,7 @@ def show(job, root=None) -> Report:
 
 def list_jobs(limit: int = 20, root=None) -> Table:
     """The newest jobs: status, target, processes, progress, result."""
-    reg = _registry(root)
+    reg = open_registry(root)
     rows = []
     for row in jobs.all_rows(reg.db, limit):
         row = _refresh(reg, row)
@@ -360,7 +350,7 @@ def list_jobs(limit: int = 20, root=None) -> Table:
 
 def logs(job, lines: int = 40, root=None) -> LogTail:
     """The last lines of a job's log: every rank's output, in the order written."""
-    reg = _registry(root)
+    reg = open_registry(root)
     row = jobs.find(reg.db, job)
     path = jobs.job_dir(reg.root, row["id"]) / "job.log"
     return LogTail(f"Last {lines} lines of job {row['id']}'s log", tail_text(path, lines))
@@ -370,7 +360,7 @@ def cancel(job, wait_s: float = 30.0, root=None) -> Report:
     """Stop every process of a running job (SIGTERM, then SIGKILL after a grace period)."""
     from .monitor import stop_leftovers
 
-    reg = _registry(root)
+    reg = open_registry(root)
     row = _refresh(reg, jobs.find(reg.db, job))
     if row["status"] not in jobs.RUNNING:
         raise UsageError(f"Job {row['id']} already {row['status']}: nothing to cancel.")

@@ -86,7 +86,7 @@ def _explain(row: dict, log: str) -> str | None:
     try:
         from ..plugins import get_plugins
 
-        comp = get_plugins().components["launcher"][row["launcher"]]
+        comp = get_plugins().launcher(row["launcher"])
         plan = comp.run(["-m", "maas_lab.launching.rank", "-"], row["options"])
         return plan.explain(log) if plan.explain else None
     except Exception:
@@ -94,9 +94,9 @@ def _explain(row: dict, log: str) -> str | None:
 
 
 def run(root: Path, job_id: int) -> int:
-    from ..api import registry
+    from ..registry import open as open_registry
 
-    reg = registry(root)
+    reg = open_registry(root)
     row = jobs.get(reg.db, job_id)
     folder = jobs.job_dir(reg.root, job_id)
     spec = jobs.read_json(folder / "job.json")

@@ -23,9 +23,9 @@ import zlib
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .. import __version__
 from ..components import tensor
 from ..errors import MaasError, NotFoundError
+from ..version import __version__
 from .batching import BackendFailed, Overloaded, RequestTimeout
 from .metrics import merge, prometheus
 from .models import ModelSet, NotServed
@@ -477,7 +477,7 @@ class Server:
         return {k: v if v.flags.writeable else v.copy() for k, v in feeds.items()}
 
     async def _repository(self, path: str, body: bytes):
-        from ..api import registry
+        from ..registry import open as open_registry
         from . import state
 
         if path == "/v2/repository/index":
@@ -499,7 +499,7 @@ class Server:
         name, action = match["name"], match["action"]
         ref = _repository_ref(name, body)
         loop = asyncio.get_running_loop()
-        db = registry(self.root).db
+        db = open_registry(self.root).db
         # Everything is checked before the server's row changes: a load of something that
         # does not exist must not leave the server wanting it (readiness 503 for good).
         if action == "load":
@@ -691,10 +691,10 @@ def _repository_ref(name: str, body: bytes) -> str:
 
 
 def _resolve(root, ref: str) -> None:
-    from ..api import registry
+    from ..registry import open as open_registry
 
     try:
-        registry(root).resolve(ref)
+        open_registry(root).resolve(ref)
     except NotFoundError as exc:
         raise HTTPError(404, str(exc)) from None
     except MaasError as exc:

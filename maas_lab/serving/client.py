@@ -18,7 +18,7 @@ from urllib.parse import quote, urlsplit
 
 import numpy as np
 
-from ..errors import MaasError, UsageError
+from ..errors import ServerError, UsageError
 from .protocol import (
     DATATYPES,
     ProtocolError,
@@ -31,17 +31,6 @@ from .protocol import (
 _DROPPED = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 _KINDS = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}  # model kind -> list kinds cast to it
 _CASTABLE = frozenset(DATATYPES.values()) - {"BYTES"}
-
-
-class ServerError(MaasError):
-    """The server refused a request, or nothing answers at the url; ``status`` is the HTTP
-    status (None when no answer came)."""
-
-    label = "Server error"
-
-    def __init__(self, message: str, status: int | None = None):
-        super().__init__(message)
-        self.status = status
 
 
 class Client:

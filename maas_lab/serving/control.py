@@ -17,22 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConflictError, MaasError, NotFoundError, UsageError
+from ..errors import ConflictError, NotFoundError, ServeError, UsageError
+from ..registry import open as open_registry
 from ..results import LogTail, Report, Table, tail_text
 from . import state
 from .metrics import merge, summary
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-
-
-class ServeError(MaasError):
-    label = "Serve error"
-
-
-def _registry(root):
-    from ..api import registry
-
-    return registry(root)
 
 
 def _url(host: str, port: int) -> str:
@@ -90,7 +81,7 @@ def serve(
     refs = [refs] if isinstance(refs, str) else list(refs)
     if not refs:
         raise UsageError("Name at least one model to serve, e.g. `maas serve minilm@prod`.")
-    reg = _registry(root)
+    reg = open_registry(root)
     for ref in refs:
         reg.resolve(ref)  # NotFoundError naming what is missing, before anything starts
     name = state.check_server_name(name or refs[0].split("@")[0])
@@ -271,7 +262,7 @@ class ServerHandle(Table):
     def __init__(self, name: str, root, token: str | None = None, generated: bool = False,
                  prog: str | None = None):  # fmt: skip
         self.name, self.root, self.token = name, Path(root), token
-        row = state.get(_registry(root).db, name)
+        row = state.get(open_registry(root).db, name)
         self.url = _url(row["host"], row["port"]) if row else None
         self.pid = row["pid"] if row else None
         self.workers = row["workers"] if row else []
@@ -365,7 +356,7 @@ def _find(reg, name: str) -> dict:
 
 def status(name: str | None = None, root=None) -> Table:
     """Every running server (or one): models and versions, replicas, queue, load, latency."""
-    reg = _registry(root)
+    reg = open_registry(root)
     live, removed = _live_rows(reg)
     if name is not None and name not in [r["name"] for r in live]:
         raise NotFoundError("running server", name, [r["name"] for r in live])
@@ -435,7 +426,7 @@ def _ms(value) -> str:
 
 def logs(name: str, lines: int = 40, root=None) -> LogTail:
     """The last lines of a server's log (also kept after it stops, until the next start)."""
-    reg = _registry(root)
+    reg = open_registry(root)
     path = state.log_path(reg.root, name)
     if not path.exists():
         names = [p.name for p in (reg.root / "servers").glob("*") if (p / "server.log").exists()]
@@ -446,7 +437,7 @@ def logs(name: str, lines: int = 40, root=None) -> LogTail:
 def scale(name: str, replicas: int, wait_s: float = 120.0, root=None) -> Table:
     """Change the number of worker processes while serving; returns once they are ready."""
     _check_range("replicas", replicas, 1, 64)
-    reg = _registry(root)
+    reg = open_registry(root)
     row = _find(reg, name)
     state.update(reg.db, name, replicas=replicas)
     folder = state.run_dir(reg.root, name) / "workers"
@@ -471,7 +462,7 @@ def stop(name: str, wait_s: float = 60.0, root=None) -> Report:
 
     The supervisor is signalled only while it is the process its row recorded (pid and
     start time), checked before each signal, so a stale row never hits another program."""
-    reg = _registry(root)
+    reg = open_registry(root)
     row = _find(reg, name)
 
     def alive() -> bool:
@@ -509,7 +500,7 @@ def client(url: str | None = None, token: str | None = None, name: str | None = 
     if url is None:
         if name is None:
             raise UsageError("Give a server URL, or the name of a running server.")
-        row = _find(_registry(root), name)
+        row = _find(open_registry(root), name)
         url = _url(row["host"], row["port"])
     return Client(url, token=token)
 
@@ -519,7 +510,7 @@ def server_for(ref: str, root=None) -> tuple[dict, str | None]:
     from ..registry.refs import parse_ref
 
     parsed = parse_ref(ref)
-    reg = _registry(root)
+    reg = open_registry(root)
     live, _ = _live_rows(reg)
     version = None
     if parsed.version is not None:
@@ -588,7 +579,7 @@ def wait_for_switch(
 ) -> list[str]:
     """After ``name@alias`` moved to ``number``: wait for the servers following it to switch
     (or to report why they kept the old version). One line per server."""
-    reg = _registry(root)
+    reg = open_registry(root)
     follow = f"{name}@{alias}"
     live, _ = _live_rows(reg)
     following = [r for r in live if follow in r["models"]]

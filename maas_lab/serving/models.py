@@ -264,13 +264,13 @@ class ModelSet:
             self.loop.call_soon_threadsafe(self._swap, slot, loaded)
 
     def _build(self, registry, ref: str) -> Loaded:
-        from ..api import _start_runner
+        from ..runners import start_runner
 
         checkout = registry.checkout(ref)
         # Spinning threads would take the CPU from the event loop that parses the next
         # requests while a batch runs: off, it served 10-15% more requests/s (benchmarks/
         # serving.py, MiniLM int8, 2 cores). A backend without the option ignores it.
-        runner = _start_runner(
+        runner = start_runner(
             checkout, {"threads": self.options.get("threads") or 0, "spin": False}
         )
         tokenizer = getattr(runner, "tokenizer", None)

@@ -78,10 +78,10 @@ def bind(host: str, port: int) -> socket.socket:
 
 class Supervisor:
     def __init__(self, root: Path, name: str):
-        from ..api import registry
+        from ..registry import open as open_registry
 
         self.root, self.name = Path(root), name
-        self.db = registry(root).db
+        self.db = open_registry(root).db
         self.log = log_to_stderr(f"[server {name}]")
         self.workers: dict[int, subprocess.Popen] = {}
         self.retiring: dict[int, subprocess.Popen] = {}

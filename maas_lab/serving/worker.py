@@ -40,13 +40,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    from ..api import registry
+    from ..registry import open as open_registry
     from . import state
     from .app import Server
     from .deadlines import protocol_class
 
     log = log_to_stderr(f"[worker {os.getpid()}]")
-    row = state.get(registry(args.root).db, args.name)
+    row = state.get(open_registry(args.root).db, args.name)
     if row is None:
         log(f"server {args.name!r} is not recorded in the registry; exiting")
         return 2

@@ -91,7 +91,7 @@ class HFRunner:
 
 
 def run_hf(checkout, options: dict) -> HFRunner:
-    from . import load_hf_folder
+    from .loaders import load_hf_folder
 
     if options.get("threads"):
         import torch

@@ -1,7 +1,13 @@
 """Built-in plugin: ONNX models opened as onnxruntime sessions (CPU by default), their
 runner, and the exporter from torch factory models and Hugging Face encoders to ONNX.
 
-onnx, onnxruntime and torch are imported by ``runner`` and ``exporter`` on use only.
+onnx, onnxruntime and torch are imported by ``loaders``, ``runner`` and ``exporter`` on use
+only. This module holds only the parameter schemas, the Component declarations and the hook
+implementations. Modules of this package import downward only, never this one:
+``__init__ -> loaders``, and on use ``runner``, ``exporter``, ``quantize``;
+``exporter -> runner``; ``quantize -> external, runner, smooth``; ``runner -> loaders``;
+``loaders -> external``. Across plugins, ``exporter`` and ``runner`` use ``maas_torch``
+(signatures, exporters) and ``maas_hf.text`` (tokenizers); neither imports this package.
 """
 
 from __future__ import annotations
@@ -9,52 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from maas_lab import Component, Param, hookimpl
-from maas_lab.errors import BackendUnavailable, UsageError
+from maas_lab.errors import BackendUnavailable
+
+from .loaders import load_onnx, validate_onnx
 
 __version__ = "0.1.0"
-
-
-def validate_onnx(files: dict[str, Path], config: dict) -> None:
-    try:
-        import onnx
-    except ImportError:
-        raise BackendUnavailable(
-            "Checking ONNX files needs `pip install 'maas-lab[onnx]'`."
-        ) from None
-    models = [p for n, p in files.items() if n.endswith(".onnx")]
-    if len(models) != 1:
-        raise UsageError(f"An ONNX version needs exactly one .onnx file; got {len(models)}.")
-    from .external import check_external_data
-
-    try:
-        onnx.load_model(str(models[0]), load_external_data=False)
-    except Exception as exc:
-        raise UsageError(f"{models[0].name} is not a valid ONNX model: {exc}.") from None
-    check_external_data(models[0], allowed=set(files))  # before anything reads the data
-    try:
-        # By path, so external data resolves beside the model (and models over 2 GB work).
-        onnx.checker.check_model(str(models[0]))
-    except Exception as exc:
-        raise UsageError(f"{models[0].name} is not a valid ONNX model: {exc}.") from None
-
-
-def load_onnx(checkout, options: dict):
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise BackendUnavailable(
-            "Running ONNX models needs `pip install 'maas-lab[onnx]'`."
-        ) from None
-    from .external import check_external_data
-
-    (path,) = [checkout.dir / f["name"] for f in checkout.files if f["name"].endswith(".onnx")]
-    check_external_data(path, allowed={f["name"] for f in checkout.files})  # before any session
-    so = ort.SessionOptions()
-    if options["threads"]:
-        so.intra_op_num_threads = options["threads"]
-    if not options.get("spin", True):
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
 def _run_onnx(checkout, options):

@@ -157,7 +157,8 @@ def export_onnx(checkout, options: dict, workdir: Path) -> Artifact:
     import onnx
     import onnxruntime as ort
     import torch
-    from maas_torch.exporters import describe_failure, is_data_dependent
+    from maas_torch.checked import describe_failure
+    from maas_torch.exporters import is_data_dependent
     from maas_torch.hf import prepare
 
     started = time.perf_counter()

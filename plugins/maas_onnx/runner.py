@@ -73,7 +73,7 @@ class TextOnnxRunner(OnnxRunner):
 
 
 def run_onnx(checkout, options: dict) -> OnnxRunner:
-    from . import load_onnx
+    from .loaders import load_onnx
 
     session = load_onnx(
         checkout, {"threads": options.get("threads") or 0, "spin": options.get("spin", True)}

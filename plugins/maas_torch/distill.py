@@ -21,7 +21,7 @@ from maas_lab.errors import UsageError
 from maas_lab.evaluation import feeds
 from maas_lab.parsing import parse_config
 
-from . import build
+from .loaders import build
 
 
 def teacher_logits(runner, data, batch: int = 256) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Exporters from factory-built torch models and Hugging Face encoders (``hf.py`` wraps them)
-to TorchScript (trace) and torch.export (.pt2).
+to TorchScript (trace) and torch.export (.pt2), from the starting point ``hf.prepare`` gives
+(``checked.py``: the model, its signature and the check cases).
 
 Both trace the model at one set of sizes, which is where exports go silently wrong: a trace
 records one branch of an ``if`` on tensor values and may freeze sizes. So each export is run
@@ -16,35 +17,14 @@ import re
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from maas_lab.components import Artifact
 from maas_lab.errors import UsageError
 
-from . import signature as sig
+from .checked import copy_kept, describe_failure
+from .hf import HFPrepared, prepare
+from .tensors import tensors
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_WHERE = re.compile(r"raised this error:\s*\n\s*(File \"[^\"]+\", line \d+, in \w+)\s*\n\s*(.+)")
 _DATA_DEPENDENT = ("data-dependent", "Data dependent", "GuardOnDataDependent", "torch.cond")
-
-
-def describe_failure(exc: BaseException) -> str:
-    """One readable sentence from an exporter's (often page-long) exception: the underlying
-    error, and the user's line of code when torch names it."""
-    text = _ANSI.sub("", str(exc))
-    inner = re.search(r"<class '([\w.]+)'>: (.+)", text)
-    if inner:
-        head = f"{inner.group(1).rsplit('.', 1)[-1]}: {inner.group(2).strip()}"
-    else:
-        first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-        head = f"{type(exc).__name__}: {first}"
-    if len(head) > 400:
-        head = head[:400] + "..."
-    head = head.rstrip(". ")
-    where = _WHERE.search(text)
-    if where:
-        head += f" (at {where.group(1)}: {where.group(2).strip()})"
-    return head
 
 
 @contextlib.contextmanager
@@ -66,100 +46,6 @@ def quiet_torch():
 def is_data_dependent(exc: BaseException) -> bool:
     text = str(exc) + type(exc).__name__
     return any(marker in text for marker in _DATA_DEPENDENT)
-
-
-class Checked:
-    """What every torch exporter starts from: ``ref``, the eager ``model``, its ``inputs`` and
-    ``outputs`` (signature entries), ``trace_args`` to export with, and check ``cases``
-    (feeds at other sizes with the eager outputs for each), which :meth:`compare` runs an
-    export on. ``config`` and ``keep`` (files of the parent to copy into the artifact, from
-    ``dir``) say what the artifact carries besides the model."""
-
-    ref: str
-    model: object
-    inputs: list
-    outputs: list
-    output_names: list
-    trace_args: tuple
-    cases: list
-    config: dict
-    keep: list
-    dir: Path
-
-    @property
-    def signature(self) -> dict:
-        return {"inputs": list(self.inputs), "outputs": list(self.outputs)}
-
-    def compare(self, module, exporter: str, instead: str) -> float:
-        """Run ``module`` on the check cases; refuse if it fails or differs from eager."""
-        import torch
-
-        from .runners import name_outputs
-
-        worst = 0.0
-        for feeds, expected in self.cases:
-            sizes = sig.dim_sizes(self.inputs, feeds)
-            try:
-                with torch.no_grad():
-                    got = name_outputs(module(*_tensors(feeds)), self.output_names)
-            except Exception as exc:
-                raise UsageError(
-                    f"The {exporter} export of {self.ref} fails on other input sizes ({sizes}): "
-                    f"{describe_failure(exc)}. The model fixes a size that the signature says "
-                    f"is dynamic (shape specialisation); {instead}."
-                ) from None
-            diff = sig.max_abs_diff(expected, got)
-            if diff > sig.tolerance(expected):
-                raise UsageError(
-                    f"The {exporter} export of {self.ref} gives different outputs from the "
-                    f"model on other inputs ({sizes}): max abs diff {diff:.3g}. The model has "
-                    "data-dependent control flow or shape specialisation that the export "
-                    f"froze; {instead}."
-                )
-            worst = max(worst, diff)
-        return worst
-
-
-class Prepared(Checked):
-    """A factory model with its signature, feeds to trace with, and check cases (inputs at
-    other sizes, and the same negated, with the eager outputs for each). The negated case
-    flips ``if x.sum() > 0`` style branches, which a trace would otherwise freeze without any
-    check noticing."""
-
-    def __init__(self, checkout, options: dict, what: str):
-        import torch
-
-        from . import load_factory_model
-        from .runners import name_outputs
-
-        spec = sig.resolve_signature(checkout, options, what)
-        self.ref, self.inputs = checkout.ref, spec["inputs"]
-        self.model = load_factory_model(checkout, {"device": "cpu"})
-        self.trace_feeds, check, check_sizes = sig.trace_and_check_feeds(self.inputs)
-        self.trace_args = tuple(torch.from_numpy(a) for a in self.trace_feeds.values())
-        names = [t["name"] for t in spec["outputs"]]
-        cases = [check]
-        if any(np.asarray(a).dtype.kind == "f" for a in check.values()):
-            cases.append({k: -a if a.dtype.kind == "f" else a for k, a in check.items()})
-        with torch.no_grad():
-            trace_expected = name_outputs(self.model(*self.trace_args), names)
-            self.cases = [
-                (feeds, name_outputs(self.model(*_tensors(feeds)), names)) for feeds in cases
-            ]
-        self.outputs = spec["outputs"] or sig.outputs_from_runs(
-            trace_expected,
-            sig.dim_sizes(self.inputs, self.trace_feeds),
-            self.cases[0][1],
-            check_sizes,
-        )
-        self.output_names = [t["name"] for t in self.outputs]
-        self.config, self.keep, self.dir = {}, [], checkout.dir
-
-
-def _tensors(feeds: dict) -> tuple:
-    import torch
-
-    return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in feeds.values())
 
 
 def _library_warning(w, prep) -> bool:
@@ -184,8 +70,6 @@ def _where(w) -> str:
 
 
 def export_torchscript(checkout, options: dict, workdir: Path) -> Artifact:
-    from .hf import copy_kept, prepare
-
     prep = prepare(checkout, options, "The torchscript exporter")
     path = Path(workdir) / "model.torchscript"
     report = trace_checked(
@@ -233,7 +117,7 @@ def trace_checked(prep, what: str, path: Path, instead: str) -> dict:
                 prep.model,
                 prep.trace_args,
                 check_trace=True,
-                check_inputs=[_tensors(feeds) for feeds, _ in prep.cases],
+                check_inputs=[tensors(feeds) for feeds, _ in prep.cases],
                 strict=False,
             )
         except torch.jit.TracingCheckError as exc:
@@ -316,7 +200,6 @@ def dim_ranges(program, inputs: list[dict]) -> dict[str, list]:
 def export_program(checkout, options: dict, workdir: Path) -> Artifact:
     import torch
 
-    from .hf import HFPrepared, copy_kept, prepare
     from .pt2 import load_pt2
 
     prep = prepare(checkout, options, "The torch-export exporter")

@@ -16,7 +16,6 @@ another branch), before anything is returned.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,8 @@ import numpy as np
 from maas_lab.components import tensor
 from maas_lab.errors import UsageError
 
-from .exporters import Checked, _tensors
+from .checked import Checked, Prepared
+from .tensors import tensors
 
 POOLINGS = ("none", "mean")
 KEPT_ROLES = ("tokenizer", "config")
@@ -115,12 +115,12 @@ def random_token_feeds(names: list[str], vocab: int) -> tuple[dict, list[dict]]:
 
 class HFPrepared(Checked):
     """A Hugging Face encoder wrapped by :func:`encoder_module`, with its signature, trace
-    arguments and check cases; the same interface as ``exporters.Prepared``, so the
+    arguments and check cases; the same interface as ``checked.Prepared``, so the
     TorchScript, torch.export (and ONNX) exporters can take either."""
 
     def __init__(self, checkout, options: dict, what: str = "The exporter"):
         import torch
-        from maas_hf import load_hf_folder
+        from maas_hf.loaders import load_hf_folder
         from maas_hf.runner import hidden_size, input_names
 
         pooling = options.get("pooling") or "none"
@@ -146,7 +146,7 @@ class HFPrepared(Checked):
         self.trace_args = tuple(torch.from_numpy(trace[n]) for n in names)
         with torch.no_grad():
             self.cases = [
-                (feeds, {self.output_names[0]: self.model(*_tensors(feeds)).float().numpy()})
+                (feeds, {self.output_names[0]: self.model(*tensors(feeds)).float().numpy()})
                 for feeds in checks
             ]
         self.config = {"exported_from": "hf", "pooling": pooling}
@@ -162,20 +162,9 @@ class HFPrepared(Checked):
         return tuple({0: batch, 1: sequence} for _ in self.inputs)
 
 
-def copy_kept(prep, workdir: Path, files: dict[str, str]) -> None:
-    """Copy the parent's files an export carries (tokenizer, config) into ``workdir``."""
-    for f in prep.keep:
-        target = Path(workdir) / f["name"]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(Path(prep.dir) / f["name"], target)
-        files[f["name"]] = f["role"]
-
-
 def prepare(checkout, options: dict, what: str):
     """The exporter's starting point for a version: :class:`HFPrepared` for ``hf``, else
-    ``exporters.Prepared`` (where ``pooling`` has no meaning)."""
-    from .exporters import Prepared
-
+    ``checked.Prepared`` (where ``pooling`` has no meaning)."""
     if checkout.format == "hf":
         return HFPrepared(checkout, options, what)
     if (options.get("pooling") or "none") != "none":

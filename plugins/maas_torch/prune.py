@@ -24,7 +24,8 @@ from pathlib import Path
 from maas_lab.components import Artifact
 from maas_lab.errors import UsageError
 
-from . import build, load_factory_model, resolve_factory, sparse, structured
+from . import sparse, structured
+from .loaders import build, load_factory_model, resolve_factory, validate_factory_model
 
 BATCH = 64
 
@@ -249,8 +250,6 @@ def _val_report(report, before, pruned, tuned, model, val) -> None:
 def _check_reload(model, config: dict, path: Path) -> None:
     """The saved file, loaded the way every loader will, gives the same model back."""
     import torch
-
-    from . import validate_factory_model
 
     validate_factory_model({path.name: path}, config)
     again = build(config)

@@ -62,9 +62,11 @@ def _float_bytes(model) -> int:
 def quantize(checkout, options: dict, workdir: Path, context) -> Artifact:
     import torch
 
-    from .exporters import _tensors
-    from .hf import copy_kept, prepare
+    from .checked import copy_kept
+    from .exporters import trace_checked
+    from .hf import prepare
     from .runners import name_outputs
+    from .tensors import tensors
 
     opts = _shape_options(checkout, options, context)
     prep = prepare(checkout, opts, "torch-int8")
@@ -100,13 +102,11 @@ def quantize(checkout, options: dict, workdir: Path, context) -> Artifact:
     float_cases = prep.cases
     with torch.no_grad():
         prep.cases = [
-            (feeds, name_outputs(qmodel(*_tensors(feeds)), prep.output_names))
+            (feeds, name_outputs(qmodel(*tensors(feeds)), prep.output_names))
             for feeds, _ in float_cases
         ]
     prep.model = qmodel
     path = Path(workdir) / "model.torchscript"
-    from .exporters import trace_checked
-
     trace_report = trace_checked(
         prep, f"the int8 {checkout.ref}", path, "export it to ONNX and use ort-int8 instead"
     )

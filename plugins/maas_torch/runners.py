@@ -115,7 +115,7 @@ def _threads(options: dict) -> None:
 
 
 def run_factory(checkout, options: dict) -> TorchRunner:
-    from . import load_factory_model
+    from .loaders import load_factory_model
 
     spec = sig.resolve_signature(checkout, options, "The torch runner")
     _threads(options)
@@ -125,7 +125,7 @@ def run_factory(checkout, options: dict) -> TorchRunner:
 
 
 def run_torchscript(checkout, options: dict) -> TorchRunner:
-    from . import load_torchscript
+    from .loaders import load_torchscript
 
     spec = sig.resolve_signature(checkout, options, "The torchscript runner")
     _threads(options)

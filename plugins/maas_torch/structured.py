@@ -312,7 +312,7 @@ def rebuild(base: str, base_kwargs: dict | None = None, widths: dict | None = No
     """The model made by factory ``base(**base_kwargs)`` with the layers at the paths in
     ``widths`` narrowed to that many outputs (and their consumers and BatchNorms to match).
     Weights are fresh: the version's safetensors file holds the trained ones."""
-    from . import build
+    from .loaders import build
 
     if base == FACTORY:
         raise UsageError("rebuild's base must be the original factory, not rebuild itself.")

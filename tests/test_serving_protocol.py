@@ -17,21 +17,22 @@ import pytest
 from maas_lab.components import tensor
 from maas_lab.errors import ServerError, UsageError
 from maas_lab.serving.client import Client
-from maas_lab.serving.protocol import (
-    DATATYPES,
+from maas_lab.serving.client_wire import encode_infer_request, parse_infer_response
+from maas_lab.serving.server_wire import (
     InferInput,
     InferRequest,
-    ProtocolError,
     RequestedOutput,
-    bytes_to_wire,
     check_requested_outputs,
-    encode_infer_request,
     encode_infer_response,
+    parse_infer_request,
+    validate_inputs,
+)
+from maas_lab.serving.wire import (
+    DATATYPES,
+    ProtocolError,
+    bytes_to_wire,
     numpy_dtype,
     oip_datatype,
-    parse_infer_request,
-    parse_infer_response,
-    validate_inputs,
     wire_to_bytes,
 )
 
@@ -526,7 +527,7 @@ def test_the_header_is_checked_before_any_data_is_read():
 
 
 def test_check_inputs_limits_rows_on_the_batch_axis_only():
-    from maas_lab.serving.protocol import check_inputs
+    from maas_lab.serving.server_wire import check_inputs
 
     sig = [tensor("x", "float32", ["batch", 4])]
     fixed = [tensor("x", "float32", [100, 4])]

@@ -29,15 +29,14 @@ from ..version import __version__
 from .batching import BackendFailed, Overloaded, RequestTimeout
 from .metrics import merge, prometheus
 from .models import ModelSet, NotServed
-from .protocol import (
-    ProtocolError,
+from .server_wire import (
     check_inputs,
     check_requested_outputs,
     encode_infer_response,
-    oip_datatype,
     parse_infer_request,
     validate_inputs,
 )
+from .wire import ProtocolError, oip_datatype
 
 _MODEL = re.compile(
     r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?"

@@ -19,14 +19,8 @@ from urllib.parse import quote, urlsplit
 import numpy as np
 
 from ..errors import ServerError, UsageError
-from .protocol import (
-    DATATYPES,
-    ProtocolError,
-    as_input_array,
-    encode_infer_request,
-    numpy_dtype,
-    parse_infer_response,
-)
+from .client_wire import as_input_array, encode_infer_request, parse_infer_response
+from .wire import DATATYPES, ProtocolError, numpy_dtype
 
 _DROPPED = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 _KINDS = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}  # model kind -> list kinds cast to it

@@ -42,7 +42,7 @@ def fit_to_model(metadata: dict, inputs):
     is one short. Sentences and dicts pass through unchanged."""
     if isinstance(inputs, dict) or not isinstance(inputs, np.ndarray):
         return inputs
-    from .protocol import numpy_dtype
+    from .wire import numpy_dtype
 
     specs = [t for t in metadata.get("inputs", []) if t["name"] != "text"]
     if len(specs) != 1:

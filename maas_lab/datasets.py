@@ -3,8 +3,9 @@
 A spec is ``sklearn:digits`` (or ``iris``, ``wine``, ``breast_cancer``: bundled with
 scikit-learn, nothing downloaded), ``builtin:sentences`` (200 varied English sentences shipped
 with maas_lab), a file (``.npz`` with arrays ``x`` and optionally ``y``; ``.npy``; ``.txt``
-with one sentence per line), the name of a variable in the notebook, or a Python object:
-``(x, y)`` arrays, an array, a list of strings, or a :class:`Dataset`.
+with one sentence per line), the name of a variable in the notebook (in a ``%maas`` command
+only: see :func:`notebook_scope`), or a Python object: ``(x, y)`` arrays, an array, a list
+of strings, or a :class:`Dataset`.
 
 Splits are fixed (stratified, seed 0, a quarter held out for test, a tenth of the rest for
 validation) so that every version of a model is measured on the same rows.
@@ -12,6 +13,9 @@ validation) so that every version of a model is measured on the same rows.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +27,31 @@ from .errors import UsageError
 SKLEARN = ("digits", "iris", "wine", "breast_cancer")
 _SENTENCES = Path(__file__).with_name("data") / "sentences.txt"
 
-# Set by the %maas magic: names in the notebook a spec may refer to.
-namespace: dict[str, Any] = {}
+# The notebook's variables, which a spec may name: set by the %maas magic for one command
+# (see ``notebook_scope``) and unset otherwise, so a plain Python call never reads them.
+notebook_variables: ContextVar[Mapping[str, Any] | None] = ContextVar(
+    "maas_lab_notebook_variables", default=None
+)
+
+
+@contextmanager
+def notebook_scope(variables: Mapping[str, Any]) -> Iterator[None]:
+    """Within this block, and nowhere else, ``--data NAME`` and ``--array NAME`` may name
+    one of ``variables`` (the notebook's, in ``%maas``)."""
+    token = notebook_variables.set(variables)
+    try:
+        yield
+    finally:
+        notebook_variables.reset(token)
+
+
+def notebook_variable(name: str) -> tuple[bool, Any]:
+    """``(True, value)`` if ``name`` is a notebook variable in the current command's scope,
+    else ``(False, None)``."""
+    variables = notebook_variables.get()
+    if variables is None or not isinstance(name, str) or name not in variables:
+        return False, None
+    return True, variables[name]
 
 
 @dataclass
@@ -110,8 +137,9 @@ def _from_string(spec: str, what: str) -> Dataset:
         if rest != "sentences":
             raise UsageError(f"{what} {spec!r}: the only builtin dataset is builtin:sentences.")
         return Dataset(spec, texts=sentences())
-    if spec in namespace:
-        return _from_object(namespace[spec], spec, what)
+    found, value = notebook_variable(spec)
+    if found:
+        return _from_object(value, spec, what)
     path = Path(spec).expanduser()
     if path.is_file():
         return _from_file(path, what)

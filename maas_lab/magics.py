@@ -41,8 +41,10 @@ class MaasMagics(Magics):
             raise UsageError(f"Cannot parse the command line: {exc}.") from None
         from . import datasets
 
-        datasets.namespace = self.shell.user_ns if self.shell is not None else {}
-        return run(args or ["--help"], prog_name="%maas")
+        # The notebook's variables reach --data/--array for this command only: a later
+        # plain call (maas_lab.api.compress(..., data="x")) does not see them.
+        with datasets.notebook_scope(self.shell.user_ns if self.shell is not None else {}):
+            return run(args or ["--help"], prog_name="%maas")
 
     def _expand(self, cell: str) -> str:
         """Expand {vars} in a cell body from the user's namespace only (never this method's

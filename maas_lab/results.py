@@ -11,6 +11,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from .errors import UsageError
+
 # C0/C1 controls (ESC starts terminal escape sequences) and bidi overrides, which reorder
 # what a terminal shows. Tabs and newlines are kept only where text spans lines.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
@@ -43,7 +45,11 @@ def _cell(value: Any) -> str:
 
 
 class Table:
-    """Rows of dicts shown with chosen columns; ``data`` keeps the full rows."""
+    """Rows of dicts shown with chosen columns; ``rows`` keeps the full rows.
+
+    A sequence of its rows: ``len(table)``, ``table[0]``, ``for row in table``. As
+    jupysql's ResultSet, ``dicts()`` gives the shown columns as plain dicts and
+    ``to_pandas()`` a DataFrame, both with the values as stored rather than as shown."""
 
     def __init__(
         self,
@@ -66,6 +72,19 @@ class Table:
 
     def __getitem__(self, i):
         return self.rows[i]
+
+    def dicts(self) -> list[dict]:
+        """One plain dict per row, with the table's columns in order (a column a row lacks
+        is None) and the values as stored: numbers stay numbers, sizes stay bytes."""
+        return [{c: row.get(c) for c in self.columns} for row in self.rows]
+
+    def to_pandas(self):
+        """The rows as a ``pandas.DataFrame`` with the table's columns (see ``dicts``)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise UsageError("Table.to_pandas() needs pandas: pip install pandas.") from None
+        return pd.DataFrame(self.dicts(), columns=self.columns)
 
     def _cells(self) -> list[list[str]]:
         return [
@@ -110,13 +129,31 @@ class Table:
 
 
 class Report:
-    """Several titled parts (tables or text) shown together, e.g. ``show`` and ``history``."""
+    """Several titled parts (tables or text) shown together, e.g. ``show`` and ``history``.
+
+    ``data`` is the record behind it (a dict: a model's details, a job's row), and the
+    report reads as that record: ``report["status"]`` is ``report.data["status"]``, and
+    iterating a report gives the record's keys, as iterating a dict does (``len`` counts
+    them; ``"status" in report`` asks for one). A report without a record has no keys, and
+    is still true, as every report was before it had a length."""
 
     def __init__(self, title: str, parts: Sequence[tuple[str, Any]], data: Any = None):
         self.title, self.parts, self.data = title, list(parts), data
 
     def __getitem__(self, key):
         return self.data[key]
+
+    def __iter__(self):
+        return iter(() if self.data is None else self.data)
+
+    def __len__(self) -> int:
+        return 0 if self.data is None else len(self.data)
+
+    def __contains__(self, key) -> bool:
+        return self.data is not None and key in self.data
+
+    def __bool__(self) -> bool:
+        return True
 
     def __str__(self) -> str:
         out = [self.title, "=" * len(self.title)]

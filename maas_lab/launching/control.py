@@ -4,8 +4,9 @@
 ``launch`` checks everything it can before a process starts (the target, the launcher's
 options, its config file), records the job, asks the launcher plugin for its command, and
 hands that to the job's monitor process (:mod:`.monitor`). By default it then follows the
-job with a progress bar until it ends; ``wait=False`` (``--detach``) returns at once, and
-the job is found again with ``maas jobs`` from any notebook or shell.
+job with a progress bar until it ends; ``wait=False`` (``--detach``) returns at once, with
+a :class:`Job` handle (``job.wait()``, ``job.cancel()``, ``job.logs()``, ``job.status``),
+and the job is found again with ``maas jobs`` from any notebook or shell.
 """
 
 from __future__ import annotations
@@ -160,8 +161,79 @@ def launch(
     jobs.write_json(folder / "monitor.json", {"pid": monitor.pid, "started": started_at(monitor)})
     jobs.update(reg.db, job_id, pid=monitor.pid)
     if not wait:
-        return show(job_id, root=root)
+        return Job(job_id, reg.root)
     return follow(job_id, root=root)
+
+
+class Job(Report):
+    """What ``launch(..., wait=False)`` (``--detach``) returns: a handle on the running job.
+
+    It shows as the job's record (``maas jobs ID``) read afresh from the registry each time
+    it is shown, and reads as that record: ``job["status"]``, ``job.data``, ``job.title``,
+    each as of when it is read. Its methods follow, stop and read the job from any later
+    cell; the functions of this module (``api.wait``, ``api.cancel``, ``api.jobs``) take the
+    handle as they take its number. ``status`` is the job's status as of now."""
+
+    def __init__(self, job_id: int, root):
+        self.id, self.root = int(job_id), Path(root)
+
+    # The record, read when asked (a Report's title, parts and data were fixed when made).
+    @property
+    def report(self) -> Report:
+        """The job's record now, as ``maas jobs ID`` shows it."""
+        return show(self.id, root=self.root)
+
+    @property
+    def title(self) -> str:
+        return self.report.title
+
+    @property
+    def parts(self) -> list:
+        return self.report.parts
+
+    @property
+    def data(self) -> dict:
+        return self.report.data
+
+    @property
+    def status(self) -> str:
+        """``starting``, ``running``, ``succeeded``, ``failed``, ``cancelled`` or ``lost``."""
+        return self.data["status"]
+
+    def wait(self) -> Report:
+        """Follow the job until it ends, with its progress bar (Ctrl-C cancels it); the
+        final record, or ``JobFailed`` (its ``report`` that record) if it failed."""
+        return follow(self.id, root=self.root)
+
+    def cancel(self, wait_s: float = 30.0) -> Report:
+        """Stop every process of the job; the record it ended with."""
+        return cancel(self.id, wait_s=wait_s, root=self.root)
+
+    def logs(self, lines: int = 40) -> LogTail:
+        """The last ``lines`` lines of the job's log (every rank's output)."""
+        return logs(self.id, lines=lines, root=self.root)
+
+    # One reading of the record per rendering, so text and HTML never disagree.
+    def __str__(self) -> str:
+        return str(self.report)
+
+    def _repr_html_(self) -> str:
+        return self.report._repr_html_()
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        report = self.report
+        return {"text/plain": str(report), "text/html": report._repr_html_()}
+
+    def __repr__(self) -> str:
+        try:
+            return f"Job({self.id}, status={self.status!r})"
+        except Exception:  # the registry is gone or closed: the handle still names its job
+            return f"Job({self.id})"
+
+
+def _job(job):
+    """A job as ``jobs.find`` takes it: a :class:`Job` handle as its number."""
+    return job.id if isinstance(job, Job) else job
 
 
 def follow(job, root=None) -> Report:
@@ -169,7 +241,7 @@ def follow(job, root=None) -> Report:
     from .. import progress as bars
 
     reg = open_registry(root)
-    row = jobs.find(reg.db, job)
+    row = jobs.find(reg.db, _job(job))
     folder = jobs.job_dir(reg.root, row["id"])
     bar, done = None, 0
     try:
@@ -284,7 +356,7 @@ def _target_text(row: dict) -> str:
 def show(job, root=None) -> Report:
     """One job in full: what ran, on how many processes, its progress, how it ended."""
     reg = open_registry(root)
-    row = _refresh(reg, jobs.find(reg.db, job))
+    row = _refresh(reg, jobs.find(reg.db, _job(job)))
     folder = jobs.job_dir(reg.root, row["id"])
     prog, line = row["progress"], row["timeline"]
     took = _duration(row)
@@ -351,7 +423,7 @@ def list_jobs(limit: int = 20, root=None) -> Table:
 def logs(job, lines: int = 40, root=None) -> LogTail:
     """The last lines of a job's log: every rank's output, in the order written."""
     reg = open_registry(root)
-    row = jobs.find(reg.db, job)
+    row = jobs.find(reg.db, _job(job))
     path = jobs.job_dir(reg.root, row["id"]) / "job.log"
     return LogTail(f"Last {lines} lines of job {row['id']}'s log", tail_text(path, lines))
 
@@ -361,7 +433,7 @@ def cancel(job, wait_s: float = 30.0, root=None) -> Report:
     from .monitor import stop_leftovers
 
     reg = open_registry(root)
-    row = _refresh(reg, jobs.find(reg.db, job))
+    row = _refresh(reg, jobs.find(reg.db, _job(job)))
     if row["status"] not in jobs.RUNNING:
         raise UsageError(f"Job {row['id']} already {row['status']}: nothing to cancel.")
     folder = jobs.job_dir(reg.root, row["id"])

@@ -27,8 +27,9 @@ def predict_inputs(texts, json_values: str | None, array: str | None):
             ) from None
     from .. import datasets
 
-    if array in (datasets.namespace or {}):
-        return np.asarray(datasets.namespace[array])
+    found, value = datasets.notebook_variable(array)
+    if found:
+        return np.asarray(value)
     if str(array).endswith(".npy"):
         try:
             return np.load(array, allow_pickle=False)

@@ -11,15 +11,17 @@ import json
 import os
 from pathlib import Path
 
-from .errors import JobFailed, MaasError, NotFoundError, ParityError, PluginError, UsageError
+from .errors import JobFailed, NotFoundError, UsageError
+from .figures import comparison_report, compression_report
 from .parsing import parse_config, parse_pairs, parse_size
 from .plugins import get_plugins
 from .registry import close_all
 from .registry import open as open_registry
 from .registry.refs import parse_ref
-from .results import Collapsible, Report, Table, human_size, kv_table
-from .runners import data_runner, staged_checkout, start_runner
+from .results import Report, Table, human_size, kv_table
 from .runners import load as load_checkout
+from .runners import start_runner
+from .views import history_report, plugins_table, version_report
 
 
 def registry(root: str | os.PathLike | None = None):
@@ -113,95 +115,17 @@ def export(
     signature with a fixed seed) and refuses, registering nothing, if they differ beyond
     tolerance, unless ``allow_mismatch``, which tags the new version ``parity=mismatch``.
     """
-    import shutil
-    import tempfile
+    from .exporting import export as run
 
-    from . import trust
-    from .components import Artifact
-    from .intake import check
-    from .parity import compare, feeds_from_signature, violations
-    from .registry.registry import FileSpec
-
-    reg = registry(root)
-    row = reg.resolve(ref)
-    exporter = get_plugins().exporter(to, row["format"])
-    opts = trust.typed_options(exporter, exporter.options(options))
-    parent = reg.checkout(row["ref"])
-    work = Path(tempfile.mkdtemp(prefix="export-"))
-    try:
-        try:
-            artifact = exporter.run(parent, opts, work)
-        except MaasError:
-            raise
-        except Exception as exc:
-            raise PluginError(
-                f"Exporter {exporter.name!r} (plugin {exporter.plugin} {exporter.version}) "
-                f"failed on {row['ref']}: {type(exc).__name__}: {exc}"
-            ) from exc
-        if not isinstance(artifact, Artifact):
-            raise PluginError(f"Exporter {exporter.name!r} returned {artifact!r}, not an Artifact.")
-        child = staged_checkout(work, artifact, parent, row["task"], f"Exporter {exporter.name!r}")
-        files = [FileSpec(work / n, n, role) for n, role in artifact.files.items()]
-        parent_runner, child_runner = start_runner(parent, opts), start_runner(child, opts)
-        if hasattr(parent_runner, "example_feeds"):
-            feeds = parent_runner.example_feeds(4)
-        else:
-            feeds = feeds_from_signature(parent_runner.signature)
-        wanted = {t["name"] for t in child_runner.signature["inputs"]}
-        figures = compare(
-            parent_runner.infer(feeds),
-            child_runner.infer({k: v for k, v in feeds.items() if k in wanted}),
-        )
-        problems = violations(figures, atol, min_cosine)
-        if problems and not allow_mismatch:
-            raise ParityError(
-                f"The {artifact.format} export of {row['ref']} differs from it: "
-                + "; ".join(problems)
-                + ". Nothing was registered. Pass --allow-mismatch to keep it anyway, or "
-                "loosen --atol / --min-cosine if the difference is expected."
-            )
-        grants = check(
-            reg,
-            artifact.format,
-            {n: work / n for n in artifact.files},
-            artifact.config,
-            how=f"made by exporter {exporter.name}",
-        )
-        worst = {
-            "parity_max_abs_diff": max(f["max_abs_diff"] for f in figures.values()),
-            "parity_min_cosine": min(f["min_cosine"] for f in figures.values()),
-            "parity_mean_cosine": min(f["mean_cosine"] for f in figures.values()),
-        }
-        new = reg.register(
-            row["name"],
-            files,
-            artifact.format,
-            config=artifact.config,
-            task=row["task"],
-            description=row["description"],
-            card=row["card"],
-            signature=artifact.signature or child_runner.signature,
-            tags={"parity": "mismatch"} if problems else {},
-            metrics=worst,
-            trusted_code=grants,
-            lineage=[
-                {
-                    "parent": row["ref"],
-                    "operation": "export",
-                    "plugin": exporter.plugin,
-                    "plugin_version": exporter.version,
-                    "params": {
-                        "exporter": exporter.name,
-                        "options": opts,
-                        "parity": figures,
-                        "mismatch": problems,
-                        "report": artifact.report,
-                    },
-                }
-            ],
-        )
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    new = run(
+        registry(root),
+        ref,
+        to,
+        allow_mismatch=allow_mismatch,
+        atol=atol,
+        min_cosine=min_cosine,
+        options=options,
+    )
     return show(new["ref"], root=root)
 
 
@@ -246,7 +170,7 @@ def compress(
         allow_over_budget=allow_over_budget,
         budget_s=budget_s,
     )
-    return _compression_report(row["ref"], new["ref"], comp.name, figures)
+    return compression_report(row["ref"], new["ref"], comp.name, figures)
 
 
 def distill(
@@ -276,155 +200,17 @@ def distill(
     )
 
 
-def _compression_report(parent: str, child: str, how: str, figures: dict) -> Report:
-    from .compression import change
-    from .evaluation import ordered
-
-    before, after = figures["before"], figures["after"]
-    rows = [
-        {
-            "metric": _label(m),
-            parent: before.get(m),
-            child: after.get(m),
-            "change": change(m, before.get(m), after.get(m)),
-        }
-        for m in ordered(set(before) | set(after))
-    ]
-    table = Table(
-        rows,
-        ["metric", parent, child, "change"],
-        formatters={parent: _metric_cell, child: _metric_cell},
-        note="; ".join([*figures["notes"], f"measured on {cpu_text(figures['measured_on'])}"]),
-    )
-    return Report(
-        f"{child}: {how} of {parent}",
-        [
-            ("Measured side by side", table),
-            ("What the plugin did", kv_table(_flat(figures["report"]))),
-            ("", _chart([parent, child], [before, after])),
-        ],
-        data={"ref": child, "parent": parent, **figures},
-    )
-
-
-def cpu_text(cpu: dict | None) -> str:
-    """``AMD EPYC 7B13 (avx, avx2, fma)``: which CPU measured a set of figures."""
-    if not cpu:
-        return ""
-    return f"{cpu.get('cpu', 'unknown CPU')} ({', '.join(cpu.get('isa') or ['no SIMD flags'])})"
-
-
-def _flat(report: dict, most: int = 6) -> dict:
-    """A plugin's report as one line per field; long lists and dicts are cut to their first
-    entries (the whole report stays in ``.data["report"]`` and in the lineage)."""
-    out = {}
-    for k, v in (report or {}).items():
-        if isinstance(v, list) and len(v) > most:
-            v = [*v[:most], f"... {len(v) - most} more"]
-        elif isinstance(v, dict) and len(v) > most:
-            v = {**dict(list(v.items())[:most]), "...": f"{len(v) - most} more"}
-        out[k] = json.dumps(v, sort_keys=False) if isinstance(v, (dict, list)) else v
-    return out
-
-
-def _metric_cell(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float) and value >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-# What each timing metric is, said where a person reads it. The speed evaluator measures
-# both the same way everywhere (compress and compare): warm-up, then the median of
-# interleaved repeats, so a figure from one run reads like one from another.
-LABELS = {
-    "latency_ms": "latency b1 ms (median)",
-    "throughput": "throughput b32 rows/s",
-}
-
-
-def _label(metric: str) -> str:
-    return LABELS.get(metric, metric)
-
-
-def _chart(labels: list[str], metrics: list[dict]):
-    """Bars per metric; sizes in MB, so the axis reads 12.3 rather than 1e7."""
-    from .results import BarChart
-
-    series = {"size MB": [None if x.get("size_bytes") is None else x["size_bytes"] / 1e6
-                          for x in metrics]}  # fmt: skip
-    for m in ("latency_ms", "throughput", "accuracy", "cosine_mean"):
-        series[_label(m)] = [x.get(m) for x in metrics]
-    return BarChart(labels, series, formatters={"size MB": lambda v: f"{v:.2f} MB"})
-
-
-def _ratio(a, b) -> float | None:
-    return a / b if a and b else None
-
-
 def compare(*refs: str, data=None, budget_s: float = 2.0, log: bool = True, root=None) -> Report:
     """Measure versions side by side, now, on this machine: size, accuracy or fidelity
     against the first one, batch-1 latency (median ms) and batch-32 throughput (rows/s),
     interleaved. Each speed-up is against the first version and sits beside the measurement
     it comes from. The figures are stored as each version's metrics (what ``recommend``
     ranks by) unless ``log=False``."""
-    from . import datasets
-    from .evaluation import Subject, cpu_features, evaluate, ordered
+    from .evaluation import cpu_features, measure_versions
 
-    if not refs:
-        raise UsageError("Give at least one version to measure, e.g. minilm@4 minilm@5.")
-    reg = registry(root)
-    rows = [reg.resolve(r) for r in refs]
-    dataset = datasets.load(data) if data is not None else None
-    subjects = [
-        Subject(r["ref"], data_runner(reg.checkout(r["ref"]), dataset), r["size_bytes"], r["task"])
-        for r in rows
-    ]
-    if dataset is None and getattr(subjects[0].runner, "tokenizer", None) is not None:
-        dataset = datasets.load("builtin:sentences")
-    results, notes = evaluate(subjects, dataset, budget_s)
-    if log:
-        for r, m in zip(rows, results, strict=True):
-            reg.log_metrics(r["ref"], m)
-    first = results[0]
-    metrics = ordered({k for m in results for k in m})
-    columns, shown = ["ref", "format"], []
-    for m in metrics:
-        columns.append(_label(m))
-        if m == "latency_ms":
-            columns.append("b1 speed-up")
-        elif m == "throughput":
-            columns.append("b32 speed-up")
-    data_rows = []
-    for r, m in zip(rows, results, strict=True):
-        row = {"ref": r["ref"], "format": r["format"], **m}
-        row["b1 speed-up"] = _ratio(first.get("latency_ms"), m.get("latency_ms"))
-        row["b32 speed-up"] = _ratio(m.get("throughput"), first.get("throughput"))
-        data_rows.append(row)
-        shown.append({_label(k): v for k, v in row.items()})
-    times = "x" if len(rows) == 1 else "x vs the first"
-    table = Table(
-        shown,
-        columns,
-        title=f"{len(rows)} version(s), measured side by side"
-        + (f" on {dataset.name}" if dataset is not None else ""),
-        note="; ".join(
-            [*notes, f"measured on {cpu_text(cpu_features())}"]
-            + ([] if log else ["not recorded (log=False)"])
-        ),
-        formatters={
-            "size_bytes": human_size,
-            **{_label(m): _metric_cell for m in metrics if m != "size_bytes"},
-            "b1 speed-up": lambda v: "" if v is None else f"{v:.2f}{times}",
-            "b32 speed-up": lambda v: "" if v is None else f"{v:.2f}{times}",
-        },
-    )
-    return Report(
-        "Comparison",
-        [("", table), ("", _chart([r["ref"] for r in rows], results))],
-        data={"rows": data_rows},
-    )
+    rows, results, notes, dataset = measure_versions(registry(root), refs, data, budget_s, log)
+    name = dataset.name if dataset is not None else None
+    return comparison_report(rows, results, notes, name, cpu_features(), log)
 
 
 def evaluate(
@@ -444,6 +230,7 @@ def evaluate(
 
 
 def list_models(root=None) -> Table:
+    """Every model with its task, number of versions, latest, size, aliases and update time."""
     from .registry.queries import list_models as query
 
     rows = query(registry(root))
@@ -458,6 +245,8 @@ def list_models(root=None) -> Table:
 
 
 def search(text: str, limit: int = 20, root=None) -> Table:
+    """Ranked full-text search (bm25, relative to the best hit) over names, tasks,
+    descriptions, tags and model cards; each hit says what matched."""
     from .registry.search import search as query
 
     rows = query(registry(root), text, limit)
@@ -470,79 +259,17 @@ def search(text: str, limit: int = 20, root=None) -> Table:
 
 
 def show(ref: str, root=None) -> Report:
+    """One version in full: summary, signature, files, metrics, lineage and model card."""
     from .registry.queries import describe
 
-    info = describe(registry(root), ref)
-    summary = {
-        "task": info["task"],
-        "format": info["format"],
-        "size": human_size(info["size_bytes"]),
-        "description": info["description"],
-        "owner": info["owner"],
-        "created": f"{info['created_at'][:19]} by {info['created_by']}",
-        "aliases": ", ".join(info["aliases"]),
-        "tags": ", ".join(f"{k}={v}" if v else k for k, v in info["tags"].items()),
-    }
-    if info["config"]:
-        summary["config"] = json.dumps(info["config"], sort_keys=True)
-    measured = [
-        p["params"]["measured_on"] for p in info["parents"] if p["params"].get("measured_on")
-    ]
-    if measured:  # int8 figures depend on the instruction set: say which one measured them
-        summary["measured on"] = cpu_text(measured[0])
-    files = Table(
-        info["files"], ["name", "role", "size", "sha256"], formatters={"size": human_size}
-    )
-    metrics = Table(
-        [{"metric": k, "value": v} for k, v in info["metrics"].items()], ["metric", "value"]
-    )
-    for p in info["parents"]:
-        if p["ref"] is None and p["params"].get("source_ref"):
-            p["ref"] = f"{p['params']['source_ref']} (elsewhere)"
-    lineage = Table(
-        [{"relation": "derived from", **p} for p in info["parents"]]
-        + [{"relation": "parent of", **c} for c in info["children"]],
-        ["relation", "ref", "operation", "plugin"],
-    )
-    sig = info["signature"] or {}
-    signature = Table(
-        [
-            {"io": io[:-1], "name": t["name"], "dtype": t["dtype"], "shape": t["shape"]}
-            for io in ("inputs", "outputs")
-            for t in sig.get(io, [])
-        ],
-        ["io", "name", "dtype", "shape"],
-    )
-    parts = [
-        ("", kv_table({k: v for k, v in summary.items() if v})),
-        ("Signature", signature),
-        ("Files", files),
-        ("Metrics", metrics),
-        ("Lineage", lineage),
-        ("Model card", Collapsible("show the model card", info["card"] or "")),
-    ]
-    return Report(info["ref"], parts, data=info)
+    return version_report(describe(registry(root), ref))
 
 
 def history(name: str, root=None) -> Report:
+    """Every version of model ``name`` and every alias move, oldest first."""
     from .registry.queries import history as query
 
-    info = query(registry(root), name)
-    versions = Table(
-        info["versions"],
-        ["number", "format", "size_bytes", "created_at", "aliases", "tags", "derived"],
-        formatters={"size_bytes": human_size, "created_at": lambda v: (v or "")[:19]},
-    )
-    moves = Table(
-        info["alias_moves"],
-        ["moved_at", "alias", "previous", "version", "moved_by"],
-        formatters={"moved_at": lambda v: (v or "")[:19]},
-    )
-    return Report(
-        f"{name} ({info['task'] or 'no task'}): {len(info['versions'])} version(s)",
-        [("Versions", versions), ("Alias history", moves)],
-        data=info,
-    )
+    return history_report(name, query(registry(root), name))
 
 
 def alias(
@@ -573,12 +300,15 @@ def alias(
 
 
 def tag(ref: str, tags=None, remove=(), root=None) -> Report:
+    """Set tags (``["stage=qa", "reviewed"]`` or a dict) on a version, or ``remove`` them;
+    returns the version."""
     reg = registry(root)
     target = reg.set_tags(ref, parse_pairs(tags), remove)
     return show(target["ref"], root=root)
 
 
 def log_metrics(ref: str, metrics, root=None) -> Report:
+    """Record metrics (``["accuracy=0.97"]`` or a dict of numbers) on a version."""
     target = registry(root).log_metrics(ref, parse_pairs(metrics, "metric", numeric=True))
     return show(target["ref"], root=root)
 
@@ -592,6 +322,9 @@ def recommend(
     limit: int = 10,
     root=None,
 ) -> Table:
+    """Versions that meet every constraint given (task, size, recorded latency and
+    accuracy), ranked by ``sort``, each with why it qualified; the note says how many
+    were excluded by which constraint."""
     from .registry.search import recommend as query
 
     size = parse_size(max_size) if max_size is not None else None
@@ -601,7 +334,9 @@ def recommend(
         f"; excluded {excluded}" if excluded else ""
     )
     if not result["rows"] and task is not None:
-        tasks = {r["task"] for r in registry(root).db.query("select task from models")}
+        from .registry.queries import tasks as known_tasks
+
+        tasks = known_tasks(registry(root))
         if task not in tasks:
             note += f". No model has task {task!r}; tasks: {', '.join(sorted(filter(None, tasks)))}"
     return Table(
@@ -619,48 +354,15 @@ def load(ref: str, root=None, **options):
 
 
 def plugins() -> Table:
-    pl = get_plugins()
-    rows = []
-    for info in pl.info.values():
-        provided = [
-            f"{c.kind}:{c.name}"
-            for kind in pl.components.values()
-            for c in kind.values()
-            if c.plugin == info.name
-        ]
-        rows.append(
-            {
-                "plugin": info.name,
-                "distribution": info.distribution,
-                "version": info.version,
-                "hooks": ", ".join(info.hooks),
-                "provides": ", ".join(provided),
-                "status": "ok",
-            }
-        )
-    for f in pl.failures:
-        rows.append(
-            {
-                "plugin": f.plugin,
-                "distribution": f.distribution,
-                "version": f.version,
-                "hooks": f.hook,
-                "provides": "",
-                "status": f"FAILED: {f.error}",
-            }
-        )
-    failed = len(pl.failures)
-    return Table(
-        rows,
-        ["plugin", "distribution", "version", "hooks", "provides", "status"],
-        title=f"{len(pl.info)} plugin(s) loaded" + (f", {failed} problem(s)" if failed else ""),
-        note="; ".join(pl.conflicts),
-    )
+    """The loaded plugins, what each provides, and plugins that failed or clash."""
+    return plugins_table(get_plugins())
 
 
 def fsck(
     repair: bool = False, verify: bool = False, grace_seconds: float = 3600, root=None
 ) -> Table:
+    """Check the registry: orphan, missing or (with ``verify``) corrupt blobs, rows without
+    files; ``repair`` removes orphans and interrupted writes older than ``grace_seconds``."""
     from .registry.fsck import fsck as check
 
     result = check(registry(root), repair, verify, grace_seconds)
@@ -676,6 +378,8 @@ def fsck(
 
 
 def bundle_export(ref: str, out: str | os.PathLike, root=None) -> Table:
+    """Write a version to one tar file (``out``: a file, or a folder for NAME-N.maas.tar)
+    with its files, metadata and digests, for ``bundle_import`` on another machine."""
     from .registry.bundle import export_bundle
 
     path = export_bundle(registry(root), ref, Path(out))
@@ -755,17 +459,18 @@ def status(name: str | None = None, root=None) -> Table:
 
 
 def logs(name, lines: int = 40, root=None):
-    """The end of a server's log, or of a training job's (``name`` is then its number)."""
+    """The end of a training job's log (``name``: its number, ``job-7``, or a :class:`Job`
+    handle) or else of the server called ``name`` (server names never read as job ids)."""
+    from .launching import control as jobs_control
     from .launching.jobs import parse_id
-    from .serving.control import logs as tail
+    from .serving.control import logs as server_tail
 
-    try:
-        parse_id(name)
-    except UsageError:
-        return tail(name, lines=lines, root=root)
-    from .launching.control import logs as job_tail
-
-    return job_tail(name, lines=lines, root=root)
+    if not isinstance(name, jobs_control.Job):
+        try:
+            parse_id(name)
+        except UsageError:
+            return server_tail(name, lines=lines, root=root)
+    return jobs_control.logs(name, lines=lines, root=root)
 
 
 def scale(name: str, replicas: int, root=None) -> Table:
@@ -823,7 +528,8 @@ def launch(
     report. ``options`` are the launcher's (``processes``, ``machines``, ``machine_rank``,
     ``main_address``, ``main_port``, ``config``, ``threads``, ``rdzv_timeout``...; see
     ``maas launch --help``). Waits with a progress bar and returns the job's record (raises
-    ``JobFailed`` if it fails); ``wait=False`` returns as soon as it started.
+    ``JobFailed`` if it fails); ``wait=False`` returns as soon as it started, with a
+    :class:`~maas_lab.launching.control.Job` handle (``.wait()``, ``.cancel()``, ``.logs()``).
     """
     from .launching.control import launch as start
 

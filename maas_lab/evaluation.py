@@ -224,3 +224,27 @@ def evaluate(
 def ordered(metrics: set[str]) -> list[str]:
     known = [m for m in METRIC_ORDER if m in metrics]
     return known + sorted(metrics - set(known))
+
+
+def measure_versions(reg, refs, data=None, budget_s: float = 2.0, log: bool = True):
+    """Measure stored versions side by side, now, on this machine (``compare``); with
+    ``log`` the figures become each version's metrics. Returns (registry rows, figures per
+    version, notes, the dataset measured on or None)."""
+    from . import datasets
+    from .runners import data_runner
+
+    if not refs:
+        raise UsageError("Give at least one version to measure, e.g. minilm@4 minilm@5.")
+    rows = [reg.resolve(r) for r in refs]
+    dataset = datasets.load(data) if data is not None else None
+    subjects = [
+        Subject(r["ref"], data_runner(reg.checkout(r["ref"]), dataset), r["size_bytes"], r["task"])
+        for r in rows
+    ]
+    if dataset is None and getattr(subjects[0].runner, "tokenizer", None) is not None:
+        dataset = datasets.load("builtin:sentences")
+    results, notes = evaluate(subjects, dataset, budget_s)
+    if log:
+        for r, m in zip(rows, results, strict=True):
+            reg.log_metrics(r["ref"], m)
+    return rows, results, notes, dataset

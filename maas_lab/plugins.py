@@ -219,9 +219,17 @@ class Plugins:
         if fmt not in comp.formats:
             raise UsageError(
                 f"Compressor {name!r} takes {', '.join(comp.formats)} versions, not {what}. "
-                f"Compressors that take {fmt}: {able}."
+                f"Compressors that take {fmt}: {able}.{self._export_hint(comp, fmt, ref)}"
             )
         return comp
+
+    def _export_hint(self, comp: Component, fmt: str, ref: str) -> str:
+        """How to reach a format ``comp`` takes from ``fmt``, when an exporter can."""
+        for exp in self.components["exporter"].values():
+            if fmt in exp.formats and exp.produces in comp.formats:
+                target = ref or "REF"
+                return f" Export it first: maas export {target} --to {exp.produces}"
+        return ""
 
     def launcher(self, name: str) -> Component:
         """The launcher plugin named ``name``."""

@@ -138,9 +138,9 @@ def test_a_torch_version_is_sent_to_export_first(digits, unchanged):
     with pytest.raises(UsageError) as err:
         api.compress(digits["torch"], "ort-int8")
     message = str(err.value)
-    assert "'ort-int8' takes onnx versions, not torch" in message
+    assert f"'ort-int8' takes onnx versions, not {digits['torch']} (torch)" in message
     assert "Compressors that take torch: " in message and "prune" in message
-    assert f"Export it first: maas export {digits['torch']} onnx" in message
+    assert f"Export it first: maas export {digits['torch']} --to onnx" in message
 
 
 def test_bad_calibration_data_is_named(digits, unchanged, tmp_path):

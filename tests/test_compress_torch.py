@@ -355,7 +355,9 @@ def test_bad_input_leaves_the_registry_unchanged(digits, maas_home, tmp_path):
     for options, message in cases:
         with pytest.raises(UsageError, match=message):
             api.compress("digits@1", "prune", budget_s=0.05, **options)
-    with pytest.raises(UsageError, match=r"takes torch, hf versions, not onnx .*take onnx: \w"):
+    with pytest.raises(
+        UsageError, match=r"takes torch, hf versions, not digits@\d \(onnx\).*take onnx: \w"
+    ):
         api.compress(onnx_ref, "torch-int8")
 
     # A sparse file whose mask and values disagree is refused at validation and at load.

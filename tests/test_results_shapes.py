@@ -199,6 +199,7 @@ def test_a_job_handle_shows_and_reads_as_its_record(maas_home):
     with pytest.raises(UsageError, match="already succeeded"):
         job.cancel()
     assert job.logs(3).text == "(no log)" and f"job {job_id}'s log" in job.logs().title
+    assert api.logs(job).title == api.logs(job_id).title == job.logs().title
     # read afresh: the handle follows the record
     jobs.update(api.registry().db, job_id, status="failed", error="it broke")
     assert job.status == "failed" and job["error"] == "it broke" and "failed" in str(job)

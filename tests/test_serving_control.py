@@ -246,3 +246,12 @@ def test_serve_in_a_shell_in_the_background_hints_in_shell_syntax(words):
     assert "`maas status`" in done.stdout and "`maas stop sh`" in done.stdout
     assert "%maas" not in done.stdout
     assert "Management token" not in done.stderr  # not a terminal: the token is not shown
+
+
+@pytest.mark.parametrize("name", ["7", "job-7", "JOB-12"])
+def test_a_server_name_never_reads_as_a_job_id(name):
+    """`maas logs 7` means job 7: no server can be called 7, so it never has to guess."""
+    with pytest.raises(UsageError, match=rf"{name!r}: it reads as a training job's id.*srv-"):
+        state.check_server_name(name)
+    assert state.check_server_name(f"srv-{name}") == f"srv-{name}"
+    assert state.check_server_name("7b") == "7b"

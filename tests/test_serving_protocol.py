@@ -777,6 +777,13 @@ def test_predict_inputs_name_the_mistake(tmp_path):
         predict_inputs((), "[1,", None)
     with pytest.raises(UsageError, match="neither a notebook variable"):
         predict_inputs((), None, "nothing_here")
+    with pytest.raises(UsageError, match=r"--json is not rectangular"):
+        predict_inputs((), "[[1, 2], [3]]", None)
+    from maas_lab import datasets
+
+    with datasets.notebook_scope({"ragged": [[1.0, 2.0], [3.0]]}):
+        with pytest.raises(UsageError, match=r"--array ragged is not rectangular"):
+            predict_inputs((), None, "ragged")
     np.save(tmp_path / "x.npy", np.ones((2, 3)))
     assert predict_inputs((), None, str(tmp_path / "x.npy")).shape == (2, 3)
     one = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 3]}]}

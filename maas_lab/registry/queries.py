@@ -117,3 +117,8 @@ def history(reg: Registry, name: str) -> dict:
         )
     )
     return {"name": name, "task": model["task"], "versions": versions, "alias_moves": moves}
+
+
+def tasks(reg) -> set[str]:
+    """The tasks models in the registry declare (those with none left out)."""
+    return {r["task"] for r in reg.db.query("select task from models") if r["task"]}

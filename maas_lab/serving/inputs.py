@@ -20,22 +20,34 @@ def predict_inputs(texts, json_values: str | None, array: str | None):
         return list(texts)
     if json_values is not None:
         try:
-            return np.asarray(json.loads(json_values))
+            values = json.loads(json_values)
         except ValueError as exc:
             raise UsageError(
                 f"--json is not valid JSON ({exc}); e.g. --json '[0.5, 1, 2]'."
             ) from None
+        return _rectangular(values, "--json")
     from .. import datasets
 
     found, value = datasets.notebook_variable(array)
     if found:
-        return np.asarray(value)
+        return _rectangular(value, f"--array {array}")
     if str(array).endswith(".npy"):
         try:
             return np.load(array, allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise UsageError(f"Cannot read {array}: {exc}.") from None
     raise UsageError(f"--array {array!r} is neither a notebook variable nor a .npy file.")
+
+
+def _rectangular(values, what: str) -> np.ndarray:
+    """An array from nested lists, or a usage error when the rows differ in length."""
+    try:
+        return np.asarray(values)
+    except ValueError:
+        raise UsageError(
+            f"{what} is not rectangular: every row must have the same length "
+            "(a batch of equal rows, e.g. [[0.5, 1], [2, 3]])."
+        ) from None
 
 
 def fit_to_model(metadata: dict, inputs):

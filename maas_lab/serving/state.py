@@ -26,10 +26,20 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 SNAPSHOT_EVERY_S = 1.0
 
 
+_JOB_ID = re.compile(r"(?i:job-)?[0-9]+")
+
+
 def check_server_name(name: str) -> str:
+    """A server's name is a folder under the home, and never reads as a job id: ``maas
+    logs 7`` then always means job 7."""
     if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
         raise UsageError(
             f"Invalid server name {name!r}: use letters, digits, '.', '_' or '-' (at most 64)."
+        )
+    if _JOB_ID.fullmatch(name):
+        raise UsageError(
+            f"Invalid server name {name!r}: it reads as a training job's id (`maas logs "
+            f"{name}` shows that job). Give the server a name with a letter: --name srv-{name}."
         )
     return name
 

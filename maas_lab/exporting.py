@@ -1,0 +1,114 @@
+"""Exporting a version to another format: the exporter plugin writes files, the core
+checks parity between parent and export on the same inputs, and registers the export only
+if it passes (or the user allowed a mismatch), with a lineage edge holding the figures."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from . import trust
+from .components import Artifact
+from .errors import MaasError, ParityError, PluginError
+from .intake import check
+from .parity import compare, feeds_from_signature, violations
+from .plugins import get_plugins
+from .runners import staged_checkout, start_runner
+
+
+def export(
+    reg,
+    ref: str,
+    to: str,
+    *,
+    allow_mismatch: bool = False,
+    atol: float | None = None,
+    min_cosine: float | None = None,
+    options: dict | None = None,
+) -> dict:
+    """Export ``ref`` with the exporter named (or producing) ``to``; returns the new
+    version's row. Nothing is registered if the exporter fails or parity fails (unless
+    ``allow_mismatch``: then it is kept, tagged ``parity=mismatch``)."""
+    from .registry.registry import FileSpec
+
+    row = reg.resolve(ref)
+    exporter = get_plugins().exporter(to, row["format"])
+    opts = trust.typed_options(exporter, exporter.options(options or {}))
+    parent = reg.checkout(row["ref"])
+    work = Path(tempfile.mkdtemp(prefix="export-"))
+    try:
+        try:
+            artifact = exporter.run(parent, opts, work)
+        except MaasError:
+            raise
+        except Exception as exc:
+            raise PluginError(
+                f"Exporter {exporter.name!r} (plugin {exporter.plugin} {exporter.version}) "
+                f"failed on {row['ref']}: {type(exc).__name__}: {exc}"
+            ) from exc
+        if not isinstance(artifact, Artifact):
+            raise PluginError(f"Exporter {exporter.name!r} returned {artifact!r}, not an Artifact.")
+        child = staged_checkout(work, artifact, parent, row["task"], f"Exporter {exporter.name!r}")
+        files = [FileSpec(work / n, n, role) for n, role in artifact.files.items()]
+        parent_runner, child_runner = start_runner(parent, opts), start_runner(child, opts)
+        if hasattr(parent_runner, "example_feeds"):
+            feeds = parent_runner.example_feeds(4)
+        else:
+            feeds = feeds_from_signature(parent_runner.signature)
+        wanted = {t["name"] for t in child_runner.signature["inputs"]}
+        figures = compare(
+            parent_runner.infer(feeds),
+            child_runner.infer({k: v for k, v in feeds.items() if k in wanted}),
+        )
+        problems = violations(figures, atol, min_cosine)
+        if problems and not allow_mismatch:
+            raise ParityError(
+                f"The {artifact.format} export of {row['ref']} differs from it: "
+                + "; ".join(problems)
+                + ". Nothing was registered. Pass --allow-mismatch to keep it anyway, or "
+                "loosen --atol / --min-cosine if the difference is expected."
+            )
+        grants = check(
+            reg,
+            artifact.format,
+            {n: work / n for n in artifact.files},
+            artifact.config,
+            how=f"made by exporter {exporter.name}",
+        )
+        worst = {
+            "parity_max_abs_diff": max(f["max_abs_diff"] for f in figures.values()),
+            "parity_min_cosine": min(f["min_cosine"] for f in figures.values()),
+            "parity_mean_cosine": min(f["mean_cosine"] for f in figures.values()),
+        }
+        new = reg.register(
+            row["name"],
+            files,
+            artifact.format,
+            config=artifact.config,
+            task=row["task"],
+            description=row["description"],
+            card=row["card"],
+            signature=artifact.signature or child_runner.signature,
+            tags={"parity": "mismatch"} if problems else {},
+            metrics=worst,
+            trusted_code=grants,
+            lineage=[
+                {
+                    "parent": row["ref"],
+                    "operation": "export",
+                    "plugin": exporter.plugin,
+                    "plugin_version": exporter.version,
+                    "params": {
+                        "exporter": exporter.name,
+                        "options": opts,
+                        "parity": figures,
+                        "mismatch": problems,
+                        "report": artifact.report,
+                    },
+                }
+            ],
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return new

@@ -1,0 +1,122 @@
+"""How registry reads look: a version, a model's history, the plugins, as reports and
+tables that print as text and render as HTML. Built here, so the API stays a facade and a
+panel can reuse the same views."""
+
+from __future__ import annotations
+
+import json
+
+from .figures import cpu_text
+from .results import Collapsible, Report, Table, human_size, kv_table
+
+
+def version_report(info: dict) -> Report:
+    """One version in full, from ``registry.queries.describe``."""
+    summary = {
+        "task": info["task"],
+        "format": info["format"],
+        "size": human_size(info["size_bytes"]),
+        "description": info["description"],
+        "owner": info["owner"],
+        "created": f"{info['created_at'][:19]} by {info['created_by']}",
+        "aliases": ", ".join(info["aliases"]),
+        "tags": ", ".join(f"{k}={v}" if v else k for k, v in info["tags"].items()),
+    }
+    if info["config"]:
+        summary["config"] = json.dumps(info["config"], sort_keys=True)
+    measured = [
+        p["params"]["measured_on"] for p in info["parents"] if p["params"].get("measured_on")
+    ]
+    if measured:  # int8 figures depend on the instruction set: say which one measured them
+        summary["measured on"] = cpu_text(measured[0])
+    files = Table(
+        info["files"], ["name", "role", "size", "sha256"], formatters={"size": human_size}
+    )
+    metrics = Table(
+        [{"metric": k, "value": v} for k, v in info["metrics"].items()], ["metric", "value"]
+    )
+    for p in info["parents"]:
+        if p["ref"] is None and p["params"].get("source_ref"):
+            p["ref"] = f"{p['params']['source_ref']} (elsewhere)"
+    lineage = Table(
+        [{"relation": "derived from", **p} for p in info["parents"]]
+        + [{"relation": "parent of", **c} for c in info["children"]],
+        ["relation", "ref", "operation", "plugin"],
+    )
+    sig = info["signature"] or {}
+    signature = Table(
+        [
+            {"io": io[:-1], "name": t["name"], "dtype": t["dtype"], "shape": t["shape"]}
+            for io in ("inputs", "outputs")
+            for t in sig.get(io, [])
+        ],
+        ["io", "name", "dtype", "shape"],
+    )
+    parts = [
+        ("", kv_table({k: v for k, v in summary.items() if v})),
+        ("Signature", signature),
+        ("Files", files),
+        ("Metrics", metrics),
+        ("Lineage", lineage),
+        ("Model card", Collapsible("show the model card", info["card"] or "")),
+    ]
+    return Report(info["ref"], parts, data=info)
+
+
+def history_report(name: str, info: dict) -> Report:
+    """Every version of a model and every alias move, from ``registry.queries.history``."""
+    versions = Table(
+        info["versions"],
+        ["number", "format", "size_bytes", "created_at", "aliases", "tags", "derived"],
+        formatters={"size_bytes": human_size, "created_at": lambda v: (v or "")[:19]},
+    )
+    moves = Table(
+        info["alias_moves"],
+        ["moved_at", "alias", "previous", "version", "moved_by"],
+        formatters={"moved_at": lambda v: (v or "")[:19]},
+    )
+    return Report(
+        f"{name} ({info['task'] or 'no task'}): {len(info['versions'])} version(s)",
+        [("Versions", versions), ("Alias history", moves)],
+        data=info,
+    )
+
+
+def plugins_table(pl) -> Table:
+    """The loaded plugins (a ``Plugins``), what each provides, failures and conflicts."""
+    rows = []
+    for info in pl.info.values():
+        provided = [
+            f"{c.kind}:{c.name}"
+            for kind in pl.components.values()
+            for c in kind.values()
+            if c.plugin == info.name
+        ]
+        rows.append(
+            {
+                "plugin": info.name,
+                "distribution": info.distribution,
+                "version": info.version,
+                "hooks": ", ".join(info.hooks),
+                "provides": ", ".join(provided),
+                "status": "ok",
+            }
+        )
+    for f in pl.failures:
+        rows.append(
+            {
+                "plugin": f.plugin,
+                "distribution": f.distribution,
+                "version": f.version,
+                "hooks": f.hook,
+                "provides": "",
+                "status": f"FAILED: {f.error}",
+            }
+        )
+    failed = len(pl.failures)
+    return Table(
+        rows,
+        ["plugin", "distribution", "version", "hooks", "provides", "status"],
+        title=f"{len(pl.info)} plugin(s) loaded" + (f", {failed} problem(s)" if failed else ""),
+        note="; ".join(pl.conflicts),
+    )

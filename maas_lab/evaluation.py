@@ -69,10 +69,27 @@ class Context:
 # Instruction-set extensions that change what int8 and float kernels compute or how fast
 # (onnxruntime, fbgemm and oneDNN pick kernels by them), in the order people read them.
 ISA_FLAGS = (
-    "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
-    "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16",
-    "asimd", "asimddp", "sve", "i8mm",
-)  # fmt: skip
+    # x86
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx_vnni",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    # Arm
+    "asimd",
+    "asimddp",
+    "sve",
+    "i8mm",
+)
 
 
 def cpu_features() -> dict:

@@ -54,8 +54,18 @@ def parse_config(config: str | dict | None) -> dict:
     return value
 
 
-_DTYPES = {"float16", "float32", "float64", "bfloat16", "int8", "int16", "int32", "int64",
-           "uint8", "bool"}  # fmt: skip
+_DTYPES = {
+    "float16",
+    "float32",
+    "float64",
+    "bfloat16",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "bool",
+}
 
 
 def parse_inputs(items) -> list[dict]:

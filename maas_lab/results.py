@@ -214,8 +214,13 @@ class BarChart:
     A person compares sizes and speeds at a glance; the text form keeps terminals and
     saved outputs readable without matplotlib."""
 
-    def __init__(self, labels: Sequence[str], series: dict[str, Sequence[float | None]],
-                 title: str = "", formatters: dict | None = None):  # fmt: skip
+    def __init__(
+        self,
+        labels: Sequence[str],
+        series: dict[str, Sequence[float | None]],
+        title: str = "",
+        formatters: dict | None = None,
+    ):
         self.labels, self.title = list(labels), title
         self.series = {k: list(v) for k, v in series.items() if any(x is not None for x in v)}
         self.formatters = formatters or {}

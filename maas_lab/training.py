@@ -180,8 +180,21 @@ class TrainingRegistry:
             )
         if not self.is_main:
             return None
-        return self._write(model, name, factory, config, metrics, inputs, signature, task,
-                           description, tags, data, parent, spec)  # fmt: skip
+        return self._write(
+            model,
+            name,
+            factory,
+            config,
+            metrics,
+            inputs,
+            signature,
+            task,
+            description,
+            tags,
+            data,
+            parent,
+            spec,
+        )
 
     def _write(
         self,

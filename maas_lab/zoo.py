@@ -7,8 +7,13 @@ importable and keep their signatures: changing one changes every registered mode
 from __future__ import annotations
 
 
-def mlp(in_features: int = 64, hidden: int = 128, out_features: int = 10, layers: int = 1,
-        dropout: float = 0.0):  # fmt: skip
+def mlp(
+    in_features: int = 64,
+    hidden: int = 128,
+    out_features: int = 10,
+    layers: int = 1,
+    dropout: float = 0.0,
+):
     """A ReLU multilayer perceptron: ``layers`` hidden layers of width ``hidden``."""
     from torch import nn
 

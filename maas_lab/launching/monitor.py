@@ -137,8 +137,14 @@ def run(root: Path, job_id: int) -> int:
     if cancelled:  # cancelled while starting
         _signal_group(proc.pid, signal.SIGTERM)
     timeline = {**row["timeline"], "launcher_started": started}
-    jobs.update(reg.db, job_id, status="running", launcher_pid=proc.pid,
-                started_at=jobs.now(), timeline=timeline)  # fmt: skip
+    jobs.update(
+        reg.db,
+        job_id,
+        status="running",
+        launcher_pid=proc.pid,
+        started_at=jobs.now(),
+        timeline=timeline,
+    )
     seen, first = None, None
     while proc.poll() is None:
         time.sleep(POLL_S)
@@ -151,9 +157,13 @@ def run(root: Path, job_id: int) -> int:
         if progress and progress != seen:
             seen = progress
             world = jobs.read_json(folder / "world.json", {})
-            jobs.update(reg.db, job_id, progress=jobs.with_rate(progress, first),
-                        world_size=world.get("world_size") or row["world_size"],
-                        timeline=timeline)  # fmt: skip
+            jobs.update(
+                reg.db,
+                job_id,
+                progress=jobs.with_rate(progress, first),
+                world_size=world.get("world_size") or row["world_size"],
+                timeline=timeline,
+            )
     code = proc.returncode
     leftovers = stop_leftovers(folder)
     log.close()

@@ -86,9 +86,13 @@ def main(job_dir: str) -> None:
             if rank == 0:  # the world size the process group really has, not the one asked
                 write_json(
                     folder / "world.json",
-                    {"world_size": accelerator.num_processes, "started": STARTED,
-                     "ready": time.time(), "backend": str(accelerator.distributed_type)},
-                )  # fmt: skip
+                    {
+                        "world_size": accelerator.num_processes,
+                        "started": STARTED,
+                        "ready": time.time(),
+                        "backend": str(accelerator.distributed_type),
+                    },
+                )
             train(accelerator, training.registry())
         training._job.flush()
     except SystemExit as exc:

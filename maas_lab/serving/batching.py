@@ -235,9 +235,10 @@ class Batcher:
             # match a bounded number of times, which keeps the latency tail short.
             window = list(itertools.islice(self.queue, 1, 1 + FAIR_WINDOW * self.max_batch))
             candidates = [
-                p for p in window
+                p
+                for p in window
                 if p.key == first.key and not p.future.done() and p.deadline >= now
-            ]  # fmt: skip
+            ]
             if self.plan.pad_dim is not None:
                 candidates.sort(key=lambda p: abs(p.length - first.length))
             longest, real = first.length, first.rows * first.length

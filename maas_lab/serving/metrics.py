@@ -128,8 +128,10 @@ def prometheus(models: list[dict]) -> str:
         labels = f'model="{m["name"]}",version="{m["version"]}"'
         s = m["stats"]
         out = [f'maas_requests_total{{{labels},status="200"}} {s["success"]}']
-        out += [f'maas_requests_total{{{labels},status="{status}"}} {n}'
-                for status, n in sorted(s["failure"].items())]  # fmt: skip
+        out += [
+            f'maas_requests_total{{{labels},status="{status}"}} {n}'
+            for status, n in sorted(s["failure"].items())
+        ]
         return out
 
     def sample(metric, value):
@@ -140,21 +142,47 @@ def prometheus(models: list[dict]) -> str:
 
     families = [
         ("maas_requests_total", "counter", "Inference requests answered, by outcome.", requests),
-        ("maas_inferences_total", "counter", "Rows (batch items) inferred.",
-         sample("maas_inferences_total", lambda m: m["stats"]["inferences"])),
-        ("maas_executions_total", "counter", "Backend calls (one per formed batch).",
-         sample("maas_executions_total", lambda m: m["stats"]["executions"])),
-        ("maas_queue_size", "gauge", "Requests waiting to be batched.",
-         sample("maas_queue_size", lambda m: m["queue"])),
-        ("maas_request_duration_seconds", "histogram",
-         "Time from arrival to answer, successful requests.",
-         histogram("maas_request_duration_seconds", BUCKETS,
-                   lambda m: m["stats"]["latency_buckets"],
-                   lambda m: m["stats"]["success_ns"] / 1e9)),
-        ("maas_batch_size", "histogram", "Rows per backend call.",
-         histogram("maas_batch_size", BATCH_BUCKETS, lambda m: m["stats"]["batch_buckets"],
-                   lambda m: m["stats"]["inferences"])),
-    ]  # fmt: skip
+        (
+            "maas_inferences_total",
+            "counter",
+            "Rows (batch items) inferred.",
+            sample("maas_inferences_total", lambda m: m["stats"]["inferences"]),
+        ),
+        (
+            "maas_executions_total",
+            "counter",
+            "Backend calls (one per formed batch).",
+            sample("maas_executions_total", lambda m: m["stats"]["executions"]),
+        ),
+        (
+            "maas_queue_size",
+            "gauge",
+            "Requests waiting to be batched.",
+            sample("maas_queue_size", lambda m: m["queue"]),
+        ),
+        (
+            "maas_request_duration_seconds",
+            "histogram",
+            "Time from arrival to answer, successful requests.",
+            histogram(
+                "maas_request_duration_seconds",
+                BUCKETS,
+                lambda m: m["stats"]["latency_buckets"],
+                lambda m: m["stats"]["success_ns"] / 1e9,
+            ),
+        ),
+        (
+            "maas_batch_size",
+            "histogram",
+            "Rows per backend call.",
+            histogram(
+                "maas_batch_size",
+                BATCH_BUCKETS,
+                lambda m: m["stats"]["batch_buckets"],
+                lambda m: m["stats"]["inferences"],
+            ),
+        ),
+    ]
     lines = []
     for metric, kind, help_text, render in families:
         lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} {kind}"]

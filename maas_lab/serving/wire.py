@@ -210,9 +210,14 @@ def check_binary_size(what: str, datatype: str, shape: list, count: int, nbytes:
 
 
 def from_binary(
-    what: str, datatype: str, shape: list[int], count: int, view: memoryview, offset: int,
+    what: str,
+    datatype: str,
+    shape: list[int],
+    count: int,
+    view: memoryview,
+    offset: int,
     nbytes: int,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """A flat array of ``count`` values from ``nbytes`` of binary data at ``offset``."""
     if datatype == "BYTES":
         return _unpack_bytes(view[offset : offset + nbytes], count, what)
@@ -309,8 +314,9 @@ def _show(value: Any) -> str:
 # --- writing a body ------------------------------------------------------------------------
 
 
-def with_values(entry: dict, array: np.ndarray, binary: bool, blobs: list, role: str,
-                 error: type[Exception]) -> dict:  # fmt: skip
+def with_values(
+    entry: dict, array: np.ndarray, binary: bool, blobs: list, role: str, error: type[Exception]
+) -> dict:
     """A tensor's values, in the header as JSON ``data`` or appended to ``blobs`` as binary."""
     datatype = entry["datatype"]
     if binary:

@@ -146,20 +146,20 @@ def maas_compressors(register):
                     "static QDQ quantization of weights and "
                     "activations, calibrated on --calibration (else --data, else built-in "
                     "sentences)",
-                ),  # fmt: skip
+                ),
                 Param(
                     "per_channel",
                     "bool",
                     True,
                     "one scale per output channel of each "
                     "weight (much better fidelity than one per tensor)",
-                ),  # fmt: skip
+                ),
                 Param(
                     "calibration_rows",
                     "int",
                     128,
                     "rows or sentences used to calibrate static activation ranges and --smooth",
-                ),  # fmt: skip
+                ),
                 Param(
                     "smooth",
                     "float",
@@ -169,7 +169,7 @@ def maas_compressors(register):
                     "rows to match (the float model is unchanged), where that lowers the "
                     "simulated int8 error; calibrated on --calibration, else --data, else "
                     "built-in sentences (skipped, with a note, without any); 0 disables",
-                ),  # fmt: skip
+                ),
                 Param(
                     "outliers",
                     "int",
@@ -178,20 +178,20 @@ def maas_compressors(register):
                     "its N largest channels through a small float MatMul, where that "
                     "simulates far better than smoothing (MiniLM's FFN down projections); "
                     "0 disables",
-                ),  # fmt: skip
+                ),
                 Param(
                     "exclude",
                     "str",
                     None,
                     "comma-separated node names to keep in float (the budget search adds to these)",
-                ),  # fmt: skip
+                ),
                 Param(
                     "sensitivity_rows",
                     "int",
                     16,
                     "--max-drop: sentences or rows used to "
                     "rank layers by how much quantizing each alone costs",
-                ),  # fmt: skip
+                ),
             ),
         )
     )

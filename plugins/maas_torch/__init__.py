@@ -225,21 +225,21 @@ PRUNE_PARAMS = (
         0.5,
         "fraction of weights zeroed, smallest magnitude first, "
         "across all Linear/Conv layers (unstructured)",
-    ),  # fmt: skip
+    ),
     Param(
         "structured",
         "bool",
         False,
         "remove whole neurons/channels and rebuild smaller "
         "layers: smaller and faster (uses --amount)",
-    ),  # fmt: skip
+    ),
     Param(
         "amount",
         "float",
         0.5,
         "structured: fraction of each hidden layer's neurons or "
         "channels removed, lowest L2 norm first",
-    ),  # fmt: skip
+    ),
     Param(
         "storage",
         "str",
@@ -247,20 +247,20 @@ PRUNE_PARAMS = (
         "unstructured: sparse stores only the kept weights and "
         "a bitmask; dense keeps zeros in place",
         choices=("sparse", "dense"),
-    ),  # fmt: skip
+    ),
     Param(
         "finetune_epochs",
         "int",
         0,
         "epochs of fine-tuning on --data after pruning (pruned weights stay zero)",
-    ),  # fmt: skip
+    ),
     Param(
         "finetune",
         "code",
         None,
         "module:callable(model, data) that fine-tunes the pruned "
         "model in place, instead of the built-in loop",
-    ),  # fmt: skip
+    ),
     Param("lr", "float", 1e-3, "learning rate of the built-in fine-tuning"),
 )
 
@@ -271,14 +271,14 @@ QUANTIZE_PARAMS = (
         "linear",
         "module types quantized dynamically to int8",
         choices=("linear", "linear+lstm"),
-    ),  # fmt: skip
+    ),
     POOLING,
 )
 
 DISTILL_PARAMS = (
     Param(
         "student", "code", None, "importable factory of the student, module:callable", required=True
-    ),  # fmt: skip
+    ),
     Param("config", "str", "{}", "the student factory's keyword arguments, a JSON object"),
     Param("epochs", "int", 50, "most epochs; training stops earlier when validation stalls"),
     Param("temperature", "float", 4.0, "softens teacher and student outputs for the KD loss"),
@@ -287,7 +287,7 @@ DISTILL_PARAMS = (
         "float",
         0.5,
         "weight of the soft-target loss; 1-alpha goes to the labels (0 trains the student alone)",
-    ),  # fmt: skip
+    ),
     Param("lr", "float", 0.01, "Adam learning rate"),
     Param("batch_size", "int", 64, "rows per training step"),
     Param("patience", "int", 15, "epochs without a better validation accuracy before stopping"),

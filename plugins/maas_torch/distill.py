@@ -88,9 +88,21 @@ def distill(checkout, options: dict, workdir, context) -> Artifact:
         started_all = time.perf_counter()
         best, history, job = _data_parallel(context, options, spec, train, val, t_train)
         student.load_state_dict(best[2])
-        return _artifact(workdir, student, best, history, options, kwargs, spec, teacher,
-                         train, t_train, val_teacher_acc, job["progress"].get("samples_per_s"),
-                         time.perf_counter() - started_all)  # fmt: skip
+        return _artifact(
+            workdir,
+            student,
+            best,
+            history,
+            options,
+            kwargs,
+            spec,
+            teacher,
+            train,
+            t_train,
+            val_teacher_acc,
+            samples_per_s=job["progress"].get("samples_per_s"),
+            seconds=time.perf_counter() - started_all,
+        )
     soft = torch.from_numpy(t_train)
     T, alpha = options["temperature"], options["alpha"]
     opt = torch.optim.Adam(student.parameters(), lr=options["lr"])
@@ -126,8 +138,21 @@ def distill(checkout, options: dict, workdir, context) -> Artifact:
     finally:
         bar.close()
     student.load_state_dict(best[2])
-    return _artifact(workdir, student, best, history, options, kwargs, spec, teacher, train,
-                     t_train, val_teacher_acc, None, time.perf_counter() - started)  # fmt: skip
+    return _artifact(
+        workdir,
+        student,
+        best,
+        history,
+        options,
+        kwargs,
+        spec,
+        teacher,
+        train,
+        t_train,
+        val_teacher_acc,
+        samples_per_s=None,
+        seconds=time.perf_counter() - started,
+    )
 
 
 def kd_loss(logits, labels, soft, T: float, alpha: float):
@@ -144,8 +169,21 @@ def kd_loss(logits, labels, soft, T: float, alpha: float):
     return loss
 
 
-def _artifact(workdir, student, best, history, options, kwargs, spec, teacher, train, t_train,
-              val_teacher_acc, samples_per_s, seconds) -> Artifact:  # fmt: skip
+def _artifact(
+    workdir,
+    student,
+    best,
+    history,
+    options,
+    kwargs,
+    spec,
+    teacher,
+    train,
+    t_train,
+    val_teacher_acc,
+    samples_per_s,
+    seconds,
+) -> Artifact:
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in best[2].items()}, str(workdir / "weights.safetensors"))
@@ -188,14 +226,23 @@ def _data_parallel(context, options: dict, spec: dict, train, val, t_train):
 
     folder = Path(tempfile.mkdtemp(prefix="maas-distill-"))
     try:
-        np.savez(folder / "data.npz", x_train=train.x, y_train=train.y, x_val=val.x,
-                 y_val=val.y, soft=t_train)  # fmt: skip
+        np.savez(
+            folder / "data.npz",
+            x_train=train.x,
+            y_train=train.y,
+            x_val=val.x,
+            y_val=val.y,
+            soft=t_train,
+        )
         keys = ("epochs", "temperature", "alpha", "lr", "batch_size", "patience", "seed")
         (folder / "options.json").write_text(
             json.dumps({"spec": spec, **{k: options[k] for k in keys}})
         )
-        job = context.launch("maas_torch.distill:train_data_parallel", args=[str(folder)],
-                             processes=options["processes"])  # fmt: skip
+        job = context.launch(
+            "maas_torch.distill:train_data_parallel",
+            args=[str(folder)],
+            processes=options["processes"],
+        )
         result = json.loads((folder / "result.json").read_text())
         state = load_file(str(folder / "weights.safetensors"))
         best = (max(result["history"]), result["best_epoch"], state)
@@ -227,9 +274,11 @@ def train_data_parallel(accelerator, registry) -> None:
     )
     per_process = max(1, opts["batch_size"] // accelerator.num_processes)
     loader = torch.utils.data.DataLoader(
-        rows, batch_size=per_process, shuffle=True,
+        rows,
+        batch_size=per_process,
+        shuffle=True,
         generator=torch.Generator().manual_seed(opts["seed"]),
-    )  # fmt: skip
+    )
     opt = torch.optim.Adam(student.parameters(), lr=opts["lr"])
     model, opt, loader = accelerator.prepare(student, opt, loader)
     x_val, y_val = torch.from_numpy(arrays["x_val"]), arrays["y_val"]
@@ -251,8 +300,9 @@ def train_data_parallel(accelerator, registry) -> None:
         with torch.no_grad():
             acc = float((inner(x_val).argmax(1).numpy() == y_val).mean())
         history.append(round(acc, 4))
-        report(epoch + 1, total=opts["epochs"], loss=total / max(seen, 1), samples=seen,
-               val_acc=acc)  # fmt: skip
+        report(
+            epoch + 1, total=opts["epochs"], loss=total / max(seen, 1), samples=seen, val_acc=acc
+        )
         if acc > best[0]:
             state = {k: v.detach().clone() for k, v in inner.state_dict().items()}
             best, stale = (acc, epoch + 1, state), 0

@@ -141,8 +141,13 @@ def finetune(model, options: dict, train, context, val=None) -> dict:
     finally:
         bar.close()
         model.eval()
-    out = {"epochs": epochs, "lr": lr, "batch_size": BATCH, "train_rows": len(x),
-           "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip
+    out = {
+        "epochs": epochs,
+        "lr": lr,
+        "batch_size": BATCH,
+        "train_rows": len(x),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
     if history:
         out["val_accuracy_by_epoch"] = history
     return out

@@ -51,40 +51,151 @@ _ALLOWED = re.compile(
 _SYMBOL = re.compile(r"^[a-z]+[0-9]+$")
 # What sympy.srepr / str write for torch's shape expressions, and nothing that reaches Python.
 _SYM_CALLS = {
-    "Symbol", "Integer", "Float", "Rational", "Add", "Mul", "Pow", "Max", "Min", "Mod", "Abs",
-    "Eq", "Ne", "Lt", "Le", "Gt", "Ge", "And", "Or", "Not", "floor", "ceiling", "sqrt",
-    "Piecewise", "ExprCondPair", "StrictLessThan", "StrictGreaterThan", "LessThan",
-    "GreaterThan", "Equality", "Unequality", "BooleanTrue", "BooleanFalse", "IntInfinity",
-    "NegativeIntInfinity", "Infinity", "NegativeInfinity", "FloorDiv", "ModularIndexing",
-    "Where", "PythonMod", "CleanDiv", "CeilToInt", "FloorToInt", "CeilDiv", "LShift",
-    "RShift", "PowByNatural", "FloatPow", "FloatTrueDiv", "IntTrueDiv",
-    "IsNonOverlappingAndDenseIndicator", "TruncToFloat", "TruncToInt", "RoundToInt",
-    "RoundDecimal", "ToFloat", "Identity",
-}  # fmt: skip
+    "Symbol",
+    "Integer",
+    "Float",
+    "Rational",
+    "Add",
+    "Mul",
+    "Pow",
+    "Max",
+    "Min",
+    "Mod",
+    "Abs",
+    "Eq",
+    "Ne",
+    "Lt",
+    "Le",
+    "Gt",
+    "Ge",
+    "And",
+    "Or",
+    "Not",
+    "floor",
+    "ceiling",
+    "sqrt",
+    "Piecewise",
+    "ExprCondPair",
+    "StrictLessThan",
+    "StrictGreaterThan",
+    "LessThan",
+    "GreaterThan",
+    "Equality",
+    "Unequality",
+    "BooleanTrue",
+    "BooleanFalse",
+    "IntInfinity",
+    "NegativeIntInfinity",
+    "Infinity",
+    "NegativeInfinity",
+    "FloorDiv",
+    "ModularIndexing",
+    "Where",
+    "PythonMod",
+    "CleanDiv",
+    "CeilToInt",
+    "FloorToInt",
+    "CeilDiv",
+    "LShift",
+    "RShift",
+    "PowByNatural",
+    "FloatPow",
+    "FloatTrueDiv",
+    "IntTrueDiv",
+    "IsNonOverlappingAndDenseIndicator",
+    "TruncToFloat",
+    "TruncToInt",
+    "RoundToInt",
+    "RoundDecimal",
+    "ToFloat",
+    "Identity",
+}
 _SYM_NAMES = {"oo", "zoo", "nan", "int_oo", "true", "false"}
 _ASSUMPTIONS = {
-    "positive", "negative", "nonnegative", "nonpositive", "integer", "real", "finite",
-    "extended_real", "zero", "nonzero", "even", "odd", "rational",
-}  # fmt: skip
+    "positive",
+    "negative",
+    "nonnegative",
+    "nonpositive",
+    "integer",
+    "real",
+    "finite",
+    "extended_real",
+    "zero",
+    "nonzero",
+    "even",
+    "odd",
+    "rational",
+}
 _AST_OK = (
-    ast.Expression, ast.Load, ast.BinOp, ast.UnaryOp, ast.Compare, ast.BoolOp,
-    ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow, ast.USub, ast.UAdd,
-    ast.Not, ast.Invert, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.And, ast.Or,
-    ast.BitAnd, ast.BitOr,
-)  # fmt: skip
+    ast.Expression,
+    ast.Load,
+    ast.BinOp,
+    ast.UnaryOp,
+    ast.Compare,
+    ast.BoolOp,
+    ast.Add,
+    ast.Sub,
+    ast.Mult,
+    ast.Div,
+    ast.FloorDiv,
+    ast.Mod,
+    ast.Pow,
+    ast.USub,
+    ast.UAdd,
+    ast.Not,
+    ast.Invert,
+    ast.Eq,
+    ast.NotEq,
+    ast.Lt,
+    ast.LtE,
+    ast.Gt,
+    ast.GtE,
+    ast.And,
+    ast.Or,
+    ast.BitAnd,
+    ast.BitOr,
+)
 _OPERATOR_TARGETS = {
-    "getitem", "add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "neg", "pos", "abs",
-    "eq", "ne", "lt", "le", "gt", "ge", "and_", "or_", "xor", "not_", "invert", "lshift",
+    "getitem",
+    "add",
+    "sub",
+    "mul",
+    "truediv",
+    "floordiv",
+    "mod",
+    "pow",
+    "neg",
+    "pos",
+    "abs",
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "and_",
+    "or_",
+    "xor",
+    "not_",
+    "invert",
+    "lshift",
     "rshift",
-}  # fmt: skip
+}
 # aten operators whose names are dunders (all other dunders are refused as attribute tricks):
 # the bitwise and shift operators, registered as aten::__and__.Tensor etc. An encoder's
 # attention mask is combined with ``&`` (transformers' masking_utils), giving aten.__and__.
 _ATEN_DUNDERS = {"__and__", "__or__", "__xor__", "__lshift__", "__rshift__"}
 _TORCH_TARGETS = {
-    "torch.sym_int", "torch.sym_float", "torch.sym_max", "torch.sym_min", "torch.sym_not",
-    "torch.sym_ite", "torch.sym_sqrt", "torch.sym_sum", "torch._sym_sqrt",
-}  # fmt: skip
+    "torch.sym_int",
+    "torch.sym_float",
+    "torch.sym_max",
+    "torch.sym_min",
+    "torch.sym_not",
+    "torch.sym_ite",
+    "torch.sym_sqrt",
+    "torch.sym_sum",
+    "torch._sym_sqrt",
+}
 
 
 def _refuse(path: Path, why: str) -> UsageError:
@@ -166,15 +277,17 @@ def check_target(target: str) -> None:
     if target.startswith("torch.ops."):
         parts = target.split(".")[2:]
         allowed = _ATEN_DUNDERS if parts[:1] == ["aten"] else set()
-        dunders = [p for i, p in enumerate(parts) if p.startswith("__") and not (
-            i == 1 and p in allowed)]  # fmt: skip
+        dunders = [
+            p for i, p in enumerate(parts) if p.startswith("__") and not (i == 1 and p in allowed)
+        ]
         if not 2 <= len(parts) <= 3 or not all(parts) or dunders:
             raise ValueError(f"node target {target!r} is not an operator name")
         namespace = getattr(torch.ops, parts[0], None)
         spaces = tuple(
-            getattr(torch._ops, n) for n in ("_OpNamespace", "_HigherOrderNamespace")
+            getattr(torch._ops, n)
+            for n in ("_OpNamespace", "_HigherOrderNamespace")
             if hasattr(torch._ops, n)
-        )  # fmt: skip
+        )
         if not spaces or not isinstance(namespace, spaces):
             raise ValueError(f"node target {target!r} is not in an operator namespace")
         try:

@@ -94,9 +94,10 @@ def quantize(checkout, options: dict, workdir: Path, context) -> Artifact:
     kept = Counter(
         type(m).__name__
         for m in qmodel.modules()
-        if not list(m.children()) and not type(m).__module__.startswith("torch.ao.nn")
+        if not list(m.children())
+        and not type(m).__module__.startswith("torch.ao.nn")
         and any(True for _ in m.parameters(recurse=False))
-    )  # fmt: skip
+    )
     # The checks compare the trace with the quantized eager model, not the float one: the
     # float-vs-int8 difference is fidelity, which the core measures against the parent.
     float_cases = prep.cases

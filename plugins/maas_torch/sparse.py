@@ -26,6 +26,8 @@ from maas_lab.errors import UsageError
 FORMAT = "bitmask-v1"
 META_KEY = "maas_sparse"
 VALUES, MASK = "::values", "::mask"
+# safetensors dtypes a sparse tensor's values may have
+_VALUE_DTYPES = ("F16", "BF16", "F32", "F64")
 
 
 def pack(weight) -> tuple:
@@ -182,8 +184,7 @@ def logical_shapes(path: Path, spec: dict | None) -> dict[str, list[int]]:
                     "is damaged or was edited."
                 )
             values = f.get_slice(name + VALUES)
-            if len(values.get_shape()) != 1 or values.get_dtype() not in ("F16", "BF16", "F32",
-                                                                          "F64"):  # fmt: skip
+            if len(values.get_shape()) != 1 or values.get_dtype() not in _VALUE_DTYPES:
                 raise UsageError(
                     f"{Path(path).name}: sparse tensor {name!r} has values "
                     f"{values.get_dtype()} {values.get_shape()}; they must be a 1-D float array."

@@ -45,18 +45,39 @@ def _elementwise():
     from torch import nn
 
     return (
-        nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
-        nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Softplus,
-        nn.Softsign, nn.Tanhshrink, nn.LogSigmoid, nn.Threshold, nn.Identity,
+        nn.ReLU,
+        nn.ReLU6,
+        nn.LeakyReLU,
+        nn.ELU,
+        nn.SELU,
+        nn.CELU,
+        nn.GELU,
+        nn.SiLU,
+        nn.Mish,
+        nn.Sigmoid,
+        nn.Tanh,
+        nn.Hardtanh,
+        nn.Hardswish,
+        nn.Hardsigmoid,
+        nn.Softplus,
+        nn.Softsign,
+        nn.Tanhshrink,
+        nn.LogSigmoid,
+        nn.Threshold,
+        nn.Identity,
         nn.modules.dropout._DropoutNd,
-    )  # fmt: skip
+    )
 
 
 def _pools():
     from torch.nn.modules import pooling
 
-    return (pooling._MaxPoolNd, pooling._AvgPoolNd, pooling._AdaptiveAvgPoolNd,
-            pooling._AdaptiveMaxPoolNd)  # fmt: skip
+    return (
+        pooling._MaxPoolNd,
+        pooling._AvgPoolNd,
+        pooling._AdaptiveAvgPoolNd,
+        pooling._AdaptiveMaxPoolNd,
+    )
 
 
 def _kind(module) -> str | None:
@@ -84,8 +105,12 @@ def _name(module) -> str:
 def _norm_for(kind: str):
     from torch import nn
 
-    return {"linear": nn.BatchNorm1d, "conv1d": nn.BatchNorm1d, "conv2d": nn.BatchNorm2d,
-            "conv3d": nn.BatchNorm3d}[kind]  # fmt: skip
+    return {
+        "linear": nn.BatchNorm1d,
+        "conv1d": nn.BatchNorm1d,
+        "conv2d": nn.BatchNorm2d,
+        "conv3d": nn.BatchNorm3d,
+    }[kind]
 
 
 def _is_chain(module) -> bool:
@@ -211,18 +236,29 @@ def _narrowed(old, n_in: int, n_out: int):
     if isinstance(old, nn.Linear):
         return nn.Linear(n_in, n_out, bias=old.bias is not None, device=device, dtype=dtype)
     return type(old)(
-        n_in, n_out, old.kernel_size, stride=old.stride, padding=old.padding,
-        dilation=old.dilation, groups=1, bias=old.bias is not None,
-        padding_mode=old.padding_mode, device=device, dtype=dtype,
-    )  # fmt: skip
+        n_in,
+        n_out,
+        old.kernel_size,
+        stride=old.stride,
+        padding=old.padding,
+        dilation=old.dilation,
+        groups=1,
+        bias=old.bias is not None,
+        padding_mode=old.padding_mode,
+        device=device,
+        dtype=dtype,
+    )
 
 
 def _narrowed_norm(old, n: int):
     return type(old)(
-        n, eps=old.eps, momentum=old.momentum, affine=old.affine,
+        n,
+        eps=old.eps,
+        momentum=old.momentum,
+        affine=old.affine,
         track_running_stats=old.track_running_stats,
         device=None if old.weight is None else old.weight.device,
-    )  # fmt: skip
+    )
 
 
 def apply(model, links: dict[str, Link], keep: dict[str, object], copy: bool = True) -> None:

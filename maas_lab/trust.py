@@ -23,6 +23,7 @@ import importlib
 from collections.abc import Iterable
 
 from .errors import UntrustedCode, UsageError
+from .hints import command, prog_scope
 from .registry.trust import check_code_ref
 
 BUILTIN_MODULES = ("maas_lab.zoo",)
@@ -75,11 +76,14 @@ def require(refs: Iterable[str], registries: Iterable | None = None, where: str 
     untrusted = [r for r in refs if not is_trusted(r, regs)]
     if untrusted:
         named = ", ".join(repr(r) for r in untrusted)
+        run = command("trust", untrusted[0])
+        with prog_scope("%maas"):
+            in_notebook = command("trust", untrusted[0])
+        also = f" (`{in_notebook}` in a notebook)" if in_notebook != run else ""
         raise UntrustedCode(
             f"{where or 'This version'} names code nobody has trusted here: {named}. Loading it "
-            "would import and call that. If you know and trust it, run `maas trust "
-            f"{untrusted[0]}` (`%maas trust {untrusted[0]}` in a notebook); for a bundle, "
-            "`maas bundle import FILE --trust` trusts what it names.",
+            f"would import and call that. If you know and trust it, run `{run}`{also}; for a "
+            f"bundle, `{command('bundle import', 'FILE', trust=True)}` trusts what it names.",
             untrusted,
         )
 

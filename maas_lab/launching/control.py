@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from ..errors import JobFailed, UsageError
+from ..hints import command
 from ..registry import open as open_registry
 from ..results import LogTail, Report, Table, kv_table, tail_text
 from . import jobs
@@ -267,8 +268,7 @@ def follow(job, root=None) -> Report:
     if row["status"] in ("failed", "lost"):
         raise JobFailed(
             f"Job {row['id']} {row['status']}: {row['error'].rstrip('.')}. Nothing was "
-            "registered. The "
-            f"whole log: `maas logs {row['id']}`.",
+            f"registered. The whole log: `{command('logs', row['id'])}`.",
             report,
         )
     return report
@@ -375,7 +375,7 @@ def show(job, root=None) -> Report:
         else None,
         "error": row["error"],
         "command": shlex.join(row["command"]) if row["command"] else None,
-        "log": f"maas logs {row['id']}",
+        "log": command("logs", row["id"]),
     }
     title = f"job {row['id']}: {row['status']}"
     if took is not None and row["status"] in jobs.ENDED:

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from ..errors import NotFoundError, UsageError
+from ..hints import command
 from ..registry.db import now, write
 from ..registry.refs import is_digits
 
@@ -33,7 +34,7 @@ def parse_id(text) -> int:
     raw = str(text).strip()
     digits = raw[4:] if raw.lower().startswith("job-") else raw
     if not is_digits(digits):
-        raise UsageError(f"{raw!r} is not a job id: jobs are numbered (see `maas jobs`).")
+        raise UsageError(f"{raw!r} is not a job id: jobs are numbered (see `{command('jobs')}`).")
     return int(digits)
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import IntegrityError, UsageError
+from ..hints import command
 from .db import now
 from .queries import describe
 from .refs import check_model_name, check_relative_file_name
@@ -167,7 +168,8 @@ def _members(tar: tarfile.TarFile, path: Path) -> dict[str, tarfile.TarInfo]:
             if member.name in out:
                 raise UsageError(
                     f"{path.name} holds {member.name} twice; a bundle names each member once. "
-                    "Refusing it: re-export the bundle with `maas bundle export`."
+                    "Refusing it: re-export the bundle with "
+                    f"`{command('bundle export', 'REF', 'OUT')}`."
                 )
             out[member.name] = member
     except (tarfile.TarError, OSError, EOFError) as exc:
@@ -273,7 +275,7 @@ def _checked_manifest(m: dict, path: Path) -> dict:
     def bad(field: str, want: str, got) -> UsageError:
         return UsageError(
             f"{path.name} has a malformed manifest: {field} must be {want}, got {got!r:.80}. "
-            "Re-export the bundle with `maas bundle export`."
+            f"Re-export the bundle with `{command('bundle export', 'REF', 'OUT')}`."
         )
 
     def obj(parent: dict, key: str, field: str, optional: bool = False) -> dict:

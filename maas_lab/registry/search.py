@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from ..errors import UsageError
+from ..hints import command
 from .registry import Registry
 
 _TOKEN = re.compile(r"[\w]+", re.UNICODE)
@@ -16,7 +17,9 @@ FIELDS = ("name", "task", "description", "tags", "cards")
 def _words(text: str) -> list[str]:
     words = _TOKEN.findall(text or "")
     if not words:
-        raise UsageError("Give at least one word to search for, e.g. `maas search embedding`.")
+        raise UsageError(
+            f"Give at least one word to search for, e.g. `{command('search', 'embedding')}`."
+        )
     return [w.lower() for w in words[:32]]
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import IntegrityError, RegistryError, UsageError
+from ..hints import command
 
 CHUNK = 1 << 20
 _DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -128,7 +129,8 @@ class BlobStore:
         what = f" ({label})" if label else ""
         if not path.is_file():
             raise IntegrityError(
-                f"Blob {digest}{what} is missing from the registry. Run `maas fsck` to list damage."
+                f"Blob {digest}{what} is missing from the registry. "
+                f"Run `{command('fsck')}` to list damage."
             )
         actual_size = path.stat().st_size
         actual = sha256_file(path) if actual_size == size else None

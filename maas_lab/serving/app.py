@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from ..components import tensor
 from ..errors import MaasError, NotFoundError
+from ..hints import command
 from ..version import __version__
 from .batching import BackendFailed, Overloaded, RequestTimeout
 from .metrics import merge, prometheus
@@ -207,9 +208,9 @@ class Server:
             why = "was wrong" if given else "is missing"
             raise HTTPError(
                 401,
-                f"The token {why}: send the header 'Authorization: Bearer "
-                "<token>' with the token `maas serve` showed when it "
-                "started.",
+                f"The token {why}: send the header 'Authorization: Bearer <token>' with "
+                "the server's token: the --token it was started with, or the generated one "
+                "(server.token in Python; shown once on the terminal that started it).",
                 {"www-authenticate": "Bearer"},
             )
 
@@ -518,7 +519,7 @@ class Server:
             raise HTTPError(
                 400,
                 f"Unloading {name} would leave the server with no model; "
-                "stop the server instead (`maas stop`).",
+                f"stop the server instead (`{command('stop', self.name)}`).",
             )
         await loop.run_in_executor(None, lambda: state.update(db, self.name, models=models))
         deadline = time.monotonic() + 120
@@ -543,7 +544,8 @@ class Server:
         if action == "load":
             await loop.run_in_executor(None, restore)
         raise failure or HTTPError(
-            504, f"{ref} did not finish {action}ing within 120 s; see `maas logs`."
+            504,
+            f"{ref} did not finish {action}ing within 120 s; see `{command('logs', self.name)}`.",
         )
 
     # ------------------------------------------------------------------ statistics

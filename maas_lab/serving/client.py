@@ -19,6 +19,7 @@ from urllib.parse import quote, urlsplit
 import numpy as np
 
 from ..errors import ServerError, UsageError
+from ..hints import command
 from .client_wire import as_input_array, encode_infer_request, parse_infer_response
 from .wire import DATATYPES, ProtocolError, numpy_dtype
 
@@ -221,7 +222,8 @@ class Client:
             except ConnectionRefusedError:
                 self.close()
                 raise ServerError(
-                    f"Nothing answers at {self.url}: is the server running? Check `maas status`."
+                    f"Nothing answers at {self.url}: is the server running? "
+                    f"Check `{command('status')}`."
                 ) from None
             except _DROPPED:
                 self.close()

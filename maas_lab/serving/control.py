@@ -6,6 +6,7 @@ their snapshot files, signals and HTTP.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import secrets
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConflictError, NotFoundError, ServeError, UsageError
+from ..hints import command, prog_scope, typed
 from ..registry import open as open_registry
 from ..results import LogTail, Report, Table, tail_text
 from . import state
@@ -42,6 +44,22 @@ def _check_range(label: str, value, low, high):
 # ---------------------------------------------------------------------- serve
 
 
+def _applying_prog(func):
+    """Accept ``prog=`` (the command typed, as the CLI used to pass it) and apply it as
+    :func:`~maas_lab.hints.prog_scope`; None leaves hints as they are. Hints read the prog from
+    ``hints`` alone, so this goes once no caller passes ``prog``."""
+
+    @functools.wraps(func)
+    def wrapper(*args, prog: str | None = None, **kwargs):
+        if prog is None:
+            return func(*args, **kwargs)
+        with prog_scope(prog):
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+@_applying_prog
 def serve(
     refs,
     *,
@@ -64,7 +82,6 @@ def serve(
     wait_s: float = 180.0,
     foreground: bool = False,
     healthy_reset_s: float = 30.0,
-    prog: str | None = None,
     root=None,
 ):
     """Serve one or more registered versions over HTTP (Open Inference Protocol v2).
@@ -74,13 +91,17 @@ def serve(
     dropping a request. Returns a :class:`ServerHandle` once every replica is ready.
 
     ``healthy_reset_s``: after running that long with every replica ready, a crashed worker
-    is replaced after the shortest delay again. ``prog``: the command typed (``maas`` or
-    ``%maas``) for the hints the handle shows; None when called from Python. A generated
-    token is never shown in the handle's output (see :class:`ServerHandle`).
+    is replaced after the shortest delay again. ``prog`` (keyword only, optional): the
+    command typed (``maas`` or ``%maas``), applied as :func:`maas_lab.hints.prog_scope` for
+    the hints shown; without it they follow ``hints`` (the handle hints at its own methods
+    when no command line runs). A generated token is never shown in the handle's output
+    (see :class:`ServerHandle`).
     """
     refs = [refs] if isinstance(refs, str) else list(refs)
     if not refs:
-        raise UsageError("Name at least one model to serve, e.g. `maas serve minilm@prod`.")
+        raise UsageError(
+            f"Name at least one model to serve, e.g. `{command('serve', 'minilm@prod')}`."
+        )
     reg = open_registry(root)
     for ref in refs:
         reg.resolve(ref)  # NotFoundError naming what is missing, before anything starts
@@ -102,7 +123,7 @@ def serve(
             where = _url(existing["host"], existing["port"])
             raise ConflictError(
                 f"A server named {name!r} already runs at {where}. Stop it "
-                f"(`maas stop {name}`), or pass --name for a second one."
+                f"(`{command('stop', name)}`), or pass --name for a second one."
             )
         state.delete(reg.db, name)
     generated = token is None
@@ -174,9 +195,9 @@ def serve(
         _terminate(proc)
         state.delete(reg.db, name)
         raise
-    if generated and prog == "maas" and sys.stderr.isatty():  # a terminal: never saved
+    if generated and _typed_in() == "shell" and sys.stderr.isatty():  # a terminal: never saved
         sys.stderr.write(f"Management token (shown once): {token}\n")
-    return ServerHandle(name, reg.root, token=token, generated=generated, prog=prog)
+    return ServerHandle(name, reg.root, token=token, generated=generated)
 
 
 def _wait_ready(reg, name: str, proc, wait_s: float, log_start: int) -> None:
@@ -196,7 +217,8 @@ def _wait_ready(reg, name: str, proc, wait_s: float, log_start: int) -> None:
             raise ServeError(f"The server could not load its model: {failed}")
         time.sleep(0.1)
     raise ServeError(
-        f"Server {name!r} was not ready after {wait_s:g} s; see `maas logs {name}`. It was stopped."
+        f"Server {name!r} was not ready after {wait_s:g} s; see `{command('logs', name)}`. "
+        "It was stopped."
     )
 
 
@@ -256,11 +278,10 @@ class ServerHandle(Table):
 
     The token is the ``token`` attribute and nowhere in what the handle renders (``str``,
     ``repr``, HTML): a notebook saves every output it shows, so a secret printed there
-    travels with the file. ``prog`` is what the person typed: ``"%maas"`` (hints in magic
-    syntax), ``"maas"`` (shell syntax), or None (Python: the handle's own methods)."""
+    travels with the file. The hints follow where it was typed (:func:`maas_lab.hints.typed`):
+    ``%maas`` syntax in the magic, ``maas`` in a shell, the handle's own methods in Python."""
 
-    def __init__(self, name: str, root, token: str | None = None, generated: bool = False,
-                 prog: str | None = None):  # fmt: skip
+    def __init__(self, name: str, root, token: str | None = None, generated: bool = False):
         self.name, self.root, self.token = name, Path(root), token
         row = state.get(open_registry(root).db, name)
         self.url = _url(row["host"], row["port"]) if row else None
@@ -283,7 +304,7 @@ class ServerHandle(Table):
                 "token": who,
             }
         ]
-        note = _next_steps(name, self.models, prog, generated)
+        note = _next_steps(name, self.models, generated)
         super().__init__(rows, title=f"Server {name} is ready", note=note)
 
     def client(self):
@@ -304,19 +325,31 @@ class ServerHandle(Table):
         return stop(self.name, root=self.root)
 
 
-def _next_steps(name: str, models: list[str], prog: str | None, generated: bool) -> str:
+def _typed_in() -> str:
+    """Where the running command was typed: "python" (no command line), "notebook" (the
+    magic) or "shell"."""
+    prog = typed()
+    return "python" if prog is None else "notebook" if prog.startswith("%") else "shell"
+
+
+def _next_steps(name: str, models: list[str], generated: bool) -> str:
     """Hints in the syntax of the place the server was started from, and where a generated
     token is found; never the token itself."""
     model = models[0] if models else name
-    if prog is None:
+    where_typed = _typed_in()
+    if where_typed == "python":
         steps = "`server.client()`, `server.status()`, `server.stop()`"
         where = "it is `server.token` (not displayed, so saved outputs never hold it)"
     else:
-        steps = f"`{prog} predict {model} ...`, `{prog} status`, `{prog} stop {name}`"
+        steps = (
+            f"`{command('predict', model, '...')}`, `{command('status')}`, "
+            f"`{command('stop', name)}`"
+        )
         where = (
-            f"it is not displayed (saved notebooks keep outputs): `server = {prog} serve ...`,"
-            " then `server.token`; `server.client()` sends it for you"
-            if prog.startswith("%")
+            "it is not displayed (saved notebooks keep outputs): "
+            f"`server = {command('serve', '...')}`, then `server.token`; `server.client()` "
+            "sends it for you"
+            if where_typed == "notebook"
             else "a generated one is shown once on a terminal's stderr; pass --token (or set "
             "MAAS_SERVE_TOKEN) to choose one"
         )
@@ -416,7 +449,9 @@ def status(name: str | None = None, root=None) -> Table:
         columns.append("problem")
     note = f"Removed stale entries: {', '.join(removed)}." if removed else ""
     if not rows and not note:
-        note = "No server is running. Start one with `maas serve NAME[@VERSION|@ALIAS]`."
+        note = (
+            f"No server is running. Start one with `{command('serve', 'NAME[@VERSION|@ALIAS]')}`."
+        )
     return Table(rows, columns, title="Servers", note=note)
 
 
@@ -445,7 +480,9 @@ def scale(name: str, replicas: int, wait_s: float = 120.0, root=None) -> Table:
     while time.monotonic() < deadline:
         row = state.get(reg.db, name)
         if row is None:
-            raise ServeError(f"Server {name!r} stopped while scaling; see `maas logs {name}`.")
+            raise ServeError(
+                f"Server {name!r} stopped while scaling; see `{command('logs', name)}`."
+            )
         snaps = state.read_snapshots(folder, row["workers"])
         ready = sum(s["ready"] for s in snaps) == replicas and row["status"] == "running"
         if len(row["workers"]) == replicas and ready:
@@ -453,7 +490,7 @@ def scale(name: str, replicas: int, wait_s: float = 120.0, root=None) -> Table:
         time.sleep(0.1)
     raise ServeError(
         f"Server {name!r} did not reach {replicas} ready replicas in {wait_s:g} "
-        f"s; see `maas logs {name}`."
+        f"s; see `{command('logs', name)}`."
     )
 
 
@@ -605,6 +642,6 @@ def wait_for_switch(
         lines.append(
             result
             or f"server {row['name']} has not switched after {wait_s:g} s; see "
-            f"`maas logs {row['name']}`"
+            f"`{command('logs', row['name'])}`"
         )
     return lines

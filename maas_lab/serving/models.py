@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..components import tensor
+from ..hints import command
 from .batching import Batcher, Plan
 from .metrics import Stats
 from .text import TextInput
@@ -167,8 +168,8 @@ class ModelSet:
         shown = ", ".join(str(v.number) for v in live) or "none yet"
         raise NotServed(
             f"{name}@{version} is not loaded on this server (it serves version {shown}). "
-            f"Serve it with `maas serve {name}@{version}`, or load it through the repository "
-            "API."
+            f"Serve it with `{command('serve', f'{name}@{version}')}`, or load it through the "
+            "repository API."
         )
 
     def loaded(self) -> list[Loaded]:

@@ -296,7 +296,7 @@ DISTILL_PARAMS = (
         "processes",
         "int",
         1,
-        "train data-parallel on this many processes (a `maas launch` job through accelerate)",
+        "train data-parallel on this many processes (a maas launch job through accelerate)",
     ),
 )
 

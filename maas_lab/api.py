@@ -21,7 +21,11 @@ from .registry.refs import parse_ref
 from .results import Report, Table, human_size, kv_table
 from .runners import load as load_checkout
 from .runners import start_runner
+from .schemas import COMPARE, COMPRESS, EXPORT, SERVE
 from .views import history_report, plugins_table, version_report
+
+# Defaults of the core's own options, declared once in maas_lab.schemas (with their help).
+_EXPORT, _COMPRESS, _COMPARE, _SERVE = (s.defaults() for s in (EXPORT, COMPRESS, COMPARE, SERVE))
 
 
 def registry(root: str | os.PathLike | None = None):
@@ -102,9 +106,9 @@ def export(
     ref: str,
     to: str,
     *,
-    allow_mismatch: bool = False,
-    atol: float | None = None,
-    min_cosine: float | None = None,
+    allow_mismatch: bool = _EXPORT["allow_mismatch"],
+    atol: float | None = _EXPORT["atol"],
+    min_cosine: float | None = _EXPORT["min_cosine"],
     root=None,
     **options,
 ) -> Report:
@@ -136,11 +140,11 @@ def compress(
     ref: str,
     with_: str,
     *,
-    data=None,
-    calibration=None,
-    max_drop=None,
-    allow_over_budget: bool = False,
-    budget_s: float = 2.0,
+    data=_COMPRESS["data"],
+    calibration=_COMPRESS["calibration"],
+    max_drop=_COMPRESS["max_drop"],
+    allow_over_budget: bool = _COMPRESS["allow_over_budget"],
+    budget_s: float = _COMPRESS["budget_s"],
     root=None,
     **options,
 ) -> Report:
@@ -200,7 +204,13 @@ def distill(
     )
 
 
-def compare(*refs: str, data=None, budget_s: float = 2.0, log: bool = True, root=None) -> Report:
+def compare(
+    *refs: str,
+    data=_COMPARE["data"],
+    budget_s: float = _COMPARE["budget_s"],
+    log: bool = _COMPARE["log"],
+    root=None,
+) -> Report:
     """Measure versions side by side, now, on this machine: size, accuracy or fidelity
     against the first one, batch-1 latency (median ms) and batch-32 throughput (rows/s),
     interleaved. Each speed-up is against the first version and sits beside the measurement
@@ -217,7 +227,7 @@ def evaluate(
     ref: str,
     data=None,
     against: str | None = None,
-    budget_s: float = 2.0,
+    budget_s: float = _COMPARE["budget_s"],
     log: bool = False,
     root=None,
 ) -> Report:
@@ -275,8 +285,16 @@ def history(name: str, root=None) -> Report:
 def alias(
     name: str, alias_name: str, version: str | int | None = None, delete: bool = False, root=None
 ) -> Report:
-    """Point ``name@alias_name`` at ``version`` (number, ref or another alias), or delete it."""
+    """Point ``name@alias_name`` at ``version`` (number, ref or another alias), or delete it.
+
+    Returns the alias: where it points now (``report["ref"]``, None once deleted), where it
+    pointed before (``"previous"``), its moves, and how the servers that follow it switched.
+    """
+    from .registry.queries import history as read_history
+    from .views import alias_report
+
     reg = registry(root)
+    servers: list[str] = []
     if delete:
         if version is not None:
             raise UsageError("Give either a version or --delete, not both.")
@@ -286,17 +304,11 @@ def alias(
             raise UsageError(f"Which version should {name}@{alias_name} point at? e.g. 2.")
         version = str(version)
         target = f"{name}@{version}" if "@" not in version else version
-        reg.set_alias(name, alias_name, target)
-    report = history(name, root=root)
-    if not delete:
+        moved = reg.set_alias(name, alias_name, target)
         from .serving.control import wait_for_switch
 
-        lines = wait_for_switch(name, alias_name, reg.resolve(f"{name}@{alias_name}")["number"],
-                                root=root)  # fmt: skip
-        if lines:
-            report.parts.insert(0, ("Servers following " + f"{name}@{alias_name}",
-                                    "\n".join(lines)))  # fmt: skip
-    return report
+        servers = wait_for_switch(name, alias_name, moved["number"], root=root)
+    return alias_report(name, alias_name, read_history(reg, name), servers)
 
 
 def tag(ref: str, tags=None, remove=(), root=None) -> Report:
@@ -377,14 +389,19 @@ def fsck(
     return Table(result["problems"], ["kind", "item", "detail"], title=title, note=note)
 
 
-def bundle_export(ref: str, out: str | os.PathLike, root=None) -> Table:
+def bundle_export(ref: str, out: str | os.PathLike, root=None) -> Report:
     """Write a version to one tar file (``out``: a file, or a folder for NAME-N.maas.tar)
-    with its files, metadata and digests, for ``bundle_import`` on another machine."""
+    with its files, metadata and digests, for ``bundle_import`` on another machine.
+    Returns the bundle: ``report["bundle"]`` (its path), ``"ref"``, ``"size_bytes"``."""
     from .registry.bundle import export_bundle
 
-    path = export_bundle(registry(root), ref, Path(out))
-    ref = registry(root).resolve(ref)["ref"]
-    return kv_table({"bundle": str(path), "ref": ref, "size": human_size(path.stat().st_size)})
+    reg = registry(root)
+    ref = reg.resolve(ref)["ref"]
+    path = export_bundle(reg, ref, Path(out))
+    size = path.stat().st_size
+    data = {"bundle": str(path), "ref": ref, "size_bytes": size}
+    fields = kv_table({"bundle": str(path), "ref": ref, "size": human_size(size)})
+    return Report(f"Bundle of {ref}", [("", fields)], data=data)
 
 
 def bundle_import(
@@ -441,14 +458,60 @@ def trust_code(reference: str | None = None, *, remove: bool = False, root=None)
 # ---------------------------------------------------------------------- serving
 
 
-def serve(refs, *, root=None, **options):
-    """Serve registered versions over HTTP (Open Inference Protocol v2) in their own
-    processes; returns a handle once ready. Options: see :func:`maas_lab.serving.control.serve`
-    (name, host, port, replicas, max_batch, max_delay_ms, max_queue, timeout_s, threads,
-    max_body_mb, token, allow_hosts, drain_s, foreground)."""
+def serve(
+    refs,
+    *,
+    name: str | None = _SERVE["name"],
+    host: str = _SERVE["host"],
+    port: int = _SERVE["port"],
+    replicas: int = _SERVE["replicas"],
+    max_batch: int = _SERVE["max_batch"],
+    max_delay_ms: float = _SERVE["max_delay_ms"],
+    max_queue: int = _SERVE["max_queue"],
+    timeout_s: float = _SERVE["timeout_s"],
+    threads: int = _SERVE["threads"],
+    max_body_mb: float = _SERVE["max_body_mb"],
+    token: str | None = _SERVE["token"],
+    allow_hosts=_SERVE["allow_hosts"],
+    drain_s: float = _SERVE["drain_s"],
+    max_rows: int = _SERVE["max_rows"],
+    header_timeout_s: float = _SERVE["header_timeout_s"],
+    body_timeout_s: float = _SERVE["body_timeout_s"],
+    foreground: bool = False,
+    root=None,
+):
+    """Serve registered versions (``"minilm@prod"`` or a list) over HTTP (Open Inference
+    Protocol v2) in their own worker processes; returns a handle once every replica is
+    ready (``.url``, ``.client()``, ``.stop()``).
+
+    A ref that names an alias or no version (latest) is followed: when it moves, the
+    server switches to the new version without dropping a request. Each option is
+    described in :data:`maas_lab.schemas.SERVE` (``maas serve --help`` prints the same).
+    Anything but loopback for ``host`` needs a ``token``. ``foreground`` serves in this
+    process until Ctrl-C (what ``maas serve`` does in a terminal)."""
     from .serving.control import serve as start
 
-    return start(refs, root=root, **options)
+    return start(
+        refs,
+        name=name,
+        host=host,
+        port=port,
+        replicas=replicas,
+        max_batch=max_batch,
+        max_delay_ms=max_delay_ms,
+        max_queue=max_queue,
+        timeout_s=timeout_s,
+        threads=threads,
+        max_body_mb=max_body_mb,
+        token=token,
+        allow_hosts=allow_hosts,
+        drain_s=drain_s,
+        max_rows=max_rows,
+        header_timeout_s=header_timeout_s,
+        body_timeout_s=body_timeout_s,
+        foreground=foreground,
+        root=root,
+    )
 
 
 def status(name: str | None = None, root=None) -> Table:
@@ -537,13 +600,24 @@ def launch(
                  metric=metric, wait=wait, root=root, **options)  # fmt: skip
 
 
-def jobs(job=None, limit: int = 20, root=None):
-    """The newest training jobs as a table, or one job (``job``: its id) in full."""
-    from .launching import control
+def jobs(limit: int = 20, root=None) -> Table:
+    """The newest training jobs as a table (``job(id)`` gives one in full)."""
+    from .launching.control import list_jobs
 
-    if job is not None:
-        return control.show(job, root=root)
-    return control.list_jobs(limit=limit, root=root)
+    return list_jobs(limit=limit, root=root)
+
+
+def job(job, root=None):
+    """One training job (its id, ``"job-7"``, or a handle) as a live :class:`Job` handle:
+    it shows the job's record as of when it is shown, and ``.wait()``, ``.cancel()``,
+    ``.logs()`` reach the job from any cell."""
+    from .launching.control import Job
+    from .launching.jobs import find
+
+    if isinstance(job, Job):
+        return job
+    reg = registry(root)
+    return Job(find(reg.db, job)["id"], reg.root)
 
 
 def cancel(job, root=None) -> Report:

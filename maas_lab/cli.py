@@ -11,7 +11,10 @@ import sys
 import click
 
 from . import api
-from .errors import MaasError
+from .arguments import parse_words
+from .errors import MaasError, UsageError
+from .hints import prog_scope
+from .schemas import COMPARE, COMPRESS, EXPORT, SERVE
 from .version import __version__
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -33,6 +36,37 @@ def cli(ctx: click.Context, root: str | None) -> None:
 
 def _root() -> str | None:
     return click.get_current_context().find_root().obj["root"]
+
+
+_CLICK_TYPES = {"str": str, "code": str, "int": int, "float": float}
+
+
+def _options(schema):
+    """click options made from a schema (see maas_lab.schemas), in its order."""
+
+    def apply(command):
+        for p in reversed(schema):
+            decls = [p.cli_flag, p.name]
+            kwargs = {"help": p.help, "multiple": p.multiple, "required": p.required}
+            if p.type == "bool":
+                if p.default:
+                    decls[0] = f"{p.cli_flag}/--no-{p.cli_flag[2:]}"
+                else:
+                    kwargs["is_flag"] = True
+                kwargs["default"] = bool(p.default)
+            else:
+                kwargs["type"] = click.Choice(p.choices) if p.choices else _CLICK_TYPES[p.type]
+                kwargs["default"] = p.default
+            kwargs["show_default"] = not (
+                p.default is None or p.default is False or p.default in ("", ())
+            )
+            for key in ("metavar", "envvar"):
+                if getattr(p, key):
+                    kwargs[key] = getattr(p, key)
+            command = click.option(*decls, **kwargs)(command)
+        return command
+
+    return apply
 
 
 @cli.command()
@@ -165,40 +199,41 @@ class _PluginCommand(click.Command):
                 takes = f" ({', '.join(comp.formats)}{made})" if comp.formats else ""
                 formatter.write_text(f"{comp.name}: {comp.description}{takes}")
                 with formatter.indentation():
-                    formatter.write_dl(
-                        [
-                            (f"--{p.name.replace('_', '-')} {p.type.upper()}", _param_help(p))
-                            for p in comp.params
-                        ]  # fmt: skip
-                    )
+                    formatter.write_dl([_param_row(p) for p in comp.params])
 
 
 class _CompressCommand(_PluginCommand):
     kind, heading = "compressor", "Compressors (their options go after --with)"
 
 
-def _param_help(p) -> str:
+def _param_row(p) -> tuple[str, str]:
     extra = f" [{'|'.join(p.choices)}]" if p.choices else ""
     default = "" if p.default in (None, "") else f" (default: {p.default})"
-    return f"{p.help}{extra}{default}"
+    typed = "" if p.type == "bool" else f" {p.type.upper()}"
+    return f"{p.cli_flag}{typed}", f"{p.help}{extra}{default}"
 
 
-def _extra_options(args: list[str]) -> dict[str, str]:
-    """`--name value`, `--name=value` and bare `--flag` (true) into a dict of strings."""
-    out, i = {}, 0
-    while i < len(args):
-        arg = args[i]
-        if not arg.startswith("--") or len(arg) < 3:
-            raise click.UsageError(f"Unexpected argument {arg!r}: options look like --name value.")
-        name, eq, value = arg[2:].partition("=")
-        if not eq:
-            if i + 1 < len(args) and not args[i + 1].startswith("--"):
-                value, i = args[i + 1], i + 1
-            else:
-                value = "true"
-        out[name.replace("-", "_")] = value
-        i += 1
-    return out
+def _plugin_options(kind: str, names: set[str], words: list[str], what: str) -> dict[str, str]:
+    """The options typed after a command's own, by the schema of the component(s) of
+    ``kind`` called one of ``names`` (an exporter is named by what it makes, too)."""
+    from .plugins import get_plugins
+
+    comps = [
+        c
+        for c in get_plugins().components[kind].values()
+        if c.name in names or (c.produces in names and kind == "exporter")
+    ]
+    types = {p.name: p.type for c in comps for p in c.params} if comps else None
+    options, _, _ = parse_words(words, types, unknown=_unknown_option(what, types))
+    return options
+
+
+def _unknown_option(what: str, types):
+    def message(name: str, _next, _found) -> str:
+        known = ", ".join("--" + k.replace("_", "-") for k in sorted(types or ())) or "none"
+        return f"{what} has no option --{name}. Its options: {known}."
+
+    return message
 
 
 @cli.command(
@@ -207,27 +242,12 @@ def _extra_options(args: list[str]) -> dict[str, str]:
 )
 @click.argument("ref")
 @click.option("--to", "to", required=True, help="Target format or exporter, e.g. onnx.")
-@click.option("--allow-mismatch", is_flag=True, help="Keep an export that fails the parity check.")
-@click.option("--atol", type=float, help="Largest absolute difference allowed (default per dtype).")
-@click.option("--min-cosine", type=float, help="Smallest row cosine allowed (default per dtype).")
+@_options(EXPORT)
 @click.pass_context
-def export(ctx, ref, to, allow_mismatch, atol, min_cosine):
+def export(ctx, ref, to, **options):
     """Export version REF to another format as a new version, after a parity check."""
-    return api.export(
-        ref,
-        to,
-        allow_mismatch=allow_mismatch,
-        atol=atol,
-        min_cosine=min_cosine,
-        root=_root(),
-        **_extra_options(ctx.args),
-    )
-
-
-_DATA_HELP = (
-    "Data: sklearn:digits, builtin:sentences, a .npz (x, y) / .npy / .txt file, or a "
-    "notebook variable's name."
-)
+    extra = _plugin_options("exporter", {to}, ctx.args, f"Exporting to {to}")
+    return api.export(ref, to, root=_root(), **options, **extra)
 
 
 @cli.command(
@@ -235,146 +255,77 @@ _DATA_HELP = (
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
 )
 @click.argument("ref")
-@click.option("--with", "with_", required=True, metavar="COMPRESSOR",
-              help="Compressor, e.g. ort-int8, torch-int8, prune (listed below).")  # fmt: skip
-@click.option("--data", help=_DATA_HELP + " Accuracy is measured on its held-out quarter.")
-@click.option("--calibration", help="Calibration data for static quantization (as --data).")
-@click.option("--max-drop", multiple=True, metavar="METRIC=DROP",
-              help="Fidelity budget, e.g. cosine=0.005 or accuracy=0.01; repeatable.")  # fmt: skip
-@click.option("--allow-over-budget", is_flag=True,
-              help="Keep a result over --max-drop (tagged budget=exceeded).")  # fmt: skip
-@click.option("--budget-s", type=float, default=2.0, show_default=True,
-              help="Seconds per version for the latency/throughput measurement.")  # fmt: skip
+@click.option(
+    "--with",
+    "with_",
+    required=True,
+    metavar="COMPRESSOR",
+    help="Compressor, e.g. ort-int8, torch-int8, prune (listed below).",
+)
+@_options(COMPRESS)
 @click.pass_context
-def compress(ctx, ref, with_, data, calibration, max_drop, allow_over_budget, budget_s):
+def compress(ctx, ref, with_, **options):
     """Compress version REF as a new version; report size, accuracy/fidelity and speed."""
-    return api.compress(
-        ref,
-        with_,
-        data=data,
-        calibration=calibration,
-        max_drop=list(max_drop),
-        allow_over_budget=allow_over_budget,
-        budget_s=budget_s,
-        root=_root(),
-        **_extra_options(ctx.args),
-    )
+    extra = _plugin_options("compressor", {with_}, ctx.args, f"Compressor {with_!r}")
+    return api.compress(ref, with_, root=_root(), **options, **extra)
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+class _DistillCommand(_PluginCommand):
+    kind, heading = "compressor", "The distill compressor's options"
+
+    def format_epilog(self, ctx, formatter):
+        from .plugins import get_plugins
+
+        comp = get_plugins().components["compressor"].get("distill")
+        with formatter.section(self.heading):
+            if comp is None:
+                formatter.write_text("(no compressor named distill is installed)")
+            else:
+                formatter.write_dl([_param_row(p) for p in comp.params])
+
+
+@cli.command(
+    cls=_DistillCommand,
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
 @click.option("--teacher", required=True, metavar="REF", help="The version to learn from.")
-@click.option("--student", required=True, metavar="MODULE:FACTORY",
-              help="Importable factory that builds the student.")  # fmt: skip
-@click.option("--config", metavar="JSON", help="The student factory's keyword arguments.")
-@click.option("--data", required=True, help=_DATA_HELP + " Needs labels (x, y).")
-@click.option("--epochs", type=int, help="Most epochs to train (default 50).")
-@click.option("--temperature", type=float,
-              help="Softens the teacher's outputs; higher shares more (default 4).")  # fmt: skip
-@click.option("--alpha", type=float,
-              help="Weight of the teacher's soft targets; 1-alpha goes to the labels; 0 "
-              "trains the student alone (default 0.5).")  # fmt: skip
-@click.option("--max-drop", multiple=True, metavar="METRIC=DROP",
-              help="Accuracy the student may lose, e.g. accuracy=0.01.")  # fmt: skip
-@click.option("--allow-over-budget", is_flag=True, help="Keep a student over --max-drop.")
-@click.option("--budget-s", type=float, default=2.0, show_default=True,
-              help="Seconds per version for the latency/throughput measurement.")  # fmt: skip
+@_options(COMPRESS)
 @click.pass_context
-def distill(ctx, teacher, student, config, data, epochs, temperature, alpha, max_drop,
-            allow_over_budget, budget_s):  # fmt: skip
-    """Train a smaller STUDENT to mimic TEACHER; registered as a new version of it.
+def distill(ctx, teacher, **options):
+    """Train a smaller --student to mimic TEACHER; registered as a new version of it.
 
-    More options (--lr, --batch-size, --patience, --seed, and --processes N to train
-    data-parallel as a `maas launch` job) are listed by `maas compress --help` under distill."""
-    given = {"epochs": epochs, "temperature": temperature, "alpha": alpha}
-    return api.distill(
-        teacher,
-        student,
-        data=data,
-        config=config,
-        max_drop=list(max_drop),
-        allow_over_budget=allow_over_budget,
-        budget_s=budget_s,
-        root=_root(),
-        **{k: v for k, v in given.items() if v is not None},
-        **_extra_options(ctx.args),
-    )
+    The same as `maas compress TEACHER --with distill`: the compressor's options (--student,
+    --config, --epochs, --alpha, ..., and --processes N to train data-parallel as a `maas
+    launch` job) are listed below, from its schema."""
+    extra = _plugin_options("compressor", {"distill"}, ctx.args, "Compressor 'distill'")
+    return api.compress(teacher, "distill", root=_root(), **options, **extra)
 
 
 @cli.command()
 @click.argument("refs", nargs=-1, required=True)
-@click.option("--data", help=_DATA_HELP)
-@click.option("--budget-s", type=float, default=2.0, show_default=True,
-              help="Seconds per version for the latency/throughput measurement.")  # fmt: skip
-@click.option("--log/--no-log", default=True, show_default=True,
-              help="Store the figures as metrics (what recommend ranks by).")  # fmt: skip
-def compare(refs, data, budget_s, log):
+@_options(COMPARE)
+def compare(refs, **options):
     """Measure versions REFS side by side: size, accuracy or fidelity to the first, speed."""
-    return api.compare(*refs, data=data, budget_s=budget_s, log=log, root=_root())
+    return api.compare(*refs, root=_root(), **options)
 
 
 @cli.command()
 @click.argument("refs", nargs=-1, required=True)
-@click.option("--name", help="Server name (default: the first model's name).")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to bind; other than loopback, every call needs a token.")  # fmt: skip
-@click.option("--port", default=8000, show_default=True, help="Port; 0 picks a free one.")
-@click.option("--replicas", default=1, show_default=True, help="Worker processes on one port.")
-@click.option("--max-batch", default=8, show_default=True, help="Most rows per backend call.")
-@click.option("--max-delay-ms", default=5.0, show_default=True,
-              help="Longest a request waits for others to batch with.")  # fmt: skip
-@click.option("--max-queue", default=256, show_default=True,
-              help="Requests queued per model and replica before answering 503.")  # fmt: skip
-@click.option("--timeout-s", default=30.0, show_default=True, help="Per-request time limit.")
-@click.option("--threads", default=0, show_default=True,
-              help="Backend threads per replica (0: default, or cores/replicas).")  # fmt: skip
-@click.option("--max-body-mb", default=32.0, show_default=True, help="Largest request body.")
-@click.option("--token", envvar="MAAS_SERVE_TOKEN",
-              help="Bearer token (or $MAAS_SERVE_TOKEN); given, every call needs it. Default: "
-              "one is generated for the management endpoints and shown once.")  # fmt: skip
-@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
-              help="Another Host header to accept (e.g. a DNS name); repeatable.")  # fmt: skip
-@click.option("--drain-s", default=30.0, show_default=True,
-              help="How long stopping waits for requests in flight.")  # fmt: skip
-@click.option("--max-rows", default=1024, show_default=True,
-              help="Most rows in one request (413 beyond); run in --max-batch parts.")  # fmt: skip
-@click.option("--header-timeout-s", default=10.0, show_default=True,
-              help="Time a client has to send a request's headers.")  # fmt: skip
-@click.option("--body-timeout-s", default=60.0, show_default=True,
-              help="Time a client has to send a request's body (408 beyond).")  # fmt: skip
-@click.option("--background/--foreground", default=None,
-              help="Run detached (default in a notebook) or in this terminal (default in a "
-              "shell; Ctrl-C drains and stops).")  # fmt: skip
-def serve(refs, name, host, port, replicas, max_batch, max_delay_ms, max_queue, timeout_s,
-          threads, max_body_mb, token, allow_hosts, drain_s, max_rows, header_timeout_s,
-          body_timeout_s, background):  # fmt: skip
+@_options(SERVE)
+@click.option(
+    "--background/--foreground",
+    default=None,
+    help="Run detached (default in a notebook) or in this terminal (default in a shell; "
+    "Ctrl-C drains and stops).",
+)
+def serve(refs, background, **options):
     """Serve versions REFS over HTTP (Open Inference Protocol v2) with dynamic batching.
 
     An alias (minilm@prod) or a bare name (latest) is followed: when it moves, the server
     switches to the new version without dropping requests."""
     if background is None:
         background = click.get_current_context().find_root().info_name != "maas"
-    return api.serve(
-        list(refs),
-        name=name,
-        host=host,
-        port=port,
-        replicas=replicas,
-        max_batch=max_batch,
-        max_delay_ms=max_delay_ms,
-        max_queue=max_queue,
-        timeout_s=timeout_s,
-        threads=threads,
-        max_body_mb=max_body_mb,
-        token=token,
-        allow_hosts=allow_hosts,
-        drain_s=drain_s,
-        max_rows=max_rows,
-        header_timeout_s=header_timeout_s,
-        body_timeout_s=body_timeout_s,
-        foreground=not background,
-        prog=click.get_current_context().find_root().info_name,  # hints in the typed syntax
-        root=_root(),
-    )
+    return api.serve(list(refs), foreground=not background, root=_root(), **options)
 
 
 @cli.command()
@@ -437,8 +388,7 @@ class _LaunchCommand(_PluginCommand):
         return super().parse_args(ctx, args)
 
 
-_BOOLS = {"1", "0", "true", "false", "yes", "no", "on", "off"}
-_OWN_VALUES = {"register", "metric", "launcher", "code"}
+_OWN = {"register": "str", "metric": "str", "launcher": "str", "code": "str", "detach": "bool"}
 
 
 def _launcher_types(args: list[str]) -> tuple[str, dict[str, str]]:
@@ -465,55 +415,36 @@ def _launch_args(args: list[str]) -> tuple[dict, dict, str | None, list[str]]:
     second word before ``--`` is an error naming it: an option is never silently handed to
     the script, nor a script argument silently taken as ours."""
     launcher, types = _launcher_types(args)
-    own, options, target, i = {"detach": False}, {}, None, 0
-    while i < len(args):
-        arg = args[i]
-        if arg == "--":  # the rest is the script's (its first word is TARGET if none yet)
-            rest = args[i + 1 :]
-            return (own, options, target, rest) if target else (own, options, *_split(rest))
-        if not arg.startswith("--"):
-            if target is not None:
-                raise click.UsageError(
-                    f"Unexpected argument {arg!r} after TARGET {target!r}: the script's own "
-                    f"arguments go after `--`, e.g. maas launch {target} -- {arg}"
-                )
-            target, i = arg, i + 1
-            continue
-        name, eq, value = arg[2:].partition("=")
-        key = name.replace("-", "_")
-        if key == "detach":
-            own["detach"] = True
-        elif key in _OWN_VALUES or key in types:
-            if not eq:
-                flag = types.get(key) == "bool"
-                nxt = args[i + 1] if i + 1 < len(args) else None
-                if flag and (nxt is None or nxt.lower() not in _BOOLS):
-                    value = "true"
-                elif nxt is None or nxt == "--":
-                    raise click.UsageError(f"--{name} needs a value.")
-                else:
-                    value, i = nxt, i + 1
-            (own if key in _OWN_VALUES else options)[key] = value
-        else:
-            known = sorted([*_OWN_VALUES, "detach", *types])
-            script = target or "train.py"
-            raise click.UsageError(
-                f"No option --{name} for `launch` or the {launcher} launcher. Options: "
-                + ", ".join(f"--{k.replace('_', '-')}" for k in known)
-                + ". If it is the script's, put the script's own arguments after `--`: "
-                f"maas launch {script} --processes 2 -- {arg}"
-                + (
-                    ""
-                    if eq or i + 1 >= len(args) or args[i + 1].startswith("-")
-                    else f" {args[i + 1]}"
-                )  # fmt: skip
-            )
-        i += 1
-    return own, options, target, []
 
+    def unknown(name: str, nxt: str | None, found: list[str]) -> str:
+        known = ", ".join(f"--{k.replace('_', '-')}" for k in sorted({*_OWN, *types}))
+        value = "" if nxt is None or nxt.startswith("-") else f" {nxt}"
+        return (
+            f"No option --{name} for `launch` or the {launcher} launcher. Options: {known}. "
+            "If it is the script's, put the script's own arguments after `--`: "
+            f"maas launch {found[0] if found else 'train.py'} --processes 2 -- --{name}{value}"
+        )
 
-def _split(rest: list[str]) -> tuple[str | None, list[str]]:
-    return (rest[0], rest[1:]) if rest else (None, [])
+    def unexpected(word: str, found: list[str]) -> str:
+        return (
+            f"Unexpected argument {word!r} after TARGET {found[0]!r}: the script's own "
+            f"arguments go after `--`, e.g. maas launch {found[0]} -- {word}"
+        )
+
+    given, target, rest = parse_words(
+        args,
+        {**types, **_OWN},
+        positionals=1,
+        after_dashes=True,
+        unknown=unknown,
+        unexpected=unexpected,
+    )
+    if not target and rest:  # `maas launch -- train.py --lr 1`: the first word is TARGET
+        target, rest = [rest[0]], rest[1:]
+    own = {k: v for k, v in given.items() if k in _OWN}
+    own["detach"] = own.get("detach", "false").lower() in {"1", "true", "yes", "on"}
+    options = {k: v for k, v in given.items() if k not in _OWN}
+    return own, options, (target[0] if target else None), rest
 
 
 @cli.command(cls=_LaunchCommand, context_settings={"ignore_unknown_options": True})
@@ -549,7 +480,9 @@ def launch(ctx, args):
 @click.option("--limit", default=20, show_default=True, help="Most jobs to list.")
 def jobs(job, limit):
     """Training jobs, newest first; with JOB (its number), that job in full."""
-    return api.jobs(job, limit=limit, root=_root())
+    if job is not None:
+        return api.job(job, root=_root())
+    return api.jobs(limit=limit, root=_root())
 
 
 @cli.command()
@@ -622,10 +555,9 @@ def trust_code(reference, remove):
 
 def run(args: list[str], prog_name: str = "maas"):
     """Run one command and return its result object; user mistakes raise MaasError."""
-    from .errors import UsageError
-
     try:
-        result = cli.main(args, prog_name=prog_name, standalone_mode=False)
+        with prog_scope(prog_name):  # hints name the command as typed: maas or %maas
+            result = cli.main(args, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Abort:
         raise UsageError("Aborted.") from None
     except click.ClickException as exc:

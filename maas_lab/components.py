@@ -22,7 +22,13 @@ _TYPES = {"str": str, "int": int, "float": float, "bool": bool, "code": str}
 
 @dataclass(frozen=True)
 class Param:
-    """One option of a component: how the CLI, a magic or a widget asks for it."""
+    """One option of a component or of a core command: how the CLI, a magic or a widget
+    asks for it, and the default the Python API takes when it is not given.
+
+    ``multiple``: given any number of times (a list). ``flag``: the CLI spelling when it is
+    not ``--name-with-dashes`` (e.g. ``--allow-host`` for ``allow_hosts``). ``envvar``: an
+    environment variable the CLI reads when the option is not typed. A ``bool`` defaulting
+    to True is typed ``--name/--no-name``."""
 
     name: str
     type: str = "str"
@@ -30,33 +36,71 @@ class Param:
     help: str = ""
     choices: tuple[str, ...] = ()
     required: bool = False
+    multiple: bool = False
+    metavar: str = ""
+    envvar: str = ""
+    flag: str = ""
 
     def __post_init__(self) -> None:
         if self.type not in _TYPES:
             raise ValueError(f"Param {self.name!r}: type must be one of {sorted(_TYPES)}")
 
+    @property
+    def cli_flag(self) -> str:
+        """How the option is typed: ``--max-drop`` for ``max_drop``."""
+        return self.flag or "--" + self.name.replace("_", "-")
+
     def convert(self, value: Any) -> Any:
         """Turn a typed-in string (or a Python value) into this parameter's type."""
         if value is None:
             return None
+        if self.multiple:
+            values = [value] if isinstance(value, (str, bytes)) else list(value)
+            return [self._one(v) for v in values]
+        return self._one(value)
+
+    def _one(self, value: Any) -> Any:
         if self.type == "bool" and isinstance(value, str):
             low = value.strip().lower()
             if low not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
-                raise UsageError(f"--{self.name} expects true or false, got {value!r}.")
+                raise UsageError(f"{self.cli_flag} expects true or false, got {value!r}.")
             return low in {"1", "true", "yes", "on"}
         try:
             out = _TYPES[self.type](value)
         except (TypeError, ValueError):
-            raise UsageError(f"--{self.name} expects a {self.type}, got {value!r}.") from None
+            raise UsageError(f"{self.cli_flag} expects a {self.type}, got {value!r}.") from None
         if self.type == "code":
             from .registry.trust import check_code_ref
 
             check_code_ref(out)
         if self.choices and out not in self.choices:
             raise UsageError(
-                f"--{self.name} must be one of {', '.join(self.choices)}; got {out!r}."
+                f"{self.cli_flag} must be one of {', '.join(self.choices)}; got {out!r}."
             )
         return out
+
+
+class Schema(tuple):
+    """The parameters of one command or component, in order: the one place their names,
+    types, help and defaults are declared. The CLI builds its options from it, the Python
+    API takes its defaults from it (``SERVE.defaults()["port"]``), widgets build forms."""
+
+    def __new__(cls, *params: Param) -> Schema:
+        return super().__new__(cls, params)
+
+    def param(self, name: str) -> Param:
+        for p in self:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def defaults(self) -> dict[str, Any]:
+        """Each parameter's default, as the Python API takes it (a multiple one: a tuple)."""
+        return {p.name: (tuple(p.default or ()) if p.multiple else p.default) for p in self}
+
+    def types(self) -> dict[str, str]:
+        """Each parameter's type by name, for parsing typed words (bools take no value)."""
+        return {p.name: p.type for p in self}
 
 
 @dataclass

@@ -20,6 +20,7 @@ import pluggy
 from . import hookspecs
 from .components import KINDS, Component
 from .errors import NotFoundError, UsageError
+from .hints import command
 
 GROUP = "maas_lab"
 HOOK_FOR_KIND = {
@@ -228,7 +229,7 @@ class Plugins:
         for exp in self.components["exporter"].values():
             if fmt in exp.formats and exp.produces in comp.formats:
                 target = ref or "REF"
-                return f" Export it first: maas export {target} --to {exp.produces}"
+                return f" Export it first: {command('export', target, to=exp.produces)}"
         return ""
 
     def launcher(self, name: str) -> Component:
@@ -258,7 +259,7 @@ class Plugins:
         failed = sorted({f.plugin for f in self.failures if f.hook in (hook, "import")})
         if not failed:
             return ""
-        return f" Plugins that failed to load ({', '.join(failed)}): see `maas plugins`."
+        return f" Plugins that failed to load ({', '.join(failed)}): see `{command('plugins')}`."
 
 
 def _conflicts(found: dict[str, dict[str, Component]]) -> list[str]:

@@ -82,6 +82,24 @@ def history_report(name: str, info: dict) -> Report:
     )
 
 
+def alias_report(name: str, alias: str, info: dict, servers: list[str]) -> Report:
+    """An alias after a move or a delete: where it points, its moves, the servers that
+    followed it. ``info`` is ``registry.queries.history`` of the model."""
+    moves = [m for m in info["alias_moves"] if m["alias"] == alias]
+    last = moves[-1] if moves else {}
+    ref = f"{name}@{last['version']}" if last.get("version") is not None else None
+    previous = f"{name}@{last['previous']}" if last.get("previous") is not None else None
+    title = f"{name}@{alias} -> {ref}" if ref else f"{name}@{alias} deleted (was {previous})"
+    table = Table(
+        moves,
+        ["moved_at", "previous", "version", "moved_by"],
+        formatters={"moved_at": lambda v: (v or "")[:19]},
+    )
+    parts = [(f"Servers following {name}@{alias}", "\n".join(servers))] if servers else []
+    data = {"model": name, "alias": alias, "ref": ref, "previous": previous}
+    return Report(title, [*parts, (f"Moves of {name}@{alias}", table)], data=data)
+
+
 def plugins_table(pl) -> Table:
     """The loaded plugins (a ``Plugins``), what each provides, failures and conflicts."""
     rows = []

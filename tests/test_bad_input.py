@@ -301,4 +301,4 @@ def test_non_ascii_digits_in_a_reference_are_a_usage_error(maas_home, typed):
 
 def test_non_ascii_digits_are_not_a_job_id(maas_home):
     with pytest.raises(UsageError, match="not a job id"):
-        api.jobs("²")
+        api.job("²")

@@ -72,7 +72,7 @@ def exported(maas_home, tmp_path, tiny_torch_model):
         weights=tiny_torch_model["weights"],
         config=tiny_torch_model["config"],
     )
-    return api.bundle_export("digits-mlp@1", tmp_path / "b.maas.tar")[0]["value"]
+    return api.bundle_export("digits-mlp@1", tmp_path / "b.maas.tar")["bundle"]
 
 
 def set_factory(ref):

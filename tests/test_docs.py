@@ -57,3 +57,21 @@ def test_every_command_has_help_and_docs(path, command):
 
 def test_documented_commands_exist():
     assert set(headings("cli.md")) == {p for p, _ in commands()}
+
+
+def api_functions():
+    from maas_lab import api
+
+    return {
+        name: fn
+        for name, fn in inspect.getmembers(api, inspect.isfunction)
+        if fn.__module__ == "maas_lab.api" and not name.startswith("_")
+    }
+
+
+def test_every_api_function_has_a_docstring_and_docs():
+    documented = set(headings("api.md"))
+    for name, fn in api_functions().items():
+        assert fn.__doc__ and len(fn.__doc__.strip()) > 20, f"api.{name} has no docstring"
+        assert name in documented, f"api.{name} is not in docs/api.md"
+    assert documented == set(api_functions()), "docs/api.md documents what api lacks"

@@ -30,7 +30,7 @@ def test_shell_session(maas_home, tiny_torch_model):
     ).stdout  # fmt: skip
     assert out.startswith("digits-mlp@1\n") and "model.safetensors  weights" in out
     assert "digits-mlp  classification  1" in maas("list").stdout
-    assert "Alias history" in maas("alias", "digits-mlp", "prod", "1").stdout
+    assert "digits-mlp@prod -> digits-mlp@1" in maas("alias", "digits-mlp", "prod", "1").stdout
     shown = maas("show", "digits-mlp@prod").stdout
     assert "aliases  prod" in shown and "accuracy  0.9" in shown
     assert "digits-mlp@1" in maas("search", "digits").stdout

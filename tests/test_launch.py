@@ -370,7 +370,7 @@ def test_bad_launches_are_refused_with_the_fix(maas_home, tmp_path):
     with pytest.raises(NotFoundError, match="No job named '7'"):
         api.cancel(7)
     with pytest.raises(UsageError, match="not a job id"):
-        api.jobs("seven")
+        api.job("seven")
 
 
 def test_launch_options_go_before_or_after_the_target_and_the_scripts_after_a_double_dash(
@@ -485,7 +485,7 @@ def test_distillation_runs_data_parallel_as_a_recorded_job(maas_home, tmp_path):
     (job,) = api.jobs().rows
     assert (job["status"], job["processes"]) == ("succeeded", 2)
     assert job["target"] == "maas_torch.distill:train_data_parallel"
-    row = api.jobs(job["job"]).data
+    row = api.job(job["job"]).data
     assert 1 <= row["progress"]["step"] <= 12 and 0 < row["progress"]["val_acc"] <= 1
 
 

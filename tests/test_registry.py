@@ -63,9 +63,12 @@ def test_versions_number_up_and_identical_content_is_stored_once(maas_home, mlp)
 
 def test_aliases_move_and_keep_history(maas_home, mlp):
     mlp(), mlp(), mlp()
-    api.alias("digits-mlp", "prod", 1)
+    first = api.alias("digits-mlp", "prod", 1)
     assert api.resolve("digits-mlp@prod") == "digits-mlp@1"
-    api.alias("digits-mlp", "prod", "3")
+    assert (first["ref"], first["previous"]) == ("digits-mlp@1", None)
+    moved = api.alias("digits-mlp", "prod", "3")
+    assert (moved["ref"], moved["previous"]) == ("digits-mlp@3", "digits-mlp@1")
+    assert moved.title == "digits-mlp@prod -> digits-mlp@3"
     api.alias("digits-mlp", "staging", "digits-mlp@prod")
     assert api.resolve("digits-mlp@prod") == "digits-mlp@3"
     assert api.resolve("digits-mlp@staging") == "digits-mlp@3"
@@ -75,7 +78,8 @@ def test_aliases_move_and_keep_history(maas_home, mlp):
         ("prod", 1, 3),
         ("staging", None, 3),
     ]
-    api.alias("digits-mlp", "staging", delete=True)
+    gone = api.alias("digits-mlp", "staging", delete=True)
+    assert (gone["ref"], gone["previous"]) == (None, "digits-mlp@3") and "deleted" in gone.title
     with pytest.raises(NotFoundError, match="No alias of 'digits-mlp' named 'staging'"):
         api.resolve("digits-mlp@staging")
     assert api.show("digits-mlp@3")["aliases"] == ["prod"]
@@ -145,9 +149,10 @@ def test_tampered_blob_fails_to_load_naming_both_digests(maas_home, mlp):
 
 def test_bundle_round_trip_between_registries(maas_home, mlp, tmp_path, tiny_torch_model):
     mlp(task="classification", tags=["digits"], metrics=["accuracy=0.93"])
-    table = api.bundle_export("digits-mlp@1", tmp_path)
+    bundle = api.bundle_export("digits-mlp@1", tmp_path)
     path = tmp_path / "digits-mlp-1.maas.tar"
-    assert table[0]["value"] == str(path)
+    assert bundle["bundle"] == str(path) and bundle["ref"] == "digits-mlp@1"
+    assert bundle["size_bytes"] == path.stat().st_size and str(path) in str(bundle)
     other = tmp_path / "other-registry"
     report = api.bundle_import(path, root=other)
     assert report["ref"] == "digits-mlp@1"

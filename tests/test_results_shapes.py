@@ -193,7 +193,7 @@ def test_a_job_handle_shows_and_reads_as_its_record(maas_home):
     assert list(job) == list(shown.data) and len(job) == len(shown.data) and "status" in job
     assert job.status == "succeeded" and repr(job) == f"Job({job_id}, status='succeeded')"
     # the functions that take a job's number take its handle
-    assert api.jobs(job).data["id"] == job_id
+    assert api.job(job) is job and api.job(job_id).data["id"] == job_id
     assert api.wait(job)["status"] == "succeeded"  # nothing to follow: it already ended
     assert job.wait()["status"] == "succeeded"
     with pytest.raises(UsageError, match="already succeeded"):

@@ -20,7 +20,7 @@ import pytest
 from maas_lab import api
 from maas_lab.errors import MaasError, NotFoundError, UsageError
 from maas_lab.results import Table
-from maas_lab.serving import state
+from maas_lab.serving import control, state
 
 pytestmark = pytest.mark.slow
 
@@ -173,7 +173,7 @@ def test_restart_backoff_doubles_while_crashing_and_resets_after_healthy_running
 
 
 def test_a_server_that_runs_healthy_again_restarts_a_crashed_worker_at_once(words):
-    handle = api.serve("words@1", name="crashy", port=0, healthy_reset_s=0.5)
+    handle = control.serve("words@1", name="crashy", port=0, healthy_reset_s=0.5)
     db = api.registry(words).db
 
     def crash_and_replace(old: int) -> int:
@@ -199,7 +199,7 @@ def test_a_server_that_runs_healthy_again_restarts_a_crashed_worker_at_once(word
 
 def test_healthy_reset_must_be_positive(words):
     with pytest.raises(UsageError, match="healthy-reset-s"):
-        api.serve("words@1", name="bad", port=0, healthy_reset_s=0)
+        control.serve("words@1", name="bad", port=0, healthy_reset_s=0)
     assert state.get(api.registry(words).db, "bad") is None
 
 

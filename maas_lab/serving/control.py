@@ -6,7 +6,6 @@ their snapshot files, signals and HTTP.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import secrets
@@ -19,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConflictError, NotFoundError, ServeError, UsageError
-from ..hints import command, prog_scope, typed
+from ..hints import command, typed
 from ..registry import open as open_registry
 from ..results import LogTail, Report, Table, tail_text
+from ..schemas import SERVE
 from . import state
 from .metrics import merge, summary
 
@@ -43,42 +43,28 @@ def _check_range(label: str, value, low, high):
 
 # ---------------------------------------------------------------------- serve
 
-
-def _applying_prog(func):
-    """Accept ``prog=`` (the command typed, as the CLI used to pass it) and apply it as
-    :func:`~maas_lab.hints.prog_scope`; None leaves hints as they are. Hints read the prog from
-    ``hints`` alone, so this goes once no caller passes ``prog``."""
-
-    @functools.wraps(func)
-    def wrapper(*args, prog: str | None = None, **kwargs):
-        if prog is None:
-            return func(*args, **kwargs)
-        with prog_scope(prog):
-            return func(*args, **kwargs)
-
-    return wrapper
+_SERVE = SERVE.defaults()  # each option's default, declared once with its help
 
 
-@_applying_prog
 def serve(
     refs,
     *,
-    name: str | None = None,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    replicas: int = 1,
-    max_batch: int = 8,
-    max_delay_ms: float = 5.0,
-    max_queue: int = 256,
-    timeout_s: float = 30.0,
-    threads: int = 0,
-    max_body_mb: float = 32.0,
-    token: str | None = None,
-    allow_hosts=(),
-    drain_s: float = 30.0,
-    max_rows: int = 1024,
-    header_timeout_s: float = 10.0,
-    body_timeout_s: float = 60.0,
+    name: str | None = _SERVE["name"],
+    host: str = _SERVE["host"],
+    port: int = _SERVE["port"],
+    replicas: int = _SERVE["replicas"],
+    max_batch: int = _SERVE["max_batch"],
+    max_delay_ms: float = _SERVE["max_delay_ms"],
+    max_queue: int = _SERVE["max_queue"],
+    timeout_s: float = _SERVE["timeout_s"],
+    threads: int = _SERVE["threads"],
+    max_body_mb: float = _SERVE["max_body_mb"],
+    token: str | None = _SERVE["token"],
+    allow_hosts=_SERVE["allow_hosts"],
+    drain_s: float = _SERVE["drain_s"],
+    max_rows: int = _SERVE["max_rows"],
+    header_timeout_s: float = _SERVE["header_timeout_s"],
+    body_timeout_s: float = _SERVE["body_timeout_s"],
     wait_s: float = 180.0,
     foreground: bool = False,
     healthy_reset_s: float = 30.0,
@@ -91,11 +77,10 @@ def serve(
     dropping a request. Returns a :class:`ServerHandle` once every replica is ready.
 
     ``healthy_reset_s``: after running that long with every replica ready, a crashed worker
-    is replaced after the shortest delay again. ``prog`` (keyword only, optional): the
-    command typed (``maas`` or ``%maas``), applied as :func:`maas_lab.hints.prog_scope` for
-    the hints shown; without it they follow ``hints`` (the handle hints at its own methods
-    when no command line runs). A generated token is never shown in the handle's output
-    (see :class:`ServerHandle`).
+    is replaced after the shortest delay again. The other defaults are those of
+    :data:`maas_lab.schemas.SERVE`. The handle's hints follow the command typed (:func:`maas_lab.hints.typed`: ``maas``,
+    ``%maas``, or its own methods from Python). A generated token is never shown in the
+    handle's output (see :class:`ServerHandle`).
     """
     refs = [refs] if isinstance(refs, str) else list(refs)
     if not refs:

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from ..errors import UsageError
+from ..hints import command
 from ..registry.db import now, write
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -38,8 +39,9 @@ def check_server_name(name: str) -> str:
         )
     if _JOB_ID.fullmatch(name):
         raise UsageError(
-            f"Invalid server name {name!r}: it reads as a training job's id (`maas logs "
-            f"{name}` shows that job). Give the server a name with a letter: --name srv-{name}."
+            f"Invalid server name {name!r}: it reads as a training job's id "
+            f"(`{command('logs', name)}` shows that job). Give the server a name with a "
+            f"letter: --name srv-{name}."
         )
     return name
 

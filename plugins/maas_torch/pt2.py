@@ -31,6 +31,7 @@ import zipfile
 from pathlib import Path
 
 from maas_lab.errors import UsageError
+from maas_lab.hints import command
 
 _FIXED = {
     "archive_format",
@@ -202,8 +203,8 @@ def _refuse(path: Path, why: str) -> UsageError:
     return UsageError(
         f"{path.name} is not a .pt2 file that can be opened safely: {why}. maas_lab only opens "
         "torch.export archives with plain tensor data and standard operators; export the "
-        "model again with torch.export.export + torch.export.save (or maas export --to "
-        "torch-export)."
+        f"model again with torch.export.export + torch.export.save (or "
+        f"{command('export', 'REF', to='torch-export')})."
     )
 
 

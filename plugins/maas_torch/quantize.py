@@ -20,6 +20,7 @@ from pathlib import Path
 
 from maas_lab.components import Artifact
 from maas_lab.errors import UsageError
+from maas_lab.hints import command
 
 
 def _qconfig(layers: str) -> dict:
@@ -77,7 +78,8 @@ def quantize(checkout, options: dict, workdir: Path, context) -> Artifact:
         names = " or ".join(sorted(t.__name__ for t in wanted))
         raise UsageError(
             f"{checkout.ref} has no {names} layers, which is all torch dynamic int8 quantizes. "
-            "Try ort-int8 on an ONNX export (maas export ... onnx), or prune."
+            f"Try ort-int8 on an ONNX export ({command('export', checkout.ref, to='onnx')}), "
+            "or prune."
         )
     float_before = _float_bytes(prep.model)
     with warnings.catch_warnings():

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from maas_lab.errors import UsageError
+from maas_lab.hints import command
 
 FORMAT = "bitmask-v1"
 META_KEY = "maas_sparse"
@@ -72,7 +73,7 @@ def _bits(mask, shape, name: str, n_values: int) -> np.ndarray:
         raise UsageError(
             f"Sparse tensor {name!r}: its mask marks {kept} kept weights (popcount) but "
             f"{n_values} values are stored. The weights file is damaged or was edited; "
-            "re-create it (maas compress ... prune) rather than loading it."
+            f"re-create it ({command('compress', 'REF', with_='prune')}) rather than loading it."
         )
     return bits
 

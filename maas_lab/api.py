@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .errors import JobFailed, NotFoundError, UsageError
 from .figures import comparison_report, compression_report
+from .hints import option
 from .parsing import parse_config, parse_pairs, parse_size
 from .plugins import get_plugins
 from .registry import close_all
@@ -297,7 +298,7 @@ def alias(
     servers: list[str] = []
     if delete:
         if version is not None:
-            raise UsageError("Give either a version or --delete, not both.")
+            raise UsageError(f"Give either a version or {option('delete', True)}, not both.")
         reg.delete_alias(name, alias_name)
     else:
         if version is None:
@@ -425,7 +426,15 @@ def bundle_import(
 
     def checked(fmt: str, files: dict, config: dict) -> dict:
         typed = code_refs(fmt, config) if trust else []
-        return check(reg, fmt, files, config, how="bundle import --trust", typed=typed, where=where)
+        return check(
+            reg,
+            fmt,
+            files,
+            config,
+            how=f"bundle import {option('trust', True)}",
+            typed=typed,
+            where=where,
+        )
 
     row = import_bundle(reg, Path(path), name, precheck=precheck, check=checked)
     return show(row["ref"], root=root)

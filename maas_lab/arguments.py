@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .errors import UsageError
+from .hints import option
 
 _BOOLS = {"1", "0", "true", "false", "yes", "no", "on", "off"}
 
@@ -49,7 +50,8 @@ def parse_words(
                 raise UsageError(
                     unexpected(word, found)
                     if unexpected
-                    else f"Unexpected argument {word!r}: options look like --name value."
+                    else f"Unexpected argument {word!r}: options look like "
+                    f"{option('name', 'value')}."
                 )
             found.append(word)
             i += 1
@@ -61,8 +63,8 @@ def parse_words(
             raise UsageError(
                 unknown(name, nxt, found)
                 if unknown
-                else f"No option --{name}. Options: "
-                + (", ".join("--" + k.replace("_", "-") for k in sorted(types)) or "none")
+                else f"No option {option(key)}. Options: "
+                + (", ".join(option(k) for k in sorted(types)) or "none")
                 + "."
             )
         if not eq:
@@ -73,7 +75,7 @@ def parse_words(
             elif types is None and (nxt is None or nxt.startswith("--")):
                 value = "true"  # no schema to tell: a bare option reads as a flag
             elif nxt is None or nxt.startswith("--"):
-                raise UsageError(f"--{name} needs a value.")
+                raise UsageError(f"{option(key)} needs a value.")
             else:
                 value, i = nxt, i + 1
         options[key] = value

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import UsageError
+from .hints import flag_for, option
 
 KINDS = ("loader", "exporter", "compressor", "launcher", "serving_backend", "evaluator")
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
@@ -48,7 +49,12 @@ class Param:
     @property
     def cli_flag(self) -> str:
         """How the option is typed: ``--max-drop`` for ``max_drop``."""
-        return self.flag or "--" + self.name.replace("_", "-")
+        return self.flag or flag_for(self.name)
+
+    def option(self, *value: Any) -> str:
+        """This option (with a value, if one is given) as messages name it: ``--max-drop
+        0.5`` under a command line, ``max_drop=0.5`` in Python (see ``hints.option``)."""
+        return option(self.name, *value, flag=self.cli_flag)
 
     def convert(self, value: Any) -> Any:
         """Turn a typed-in string (or a Python value) into this parameter's type."""
@@ -63,19 +69,19 @@ class Param:
         if self.type == "bool" and isinstance(value, str):
             low = value.strip().lower()
             if low not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
-                raise UsageError(f"{self.cli_flag} expects true or false, got {value!r}.")
+                raise UsageError(f"{self.option()} expects true or false, got {value!r}.")
             return low in {"1", "true", "yes", "on"}
         try:
             out = _TYPES[self.type](value)
         except (TypeError, ValueError):
-            raise UsageError(f"{self.cli_flag} expects a {self.type}, got {value!r}.") from None
+            raise UsageError(f"{self.option()} expects a {self.type}, got {value!r}.") from None
         if self.type == "code":
             from .registry.trust import check_code_ref
 
             check_code_ref(out)
         if self.choices and out not in self.choices:
             raise UsageError(
-                f"{self.cli_flag} must be one of {', '.join(self.choices)}; got {out!r}."
+                f"{self.option()} must be one of {', '.join(self.choices)}; got {out!r}."
             )
         return out
 
@@ -152,16 +158,15 @@ class Component:
         known = {p.name: p for p in self.params}
         unknown = sorted(set(given) - set(known))
         if unknown:
-            valid = ", ".join(sorted(known)) or "none"
-            raise UsageError(
-                f"{self.kind} {self.name!r} has no option {', '.join(unknown)}. Options: {valid}."
-            )
+            valid = ", ".join(known[n].option() for n in sorted(known)) or "none"
+            named = ", ".join(option(n) for n in unknown)
+            raise UsageError(f"{self.kind} {self.name!r} has no option {named}. Options: {valid}.")
         out = {}
         for p in self.params:
             if p.name in given:
                 out[p.name] = p.convert(given[p.name])
             elif p.required:
-                raise UsageError(f"{self.kind} {self.name!r} needs --{p.name} ({p.help}).")
+                raise UsageError(f"{self.kind} {self.name!r} needs {p.option()} ({p.help}).")
             else:
                 out[p.name] = p.default
         return out

@@ -19,6 +19,7 @@ from . import datasets
 from .components import Artifact, Component
 from .errors import BudgetError, Interrupted, MaasError, PluginError, UsageError
 from .evaluation import HIGHER_IS_BETTER, Subject, cpu_features, evaluate
+from .hints import option
 from .runners import data_runner, staged_checkout
 
 # --max-drop names a person types -> the metric it bounds.
@@ -43,15 +44,20 @@ def parse_budget(max_drop) -> dict[str, float]:
         name = str(name).strip()
         if name not in BUDGET_METRICS:
             raise UsageError(
-                f"--max-drop {name!r}: budgets can bound {', '.join(sorted(BUDGET_METRICS))}, "
-                "e.g. --max-drop cosine=0.005 or --max-drop accuracy=0.01."
+                f"{option('max_drop')} {name!r}: budgets can bound "
+                f"{', '.join(sorted(BUDGET_METRICS))}, e.g. {option('max_drop', 'cosine=0.005')} "
+                f"or {option('max_drop', 'accuracy=0.01')}."
             )
         try:
             drop = float(value)
         except (TypeError, ValueError):
-            raise UsageError(f"--max-drop {name}= needs a number, e.g. {name}=0.005.") from None
+            raise UsageError(
+                f"{option('max_drop', name + '=')} needs a number, e.g. {name}=0.005."
+            ) from None
         if not 0 <= drop < 1:
-            raise UsageError(f"--max-drop {name}={drop}: the allowed drop must be in [0, 1).")
+            raise UsageError(
+                f"{option('max_drop', f'{name}={drop}')}: the allowed drop must be in [0, 1)."
+            )
         out[BUDGET_METRICS[name]] = drop
     return out
 
@@ -64,8 +70,12 @@ def drops(parent: dict, child: dict, budget: dict[str, float]) -> dict[str, floa
         base = 1.0 if metric.startswith("cosine") else parent.get(metric)
         if base is None or metric not in child:
             raise UsageError(
-                f"--max-drop bounds {metric}, which was not measured here"
-                + (" (give labelled --data)." if metric in ("accuracy", "macro_f1") else ".")
+                f"{option('max_drop')} bounds {metric}, which was not measured here"
+                + (
+                    f" (give labelled {option('data')})."
+                    if metric in ("accuracy", "macro_f1")
+                    else "."
+                )
             )
         out[metric] = base - child[metric]
     return out
@@ -103,8 +113,9 @@ class Context:
         """The user's ``--data`` (optionally one split); a clear error when none was given."""
         if self.data_spec is None:
             raise UsageError(
-                f"{needed_by or 'This compressor'} needs data: give --data sklearn:digits, a "
-                ".npz file with x and y, or a notebook variable holding (x, y)."
+                f"{needed_by or 'This compressor'} needs data: give "
+                f"{option('data', 'sklearn:digits')}, a .npz file with x and y, or a notebook "
+                "variable holding (x, y)."
             )
         if self._data is None:
             self._data = datasets.load(self.data_spec)
@@ -114,7 +125,7 @@ class Context:
     def calibration(self) -> datasets.Dataset | None:
         """``--calibration`` data, else ``--data``, else ``None``."""
         if self._calibration is None and self.calibration_spec is not None:
-            self._calibration = datasets.load(self.calibration_spec, "--calibration")
+            self._calibration = datasets.load(self.calibration_spec, "calibration")
         return self._calibration or (self.data() if self.has_data else None)
 
     def eval_data(self) -> datasets.Dataset | None:
@@ -292,7 +303,8 @@ def run(
                 f"{compressor.name} of {row['ref']} is over the fidelity budget: "
                 + "; ".join(problems)
                 + f". Best reached: {_fidelity_text(after)}. Nothing was registered. Loosen "
-                "--max-drop, or pass --allow-over-budget to keep it anyway."
+                f"{option('max_drop')}, or pass {option('allow_over_budget', True)} to keep it "
+                "anyway."
             )
         files = [FileSpec(work / n, n, role) for n, role in artifact.files.items()]
         operation = compressor.extra.get("operation", "compress")

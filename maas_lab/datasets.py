@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UsageError
+from .hints import option
 
 SKLEARN = ("digits", "iris", "wine", "breast_cancer")
 _SENTENCES = Path(__file__).with_name("data") / "sentences.txt"
@@ -114,8 +115,10 @@ def sentences() -> list[str]:
     return [s for s in _SENTENCES.read_text(encoding="utf-8").splitlines() if s.strip()]
 
 
-def load(spec: Any, what: str = "--data") -> Dataset:
-    """A :class:`Dataset` from a spec (see the module docstring); errors say what would work."""
+def load(spec: Any, what: str = "data") -> Dataset:
+    """A :class:`Dataset` from a spec (see the module docstring); errors say what would work
+    and name the option ``what`` (``data``, ``calibration``) as the person gave it."""
+    what = option(what)
     if isinstance(spec, Dataset):
         return spec
     if isinstance(spec, str):

@@ -11,6 +11,7 @@ from pathlib import Path
 from . import trust
 from .components import Artifact
 from .errors import MaasError, ParityError, PluginError
+from .hints import option
 from .intake import check
 from .parity import compare, feeds_from_signature, violations
 from .plugins import get_plugins
@@ -66,8 +67,9 @@ def export(
             raise ParityError(
                 f"The {artifact.format} export of {row['ref']} differs from it: "
                 + "; ".join(problems)
-                + ". Nothing was registered. Pass --allow-mismatch to keep it anyway, or "
-                "loosen --atol / --min-cosine if the difference is expected."
+                + f". Nothing was registered. Pass {option('allow_mismatch', True)} to keep it "
+                f"anyway, or loosen {option('atol')} / {option('min_cosine')} if the difference "
+                "is expected."
             )
         grants = check(
             reg,

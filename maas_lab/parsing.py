@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from .errors import UsageError
+from .hints import option
 from .registry.refs import is_digits
 
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
@@ -47,10 +48,10 @@ def parse_config(config: str | dict | None) -> dict:
         value = json.loads(config)
     except ValueError as exc:
         raise UsageError(
-            f"--config must be a JSON object, e.g. '{{\"hidden\": 256}}': {exc}."
+            f"{option('config')} must be a JSON object, e.g. '{{\"hidden\": 256}}': {exc}."
         ) from None
     if not isinstance(value, dict):
-        raise UsageError("--config must be a JSON object, e.g. '{\"hidden\": 256}'.")
+        raise UsageError(f"{option('config')} must be a JSON object, e.g. '{{\"hidden\": 256}}'.")
     return value
 
 
@@ -77,12 +78,12 @@ def parse_inputs(items) -> list[dict]:
         name, dtype, dims = (list(str(item).split(":")) + ["", ""])[:3]
         if not name or dtype not in _DTYPES or not dims:
             raise UsageError(
-                f"--input {item!r} should be NAME:DTYPE:DIMS, e.g. input:float32:batch,64 "
-                f"(dtypes: {', '.join(sorted(_DTYPES))})."
+                f"{option('inputs', flag='--input')} {item!r} should be NAME:DTYPE:DIMS, e.g. "
+                f"input:float32:batch,64 (dtypes: {', '.join(sorted(_DTYPES))})."
             )
         shape = [int(d) if is_digits(d.strip()) else d.strip() for d in dims.split(",")]
         if any(d == "" for d in shape):
-            raise UsageError(f"--input {item!r} has an empty dimension.")
+            raise UsageError(f"{option('inputs', flag='--input')} {item!r} has an empty dimension.")
         out.append(tensor(name, dtype, shape))
     return out
 
@@ -93,7 +94,7 @@ def parse_signature(value: str | dict) -> dict:
         try:
             value = json.loads(value)
         except ValueError as exc:
-            raise UsageError(f"--signature is not valid JSON: {exc}.") from None
+            raise UsageError(f"{option('signature')} is not valid JSON: {exc}.") from None
     ok = isinstance(value, dict) and all(
         isinstance(value.get(k), list)
         and all(isinstance(t, dict) and {"name", "dtype", "shape"} <= set(t) for t in value[k])
@@ -101,7 +102,8 @@ def parse_signature(value: str | dict) -> dict:
     )
     if not ok:
         raise UsageError(
-            '--signature must look like {"inputs": [{"name": "x", "dtype": "float32", '
+            f"{option('signature')} must look like "
+            '{"inputs": [{"name": "x", "dtype": "float32", '
             '"shape": ["batch", 64]}], "outputs": [...]}.'
         )
     return value

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 
+from .hints import option
 from .intake import check
 from .parsing import parse_inputs, parse_pairs, parse_signature
 from .progress import byte_bar
@@ -54,7 +55,7 @@ def register(
         fmt,
         {s.name: s.source for s in files},
         source.config,
-        how="given to register (--from-torch)",
+        how=f"given to register ({option('from_torch')})",
         typed=[from_torch] if from_torch else [],
     )
     sig = parse_signature(signature) if signature is not None else None

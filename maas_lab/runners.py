@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .components import Artifact
 from .errors import MaasError, PluginError, UsageError
+from .hints import option
 from .plugins import get_plugins
 
 
@@ -83,8 +84,9 @@ def infer_signature(source, inputs: list[dict]) -> dict:
             raise
         except Exception as exc:
             raise UsageError(
-                f"The model failed on inputs {[t['name'] for t in inputs]} shaped as given "
-                f"by --input: {type(exc).__name__}: {exc}. Check the input shapes."
+                f"The model failed on inputs {[t['name'] for t in inputs]} shaped as given by "
+                f"{option('inputs', flag='--input')}: {type(exc).__name__}: {exc}. Check the "
+                "input shapes."
             ) from None
     return {"inputs": inputs, "outputs": outputs}
 

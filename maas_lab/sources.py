@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .errors import UsageError
 from .formats import pickle_kind, safetensors_header
+from .hints import option
 from .parsing import parse_config
 from .registry.store import allowed_roots, check_source_file, read_card
 
@@ -45,7 +46,8 @@ def collect(
     given = [s for s in (from_hf, from_torch, from_file) if s]
     if len(given) != 1:
         raise UsageError(
-            "Give exactly one of --from-hf DIR, --from-torch FACTORY, --from-file FILE."
+            f"Give exactly one of {option('from_hf', 'DIR')}, {option('from_torch', 'FACTORY')}, "
+            f"{option('from_file', 'FILE')}."
         )
     stored_config = parse_config(config)
     card_text = None
@@ -60,7 +62,9 @@ def collect(
     elif from_torch is not None:
         fmt = format or "torch"
         if weights is None:
-            raise UsageError("--from-torch needs --weights FILE.safetensors.")
+            raise UsageError(
+                f"{option('from_torch')} needs {option('weights', 'FILE.safetensors')}."
+            )
         path = check_source_file(Path(weights), "Weights file")
         safetensors_header(path)
         stored_config = {"factory": from_torch, "kwargs": stored_config}
@@ -72,7 +76,7 @@ def collect(
         paths = [check_source_file(p, "File") for p in given]
         fmt = format or {".onnx": "onnx"}.get(given[0].suffix.lower())
         if fmt is None:
-            raise UsageError(f"Cannot tell the format of {given[0].name}; pass --format.")
+            raise UsageError(f"Cannot tell the format of {given[0].name}; pass {option('format')}.")
         # Only the model file could be handed to an unpickler; companions are raw bytes.
         if fmt not in OWN_ARCHIVE_CHECK:
             kind = "a pickle suffix" if given[0].suffix.lower() in PICKLE_SUFFIXES else None
@@ -137,7 +141,7 @@ def hf_files(folder: Path) -> list:
 
     folder = Path(folder).expanduser()
     if not folder.is_dir():
-        raise UsageError(f"--from-hf {str(folder)!r} is not a folder.")
+        raise UsageError(f"{option('from_hf')} {str(folder)!r} is not a folder.")
     specs = []
     for path, rel in _walk(folder):
         real = check_source_file(path, "File", folder, f"{rel} in {folder}")

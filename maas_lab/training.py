@@ -165,17 +165,23 @@ class TrainingRegistry:
         name = name or spec.get("register_as")
         if not name:
             from .errors import UsageError
+            from .hints import option, prog_scope
 
+            with prog_scope(spec.get("prog")):  # spelled as the job was launched
+                how = option("register", "NAME")
             raise UsageError(
-                "registry.register() needs a name: pass name=..., or launch with --register NAME."
+                f"registry.register() needs a name: pass name=..., or launch with {how}."
             )
         metrics = {k: float(v) for k, v in (metrics or {}).items()}
         wanted = spec.get("metric")
         if wanted and wanted not in metrics:
             from .errors import UsageError
+            from .hints import option, prog_scope
 
+            with prog_scope(spec.get("prog")):  # spelled as the job was launched
+                how = option("metric", wanted)
             raise UsageError(
-                f"The job was launched with --metric {wanted}, but register() got metrics "
+                f"The job was launched with {how}, but register() got metrics "
                 f"{sorted(metrics) or 'none'}: pass metrics={{{wanted!r}: value}}."
             )
         if not self.is_main:

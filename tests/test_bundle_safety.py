@@ -105,7 +105,7 @@ def test_untrusted_factory_never_imported_and_trust_is_recorded(exported, tmp_pa
     assert report["ref"] == "digits-mlp@1"
     assert (thirdparty["marks"] / "called").exists()  # validated like any registration
     (row,) = api.trust_code(root=other)
-    assert row["reference"] == thirdparty["ref"] and row["how"] == "bundle import --trust"
+    assert row["reference"] == thirdparty["ref"] and row["how"] == "bundle import trust=True"
 
 
 def test_a_version_whose_trust_was_removed_does_not_load(exported, tmp_path, thirdparty):

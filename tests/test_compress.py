@@ -189,8 +189,8 @@ def test_distill_bad_input_leaves_the_registry_as_it_was(digits, maas_home, tmp_
         (dict(config={"hidden": 16, "out_features": 5}), UsageError, r"outputs \[10\].*\[5\]"),
         (dict(config={"in_features": 8}), UsageError, "fails on rows shaped"),
         (dict(data="builtin:sentences"), UsageError, "needs labelled rows"),
-        (dict(alpha=1.5), UsageError, "--alpha must be in"),
-        (dict(processes=0), UsageError, "--processes must be at least 1"),
+        (dict(alpha=1.5), UsageError, "^alpha must be in"),
+        (dict(processes=0), UsageError, "^processes must be at least 1"),
         (dict(config="{hidden: 3}"), UsageError, "JSON object"),
     ]
     for change, error, message in cases:

@@ -139,7 +139,7 @@ def test_export_bad_input_changes_nothing(linear, maas_home):
         api.export("lin@1", "npy-linear", forget_file=True)
     with pytest.raises(UsageError, match="has no option colour"):
         api.export("lin@1", "npy-linear", colour="red")
-    with pytest.raises(UsageError, match="--precision must be one of float16, float32"):
+    with pytest.raises(UsageError, match="^precision must be one of float16, float32"):
         api.export("lin@1", "npy-linear", precision="int4")
     assert registry_snapshot(maas_home) == before
 

@@ -94,7 +94,7 @@ def test_unsupported_operator_is_named_and_registers_nothing(maas_home, user_mod
         api.export("eigen@1", "onnx", exporter="torchscript")
     message = str(err.value)
     assert "linalg_eigvalsh" in message and "torchscript exporter" in message
-    assert "--exporter dynamo or --to torch-export or --to torchscript" in message
+    assert "exporter='dynamo' or to='torch-export' or to='torchscript'" in message
     assert registry_snapshot(maas_home) == before
 
 

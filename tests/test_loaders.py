@@ -64,7 +64,7 @@ def test_onnx_runner_spins_unless_told_not_to(maas_home, tmp_path):
     default = api.runner("linear").session.get_session_options()
     with pytest.raises(RuntimeError, match="does not have configuration"):
         default.get_session_config_entry(key)  # onnxruntime's default: spinning
-    with pytest.raises(UsageError, match="--spin expects true or false, got 'maybe'"):
+    with pytest.raises(UsageError, match="^spin expects true or false, got 'maybe'"):
         api.runner("linear", spin="maybe")
 
 

@@ -12,6 +12,7 @@ from maas_lab import api, cli
 from maas_lab.arguments import parse_words
 from maas_lab.components import Param, Schema
 from maas_lab.errors import UsageError
+from maas_lab.hints import prog_scope
 from maas_lab.schemas import COMPARE, COMPRESS, EXPORT, SERVE
 
 COMMANDS = [
@@ -67,7 +68,9 @@ def test_a_schema_finds_its_params_and_converts_repeated_ones():
     assert schema.param("tags").cli_flag == "--tags"
     with pytest.raises(KeyError):
         schema.param("missing")
-    with pytest.raises(UsageError, match="--n expects a int"):
+    with pytest.raises(UsageError, match="^n expects a int"):  # a Python call: its keyword
+        schema.param("n").convert("four")
+    with prog_scope("maas"), pytest.raises(UsageError, match="^--n expects a int"):
         schema.param("n").convert("four")
 
 
@@ -87,7 +90,14 @@ def test_plugin_options_are_read_by_their_types(words, expected):
     assert parse_words(words, TYPES) == (expected, [], [])
 
 
-def test_plugin_option_mistakes_are_named():
+@pytest.fixture
+def typed_words():
+    """parse_words reads a command line: cli.run has set the prog around it."""
+    with prog_scope("maas"):
+        yield
+
+
+def test_plugin_option_mistakes_are_named(typed_words):
     with pytest.raises(UsageError, match=r"No option --spars\. Options: --name, --sparsity"):
         parse_words(["--spars", "0.5"], TYPES)
     with pytest.raises(UsageError, match="--sparsity needs a value"):

@@ -336,7 +336,7 @@ def test_unknown_models_versions_and_routes(digits_server, digits_x):
 def test_oversized_body_is_refused_before_parsing(words_server):
     huge = b"x" * (64 * 1024)  # the words server allows 0.01 MiB
     status, _, answer = _request(words_server.url, "POST", "/v2/models/words/infer", huge)
-    assert status == 413 and "--max-body-mb" in answer["error"]
+    assert status == 413 and "a larger max_body_mb." in answer["error"]  # as api.serve took it
     assert _words(words_server.url, ["good"]) == (200, [1.0])
 
 
@@ -356,7 +356,7 @@ def test_backend_errors_and_timeouts_are_answered_and_the_server_recovers(words_
     assert _words(url, ["good", "bad", "unknown"]) == (200, [1.0, -1.0, 0.0])
     started = time.monotonic()
     status, answer = _words(url, ["slow"])  # the backend takes 2 s; the limit is 1 s
-    assert status == 504 and "--timeout-s" in answer["error"]
+    assert status == 504 and "a larger timeout_s." in answer["error"]
     assert time.monotonic() - started < 1.9
     time.sleep(1.2)  # let the slow call finish in the backend
     assert _words(url, ["hello"]) == (200, [0.5])

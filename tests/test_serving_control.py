@@ -198,7 +198,7 @@ def test_a_server_that_runs_healthy_again_restarts_a_crashed_worker_at_once(word
 
 
 def test_healthy_reset_must_be_positive(words):
-    with pytest.raises(UsageError, match="healthy-reset-s"):
+    with pytest.raises(UsageError, match="^healthy_reset_s must be between"):
         control.serve("words@1", name="bad", port=0, healthy_reset_s=0)
     assert state.get(api.registry(words).db, "bad") is None
 
@@ -246,6 +246,33 @@ def test_serve_in_a_shell_in_the_background_hints_in_shell_syntax(words):
     assert "`maas status`" in done.stdout and "`maas stop sh`" in done.stdout
     assert "%maas" not in done.stdout
     assert "Management token" not in done.stderr  # not a terminal: the token is not shown
+
+
+def _from_a_foreign_host(url: str) -> tuple[int, str]:
+    from http.client import HTTPConnection
+    from urllib.parse import urlsplit
+
+    where = urlsplit(url)
+    conn = HTTPConnection(where.hostname, where.port, timeout=30)
+    try:
+        conn.request("GET", "/v2/models/words", headers={"Host": "elsewhere.example"})
+        answer = conn.getresponse()
+        return answer.status, answer.read().decode()
+    finally:
+        conn.close()
+
+
+def test_a_servers_answers_name_its_options_as_it_was_started(words):
+    """A server's process knows how it was started (the prog, kept with its options): its
+    answers name an option as that person gave it."""
+    from maas_lab import cli
+
+    server = api.serve("words@1", name="py", port=0)
+    status, text = _from_a_foreign_host(server.url)
+    assert status == 403 and "Start it with allow_hosts for another name" in text
+    typed = cli.run(["serve", "words@1", "--name", "sh", "--port", "0", "--background"])
+    status, text = _from_a_foreign_host(typed.url)
+    assert status == 403 and "Start it with --allow-host for another name" in text
 
 
 @pytest.mark.parametrize("name", ["7", "job-7", "JOB-12"])

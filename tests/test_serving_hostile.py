@@ -193,7 +193,7 @@ def test_json_without_nan_both_ways(tiny, value):
 def test_rows_beyond_the_limit_are_refused_and_large_requests_run_in_batches(tiny):
     handle, weight = tiny
     x, (status, _, answer) = _infer(handle.url, 65)  # the server takes 64 rows per request
-    assert status == 413 and "65 rows" in answer["error"] and "--max-rows" in answer["error"]
+    assert status == 413 and "65 rows" in answer["error"] and "max_rows." in answer["error"]
     before = _request(handle.url, "GET", "/v2/models/tiny/stats")[2]["model_stats"][0]
     x, (status, _, answer) = _infer(handle.url, 64)
     assert status == 200, answer
@@ -295,7 +295,7 @@ def test_a_stalled_body_is_answered_408(tiny):
         answer = _read_answer(sock)
     finally:
         sock.close()
-    assert answer.startswith(b"HTTP/1.1 408") and b"--body-timeout-s" in answer, answer
+    assert answer.startswith(b"HTTP/1.1 408") and b"larger body_timeout_s." in answer, answer
     assert _infer(handle.url, 1)[1][0] == 200
 
 

@@ -534,7 +534,7 @@ def test_check_inputs_limits_rows_on_the_batch_axis_only():
     header = [InferInput("x", "FP32", [100, 4], None)]
     with pytest.raises(ProtocolError) as info:
         check_inputs(sig, header, max_rows=64)
-    assert info.value.status == 413 and "--max-rows" in str(info.value)
+    assert info.value.status == 413 and "a larger max_rows." in str(info.value)
     assert "100 rows" in str(info.value)
     check_inputs(sig, header, max_rows=100)
     check_inputs(fixed, header, max_rows=64)  # a fixed first dimension is not a batch

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from ..errors import JobFailed, UsageError
-from ..hints import command
+from ..hints import command, typed
 from ..registry import open as open_registry
 from ..results import LogTail, Report, Table, kv_table, tail_text
 from . import jobs
@@ -136,7 +136,7 @@ def launch(
         folder.mkdir(parents=True)
         spec = {**what, "id": job_id, "args": [str(a) for a in args], "cwd": os.getcwd(),
                 "launcher": comp.name, "options": opts, "register_as": register,
-                "metric": metric}  # fmt: skip
+                "metric": metric, "prog": typed()}  # fmt: skip
         jobs.write_json(folder / "job.json", spec)
         if code is not None:
             (folder / "cell.py").write_text(code)

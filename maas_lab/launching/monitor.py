@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..hints import option, prog_scope
 from . import jobs
 
 GRACE_S = 10.0  # a cancelled job's processes get this long after SIGTERM, then SIGKILL
@@ -188,21 +189,25 @@ def run(root: Path, job_id: int) -> int:
         "world_size": world.get("world_size") or row["world_size"],
         "registered": result.get("ref"),
     }
-    if cancelled:
-        status, error = "cancelled", f"cancelled after {time.time() - started:.1f} s"
-    elif code == 0 and row["register_as"] and not result and world:  # world: rank 0 ran here
-        status = "failed"
-        error = (
-            f"--register {row['register_as']} was given but the job registered nothing: call "
-            "registry.register(model, factory=...) in train() (every rank may; rank 0 writes)."
-        )
-    elif code == 0:
-        status, error = "succeeded", None
-    else:
-        text = (folder / "job.log").read_text(errors="replace")
-        status = "failed"
-        error = rank_error(folder) or _explain(row, text) or _last_exception_line(text)
-        error = error or f"the launcher exited with code {code}"
+    # Read by whoever launched the job: options spelled as they gave them (maas, %maas or
+    # Python).
+    with prog_scope(spec.get("prog")):
+        if cancelled:
+            status, error = "cancelled", f"cancelled after {time.time() - started:.1f} s"
+        elif code == 0 and row["register_as"] and not result and world:  # world: rank 0 ran here
+            status = "failed"
+            error = (
+                f"{option('register', row['register_as'])} was given but the job registered "
+                "nothing: call "
+                "registry.register(model, factory=...) in train() (every rank may; rank 0 writes)."
+            )
+        elif code == 0:
+            status, error = "succeeded", None
+        else:
+            text = (folder / "job.log").read_text(errors="replace")
+            status = "failed"
+            error = rank_error(folder) or _explain(row, text) or _last_exception_line(text)
+            error = error or f"the launcher exited with code {code}"
     if leftovers:
         with (folder / "job.log").open("a") as f:
             f.write(f"[maas_lab] stopped {len(leftovers)} process(es) left behind: {leftovers}\n")

@@ -20,6 +20,7 @@ from typing import Any
 import sqlite_utils
 
 from ..errors import ConflictError, NotFoundError, RegistryError, UsageError
+from ..hints import option
 from . import trust as trust_rows
 from .checkouts import lay_out, layout_matches
 from .db import INDEX_MODELS, connect, now, write
@@ -372,7 +373,7 @@ class Registry:
             if current and current[0] == target["id"]:
                 raise ConflictError(
                     f"{name}@{alias} already points at {target['ref']}; nothing changed. "
-                    f"Give another version to move it, or --delete to remove it."
+                    f"Give another version to move it, or {option('delete', True)} to remove it."
                 )
             self.db["aliases"].upsert(
                 {

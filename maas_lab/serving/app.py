@@ -20,12 +20,13 @@ import re
 import time
 import traceback
 import zlib
+from contextvars import copy_context
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..components import tensor
 from ..errors import MaasError, NotFoundError
-from ..hints import command
+from ..hints import command, option, prog_scope
 from ..version import __version__
 from .batching import BackendFailed, Overloaded, RequestTimeout
 from .metrics import merge, prometheus
@@ -99,6 +100,9 @@ class Server:
         self.timeout_s = float(options.get("timeout_s", 30.0))
         self.max_rows = int(options.get("max_rows", 1024))
         self.body_timeout_s = float(options.get("body_timeout_s", 60.0))
+        # How the server was started (maas, %maas, or None: Python): answers name its
+        # options as that person gave them ("start it with a larger --max-rows").
+        self.prog = options.get("prog")
         self.draining = False
         self.in_flight = 0
         self.started = time.time()
@@ -114,7 +118,8 @@ class Server:
             return
         self.in_flight += 1
         try:
-            status, body, headers = await self._handle(scope, receive)
+            with prog_scope(self.prog):
+                status, body, headers = await self._handle(scope, receive)
         finally:
             self.in_flight -= 1
         if self.draining:
@@ -185,8 +190,8 @@ class Server:
             raise HTTPError(
                 403,
                 f"Host {host!r} is not allowed on this server (it answers "
-                "127.0.0.1 and localhost). Start it with --allow-host for "
-                "another name.",
+                "127.0.0.1 and localhost). Start it with "
+                f"{option('allow_hosts', flag='--allow-host')} for another name.",
             )
         origin = headers.get("origin")
         if method != "GET" and origin and urlsplit(origin).netloc not in self.allowed_hosts:
@@ -209,7 +214,8 @@ class Server:
             raise HTTPError(
                 401,
                 f"The token {why}: send the header 'Authorization: Bearer <token>' with "
-                "the server's token: the --token it was started with, or the generated one "
+                f"the server's token: the {option('token')} it was started with, or the "
+                "generated one "
                 "(server.token in Python; shown once on the terminal that started it).",
                 {"www-authenticate": "Bearer"},
             )
@@ -218,7 +224,7 @@ class Server:
         declared = headers.get("content-length")
         too_big = (
             f"The request body is over the {self.max_body / 2**20:g} MiB limit; send "
-            "smaller batches, or start the server with a larger --max-body-mb."
+            f"smaller batches, or start the server with a larger {option('max_body_mb')}."
         )
         if declared is not None:
             if not _DIGITS.fullmatch(declared.strip()):
@@ -266,7 +272,8 @@ class Server:
                     raise HTTPError(
                         408,
                         f"The request body did not arrive within {self.body_timeout_s:g} s; "
-                        "send it at once, or start the server with a larger --body-timeout-s.",
+                        "send it at once, or start the server with a larger "
+                        f"{option('body_timeout_s')}.",
                         {"connection": "close"},
                     )
                 step = min(left, DRAIN_STALL_S) if self.draining else min(left, 0.5)
@@ -390,11 +397,16 @@ class Server:
                 functools.partial(self._check_header, loaded),
             )
             big = len(body) > OFFLOAD_BYTES
-            request = await loop.run_in_executor(None, parse) if big else parse()
+            # (in the request's context: its messages name options as the server was started)
+            request = (
+                await loop.run_in_executor(None, copy_context().run, parse) if big else parse()
+            )
             check_requested_outputs(request, [t["name"] for t in loaded.outputs])
             rows = _rows(request)
             if big or rows > OFFLOAD_ROWS:
-                feeds = await loop.run_in_executor(None, self._feeds, loaded, request)
+                feeds = await loop.run_in_executor(
+                    None, copy_context().run, self._feeds, loaded, request
+                )
             else:
                 feeds = self._feeds(loaded, request)
             try:
@@ -416,7 +428,7 @@ class Server:
                     504,
                     f"The request timed out after {self.timeout_s:g} s "
                     f"waiting for {loaded.ref}; send less at once, or start "
-                    "the server with a larger --timeout-s.",
+                    f"the server with a larger {option('timeout_s')}.",
                 ) from None
             except BackendFailed as exc:
                 raise HTTPError(

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConflictError, NotFoundError, ServeError, UsageError
-from ..hints import command, typed
+from ..hints import command, option, typed
 from ..registry import open as open_registry
 from ..results import LogTail, Report, Table, tail_text
 from ..schemas import SERVE
@@ -37,7 +37,7 @@ def _url(host: str, port: int) -> str:
 
 def _check_range(label: str, value, low, high):
     if value is None or not (low <= value <= high):
-        raise UsageError(f"--{label} must be between {low} and {high}; got {value!r}.")
+        raise UsageError(f"{option(label)} must be between {low} and {high}; got {value!r}.")
     return value
 
 
@@ -78,9 +78,10 @@ def serve(
 
     ``healthy_reset_s``: after running that long with every replica ready, a crashed worker
     is replaced after the shortest delay again. The other defaults are those of
-    :data:`maas_lab.schemas.SERVE`. The handle's hints follow the command typed (:func:`maas_lab.hints.typed`: ``maas``,
-    ``%maas``, or its own methods from Python). A generated token is never shown in the
-    handle's output (see :class:`ServerHandle`).
+    :data:`maas_lab.schemas.SERVE`. The handle's hints follow the command typed
+    (:func:`maas_lab.hints.typed`: ``maas``, ``%maas``, or its own methods from Python), and
+    so do the server's answers that name an option (``--max-rows`` or ``max_rows``). A
+    generated token is never shown in the handle's output (see :class:`ServerHandle`).
     """
     refs = [refs] if isinstance(refs, str) else list(refs)
     if not refs:
@@ -92,29 +93,30 @@ def serve(
         reg.resolve(ref)  # NotFoundError naming what is missing, before anything starts
     name = state.check_server_name(name or refs[0].split("@")[0])
     _check_range("replicas", replicas, 1, 64)
-    _check_range("max-batch", max_batch, 1, 1024)
-    _check_range("max-delay-ms", max_delay_ms, 0, 10_000)
-    _check_range("max-queue", max_queue, 1, 1_000_000)
+    _check_range("max_batch", max_batch, 1, 1024)
+    _check_range("max_delay_ms", max_delay_ms, 0, 10_000)
+    _check_range("max_queue", max_queue, 1, 1_000_000)
     _check_range("port", port, 0, 65535)
-    _check_range("timeout-s", timeout_s, 0.001, 3600)
-    _check_range("max-body-mb", max_body_mb, 0.001, 4096)
-    _check_range("healthy-reset-s", healthy_reset_s, 0.1, 7 * 86400)
-    _check_range("max-rows", max_rows, 1, 10_000_000)
-    _check_range("header-timeout-s", header_timeout_s, 0.01, 3600)
-    _check_range("body-timeout-s", body_timeout_s, 0.01, 3600)
+    _check_range("timeout_s", timeout_s, 0.001, 3600)
+    _check_range("max_body_mb", max_body_mb, 0.001, 4096)
+    _check_range("healthy_reset_s", healthy_reset_s, 0.1, 7 * 86400)
+    _check_range("max_rows", max_rows, 1, 10_000_000)
+    _check_range("header_timeout_s", header_timeout_s, 0.01, 3600)
+    _check_range("body_timeout_s", body_timeout_s, 0.01, 3600)
     existing = state.get(reg.db, name)
     if existing is not None:
         if state.supervisor_alive(reg.root, existing):
             where = _url(existing["host"], existing["port"])
             raise ConflictError(
                 f"A server named {name!r} already runs at {where}. Stop it "
-                f"(`{command('stop', name)}`), or pass --name for a second one."
+                f"(`{command('stop', name)}`), or pass {option('name')} for a second one."
             )
         state.delete(reg.db, name)
     generated = token is None
     if token is not None and len(token) < 16:
         raise UsageError(
-            "A --token must be at least 16 characters; or leave it out and one is generated."
+            f"A {option('token')} must be at least 16 characters; or leave it out and one is "
+            "generated."
         )
     token = token or secrets.token_urlsafe(24)
     if not threads and replicas > 1:
@@ -133,6 +135,7 @@ def serve(
         "max_rows": max_rows,
         "header_timeout_s": header_timeout_s,
         "body_timeout_s": body_timeout_s,
+        "prog": typed(),  # the server's answers name options as they were given here
     }
     folder = state.run_dir(reg.root, name)
     (folder / "workers").mkdir(parents=True, exist_ok=True)
@@ -224,7 +227,7 @@ def _start_error(name: str, tail: str, row) -> ServeError:
         where = line.split("cannot listen on", 1)[1].strip()
         return ServeError(
             f"Server {name!r} could not start: cannot listen on {where}. "
-            "Pick another --port, or --port 0 for any free one."
+            f"Pick another {option('port')}, or {option('port', 0)} for any free one."
         )
     return ServeError(f"Server {name!r} failed to start. Its log ends with:\n{tail}")
 
@@ -335,8 +338,8 @@ def _next_steps(name: str, models: list[str], generated: bool) -> str:
             f"`server = {command('serve', '...')}`, then `server.token`; `server.client()` "
             "sends it for you"
             if where_typed == "notebook"
-            else "a generated one is shown once on a terminal's stderr; pass --token (or set "
-            "MAAS_SERVE_TOKEN) to choose one"
+            else "a generated one is shown once on a terminal's stderr; pass "
+            f"{option('token')} (or set MAAS_SERVE_TOKEN) to choose one"
         )
     return f"Next: {steps}." + (f" The generated token: {where}." if generated else "")
 

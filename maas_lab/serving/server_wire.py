@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..hints import option
 from .wire import (
     NUMPY_DTYPES,
     ProtocolError,
@@ -313,7 +314,7 @@ def check_rows(name: str, rows: int, max_rows: int) -> None:
         raise ProtocolError(
             f"input {name!r} has {rows} rows; this server takes at most {max_rows} rows per "
             "request. Split it into smaller requests, or start the server with a larger "
-            "--max-rows.",
+            f"{option('max_rows')}.",
             status=413,
         )
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from ..errors import UsageError
-from ..hints import command
+from ..hints import command, option
 from ..registry.db import now, write
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -41,7 +41,7 @@ def check_server_name(name: str) -> str:
         raise UsageError(
             f"Invalid server name {name!r}: it reads as a training job's id "
             f"(`{command('logs', name)}` shows that job). Give the server a name with a "
-            f"letter: --name srv-{name}."
+            f"letter: {option('name', f'srv-{name}')}."
         )
     return name
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from maas_lab import Component, Param, hookimpl
 from maas_lab.components import Launch
 from maas_lab.errors import BackendUnavailable, UsageError
+from maas_lab.hints import option
 
 __version__ = "0.1.0"
 
@@ -128,7 +129,7 @@ def _check_extra(text: str) -> list[str]:
     try:
         extra = shlex.split(text or "")
     except ValueError as exc:
-        raise UsageError(f"--accelerate-args does not parse: {exc}.") from None
+        raise UsageError(f"{option('accelerate_args')} does not parse: {exc}.") from None
     if not extra:
         return []
     known = sorted({o for a in _parser()._actions for o in a.option_strings})
@@ -138,7 +139,8 @@ def _check_extra(text: str) -> list[str]:
             close = difflib.get_close_matches(name, known, n=2)
             hint = f" Did you mean {' or '.join(close)}?" if close else ""
             raise UsageError(
-                f"`accelerate launch` has no option {name} (in --accelerate-args).{hint} "
+                f"`accelerate launch` has no option {name} (in {option('accelerate_args')})."
+                f"{hint} "
                 "See `accelerate launch --help`."
             )
     return extra
@@ -152,7 +154,7 @@ def _free_port() -> int:
 
 def _positive(name: str, value) -> None:
     if value is not None and value < 1:
-        raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}.")
+        raise UsageError(f"{option(name)} must be at least 1, got {value}.")
 
 
 def plan(entry: list[str], options: dict) -> Launch:
@@ -171,14 +173,15 @@ def plan(entry: list[str], options: dict) -> Launch:
     rank = config.get("machine_rank", 0) if rank is None else rank
     if not 0 <= rank < machines:
         raise UsageError(
-            f"--machine-rank {rank} is not a rank of {machines} machine(s): use 0 to "
+            f"{option('machine_rank', rank)} is not a rank of {machines} machine(s): use 0 to "
             f"{machines - 1}, 0 on the machine that runs the main process."
         )
     address = options.get("main_address") or config.get("main_process_ip")
     if machines > 1 and not address:
         raise UsageError(
-            f"A job on {machines} machines needs --main-address: the address of machine rank "
-            "0, reachable from every machine (127.0.0.1 when they all run on this host)."
+            f"A job on {machines} machines needs {option('main_address')}: the address of "
+            "machine rank 0, reachable from every machine (127.0.0.1 when they all run on this "
+            "host)."
         )
     port = options.get("main_port") or config.get("main_process_port")
     if not port:
@@ -223,16 +226,17 @@ def explain(log: str, where: str, machines: int, rank: int, timeout: float) -> s
         return (
             f"Only {joined.group(1)} of {joined.group(2)} machines joined the rendezvous at "
             f"{where} within {timeout:g} s. Start the job on every machine with the same "
-            "--machines, --main-address and --main-port, each with its own --machine-rank."
+            f"{option('machines')}, {option('main_address')} and {option('main_port')}, each "
+            f"with its own {option('machine_rank')}."
         )
     if re.search(r"DistNetworkError|failed to connect|Connection refused|TimeoutError", log):
         return (
             f"Machine rank {rank} could not reach the main process at {where} within "
-            f"{timeout:g} s. Check --main-address and --main-port (machine rank 0 must be "
-            "started and that port open to this machine)."
+            f"{timeout:g} s. Check {option('main_address')} and {option('main_port')} (machine "
+            "rank 0 must be started and that port open to this machine)."
         )
     if re.search(r"EADDRINUSE|address already in use", log, re.I):
-        return f"The main port at {where} is taken: give a free --main-port."
+        return f"The main port at {where} is taken: give a free {option('main_port')}."
     return None
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from maas_lab import Component, hookimpl
 from maas_lab.datasets import Dataset
 from maas_lab.evaluation import cosines, main_output
+from maas_lab.hints import option
 
 __version__ = "0.1.0"
 BATCH_ROWS = 256
@@ -53,7 +54,9 @@ def classification(subjects, context) -> list[dict]:
     data = context.part("test")
     if data is None or not data.labelled:
         if any("classif" in (s.task or "") for s in subjects):
-            context.notes.append("accuracy: no labelled data given (--data sklearn:digits, ...)")
+            context.notes.append(
+                f"accuracy: no labelled data given ({option('data', 'sklearn:digits')}, ...)"
+            )
         return [{} for _ in subjects]
     out = []
     for s in subjects:

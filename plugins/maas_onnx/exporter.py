@@ -18,6 +18,7 @@ from pathlib import Path
 
 from maas_lab.components import Artifact
 from maas_lab.errors import UsageError
+from maas_lab.hints import option
 
 EXTERNAL_DATA_BYTES = 1 << 30  # well under protobuf's 2 GiB limit on one file
 ONNX_ROLES = ("model", "external-data")
@@ -194,10 +195,10 @@ def export_onnx(checkout, options: dict, workdir: Path) -> Artifact:
                 "an export cannot keep: rewrite the branch with torch.cond."
             )
         else:
-            other = {"dynamo": "--exporter torchscript", "torchscript": "--exporter dynamo"}
-            hints = [other[m] for m in modes if len(modes) == 1]
+            other = {"dynamo": "torchscript", "torchscript": "dynamo"}
+            hints = [option("exporter", other[m]) for m in modes if len(modes) == 1]
             if checkout.format == "torch":
-                hints += ["--to torch-export", "--to torchscript"]
+                hints += [option("to", "torch-export"), option("to", "torchscript")]
             hint = f"Try {' or '.join(hints)}." if hints else ""
         raise UsageError(f"ONNX export of {checkout.ref} failed. {tried}. {hint}".strip())
     if "dynamo" in errors:
@@ -212,7 +213,7 @@ def export_onnx(checkout, options: dict, workdir: Path) -> Artifact:
             shutil.rmtree(workdir / ".optimized", ignore_errors=True)
             raise UsageError(
                 f"onnxruntime's optimisation broke the ONNX export of {checkout.ref}: "
-                f"{describe_failure(exc)}. Export without --optimize."
+                f"{describe_failure(exc)}. Export without {option('optimize', True)}."
             ) from None
         shutil.rmtree(attempt)
         attempt = optimized.parent

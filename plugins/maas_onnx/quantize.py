@@ -53,6 +53,7 @@ from typing import Any
 
 from maas_lab.components import Artifact
 from maas_lab.errors import MaasError, UsageError
+from maas_lab.hints import option
 
 # Quantizable op -> index of its weight input (an initializer when quantization applies).
 WEIGHT_INPUT = {"MatMul": 1, "Gemm": 1, "Conv": 1, "ConvTranspose": 1, "Gather": 0}
@@ -111,7 +112,8 @@ def quantize(checkout, options: dict, workdir: Path, context) -> Artifact:
         todo = [n for n in job.nodes if n.name not in excluded]
         if not todo:
             raise UsageError(
-                f"Every quantizable node of {checkout.ref} is in --exclude: nothing to quantize."
+                f"Every quantizable node of {checkout.ref} is in {option('exclude')}: nothing "
+                "to quantize."
             )
         smoothing = _smooth(job, options, context, todo)
         todo = [n for n in job.nodes if n.name not in excluded]
@@ -128,7 +130,7 @@ def quantize(checkout, options: dict, workdir: Path, context) -> Artifact:
             "smoothing": smoothing,
             "measurements": {"full": 0, "sensitivity": 0},
         }
-        kept: list[dict] = [{"node": n, "why": "--exclude"} for n in excluded]
+        kept: list[dict] = [{"node": n, "why": option("exclude")} for n in excluded]
         if context.max_drop:
             full, figures = _meet_budget(job, context, options, full, todo)
             kept += figures.pop("kept")
@@ -159,8 +161,8 @@ def _report(
         report["calibration"] = job.reader.describe()
     elif context.calibration_spec is not None and not report["smoothing"]:
         report["note"] = (
-            "--calibration is used by --static and by smoothing only; dynamic int8 without "
-            "smoothing ignored it"
+            f"{option('calibration')} is used by {option('static', True)} and by smoothing "
+            "only; dynamic int8 without smoothing ignored it"
         )
     if job.notes:
         report["notes"] = job.notes
@@ -240,8 +242,8 @@ def _user_excludes(job: Job, text: str | None) -> list[str]:
         shown = ", ".join(n.name for n in job.nodes[:12])
         more = f" (and {len(job.nodes) - 12} more)" if len(job.nodes) > 12 else ""
         raise UsageError(
-            f"--exclude {', '.join(unknown)}: no quantizable node of that name in {job.ref}. "
-            f"Quantizable nodes: {shown or 'none'}{more}."
+            f"{option('exclude', ', '.join(unknown))}: no quantizable node of that name in "
+            f"{job.ref}. Quantizable nodes: {shown or 'none'}{more}."
         )
     return wanted
 
@@ -293,8 +295,9 @@ def _calibration_data(context, required: bool):
                 return None
             raise UsageError(
                 f"Static quantization of {context.parent.ref} needs calibration data: give "
-                "--calibration (e.g. an .npz with x rows shaped like the model's input, or "
-                "sklearn:digits for a digits model), or drop --static for dynamic int8."
+                f"{option('calibration')} (e.g. an .npz with x rows shaped like the model's "
+                "input, or sklearn:digits for a digits model), or drop "
+                f"{option('static', True)} for dynamic int8."
             )
         from maas_lab import datasets
 
@@ -312,7 +315,7 @@ def _calibration_batches(job: Job, options: dict, context, required: bool) -> li
         return job.batches
     rows = int(options.get("calibration_rows") or 0)
     if rows < 1:
-        raise UsageError(f"--calibration_rows must be at least 1, got {rows}.")
+        raise UsageError(f"{option('calibration_rows')} must be at least 1, got {rows}.")
     data = _calibration_data(context, required)
     if data is None:
         return None
@@ -324,7 +327,7 @@ def _calibration_batches(job: Job, options: dict, context, required: bool) -> li
             for start in range(0, rows, CALIBRATION_BATCH)
         ]
     except UsageError as exc:
-        raise UsageError(f"--calibration {data.name}: {exc}") from None
+        raise UsageError(f"{option('calibration')} {data.name}: {exc}") from None
     _check_runs(runner, batches[0], data.name, job.ref)
     wanted = {i.name for i in job.model.graph.input}
     job.batches = [{k: v for k, v in b.items() if k in wanted} for b in batches]
@@ -356,16 +359,18 @@ def _smooth(job: Job, options: dict, context, todo: list[Node]) -> dict | None:
     alpha = float(options.get("smooth") or 0.0)
     outliers = int(options.get("outliers") or 0)
     if not 0 <= alpha < 1:
-        raise UsageError(f"--smooth is the migration strength alpha, in [0, 1); got {alpha}.")
+        raise UsageError(
+            f"{option('smooth')} is the migration strength alpha, in [0, 1); got {alpha}."
+        )
     if outliers < 0:
-        raise UsageError(f"--outliers must be 0 or more, got {outliers}.")
+        raise UsageError(f"{option('outliers')} must be 0 or more, got {outliers}.")
     if not alpha and not outliers:
         return None
     batches = _calibration_batches(job, options, context, required=job.static)
     if batches is None:
         job.notes.append(
-            "not smoothed: no calibration data (give --calibration or --data to smooth "
-            "activations before quantizing)"
+            f"not smoothed: no calibration data (give {option('calibration')} or "
+            f"{option('data')} to smooth activations before quantizing)"
         )
         return None
     try:
@@ -408,14 +413,15 @@ def _check_runs(runner, batch: dict, name: str, ref: str) -> None:
     try:
         runner.infer(batch)
     except MaasError as exc:
-        raise UsageError(f"--calibration {name} does not fit {ref}: {exc}") from None
+        raise UsageError(f"{option('calibration')} {name} does not fit {ref}: {exc}") from None
     except Exception as exc:
         text = str(exc).strip()
         first = text.splitlines()[0] if text else type(exc).__name__
         raise UsageError(
-            f"calibration data does not run through {ref}: {first}. Give --calibration data "
-            "the model accepts (token ids within its vocabulary, values of its input's type "
-            "and shape), or sentences for a model exported with its tokenizer."
+            f"calibration data does not run through {ref}: {first}. Give "
+            f"{option('calibration')} data the model accepts (token ids within its "
+            "vocabulary, values of its input's type and shape), or sentences for a model "
+            "exported with its tokenizer."
         ) from None
 
 
@@ -612,7 +618,7 @@ def _meet_budget(
         return full, figures
     rows = int(options.get("sensitivity_rows") or 0)
     if rows < 1:
-        raise UsageError(f"--sensitivity_rows must be at least 1, got {rows}.")
+        raise UsageError(f"{option('sensitivity_rows')} must be at least 1, got {rows}.")
     ranked = _sensitivity(job, context, nodes, rows)
     figures["measurements"]["sensitivity"] = len(ranked)
     tried = {0: full}

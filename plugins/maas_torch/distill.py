@@ -19,6 +19,7 @@ import numpy as np
 from maas_lab.components import Artifact, tensor
 from maas_lab.errors import UsageError
 from maas_lab.evaluation import feeds
+from maas_lab.hints import option
 from maas_lab.parsing import parse_config
 
 from .loaders import build
@@ -35,17 +36,17 @@ def teacher_logits(runner, data, batch: int = 256) -> np.ndarray:
 
 def _check(options: dict) -> dict:
     if options["epochs"] < 1:
-        raise UsageError(f"--epochs must be at least 1, got {options['epochs']}.")
+        raise UsageError(f"{option('epochs')} must be at least 1, got {options['epochs']}.")
     if not 0 <= options["alpha"] <= 1:
         raise UsageError(
-            f"--alpha must be in [0, 1] (share of the teacher), got {options['alpha']}."
+            f"{option('alpha')} must be in [0, 1] (share of the teacher), got {options['alpha']}."
         )
     if options["temperature"] <= 0:
-        raise UsageError(f"--temperature must be positive, got {options['temperature']}.")
+        raise UsageError(f"{option('temperature')} must be positive, got {options['temperature']}.")
     if options["processes"] < 1:
-        raise UsageError(f"--processes must be at least 1, got {options['processes']}.")
+        raise UsageError(f"{option('processes')} must be at least 1, got {options['processes']}.")
     if options["batch_size"] < 1 or options["lr"] <= 0:
-        raise UsageError("--batch-size must be at least 1 and --lr positive.")
+        raise UsageError(f"{option('batch_size')} must be at least 1 and {option('lr')} positive.")
     return parse_config(options["config"])
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from maas_lab.components import Artifact
 from maas_lab.errors import UsageError
+from maas_lab.hints import option
 
 from .checked import copy_kept, describe_failure
 from .hf import HFPrepared, prepare
@@ -76,7 +77,8 @@ def export_torchscript(checkout, options: dict, workdir: Path) -> Artifact:
         prep,
         checkout.ref,
         path,
-        "use --to torch-export or --to onnx, or rewrite the branch with torch.cond",
+        f"use {option('to', 'torch-export')} or {option('to', 'onnx')}, or rewrite the branch "
+        "with torch.cond",
     )
     report["note"] = "torch.jit is deprecated (torch 2.13 warns) in favour of torch.export"
     files = {path.name: "model"}
@@ -216,14 +218,15 @@ def export_program(checkout, options: dict, workdir: Path) -> Artifact:
             "The model branches on tensor values (data-dependent control flow): rewrite the "
             "branch with torch.cond"
             if is_data_dependent(exc)
-            else "Try --to onnx --exporter torchscript or --to torchscript"
+            else f"Try {option('to', 'onnx')} {option('exporter', 'torchscript')} or "
+            f"{option('to', 'torchscript')}"
         )
         raise UsageError(
             f"torch.export could not export {checkout.ref}: {describe_failure(exc)}. {hint}."
         ) from None
     path = Path(workdir) / "model.pt2"
     torch.export.save(program, str(path))
-    instead = "use --to onnx --exporter torchscript, or fix the model"
+    instead = f"use {option('to', 'onnx')} {option('exporter', 'torchscript')}, or fix the model"
     diff = prep.compare(load_pt2(path).module(), "torch-export", instead)
     files = {path.name: "model"}
     copy_kept(prep, workdir, files)

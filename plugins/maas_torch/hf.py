@@ -22,6 +22,7 @@ import numpy as np
 
 from maas_lab.components import tensor
 from maas_lab.errors import UsageError
+from maas_lab.hints import option
 
 from .checked import Checked, Prepared
 from .tensors import tensors
@@ -38,7 +39,9 @@ def encoder_module(model, pooling: str):
     from maas_hf.text import mean_pool
 
     if pooling not in POOLINGS:
-        raise UsageError(f"--pooling must be one of {', '.join(POOLINGS)}; got {pooling!r}.")
+        raise UsageError(
+            f"{option('pooling')} must be one of {', '.join(POOLINGS)}; got {pooling!r}."
+        )
     pooled = pooling == "mean"
 
     class Encoder(torch.nn.Module):
@@ -169,7 +172,7 @@ def prepare(checkout, options: dict, what: str):
         return HFPrepared(checkout, options, what)
     if (options.get("pooling") or "none") != "none":
         raise UsageError(
-            "--pooling applies to Hugging Face text encoders (format hf); "
-            f"{checkout.ref} is a {checkout.format} model. Leave --pooling at none."
+            f"{option('pooling')} applies to Hugging Face text encoders (format hf); "
+            f"{checkout.ref} is a {checkout.format} model. Leave {option('pooling')} at none."
         )
     return Prepared(checkout, options, what)

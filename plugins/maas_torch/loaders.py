@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 from maas_lab.errors import BackendUnavailable, UsageError
+from maas_lab.hints import option
 
 
 def require_torch():
@@ -94,7 +95,7 @@ def validate_factory_model(files: dict[str, Path], config: dict) -> None:
         raise UsageError(
             f"The weights do not fit {config.get('factory')}({config.get('kwargs') or {}}): "
             + "; ".join(parts)
-            + ". Check --config against the model that produced the weights."
+            + f". Check {option('config')} against the model that produced the weights."
         )
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from maas_lab.components import Artifact
 from maas_lab.errors import UsageError
+from maas_lab.hints import option
 
 from . import sparse, structured
 from .loaders import build, load_factory_model, resolve_factory, validate_factory_model
@@ -34,8 +35,8 @@ def _fraction(options: dict, name: str, what: str) -> float:
     value = options[name]
     if value is None or not 0 < float(value) < 1:
         raise UsageError(
-            f"--{name} {value}: it must be in (0, 1), exclusive: the fraction of {what}, "
-            "e.g. --" + name + " 0.5."
+            f"{option(name, value)}: it must be in (0, 1), exclusive: the fraction of {what}, "
+            f"e.g. {option(name, 0.5)}."
         )
     return float(value)
 
@@ -45,29 +46,31 @@ def _check(options: dict) -> None:
     _fraction(options, "amount", "each hidden layer's neurons or channels removed")
     epochs = options.get("finetune_epochs") or 0
     if epochs < 0:
-        raise UsageError(f"--finetune-epochs {epochs}: give 0 (none) or a positive number.")
+        raise UsageError(
+            f"{option('finetune_epochs', epochs)}: give 0 (none) or a positive number."
+        )
     if options.get("finetune") and epochs:
         raise UsageError(
-            "Give --finetune-epochs (the built-in loop) or --finetune module:callable (yours), "
-            "not both."
+            f"Give {option('finetune_epochs')} (the built-in loop) or "
+            f"{option('finetune', 'module:callable')} (yours), not both."
         )
     if not (options.get("lr") or 0) > 0:
-        raise UsageError(f"--lr {options.get('lr')}: the learning rate must be positive.")
+        raise UsageError(f"{option('lr', options.get('lr'))}: the learning rate must be positive.")
 
 
 def _finetune_data(options: dict, context):
     """The train split, fetched before any work so a missing --data fails at once."""
     if options.get("finetune"):
         resolve_factory(options["finetune"])  # a typo fails before any work
-        return context.data("train", needed_by="prune --finetune")
+        return context.data("train", needed_by=f"prune {option('finetune')}")
     if not options.get("finetune_epochs"):
         return None
-    train = context.data("train", needed_by="prune --finetune-epochs")
+    train = context.data("train", needed_by=f"prune {option('finetune_epochs')}")
     if train.x is None or not train.labelled:
         raise UsageError(
-            f"prune --finetune-epochs trains on labelled rows (x, y); {train.name} has "
-            f"{'sentences' if train.texts is not None else 'no labels'}. Give labelled --data, "
-            "or your own --finetune module:callable."
+            f"prune {option('finetune_epochs')} trains on labelled rows (x, y); {train.name} "
+            f"has {'sentences' if train.texts is not None else 'no labels'}. Give labelled "
+            f"{option('data')}, or your own {option('finetune', 'module:callable')}."
         )
     return train
 
@@ -102,7 +105,7 @@ def finetune(model, options: dict, train, context, val=None) -> dict:
             fn(model, train)
         except Exception as exc:
             raise UsageError(
-                f"--finetune {options['finetune']} failed: {type(exc).__name__}: {exc}."
+                f"{option('finetune', options['finetune'])} failed: {type(exc).__name__}: {exc}."
             ) from None
         model.eval()
         return {"function": options["finetune"], "seconds": round(time.perf_counter() - started, 2)}
@@ -127,7 +130,8 @@ def finetune(model, options: dict, train, context, val=None) -> dict:
                         f"Fine-tuning on {train.name} failed: its rows are shaped "
                         f"{list(train.x.shape[1:])}; the model must take them and return one "
                         f"score per class ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
-                        "Give data that fits the model, or your own --finetune module:callable."
+                        "Give data that fits the model, or your own "
+                        f"{option('finetune', 'module:callable')}."
                     ) from None
                 opt.zero_grad()
                 loss.backward()
@@ -281,8 +285,9 @@ def _structured(checkout, model, options, workdir, context, train, val) -> Artif
     keep = structured.choose(model, links, amount)
     if not keep:
         raise UsageError(
-            f"--amount {amount} removes no neuron or channel from any layer of {checkout.ref} "
-            f"(widths {', '.join(f'{p}: {lk.width}' for p, lk in links.items())}); raise it."
+            f"{option('amount', amount)} removes no neuron or channel from any layer of "
+            f"{checkout.ref} (widths {', '.join(f'{p}: {lk.width}' for p, lk in links.items())}); "
+            "raise it."
         )
     params_before = _parameters(model)
     val_before = _accuracy(model, val)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from maas_lab.components import Artifact
 from maas_lab.errors import UsageError
-from maas_lab.hints import command
+from maas_lab.hints import command, option
 
 
 def _qconfig(layers: str) -> dict:
@@ -49,8 +49,9 @@ def _shape_options(checkout, options: dict, context) -> dict:
             return out
     raise UsageError(
         f"torch-int8 needs {checkout.ref}'s input shape to trace it: the version has no "
-        "stored signature. Give --data with rows it takes (e.g. --data sklearn:digits), or "
-        "register it with --input (e.g. input:float32:batch,64)."
+        f"stored signature. Give {option('data')} with rows it takes (e.g. "
+        f"{option('data', 'sklearn:digits')}), or register it with "
+        f"{option('inputs', flag='--input')} (e.g. input:float32:batch,64)."
     )
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from maas_lab.components import tensor
 from maas_lab.errors import UsageError
+from maas_lab.hints import option
 from maas_lab.registry.refs import is_digits
 
 # Sizes given to named dims: TRACE when exporting, CHECK to prove the export stayed dynamic.
@@ -30,13 +31,13 @@ def parse_shapes(shape_text: str, dtype_text: str = "float32") -> list[dict]:
     shapes = [s.strip() for s in str(shape_text).split(";") if s.strip()]
     dtypes = [d.strip() for d in str(dtype_text or "float32").split(";") if d.strip()]
     if not shapes:
-        raise UsageError("--input_shape is empty; give it like 'batch,64'.")
+        raise UsageError(f"{option('input_shape')} is empty; give it like 'batch,64'.")
     if len(dtypes) == 1:
         dtypes = dtypes * len(shapes)
     if len(dtypes) != len(shapes):
         raise UsageError(
-            f"--input_dtype gives {len(dtypes)} dtypes for {len(shapes)} inputs; give one, or "
-            "one per input separated by ';'."
+            f"{option('input_dtype')} gives {len(dtypes)} dtypes for {len(shapes)} inputs; give "
+            "one, or one per input separated by ';'."
         )
     out = []
     for i, (text, dtype) in enumerate(zip(shapes, dtypes, strict=True)):
@@ -48,13 +49,15 @@ def parse_shapes(shape_text: str, dtype_text: str = "float32") -> list[dict]:
                 dims.append(part)
             else:
                 raise UsageError(
-                    f"--input_shape {text!r}: {part!r} is neither a positive size nor a dim name "
-                    "(letters, digits, '_'); write it like 'batch,64'."
+                    f"{option('input_shape')} {text!r}: {part!r} is neither a positive size nor "
+                    "a dim name (letters, digits, '_'); write it like 'batch,64'."
                 )
         try:
             dtype = np.dtype(dtype).name
         except TypeError:
-            raise UsageError(f"--input_dtype {dtype!r} is not a numpy dtype name.") from None
+            raise UsageError(
+                f"{option('input_dtype')} {dtype!r} is not a numpy dtype name."
+            ) from None
         name = "input" if len(shapes) == 1 else f"input_{i}"
         out.append(tensor(name, dtype, dims))
     return out
@@ -75,8 +78,8 @@ def resolve_signature(checkout, options: dict, what: str) -> dict:
         }
     raise UsageError(
         f"{what} needs the model's input shape: {checkout.ref} has no stored signature. Give "
-        "it with --input_shape, e.g. --input_shape batch,64 (and --input_dtype if not "
-        "float32), or register the version with a signature."
+        f"it with {option('input_shape')}, e.g. {option('input_shape', 'batch,64')} (and "
+        f"{option('input_dtype')} if not float32), or register the version with a signature."
     )
 
 

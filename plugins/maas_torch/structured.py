@@ -22,6 +22,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from maas_lab.errors import UsageError
+from maas_lab.hints import option
 
 FACTORY = "maas_torch.structured:rebuild"
 SUPPORTED = (
@@ -340,7 +341,7 @@ def unsupported(model, notes: list[str]) -> str:
         f"Structured pruning found no layer of {type(model).__name__} whose outputs it can "
         f"remove ({why}). It supports {SUPPORTED}; a layer is narrowed only when its one "
         "consumer is the next Linear/Conv in the same chain (the model's output layer never "
-        "is). Use unstructured pruning (leave --structured off) instead."
+        f"is). Use unstructured pruning (leave {option('structured')} off) instead."
     )
 
 

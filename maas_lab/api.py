@@ -568,8 +568,7 @@ def predict(
     return ask(ref, inputs, url=url, token=token, outputs=outputs, root=root)
 
 
-def client(url: str | None = None, token: str | None = None, name: str | None = None,
-           root=None):  # fmt: skip
+def client(url: str | None = None, token: str | None = None, name: str | None = None, root=None):
     """An Open Inference Protocol v2 client (numpy in and out) for a URL or a server name."""
     from .serving.control import client as make
 
@@ -605,8 +604,17 @@ def launch(
     """
     from .launching.control import launch as start
 
-    return start(target, code=code, args=args, launcher=launcher, register=register,
-                 metric=metric, wait=wait, root=root, **options)  # fmt: skip
+    return start(
+        target,
+        code=code,
+        args=args,
+        launcher=launcher,
+        register=register,
+        metric=metric,
+        wait=wait,
+        root=root,
+        **options,
+    )
 
 
 def jobs(limit: int = 20, root=None) -> Table:

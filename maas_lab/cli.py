@@ -77,9 +77,13 @@ def _options(schema):
 )
 @click.option("--weights", type=click.Path(), help="Safetensors weights (with --from-torch).")
 @click.option("--config", metavar="JSON", help="Factory keyword arguments as a JSON object.")
-@click.option("--from-file", type=click.Path(), multiple=True,
-              help="A model file (e.g. .onnx); repeat for files it needs.")  # fmt: skip
-@click.option("--format", "fmt", help="Format of --from-file when its suffix does not tell.")
+@click.option(
+    "--from-file",
+    type=click.Path(),
+    multiple=True,
+    help="A model file (e.g. .onnx); repeat for files it needs.",
+)
+@click.option("--format", "format", help="Format of --from-file when its suffix does not tell.")
 @click.option("--task", help="What the model does, e.g. sentence-embedding, classification.")
 @click.option("--description", help="One line about this model or version.")
 @click.option("--owner", help="Who owns the model (default: you).")
@@ -88,30 +92,17 @@ def _options(schema):
 @click.option(
     "--metric", "metrics", multiple=True, metavar="NAME=VALUE", help="Metric; repeatable."
 )
-@click.option("--input", "inputs", multiple=True, metavar="NAME:DTYPE:DIMS",
-              help="A model input, e.g. input:float32:batch,64; outputs are inferred.")  # fmt: skip
+@click.option(
+    "--input",
+    "inputs",
+    multiple=True,
+    metavar="NAME:DTYPE:DIMS",
+    help="A model input, e.g. input:float32:batch,64; outputs are inferred.",
+)
 @click.option("--signature", metavar="JSON", help="The whole tensor signature, inputs and outputs.")
-def register(name, from_hf, from_torch, weights, config, from_file, fmt, task, description,
-             owner, card, tags, metrics, inputs, signature):  # fmt: skip
+def register(name, **options):
     """Register a new version of model NAME from a folder, a factory + weights, or a file."""
-    return api.register(
-        name,
-        from_hf=from_hf,
-        from_torch=from_torch,
-        weights=weights,
-        config=config,
-        from_file=from_file,
-        format=fmt,
-        task=task,
-        description=description,
-        owner=owner,
-        card=card,
-        tags=tags,
-        metrics=metrics,
-        inputs=inputs,
-        signature=signature,
-        root=_root(),
-    )
+    return api.register(name, root=_root(), **options)
 
 
 @cli.command("list")
@@ -176,8 +167,12 @@ def metric(ref, metrics):
 @click.option("--max-size", metavar="SIZE", help="Largest size on disk, e.g. 30MB or 1GiB.")
 @click.option("--max-latency-ms", type=float, help="Largest recorded latency_ms.")
 @click.option("--min-accuracy", type=float, help="Smallest recorded accuracy.")
-@click.option("--sort", default="size", show_default=True,
-              help="size, latency, accuracy or any recorded metric name.")  # fmt: skip
+@click.option(
+    "--sort",
+    default="size",
+    show_default=True,
+    help="size, latency, accuracy or any recorded metric name.",
+)
 @click.option("--limit", default=10, show_default=True, help="Most results to show.")
 def recommend(task, max_size, max_latency_ms, min_accuracy, sort, limit):
     """Find the versions that meet your constraints, ranked, with why."""
@@ -331,10 +326,15 @@ def serve(refs, background, **options):
 @cli.command()
 @click.argument("ref")
 @click.argument("texts", nargs=-1)
-@click.option("--json", "json_values", metavar="JSON",
-              help="Numeric input as a JSON array, e.g. a row of features.")  # fmt: skip
-@click.option("--array", metavar="NAME",
-              help="A notebook variable holding an array, or a .npy file.")  # fmt: skip
+@click.option(
+    "--json",
+    "json_values",
+    metavar="JSON",
+    help="Numeric input as a JSON array, e.g. a row of features.",
+)
+@click.option(
+    "--array", metavar="NAME", help="A notebook variable holding an array, or a .npy file."
+)
 @click.option("--output", "outputs", multiple=True, help="Only this output; repeatable.")
 @click.option("--url", help="Server URL (default: the running server of REF's model).")
 @click.option("--token", envvar="MAAS_SERVE_TOKEN", help="Bearer token, if the server needs one.")
@@ -343,8 +343,9 @@ def predict(ref, texts, json_values, array, outputs, url, token):
     from .serving.inputs import predict_inputs
 
     inputs = predict_inputs(texts, json_values, array)
-    return api.predict(ref, inputs, url=url, token=token, outputs=list(outputs) or None,
-                       root=_root())  # fmt: skip
+    return api.predict(
+        ref, inputs, url=url, token=token, outputs=list(outputs) or None, root=_root()
+    )
 
 
 @cli.command()
@@ -448,8 +449,12 @@ def _launch_args(args: list[str]) -> tuple[dict, dict, str | None, list[str]]:
 
 
 @cli.command(cls=_LaunchCommand, context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED,
-                metavar="[OPTIONS] TARGET [OPTIONS] [-- SCRIPT_ARGS...]")  # fmt: skip
+@click.argument(
+    "args",
+    nargs=-1,
+    type=click.UNPROCESSED,
+    metavar="[OPTIONS] TARGET [OPTIONS] [-- SCRIPT_ARGS...]",
+)
 @click.pass_context
 def launch(ctx, args):
     """Train on several processes or machines, as a recorded job.
@@ -508,8 +513,12 @@ def plugins():
 @cli.command()
 @click.option("--repair", is_flag=True, help="Remove orphan blobs and interrupted writes.")
 @click.option("--verify", is_flag=True, help="Also re-hash every stored blob (slow).")
-@click.option("--grace", default=3600.0, show_default=True,
-              help="Only remove orphans older than this many seconds.")  # fmt: skip
+@click.option(
+    "--grace",
+    default=3600.0,
+    show_default=True,
+    help="Only remove orphans older than this many seconds.",
+)
 def fsck(repair, verify, grace):
     """Check the registry for orphans, missing or corrupt blobs."""
     return api.fsck(repair, verify, grace, root=_root())

@@ -36,9 +36,11 @@ def parse_budget(max_drop) -> dict[str, float]:
     """``["cosine=0.005"]`` / ``{"accuracy": 0.01}`` -> ``{"cosine_mean": 0.005, ...}``."""
     if not max_drop:
         return {}
-    items = max_drop.items() if isinstance(max_drop, dict) else (
-        str(i).partition("=")[::2] for i in ([max_drop] if isinstance(max_drop, str) else max_drop)
-    )  # fmt: skip
+    if isinstance(max_drop, dict):
+        items = max_drop.items()
+    else:
+        given = [max_drop] if isinstance(max_drop, str) else max_drop
+        items = (str(i).partition("=")[::2] for i in given)
     out = {}
     for name, value in items:
         name = str(name).strip()
@@ -342,8 +344,13 @@ def run(
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    figures = {"before": before, "after": after, "report": artifact.report, "notes": notes,
-               "measured_on": measured_on}  # fmt: skip
+    figures = {
+        "before": before,
+        "after": after,
+        "report": artifact.report,
+        "notes": notes,
+        "measured_on": measured_on,
+    }
     return new, {**figures, "max_drop": budget, "over_budget": problems}
 
 

@@ -15,12 +15,20 @@ def hello_plugin_path(tmp_path_factory):
     target = tmp_path_factory.mktemp("site")
     subprocess.run(
         [
-            sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-            "--no-build-isolation", "--disable-pip-version-check", "--target", str(target),
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "--target",
+            str(target),
             str(HERE / "plugin_packages" / "maas-lab-hello"),
         ],
         check=True,
-    )  # fmt: skip
+    )
     return target
 
 

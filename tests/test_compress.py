@@ -35,10 +35,13 @@ def digits(maas_home, tmp_path):
     model = train_digits()
     save_file(model.state_dict(), str(tmp_path / "w.safetensors"))
     api.register(
-        "digits", from_torch="maas_lab.zoo:mlp", config={"hidden": 64},
-        weights=tmp_path / "w.safetensors", task="classification",
+        "digits",
+        from_torch="maas_lab.zoo:mlp",
+        config={"hidden": 64},
+        weights=tmp_path / "w.safetensors",
+        task="classification",
         inputs=["input:float32:batch,64"],
-    )  # fmt: skip
+    )
     return model
 
 
@@ -114,8 +117,11 @@ def test_budget_parsing():
         "cosine_mean": 0.005,
         "accuracy": 0.01,
     }
-    for bad, message in [("speed=1", "budgets can bound"), ("cosine=x", "needs a number"),
-                         ("cosine=1.5", r"in \[0, 1\)")]:  # fmt: skip
+    for bad, message in [
+        ("speed=1", "budgets can bound"),
+        ("cosine=x", "needs a number"),
+        ("cosine=1.5", r"in \[0, 1\)"),
+    ]:
         with pytest.raises(UsageError, match=message):
             parse_budget([bad])
 
@@ -170,8 +176,14 @@ def test_a_third_party_evaluator_joins_the_report(digits, maas_plugins):
 
 
 def test_distill_registers_a_student_with_lineage(digits):
-    report = api.distill("digits@1", "maas_lab.zoo:mlp", config={"hidden": 16},
-                         data="sklearn:digits", epochs=15, budget_s=0.1)  # fmt: skip
+    report = api.distill(
+        "digits@1",
+        "maas_lab.zoo:mlp",
+        config={"hidden": 16},
+        data="sklearn:digits",
+        epochs=15,
+        budget_s=0.1,
+    )
     info = api.show(report["ref"]).data
     assert info["format"] == "torch" and info["config"]["kwargs"] == {"hidden": 16}
     assert info["parents"][0]["operation"] == "distill"
@@ -209,8 +221,9 @@ def test_over_budget_is_refused_unless_asked(digits, maas_home):
     with pytest.raises(BudgetError, match=r"accuracy dropped .* Best reached: accuracy 0\."):
         api.distill("digits@1", "maas_lab.zoo:mlp", max_drop=["accuracy=0.01"], **tiny)
     assert registry_snapshot(maas_home) == before
-    report = api.distill("digits@1", "maas_lab.zoo:mlp", max_drop=["accuracy=0.01"],
-                         allow_over_budget=True, **tiny)  # fmt: skip
+    report = api.distill(
+        "digits@1", "maas_lab.zoo:mlp", max_drop=["accuracy=0.01"], allow_over_budget=True, **tiny
+    )
     assert api.show(report["ref"])["tags"] == {"budget": "exceeded"}
 
 
@@ -244,8 +257,13 @@ def test_compare_names_each_figure_and_records_it_unless_told_not_to(digits):
     assert "latency_ms" not in api.show("digits@2")["metrics"]  # opted out: nothing stored
     report = run(["compare", "digits@1", "digits@2", "--budget-s", "0.05"])
     text = str(report)
-    for column in ("latency b1 ms (median)", "b1 speed-up", "throughput b32 rows/s",
-                   "b32 speed-up", "size"):  # fmt: skip
+    for column in (
+        "latency b1 ms (median)",
+        "b1 speed-up",
+        "throughput b32 rows/s",
+        "b32 speed-up",
+        "size",
+    ):
         assert column in text, column
     assert "speed-up  " not in text.replace("b1 speed-up", "").replace("b32 speed-up", "")
     first, second = report.data["rows"]

@@ -49,9 +49,13 @@ def digits(home, tmp_path_factory):
     weights = tmp_path_factory.mktemp("digits") / "w.safetensors"
     save_file(model.eval().state_dict(), str(weights))
     torch_ref = api.register(
-        "digits", from_torch="maas_lab.zoo:mlp", config={"hidden": 64}, weights=weights,
-        task="classification", inputs=["input:float32:batch,64"],
-    )["ref"]  # fmt: skip
+        "digits",
+        from_torch="maas_lab.zoo:mlp",
+        config={"hidden": 64},
+        weights=weights,
+        task="classification",
+        inputs=["input:float32:batch,64"],
+    )["ref"]
     return {"torch": torch_ref, "onnx": api.export(torch_ref, "onnx")["ref"]}
 
 
@@ -103,9 +107,14 @@ def test_dynamic_int8_of_a_digits_mlp(digits):
 
 def test_static_int8_calibrated_on_digits(digits):
     report = api.compress(
-        digits["onnx"], "ort-int8", static=True, data="sklearn:digits",
-        calibration="sklearn:digits", calibration_rows=64, budget_s=0.1,
-    )  # fmt: skip
+        digits["onnx"],
+        "ort-int8",
+        static=True,
+        data="sklearn:digits",
+        calibration="sklearn:digits",
+        calibration_rows=64,
+        budget_s=0.1,
+    )
     done = report.data["report"]
     assert done["mode"] == "static" and done["quantized_nodes"] == 2
     assert done["calibration"] == {"data": "sklearn:digits[train]", "rows": 64, "batches": 2}
@@ -177,12 +186,14 @@ def test_calibration_data_the_parent_cannot_run(home, tmp_path):
     ]
     model = helper.make_model(
         helper.make_graph(
-            nodes, "ids", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "s"])],
+            nodes,
+            "ids",
+            [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "s"])],
             [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["b", "s", 4])],
             [table, proj],
         ),
         opset_imports=[helper.make_opsetid("", 17)],
-    )  # fmt: skip
+    )
     onnx.save(model, str(tmp_path / "ids.onnx"))
     ref = api.register("ids", from_file=tmp_path / "ids.onnx")["ref"]
     np.savez(tmp_path / "ids.npz", x=np.array([[1, 2, 3], [4, 5, 100_000]], np.int64))
@@ -191,8 +202,9 @@ def test_calibration_data_the_parent_cannot_run(home, tmp_path):
         api.compress(ref, "ort-int8", static=True, calibration=str(tmp_path / "ids.npz"))
     assert registry_snapshot(home) == before
     np.savez(tmp_path / "ok.npz", x=rng.integers(0, 1000, (40, 6)))
-    report = api.compress(ref, "ort-int8", static=True, calibration=str(tmp_path / "ok.npz"),
-                          budget_s=0.05)  # fmt: skip
+    report = api.compress(
+        ref, "ort-int8", static=True, calibration=str(tmp_path / "ok.npz"), budget_s=0.05
+    )
     assert report.data["report"]["quantized_nodes"] == 2
 
 
@@ -204,8 +216,13 @@ def test_a_budget_no_quantization_can_meet(digits, home):
         api.compress(digits["onnx"], "ort-int8", max_drop={"cosine_min": 0.0}, budget_s=0.05)
     assert "cosine_min dropped" in str(err.value) and "Best reached: cosine_mean" in str(err.value)
     assert registry_snapshot(home) == before
-    report = api.compress(digits["onnx"], "ort-int8", max_drop={"cosine_min": 0.0},
-                          allow_over_budget=True, budget_s=0.05)  # fmt: skip
+    report = api.compress(
+        digits["onnx"],
+        "ort-int8",
+        max_drop={"cosine_min": 0.0},
+        allow_over_budget=True,
+        budget_s=0.05,
+    )
     assert api.show(report["ref"])["tags"] == {"budget": "exceeded"}
     done = report.data["report"]
     assert done["budget_met"] is False and done["measurements"]["sensitivity"] == 2
@@ -231,12 +248,15 @@ def test_smoothing_leaves_the_float_graph_unchanged(home):
     up = rng.standard_normal((16, 64)).astype(np.float32) / 4
     up[:, 5] *= 40  # a hidden channel far larger than the rest
     consts = {
-        "gamma": gamma, "beta": rng.standard_normal(16).astype(np.float32),
+        "gamma": gamma,
+        "beta": rng.standard_normal(16).astype(np.float32),
         "wq": rng.standard_normal((16, 16)).astype(np.float32) / 4,
         "wk": rng.standard_normal((16, 16)).astype(np.float32) / 4,
-        "up": up, "down": rng.standard_normal((64, 16)).astype(np.float32) / 8,
-        "half": np.array(0.5, np.float32), "wo": rng.standard_normal((16, 8)).astype(np.float32),
-    }  # fmt: skip
+        "up": up,
+        "down": rng.standard_normal((64, 16)).astype(np.float32) / 8,
+        "half": np.array(0.5, np.float32),
+        "wo": rng.standard_normal((16, 8)).astype(np.float32),
+    }
     nodes = [
         helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["ln"], name="ln", axis=-1),
         helper.make_node("MatMul", ["ln", "wq"], ["q"], name="q"),  # ln feeds only MatMuls
@@ -252,21 +272,26 @@ def test_smoothing_leaves_the_float_graph_unchanged(home):
     ]
     model = helper.make_model(
         helper.make_graph(
-            nodes, "smooth",
+            nodes,
+            "smooth",
             [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "s", 16])],
             [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "s", 8])],
             [numpy_helper.from_array(v, k) for k, v in consts.items()],
         ),
         opset_imports=[helper.make_opsetid("", 17)],
-    )  # fmt: skip
+    )
     batches = [{"x": rng.standard_normal((4, 10, 16)).astype(np.float32)} for _ in range(3)]
     fresh = {"x": 3 * rng.standard_normal((5, 7, 16)).astype(np.float32)}
     smoothed, done = smooth(model, batches, alpha=0.7, outliers=0)
     onnx.checker.check_model(smoothed)
     assert max_relative_error(model, smoothed, fresh) < 1e-5
     how = {g["input"]: g.get("fold", g["how"]) for g in done["inputs"]}
-    assert how == {"ln": "layernorm", "qk": "inserted-mul", "act": "mul-constant",
-                   "res": "inserted-mul"}  # fmt: skip
+    assert how == {
+        "ln": "layernorm",
+        "qk": "inserted-mul",
+        "act": "mul-constant",
+        "res": "inserted-mul",
+    }
     assert len(smoothed.graph.node) == len(nodes) + 2  # the folds add no node
     assert "half" not in {t.name for t in smoothed.graph.initializer}  # replaced, not left over
     split, done = smooth(model, batches, alpha=0.0, outliers=1)
@@ -331,8 +356,14 @@ def test_minilm_budget_keeps_the_most_sensitive_layers_in_float(minilm):
         if n.op_type == "MatMul" and shapes.get(n.input[1]) == (384, 384)
     ]
     assert len(attention) == 24
-    report = api.compress(minilm, "ort-int8", max_drop=["cosine_min=0.002"], sensitivity_rows=8,
-                          exclude=",".join(attention), budget_s=0.5)  # fmt: skip
+    report = api.compress(
+        minilm,
+        "ort-int8",
+        max_drop=["cosine_min=0.002"],
+        sensitivity_rows=8,
+        exclude=",".join(attention),
+        budget_s=0.5,
+    )
     done = report.data["report"]
     assert done["smoothing"]["matmuls"] == 12  # the FFN MatMuls: excluded ones are left alone
     assert done["budget_met"] is True and done["measurements"]["sensitivity"] == 15
@@ -359,13 +390,21 @@ def test_a_model_with_external_data_keeps_it_beside_the_model(home, tmp_path):
     ]
     model = helper.make_model(
         helper.make_graph(
-            nodes, "ext", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 64])],
-            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 3])], inits,
+            nodes,
+            "ext",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 64])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 3])],
+            inits,
         ),
         opset_imports=[helper.make_opsetid("", 17)],
-    )  # fmt: skip
-    onnx.save(model, str(tmp_path / "ext.onnx"), save_as_external_data=True,
-              location="ext.onnx.data", size_threshold=0)  # fmt: skip
+    )
+    onnx.save(
+        model,
+        str(tmp_path / "ext.onnx"),
+        save_as_external_data=True,
+        location="ext.onnx.data",
+        size_threshold=0,
+    )
     ref = api.register("ext", from_file=[tmp_path / "ext.onnx", tmp_path / "ext.onnx.data"])["ref"]
     report = api.compress(ref, "ort-int8", budget_s=0.05)
     files = {f["name"]: f["role"] for f in api.show(report["ref"])["files"]}

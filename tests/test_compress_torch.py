@@ -57,8 +57,14 @@ def trained(one_thread, tmp_path_factory):
 @pytest.fixture
 def digits(maas_home, trained):
     model, path = trained
-    api.register("digits", from_torch="maas_lab.zoo:mlp", config=HIDDEN, weights=path,
-                 task="classification", inputs=["input:float32:batch,64"])  # fmt: skip
+    api.register(
+        "digits",
+        from_torch="maas_lab.zoo:mlp",
+        config=HIDDEN,
+        weights=path,
+        task="classification",
+        inputs=["input:float32:batch,64"],
+    )
     return model
 
 
@@ -110,8 +116,9 @@ def test_unstructured_sparse_storage_reloads_exactly(digits):
         assert torch.equal(loaded(held_out_x()), expected(held_out_x()))
 
     # Dense storage keeps the zeros in place: the same model, no smaller than the parent.
-    dense = api.compress("digits@1", "prune", data=DIGITS, sparsity=0.8, storage="dense",
-                         budget_s=0.2)  # fmt: skip
+    dense = api.compress(
+        "digits@1", "prune", data=DIGITS, sparsity=0.8, storage="dense", budget_s=0.2
+    )
     dense_info = api.show(dense["ref"]).data
     assert "sparse" not in dense_info["config"]
     assert info["size_bytes"] < 0.3 * dense_info["size_bytes"]
@@ -125,12 +132,15 @@ def test_unstructured_sparse_storage_reloads_exactly(digits):
 
 def test_unstructured_finetune_recovers_and_keeps_zeros(digits):
     plain = api.compress("digits@1", "prune", data=DIGITS, sparsity=0.8, budget_s=0.2)
-    tuned = api.compress("digits@1", "prune", data=DIGITS, sparsity=0.8, finetune_epochs=3,
-                         budget_s=0.2)  # fmt: skip
+    tuned = api.compress(
+        "digits@1", "prune", data=DIGITS, sparsity=0.8, finetune_epochs=3, budget_s=0.2
+    )
     parent = tuned.data["before"]["accuracy"]
     after = tuned.data["after"]["accuracy"]
-    print(f"\nunstructured 80%: accuracy {parent:.4f} -> {plain.data['after']['accuracy']:.4f} "
-          f"(no fine-tune) -> {after:.4f} (3 epochs); {figures(tuned)}")  # fmt: skip
+    print(
+        f"\nunstructured 80%: accuracy {parent:.4f} -> {plain.data['after']['accuracy']:.4f} "
+        f"(no fine-tune) -> {after:.4f} (3 epochs); {figures(tuned)}"
+    )
     assert after >= parent - 0.03
     assert after >= plain.data["after"]["accuracy"] - 0.005
     report = tuned.data["report"]
@@ -157,8 +167,7 @@ def nudge_all_weights(model, data):
 def test_custom_finetune_function_cannot_revive_pruned_weights(digits):
     CALLS.clear()
     fn = "test_compress_torch:nudge_all_weights"
-    report = api.compress("digits@1", "prune", data=DIGITS, sparsity=0.5, finetune=fn,
-                          budget_s=0.1)  # fmt: skip
+    report = api.compress("digits@1", "prune", data=DIGITS, sparsity=0.5, finetune=fn, budget_s=0.1)
     assert CALLS == [("Sequential", "sklearn:digits[train]", 1214)]
     assert report.data["report"]["sparsity"] == pytest.approx(0.5, abs=1e-3)
     assert report.data["report"]["finetune"]["function"] == fn
@@ -168,22 +177,36 @@ def test_custom_finetune_function_cannot_revive_pruned_weights(digits):
 
 
 def test_structured_rebuilds_smaller_layers_that_export(digits):
-    report = api.compress("digits@1", "prune", data=DIGITS, structured=True, amount=0.5,
-                          finetune_epochs=5, budget_s=0.5)  # fmt: skip
+    report = api.compress(
+        "digits@1",
+        "prune",
+        data=DIGITS,
+        structured=True,
+        amount=0.5,
+        finetune_epochs=5,
+        budget_s=0.5,
+    )
     before, after = report.data["before"], report.data["after"]
-    print(f"\nstructured 50% + 5 epochs: {figures(report)}; throughput "
-          f"{after['throughput'] / before['throughput']:.2f}x, latency "
-          f"{before['latency_ms'] / after['latency_ms']:.2f}x faster")  # fmt: skip
+    print(
+        f"\nstructured 50% + 5 epochs: {figures(report)}; throughput "
+        f"{after['throughput'] / before['throughput']:.2f}x, latency "
+        f"{before['latency_ms'] / after['latency_ms']:.2f}x faster"
+    )
     info = api.show(report["ref"]).data
     assert info["config"] == {
         "factory": "maas_torch.structured:rebuild",
-        "kwargs": {"base": "maas_lab.zoo:mlp", "base_kwargs": HIDDEN,
-                   "widths": {"0": 128, "2": 128}},
-    }  # fmt: skip
+        "kwargs": {
+            "base": "maas_lab.zoo:mlp",
+            "base_kwargs": HIDDEN,
+            "widths": {"0": 128, "2": 128},
+        },
+    }
     model = api.load(report["ref"])
     assert [(m.in_features, m.out_features) for m in model if isinstance(m, nn.Linear)] == [
-        (64, 128), (128, 128), (128, 10)
-    ]  # fmt: skip
+        (64, 128),
+        (128, 128),
+        (128, 10),
+    ]
     params = sum(p.numel() for p in model.parameters())
     assert params == report.data["report"]["parameters_after"]
     assert params < 0.35 * sum(p.numel() for p in digits.parameters())
@@ -208,10 +231,15 @@ def conv_net():
     """Conv + BatchNorm + pooling, then Flatten into a classifier: only the first conv can
     lose channels (the second feeds pooling and Flatten, the last Linear is the output)."""
     return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
         nn.Sequential(nn.Conv2d(8, 6, 3, padding=1), nn.ReLU()),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 10),
-    )  # fmt: skip
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(6, 10),
+    )
 
 
 def flatten_first():
@@ -226,8 +254,12 @@ def register_factory(name, factory, tmp_path):
         model[1].running_var.uniform_(0.5, 2)
     path = tmp_path / f"{name}.safetensors"
     save_file(model.state_dict(), str(path))
-    api.register(name, from_torch=f"test_compress_torch:{factory}", weights=path,
-                 inputs=["input:float32:batch,1,8,8"])  # fmt: skip
+    api.register(
+        name,
+        from_torch=f"test_compress_torch:{factory}",
+        weights=path,
+        inputs=["input:float32:batch,1,8,8"],
+    )
     return model
 
 
@@ -286,8 +318,12 @@ def test_torch_int8_lstm_and_no_structure_to_narrow(maas_home, tmp_path):
     torch.manual_seed(0)
     weights = tmp_path / "w.safetensors"
     save_file(Tagger().state_dict(), str(weights))
-    api.register("tagger", from_torch="test_compress_torch:Tagger", weights=weights,
-                 inputs=["input:float32:batch,sequence,8"])  # fmt: skip
+    api.register(
+        "tagger",
+        from_torch="test_compress_torch:Tagger",
+        weights=weights,
+        inputs=["input:float32:batch,sequence,8"],
+    )
     linear = api.compress("tagger@1", "torch-int8", budget_s=0.05).data
     assert linear["report"]["quantized_modules"] == {"Linear": 1}
     assert linear["report"]["float_modules_kept"] == {"LSTM": 1}
@@ -369,8 +405,14 @@ def test_bad_input_leaves_the_registry_unchanged(digits, maas_home, tmp_path):
     staged = tmp_path / "staged"
     staged.mkdir()
     shutil.copy(bad_file, staged / "weights.safetensors")
-    fake = Checkout("tampered", "torch", checkout.config, None, staged,
-                    [{"name": "weights.safetensors", "role": "weights"}])  # fmt: skip
+    fake = Checkout(
+        "tampered",
+        "torch",
+        checkout.config,
+        None,
+        staged,
+        [{"name": "weights.safetensors", "role": "weights"}],
+    )
     with pytest.raises(UsageError, match=popcount):
         load_factory_model(fake, {"device": "cpu"})
     # Intact sparse weights offered for another architecture do not fit it.
@@ -384,8 +426,11 @@ def test_bad_input_leaves_the_registry_unchanged(digits, maas_home, tmp_path):
 def test_nothing_structured_to_prune_is_explained(maas_home, tmp_path):
     register_factory("flat", "flatten_first", tmp_path)
     before = registry_snapshot(maas_home)
-    with pytest.raises(UsageError, match=r"no layer of Sequential whose outputs it can remove"
-                                         r".*nn\.Sequential chains.*unstructured"):  # fmt: skip
+    with pytest.raises(
+        UsageError,
+        match=r"no layer of Sequential whose outputs it can remove"
+        r".*nn\.Sequential chains.*unstructured",
+    ):
         api.compress("flat@1", "prune", structured=True, budget_s=0.05)
     assert registry_snapshot(maas_home) == before
 

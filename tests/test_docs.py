@@ -30,9 +30,13 @@ def commands(group=cli, prefix="maas"):
 
 def test_hookspecs_found():
     assert {n for n, _ in HOOKS} == {
-        "maas_loaders", "maas_exporters", "maas_compressors", "maas_launchers",
-        "maas_serving_backends", "maas_evaluators",
-    }  # fmt: skip
+        "maas_loaders",
+        "maas_exporters",
+        "maas_compressors",
+        "maas_launchers",
+        "maas_serving_backends",
+        "maas_evaluators",
+    }
 
 
 @pytest.mark.parametrize("name,fn", HOOKS, ids=[n for n, _ in HOOKS])

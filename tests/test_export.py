@@ -53,26 +53,34 @@ class LinearPlugin:
     def maas_loaders(self, register):
         register(
             Component(
-                name="npy-linear", description="x @ W from a .npy file", formats=("npy-linear",),
-                run=lambda checkout, options: LinearRunner(checkout), validate=validate,
+                name="npy-linear",
+                description="x @ W from a .npy file",
+                formats=("npy-linear",),
+                run=lambda checkout, options: LinearRunner(checkout),
+                validate=validate,
             )
-        )  # fmt: skip
+        )
 
     @hookimpl
     def maas_serving_backends(self, register):
         register(
             Component(
-                name="npy-linear", description="x @ W", formats=("npy-linear",),
+                name="npy-linear",
+                description="x @ W",
+                formats=("npy-linear",),
                 run=lambda checkout, options: LinearRunner(checkout),
             )
-        )  # fmt: skip
+        )
 
     @hookimpl
     def maas_exporters(self, register):
         register(
             Component(
-                name="requantize", description="Round W through another dtype",
-                formats=("npy-linear",), produces="npy-linear", run=export_linear,
+                name="requantize",
+                description="Round W through another dtype",
+                formats=("npy-linear",),
+                produces="npy-linear",
+                run=export_linear,
                 params=(
                     Param("precision", default="float16", choices=("float16", "float32")),
                     Param("noise", "float", 0.0, "added to every weight"),
@@ -81,7 +89,7 @@ class LinearPlugin:
                     Param("interrupt", "bool", False, "Ctrl-C halfway through writing"),
                 ),
             )
-        )  # fmt: skip
+        )
 
 
 @pytest.fixture
@@ -132,8 +140,10 @@ def test_export_bad_input_changes_nothing(linear, maas_home):
         UsageError, match=r"No exporter makes 'tflite' from format 'npy-linear'. " + able
     ):
         api.export("lin@1", "tflite")
-    with pytest.raises(PluginError, match="'requantize' .* failed on lin@1: RuntimeError: "
-                       "operator 'aten::frobnicate'"):  # fmt: skip
+    with pytest.raises(
+        PluginError,
+        match="'requantize' .* failed on lin@1: RuntimeError: operator 'aten::frobnicate'",
+    ):
         api.export("lin@1", "npy-linear", fail=True)
     with pytest.raises(PluginError, match="listed 'missing.npy' but did not write it"):
         api.export("lin@1", "npy-linear", forget_file=True)

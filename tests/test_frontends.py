@@ -24,10 +24,21 @@ def maas(*args, env=None, check=True):
 def test_shell_session(maas_home, tiny_torch_model):
     config = json.dumps(tiny_torch_model["config"])
     out = maas(
-        "register", "digits-mlp", "--from-torch", "maas_lab.zoo:mlp", "--config", config,
-        "--weights", str(tiny_torch_model["weights"]), "--task", "classification",
-        "--tag", "digits", "--metric", "accuracy=0.9",
-    ).stdout  # fmt: skip
+        "register",
+        "digits-mlp",
+        "--from-torch",
+        "maas_lab.zoo:mlp",
+        "--config",
+        config,
+        "--weights",
+        str(tiny_torch_model["weights"]),
+        "--task",
+        "classification",
+        "--tag",
+        "digits",
+        "--metric",
+        "accuracy=0.9",
+    ).stdout
     assert out.startswith("digits-mlp@1\n") and "model.safetensors  weights" in out
     assert "digits-mlp  classification  1" in maas("list").stdout
     assert "digits-mlp@prod -> digits-mlp@1" in maas("alias", "digits-mlp", "prod", "1").stdout
@@ -156,9 +167,13 @@ def test_search_scores_rank_and_read_as_relevance(maas_home, tiny_torch_model):
     in the order shown, the best as 1."""
 
     def register(name, **kwargs):
-        api.register(name, from_torch=tiny_torch_model["factory"],
-                     config=json.dumps(tiny_torch_model["config"]),
-                     weights=tiny_torch_model["weights"], **kwargs)  # fmt: skip
+        api.register(
+            name,
+            from_torch=tiny_torch_model["factory"],
+            config=json.dumps(tiny_torch_model["config"]),
+            weights=tiny_torch_model["weights"],
+            **kwargs,
+        )
 
     register("minilm-embedding", task="sentence-embedding", description="sentence embedding")
     register("e5", task="sentence-embedding", description="an embedding model")

@@ -399,7 +399,7 @@ ALLOWED_FLAGS: dict[tuple[str, str], str] = {
             "--rdzv_conf",
             "--help",
         )
-    },  # fmt: skip
+    },
     # (--config_file is also named in `accelerate config --config_file FILE` hints, and
     # --help in `accelerate launch --help`: accelerate's command lines, not ours)
     **{

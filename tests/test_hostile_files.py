@@ -150,8 +150,12 @@ def test_binary_and_huge_cards_are_refused(home, tmp_path):
     refused(home, r"card.bin.md is not UTF-8 text", from_hf=tmp_path / "base", card=binary)
     huge = tmp_path / "big.md"
     huge.write_bytes(b"# card\n" + b"x" * (2 << 20))
-    refused(home, r"big.md is 2.0 MiB; a model card may be at most 1 MiB", card=huge,
-            from_hf=tmp_path / "base")  # fmt: skip
+    refused(
+        home,
+        r"big.md is 2.0 MiB; a model card may be at most 1 MiB",
+        card=huge,
+        from_hf=tmp_path / "base",
+    )
     hf = hf_folder(tmp_path / "hf-readme")
     (hf / "README.md").write_bytes(b"x" * (2 << 20))
     refused(home, r"README.md is 2.0 MiB; a model card may be at most 1 MiB", from_hf=hf)
@@ -246,10 +250,15 @@ def _models():
         "sparse initializer",
         model([helper.make_node("Identity", ["x"], ["y"])], sparse_initializer=[sparse]),
     )
-    yield "sparse attribute", model(
-        [helper.make_node("Constant", [], ["c"], sparse_value=sparse),
-         helper.make_node("Identity", ["x"], ["y"])]
-    )  # fmt: skip
+    yield (
+        "sparse attribute",
+        model(
+            [
+                helper.make_node("Constant", [], ["c"], sparse_value=sparse),
+                helper.make_node("Identity", ["x"], ["y"]),
+            ]
+        ),
+    )
     node = helper.make_node("Constant", [], ["y"], value=_external("v"))
     fn = helper.make_function("local", "f", ["x"], ["y"], [node], [helper.make_opsetid("", 17)])
     m = model([helper.make_node("f", ["x"], ["y"], domain="local")])

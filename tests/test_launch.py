@@ -94,8 +94,9 @@ def _folder(maas_home, job_id) -> object:
 
 @slow
 def test_two_processes_train_one_model_and_register_it_once_with_lineage(maas_home, tmp_path):
-    report = api.launch(_script(tmp_path, TRAIN), processes=2, register="digits-mlp",
-                        metric="accuracy")  # fmt: skip
+    report = api.launch(
+        _script(tmp_path, TRAIN), processes=2, register="digits-mlp", metric="accuracy"
+    )
     row = report.data
     assert row["status"] == "succeeded" and row["exit_code"] == 0
     ranks = _ranks(tmp_path)
@@ -163,8 +164,13 @@ def test_a_plain_script_runs_as_main_with_its_arguments_and_jobs_survive_the_ker
     assert ranks == {0: {"world": 1, "argv": ["--steps", "5"], "name": "__main__"}}
     # found again from another process, as after a kernel restart
     env = {"MAAS_LAB_HOME": str(maas_home), "PATH": "/usr/bin:/bin"}
-    listed = subprocess.run([sys.executable, "-m", "maas_lab.cli", "jobs"], env=env,
-                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+    listed = subprocess.run(
+        [sys.executable, "-m", "maas_lab.cli", "jobs"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "failed" in listed and "train.py" in listed and "5/5" in listed
     assert api.list_models().rows == []
 
@@ -193,9 +199,16 @@ def test_cell_magic_runs_the_cell_on_two_processes(maas_shell, maas_home, tmp_pa
 def test_two_machines_meet_at_a_loopback_rendezvous(maas_home, tmp_path):
     script, port = _script(tmp_path, TRAIN), _free_port()
     # machine 0 from options, machine 1 from an accelerate config file, as on a cluster
-    first = api.launch(script, processes=1, machines=2, machine_rank=0, wait=False,
-                       main_address="127.0.0.1", main_port=port,
-                       register="two-machines")  # fmt: skip
+    first = api.launch(
+        script,
+        processes=1,
+        machines=2,
+        machine_rank=0,
+        wait=False,
+        main_address="127.0.0.1",
+        main_port=port,
+        register="two-machines",
+    )
     config = tmp_path / "multinode.yaml"
     config.write_text(
         "compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_GPU\nnum_machines: 2\n"
@@ -292,8 +305,14 @@ def test_an_unreachable_main_address_fails_within_the_rendezvous_timeout(maas_ho
     started = time.monotonic()
     with pytest.raises(JobFailed) as failed:
         # 192.0.2.0/24 is TEST-NET-1: never routed, so the connection cannot succeed
-        api.launch(script, machines=2, machine_rank=1, main_address="192.0.2.1",
-                   main_port=29555, rdzv_timeout=5)  # fmt: skip
+        api.launch(
+            script,
+            machines=2,
+            machine_rank=1,
+            main_address="192.0.2.1",
+            main_port=29555,
+            rdzv_timeout=5,
+        )
     took = time.monotonic() - started
     message = str(failed.value)
     assert "192.0.2.1:29555" in message, message
@@ -318,7 +337,7 @@ def _no_job_recorded(maas_home):
         (
             "compute_environment: LOCAL_MACHINE\nnum_processes: 2\nnum_procesess: 3\n",
             "does not parse",
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_an_accelerate_config_that_does_not_parse_is_refused_before_anything_starts(
@@ -351,11 +370,11 @@ def test_bad_launches_are_refused_with_the_fix(maas_home, tmp_path):
         (
             dict(target=script, machines=2, machine_rank=2, main_address="127.0.0.1"),
             "machine_rank=2 is not a rank of 2 machine(s)",
-        ),  # fmt: skip
+        ),
         (
             dict(target=script, accelerate_args="--num_procesess 2"),
             "has no option --num_procesess (in accelerate_args). Did you mean --num_processes",
-        ),  # fmt: skip
+        ),
         (dict(target=script, gpus=2), "has no option gpus"),
         (dict(target=script, register="bad name!"), "model name"),
         (dict(target=script, config=str(tmp_path / "nope.yaml")), "No accelerate config at"),
@@ -437,18 +456,30 @@ def test_the_training_registry_writes_from_rank_zero_only(maas_home, tmp_path, t
         assert not (maas_home / "registry.db").exists() or api.list_models().rows == []
         training._job = training._Job(folder, spec, rank=0, world=2)
         with pytest.raises(UsageError, match="launched with metric='accuracy'"):
-            reg.register(tiny_torch_model["model"], factory="maas_lab.zoo:mlp",
-                         config=tiny_torch_model["config"], metrics={"loss": 0.1})  # fmt: skip
+            reg.register(
+                tiny_torch_model["model"],
+                factory="maas_lab.zoo:mlp",
+                config=tiny_torch_model["config"],
+                metrics={"loss": 0.1},
+            )
         # a job launched from a command line (job.json's prog) is told in its flags
         training._job = training._Job(folder, {**spec, "prog": "%maas"}, rank=0, world=2)
         with pytest.raises(UsageError, match="launched with --metric accuracy"):
-            reg.register(tiny_torch_model["model"], factory="maas_lab.zoo:mlp",
-                         config=tiny_torch_model["config"], metrics={"loss": 0.1})  # fmt: skip
+            reg.register(
+                tiny_torch_model["model"],
+                factory="maas_lab.zoo:mlp",
+                config=tiny_torch_model["config"],
+                metrics={"loss": 0.1},
+            )
         training._job = training._Job(folder, spec, rank=0, world=2)
         assert api.list_models().rows == []
-        ref = reg.register(tiny_torch_model["model"], factory="maas_lab.zoo:mlp",
-                           config=tiny_torch_model["config"], metrics={"accuracy": 0.5},
-                           inputs=["input:float32:batch,8"])  # fmt: skip
+        ref = reg.register(
+            tiny_torch_model["model"],
+            factory="maas_lab.zoo:mlp",
+            config=tiny_torch_model["config"],
+            metrics={"accuracy": 0.5},
+            inputs=["input:float32:batch,8"],
+        )
         assert ref == "tiny@1"
         assert json.loads((folder / "result.json").read_text())["ref"] == "tiny@1"
         training.report(1, total=2, loss=0.5, samples=4)
@@ -479,11 +510,23 @@ def test_distillation_runs_data_parallel_as_a_recorded_job(maas_home, tmp_path):
             torch.nn.functional.cross_entropy(teacher(x[i : i + 64]), y[i : i + 64]).backward()
             opt.step()
     save_file(teacher.state_dict(), str(tmp_path / "teacher.safetensors"))
-    api.register("digits", from_torch="maas_lab.zoo:mlp", config={"hidden": 64},
-                 weights=tmp_path / "teacher.safetensors", task="classification",
-                 inputs=["input:float32:batch,64"])  # fmt: skip
-    report = api.distill("digits@1", "maas_lab.zoo:mlp", config={"hidden": 16},
-                         data="sklearn:digits", epochs=12, processes=2, budget_s=0.1)  # fmt: skip
+    api.register(
+        "digits",
+        from_torch="maas_lab.zoo:mlp",
+        config={"hidden": 64},
+        weights=tmp_path / "teacher.safetensors",
+        task="classification",
+        inputs=["input:float32:batch,64"],
+    )
+    report = api.distill(
+        "digits@1",
+        "maas_lab.zoo:mlp",
+        config={"hidden": 16},
+        data="sklearn:digits",
+        epochs=12,
+        processes=2,
+        budget_s=0.1,
+    )
     assert report.data["report"]["processes"] == 2
     info = api.show(report["ref"]).data
     assert info["parents"][0]["operation"] == "distill" and info["parents"][0]["ref"] == "digits@1"
@@ -503,8 +546,9 @@ def test_a_third_party_launcher_runs_jobs_through_the_same_core(
     follows and registers its job exactly as it does accelerate's."""
     monkeypatch.setenv("PYTHONPATH", str(hello_installed))
     assert "torchrun" in maas_plugins.components["launcher"]
-    report = api.launch(_script(tmp_path, TRAIN), launcher="torchrun", processes=2,
-                        register="by-torchrun")  # fmt: skip
+    report = api.launch(
+        _script(tmp_path, TRAIN), launcher="torchrun", processes=2, register="by-torchrun"
+    )
     row = report.data
     assert (row["status"], row["launcher"], row["world_size"]) == ("succeeded", "torchrun", 2)
     assert "torch.distributed.run" in row["command"]

@@ -111,8 +111,9 @@ def _linear_onnx(tmp_path, location):
     if location is None:
         onnx.save_model(model, str(path))
         return path, weight
-    onnx.save_model(model, str(path), save_as_external_data=True, location="weights.bin",
-                    size_threshold=0)  # fmt: skip
+    onnx.save_model(
+        model, str(path), save_as_external_data=True, location="weights.bin", size_threshold=0
+    )
     if location != "weights.bin":
         proto = onnx.load_model(str(path), load_external_data=False)
         for entry in proto.graph.initializer[0].external_data:

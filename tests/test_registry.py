@@ -216,8 +216,18 @@ def test_tables_are_plain_and_migrations_run_once(maas_home, mlp):
     api.alias("digits-mlp", "prod", 1)
     db = sqlite_utils.Database(maas_home / "registry.db")
     names = set(db.table_names())
-    assert {"models", "versions", "files", "aliases", "alias_history", "tags", "metrics",
-            "lineage", "events", "search_docs"} <= names  # fmt: skip
+    assert {
+        "models",
+        "versions",
+        "files",
+        "aliases",
+        "alias_history",
+        "tags",
+        "metrics",
+        "lineage",
+        "events",
+        "search_docs",
+    } <= names
     assert db["versions"].count == 1 and db["events"].count == 2
     assert [e["action"] for e in db["events"].rows] == ["register", "alias"]
     applied = list(db["_sqlite_migrations"].rows)
@@ -228,7 +238,7 @@ def test_tables_are_plain_and_migrations_run_once(maas_home, mlp):
         "m004_servers",
         "m005_jobs",
         "m006_trusted_code",
-    ]  # fmt: skip
+    ]
     api.close_all()
     api.list_models()  # reopen: nothing pending, nothing applied twice
     assert db["_sqlite_migrations"].count == 6
@@ -287,13 +297,27 @@ def test_registry_from_an_older_schema_is_migrated(maas_home):
     maas_home.mkdir(parents=True)
     db = sqlite_utils.Database(maas_home / "registry.db")
     migrations.apply(db, stop_before="m002_search_models")
-    db["models"].insert({"id": 1, "name": "old-embedder", "task": "sentence-embedding",
-                         "description": "an old model", "created_at": now()})  # fmt: skip
+    db["models"].insert(
+        {
+            "id": 1,
+            "name": "old-embedder",
+            "task": "sentence-embedding",
+            "description": "an old model",
+            "created_at": now(),
+        }
+    )
     for number in (1, 2):
         db["versions"].insert(
-            {"id": number, "model_id": 1, "number": number, "format": "hf", "size_bytes": 1,
-             "created_at": now(), "card": "Pooled tokens"}
-        )  # fmt: skip
+            {
+                "id": number,
+                "model_id": 1,
+                "number": number,
+                "format": "hf",
+                "size_bytes": 1,
+                "created_at": now(),
+                "card": "Pooled tokens",
+            }
+        )
         db["search_docs"].insert({"version_id": number, "name": "old-embedder"})
     db["tags"].insert({"version_id": 2, "key": "reviewed", "value": "yes"})
     db.conn.close()

@@ -154,9 +154,13 @@ def test_the_magic_lends_its_variables_for_one_command(maas_shell, monkeypatch):
 def test_a_later_python_call_does_not_see_the_notebook(maas_shell, tiny_torch_model):
     """The defect: `%maas compare ... --data rows` in one cell left the notebook's
     variables in a module global, so `api.compare(..., data="rows")` later still found them."""
-    api.register("tiny", from_torch=tiny_torch_model["factory"],
-                 config=json.dumps(tiny_torch_model["config"]),
-                 weights=tiny_torch_model["weights"], inputs=["input:float32:batch,8"])  # fmt: skip
+    api.register(
+        "tiny",
+        from_torch=tiny_torch_model["factory"],
+        config=json.dumps(tiny_torch_model["config"]),
+        weights=tiny_torch_model["weights"],
+        inputs=["input:float32:batch,8"],
+    )
     maas_shell.user_ns["rows"] = ROWS
     report = maas_shell.run_line_magic(
         "maas", "compare tiny@1 --data rows --budget-s 0.05 --no-log"
@@ -173,10 +177,17 @@ def _record(status: str = "succeeded") -> int:
     reg = api.registry()
     job_id = jobs.insert(
         reg.db,
-        {"launcher": "accelerate", "kind": "script", "target": "/somewhere/train.py",
-         "options": {"processes": 1}, "register_as": None, "metric": None, "status": status,
-         "timeline": {}},
-    )  # fmt: skip
+        {
+            "launcher": "accelerate",
+            "kind": "script",
+            "target": "/somewhere/train.py",
+            "options": {"processes": 1},
+            "register_as": None,
+            "metric": None,
+            "status": status,
+            "timeline": {},
+        },
+    )
     jobs.update(reg.db, job_id, world_size=1, error="bad" if status == "failed" else None)
     return job_id
 

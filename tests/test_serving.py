@@ -61,8 +61,10 @@ def home(tmp_path_factory, hello_plugin_path):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MAAS_LAB_HOME", str(root))
         mp.setenv("MAAS_LAB_PROGRESS", "0")
-        mp.setenv("PYTHONPATH", os.pathsep.join([str(hello_plugin_path), os.environ.get(
-            "PYTHONPATH", "")]))  # fmt: skip
+        mp.setenv(
+            "PYTHONPATH",
+            os.pathsep.join([str(hello_plugin_path), os.environ.get("PYTHONPATH", "")]),
+        )
         mp.syspath_prepend(str(hello_plugin_path))
         from maas_lab.plugins import Plugins, set_plugins
 
@@ -70,9 +72,14 @@ def home(tmp_path_factory, hello_plugin_path):
         work = root.parent
         for seed in (1, 2):
             cfg = _train(seed, work / f"digits-{seed}.safetensors")
-            api.register("digits", from_torch="maas_lab.zoo:mlp", config=json.dumps(cfg),
-                         weights=work / f"digits-{seed}.safetensors",
-                         inputs=["input:float32:batch,64"], task="classification")  # fmt: skip
+            api.register(
+                "digits",
+                from_torch="maas_lab.zoo:mlp",
+                config=json.dumps(cfg),
+                weights=work / f"digits-{seed}.safetensors",
+                inputs=["input:float32:batch,64"],
+                task="classification",
+            )
         api.export("digits@1", "onnx")  # digits@3
         api.alias("digits", "prod", 1)
         api.register("minilm", from_hf=gt.get_model_path(), task="sentence-embedding")
@@ -116,8 +123,9 @@ def minilm_server(home):
 
 @pytest.fixture(scope="module")
 def words_server(home):
-    handle = api.serve(["words@prod"], port=0, timeout_s=1.0, max_queue=2, max_body_mb=0.01,
-                       root=home)  # fmt: skip
+    handle = api.serve(
+        ["words@prod"], port=0, timeout_s=1.0, max_queue=2, max_body_mb=0.01, root=home
+    )
     yield handle
     _quiet_stop(handle.name, home)
 
@@ -183,10 +191,12 @@ def test_digits_with_tritonclient_matches_in_process(home, digits_server, digits
 
 
 def test_digits_with_plain_http_json(home, digits_server, digits_x):
-    body = {"inputs": [{"name": "input", "shape": [2, 64], "datatype": "FP32",
-                        "data": digits_x[:2].tolist()}]}  # fmt: skip
-    status, headers, answer = _request(digits_server.url, "POST", "/v2/models/digits/infer",
-                                       body)  # fmt: skip
+    body = {
+        "inputs": [
+            {"name": "input", "shape": [2, 64], "datatype": "FP32", "data": digits_x[:2].tolist()}
+        ]
+    }
+    status, headers, answer = _request(digits_server.url, "POST", "/v2/models/digits/infer", body)
     assert status == 200 and headers["content-type"] == "application/json"
     (out,) = answer["outputs"]
     assert out["shape"] == [2, 10] and answer["model_name"] == "digits"
@@ -198,8 +208,7 @@ def test_digits_with_plain_http_json(home, digits_server, digits_x):
 
 def test_minilm_text_and_token_ids_match_in_process(home, minilm_server):
     th, client = _triton(minilm_server.url)
-    sentences = ["A cat sat on the mat.", "Serving models from a notebook is convenient.",
-                 "short"]  # fmt: skip
+    sentences = ["A cat sat on the mat.", "Serving models from a notebook is convenient.", "short"]
     runner = api.runner("minilm@2", root=home)
     from maas_lab.evaluation import tokenize
 
@@ -212,12 +221,22 @@ def test_minilm_text_and_token_ids_match_in_process(home, minilm_server):
     got = client.infer("minilm", [text]).as_numpy("sentence_embedding")
     np.testing.assert_allclose(got, expected, atol=2e-5)
     # INT64 token ids, as plain JSON.
-    body = {"inputs": [{"name": n, "shape": list(feeds[n].shape), "datatype": "INT64",
-                        "data": feeds[n].ravel().tolist()} for n in names]}  # fmt: skip
+    body = {
+        "inputs": [
+            {
+                "name": n,
+                "shape": list(feeds[n].shape),
+                "datatype": "INT64",
+                "data": feeds[n].ravel().tolist(),
+            }
+            for n in names
+        ]
+    }
     status, _, answer = _request(minilm_server.url, "POST", "/v2/models/minilm/infer", body)
     assert status == 200
-    np.testing.assert_allclose(np.reshape(answer["outputs"][0]["data"], (3, 384)), expected,
-                               atol=2e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        np.reshape(answer["outputs"][0]["data"], (3, 384)), expected, atol=2e-5
+    )
     # Our own client and %maas predict's path.
     ours = api.client(minilm_server.url).infer("minilm", sentences)
     np.testing.assert_allclose(ours["sentence_embedding"], expected, atol=2e-5)
@@ -232,8 +251,10 @@ def test_concurrent_requests_of_mixed_lengths_are_batched_and_unchanged(home, mi
     sentences = [s for s in sentences.splitlines() if s.strip()][:48]
     runner = api.runner("minilm@2", root=home)
     names = [t["name"] for t in runner.signature["inputs"]]
-    expected = {s: runner.infer(tokenize(runner.tokenizer, [s], names))["sentence_embedding"][0]
-                for s in sentences}  # fmt: skip
+    expected = {
+        s: runner.infer(tokenize(runner.tokenizer, [s], names))["sentence_embedding"][0]
+        for s in sentences
+    }
     client_url = minilm_server.url
     results, errors = {}, []
 
@@ -268,12 +289,14 @@ def test_malformed_requests_in_the_same_batch_never_change_valid_outputs(
         good[i] = client.infer("digits", {"input": digits_x[i : i + 1]})["output"][0]
 
     def malformed(i):
-        body = {"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32",
-                            "data": [1.0] * 63}]}  # fmt: skip
+        body = {
+            "inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [1.0] * 63}]
+        }
         bad.append(_request(digits_server.url, "POST", "/v2/models/digits/infer", body)[0])
 
-    threads = [threading.Thread(target=valid if i % 2 else malformed, args=(i // 2,))
-               for i in range(32)]  # fmt: skip
+    threads = [
+        threading.Thread(target=valid if i % 2 else malformed, args=(i // 2,)) for i in range(32)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -287,9 +310,16 @@ def test_malformed_requests_in_the_same_batch_never_change_valid_outputs(
 
 
 def _valid_digits(url, x):
-    status, _, answer = _request(url, "POST", "/v2/models/digits/infer", {
-        "inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32",
-                    "data": x[0].tolist()}]})  # fmt: skip
+    status, _, answer = _request(
+        url,
+        "POST",
+        "/v2/models/digits/infer",
+        {
+            "inputs": [
+                {"name": "input", "shape": [1, 64], "datatype": "FP32", "data": x[0].tolist()}
+            ]
+        },
+    )
     assert status == 200, answer
 
 
@@ -297,20 +327,62 @@ def _valid_digits(url, x):
     "body, status, fragment",
     [
         (b"{not json", 400, "JSON"),
-        ({"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32",
-                      "data": [0.0] * 64}]}, 400, "pixels"),
-        ({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "INT64",
-                      "data": [0] * 64}]}, 400, "FP32"),
-        ({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32",
-                      "data": [0.0] * 10}]}, 400, "64"),
-        ({"inputs": [{"name": "input", "shape": [1, 63], "datatype": "FP32",
-                      "data": [0.0] * 63}]}, 400, "63"),
-        ({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32",
-                      "data": [0.0] * 64}], "outputs": [{"name": "probs"}]}, 400, "probs"),
+        (
+            {
+                "inputs": [
+                    {"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": [0.0] * 64}
+                ]
+            },
+            400,
+            "pixels",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "input", "shape": [1, 64], "datatype": "INT64", "data": [0] * 64}
+                ]
+            },
+            400,
+            "FP32",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [0.0] * 10}
+                ]
+            },
+            400,
+            "64",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "input", "shape": [1, 63], "datatype": "FP32", "data": [0.0] * 63}
+                ]
+            },
+            400,
+            "63",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [0.0] * 64}
+                ],
+                "outputs": [{"name": "probs"}],
+            },
+            400,
+            "probs",
+        ),
     ],
-    ids=["invalid-json", "wrong-name", "wrong-datatype", "data-length", "wrong-dim",
-         "unknown-output"],
-)  # fmt: skip
+    ids=[
+        "invalid-json",
+        "wrong-name",
+        "wrong-datatype",
+        "data-length",
+        "wrong-dim",
+        "unknown-output",
+    ],
+)
 def test_bad_requests_get_a_clear_error_and_the_server_keeps_serving(
     digits_server, digits_x, body, status, fragment
 ):
@@ -323,9 +395,11 @@ def test_bad_requests_get_a_clear_error_and_the_server_keeps_serving(
 
 def test_unknown_models_versions_and_routes(digits_server, digits_x):
     url = digits_server.url
-    for path, fragment in [("/v2/models/nope/infer", "nope"),
-                           ("/v2/models/digits/versions/9/infer", "not loaded"),
-                           ("/v2/models/digits/versions/staging/infer", "alias")]:  # fmt: skip
+    for path, fragment in [
+        ("/v2/models/nope/infer", "nope"),
+        ("/v2/models/digits/versions/9/infer", "not loaded"),
+        ("/v2/models/digits/versions/staging/infer", "alias"),
+    ]:
         status, _, answer = _request(url, "POST", path, {"inputs": []})
         assert status == 404 and fragment in answer["error"], answer
     assert _request(url, "GET", "/v2/models/nope/ready")[0] == 404
@@ -341,8 +415,9 @@ def test_oversized_body_is_refused_before_parsing(words_server):
 
 
 def _words(url, words, headers=None):
-    body = {"inputs": [{"name": "words", "shape": [len(words)], "datatype": "BYTES",
-                        "data": words}]}  # fmt: skip
+    body = {
+        "inputs": [{"name": "words", "shape": [len(words)], "datatype": "BYTES", "data": words}]
+    }
     status, _, answer = _request(url, "POST", "/v2/models/words/infer", body, headers)
     if status != 200:
         return status, answer
@@ -464,9 +539,21 @@ def _load(url, x, stop, outcomes, version_seen):
     client = api.client(url)
     while not stop.is_set():
         try:
-            status, _, answer = _request(url, "POST", "/v2/models/digits/infer", {
-                "inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32",
-                            "data": x[0].tolist()}]})  # fmt: skip
+            status, _, answer = _request(
+                url,
+                "POST",
+                "/v2/models/digits/infer",
+                {
+                    "inputs": [
+                        {
+                            "name": "input",
+                            "shape": [1, 64],
+                            "datatype": "FP32",
+                            "data": x[0].tolist(),
+                        }
+                    ]
+                },
+            )
             outcomes.append(status)
             if status == 200:
                 version_seen.append(answer["model_version"])
@@ -478,8 +565,10 @@ def _load(url, x, stop, outcomes, version_seen):
 def test_moving_an_alias_switches_without_dropping_requests(home, digits_x):
     handle = api.serve("digits@prod", name="digits-prod", port=0, replicas=2, root=home)
     stop, outcomes, seen = threading.Event(), [], []
-    threads = [threading.Thread(target=_load, args=(handle.url, digits_x, stop, outcomes, seen))
-               for _ in range(4)]  # fmt: skip
+    threads = [
+        threading.Thread(target=_load, args=(handle.url, digits_x, stop, outcomes, seen))
+        for _ in range(4)
+    ]
     try:
         for t in threads:
             t.start()
@@ -519,8 +608,10 @@ def test_a_version_that_fails_to_load_leaves_the_old_one_serving(home):
 def test_scale_up_and_down_while_serving(home, digits_x):
     handle = api.serve("digits@3", name="digits-scale", port=0, root=home)
     stop, outcomes, seen = threading.Event(), [], []
-    threads = [threading.Thread(target=_load, args=(handle.url, digits_x, stop, outcomes, seen))
-               for _ in range(3)]  # fmt: skip
+    threads = [
+        threading.Thread(target=_load, args=(handle.url, digits_x, stop, outcomes, seen))
+        for _ in range(3)
+    ]
     try:
         for t in threads:
             t.start()
@@ -624,8 +715,11 @@ def test_shell_serve_runs_in_the_foreground_and_ctrl_c_drains(home, tmp_path):
     env = {**os.environ, "MAAS_LAB_HOME": str(home)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "maas_lab.cli", "serve", "words@1", "--name", "fg", "--port", "0"],
-        env=env, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         db = api.registry(home).db
         deadline = time.monotonic() + 60

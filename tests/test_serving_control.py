@@ -238,10 +238,23 @@ def test_serve_from_python_hints_at_the_handles_methods(words, maas_shell):
 def test_serve_in_a_shell_in_the_background_hints_in_shell_syntax(words):
     env = {**os.environ, "MAAS_LAB_HOME": str(words)}
     done = subprocess.run(
-        [sys.executable, "-m", "maas_lab.cli", "serve", "words@1", "--name", "sh", "--port", "0",
-         "--background"],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "maas_lab.cli",
+            "serve",
+            "words@1",
+            "--name",
+            "sh",
+            "--port",
+            "0",
+            "--background",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "`maas status`" in done.stdout and "`maas stop sh`" in done.stdout
     assert "%maas" not in done.stdout

@@ -68,8 +68,15 @@ def home(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny(home):
     root, weight = home
-    handle = api.serve("tiny@1", port=0, max_batch=8, max_rows=64, header_timeout_s=1.0,
-                       body_timeout_s=2.0, root=root)  # fmt: skip
+    handle = api.serve(
+        "tiny@1",
+        port=0,
+        max_batch=8,
+        max_rows=64,
+        header_timeout_s=1.0,
+        body_timeout_s=2.0,
+        root=root,
+    )
     yield handle, weight
     _quiet_stop(handle.name, root)
 
@@ -97,8 +104,11 @@ def _request(url, method, path, body=None, headers=None):
 
 def _infer(url, rows, path="/v2/models/tiny/infer"):
     x = np.arange(rows * 4, dtype=np.float32).reshape(rows, 4) / 7
-    body = {"inputs": [{"name": "input", "shape": [rows, 4], "datatype": "FP32",
-                        "data": x.ravel().tolist()}]}  # fmt: skip
+    body = {
+        "inputs": [
+            {"name": "input", "shape": [rows, 4], "datatype": "FP32", "data": x.ravel().tolist()}
+        ]
+    }
     return x, _request(url, "POST", path, body)
 
 
@@ -123,8 +133,7 @@ def test_a_failed_load_leaves_the_server_ready_and_its_row_as_it_was(home, tiny)
         assert status in (400, 404) and set(answer) == {"error"}, answer
         assert state.get(api.registry(root).db, handle.name)["models"] == before
         assert _request(handle.url, "GET", "/v2/health/ready")[0] == 200
-    status, _, answer = _request(handle.url, "POST", "/v2/repository/models/nope/unload",
-                                 {}, auth)  # fmt: skip
+    status, _, answer = _request(handle.url, "POST", "/v2/repository/models/nope/unload", {}, auth)
     assert status == 404 and "does not serve" in answer["error"]
     assert state.get(api.registry(root).db, handle.name)["models"] == before
     assert _infer(handle.url, 1)[1][0] == 200
@@ -137,26 +146,38 @@ def test_a_failed_load_leaves_the_server_ready_and_its_row_as_it_was(home, tiny)
     "path, body, fragment",
     [
         ("/v2/models/tiny/versions/%C2%B2/infer", None, "version"),
-        ("/v2/models/tiny/infer",
-         {"inputs": [{"name": "input", "datatype": "FP32", "shape": [0, 2**70], "data": []}]},
-         "far larger"),
-        ("/v2/models/tiny/infer",
-         {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1] * 65, "data": [1]}]},
-         "65 dimensions"),
+        (
+            "/v2/models/tiny/infer",
+            {"inputs": [{"name": "input", "datatype": "FP32", "shape": [0, 2**70], "data": []}]},
+            "far larger",
+        ),
+        (
+            "/v2/models/tiny/infer",
+            {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1] * 65, "data": [1]}]},
+            "65 dimensions",
+        ),
         ("/v2/repository/models/tiny/load", {"parameters": [1]}, "parameters"),
         ("/v2/repository/models/tiny/load", {"parameters": {"version": "\u00b2"}}, "version"),
         ("/v2/repository/models/tiny/load", {"parameters": {"version": [3]}}, "version"),
         ("/v2/repository/models/tiny/load", [1], "JSON object"),
     ],
-    ids=["version-superscript", "shape-2**70", "65-dims", "parameters-list",
-         "load-version-superscript", "load-version-list", "body-list"],
-)  # fmt: skip
+    ids=[
+        "version-superscript",
+        "shape-2**70",
+        "65-dims",
+        "parameters-list",
+        "load-version-superscript",
+        "load-version-list",
+        "body-list",
+    ],
+)
 def test_hostile_requests_get_400_not_a_traceback(home, tiny, path, body, fragment):
     root, _ = home
     handle, _ = tiny
     if body is None:
-        body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4],
-                            "data": [1, 2, 3, 4]}]}  # fmt: skip
+        body = {
+            "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]
+        }
     auth = {"Authorization": f"Bearer {handle.token}"}
     status, headers, answer = _request(handle.url, "POST", path, body, auth)
     assert status == 400 and set(answer) == {"error"} and fragment in answer["error"], answer
@@ -168,22 +189,34 @@ def test_hostile_requests_get_400_not_a_traceback(home, tiny, path, body, fragme
 def test_json_without_nan_both_ways(tiny, value):
     handle, _ = tiny
     data = f"[{value},1,2,3]"
-    body = ('{"inputs":[{"name":"input","datatype":"FP32","shape":[1,4],"data":' + data
-            + "}]}").encode()  # fmt: skip
+    body = (
+        '{"inputs":[{"name":"input","datatype":"FP32","shape":[1,4],"data":' + data + "}]}"
+    ).encode()
     status, _, answer = _request(handle.url, "POST", "/v2/models/tiny/infer", body)
     assert status == 400 and "'input'" in answer["error"] and "NaN" in answer["error"]
     # Binary data carries NaN, and a NaN output asked for as JSON is refused, never bare NaN.
     x = np.array([[np.nan, 1, 2, 3]], dtype=np.float32)
     client = api.client(handle.url)
     assert np.isnan(client.infer("tiny", {"input": x})["output"]).all()
-    doc = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4],
-                       "parameters": {"binary_data_size": 16}}],
-           "outputs": [{"name": "output", "parameters": {"binary_data": False}}]}  # fmt: skip
+    doc = {
+        "inputs": [
+            {
+                "name": "input",
+                "datatype": "FP32",
+                "shape": [1, 4],
+                "parameters": {"binary_data_size": 16},
+            }
+        ],
+        "outputs": [{"name": "output", "parameters": {"binary_data": False}}],
+    }
     header = json.dumps(doc).encode()
     status, _, answer = _request(
-        handle.url, "POST", "/v2/models/tiny/infer", header + x.tobytes(),
+        handle.url,
+        "POST",
+        "/v2/models/tiny/infer",
+        header + x.tobytes(),
         {"Inference-Header-Content-Length": str(len(header))},
-    )  # fmt: skip
+    )
     assert status == 400 and "binary_data" in answer["error"]
 
 
@@ -208,13 +241,24 @@ def test_rows_beyond_the_limit_are_refused_and_large_requests_run_in_batches(tin
 def test_the_header_is_checked_against_the_model_before_its_data_is_read(tiny):
     handle, _ = tiny
     garbage = b"\xff" * 4096  # not even valid BYTES wire data: reading it would fail otherwise
-    doc = {"inputs": [{"name": "input", "datatype": "BYTES", "shape": [2, 4],
-                       "parameters": {"binary_data_size": len(garbage)}}]}  # fmt: skip
+    doc = {
+        "inputs": [
+            {
+                "name": "input",
+                "datatype": "BYTES",
+                "shape": [2, 4],
+                "parameters": {"binary_data_size": len(garbage)},
+            }
+        ]
+    }
     header = json.dumps(doc).encode()
     status, _, answer = _request(
-        handle.url, "POST", "/v2/models/tiny/infer", header + garbage,
+        handle.url,
+        "POST",
+        "/v2/models/tiny/infer",
+        header + garbage,
         {"Inference-Header-Content-Length": str(len(header))},
-    )  # fmt: skip
+    )
     assert status == 400 and "FP32 in this model; got BYTES" in answer["error"], answer
 
 
@@ -301,8 +345,9 @@ def test_a_stalled_body_is_answered_408(tiny):
 
 def test_a_stalled_body_does_not_hold_up_a_stop(home):
     root, _ = home
-    handle = api.serve("tiny@1", name="tiny-stop", port=0, body_timeout_s=600, drain_s=600,
-                       root=root)  # fmt: skip
+    handle = api.serve(
+        "tiny@1", name="tiny-stop", port=0, body_timeout_s=600, drain_s=600, root=root
+    )
     sock = _stalled_body(handle.url)
     answers = []
     reader = threading.Thread(target=lambda: answers.append(_read_answer(sock)))
@@ -358,10 +403,20 @@ def test_a_text_model_answers_a_client_that_sends_what_its_metadata_lists(minilm
     np.testing.assert_allclose(result.as_numpy(out), alone[out], rtol=1e-5, atol=1e-6)
     assert set(ids) == set(alone)
     # Plain HTTP, JSON: the four inputs the metadata lists.
-    body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2],
-                        "data": ["a sentence", "another one here"]}]
-            + [{"name": k, "datatype": "INT64", "shape": [2, 5], "data": v.ravel().tolist()}
-               for k, v in tokens.items()]}  # fmt: skip
+    body = {
+        "inputs": [
+            {
+                "name": "text",
+                "datatype": "BYTES",
+                "shape": [2],
+                "data": ["a sentence", "another one here"],
+            }
+        ]
+        + [
+            {"name": k, "datatype": "INT64", "shape": [2, 5], "data": v.ravel().tolist()}
+            for k, v in tokens.items()
+        ]
+    }
     status, _, answer = _request(minilm.url, "POST", "/v2/models/minilm/infer", body)
     assert status == 200, answer
     body["inputs"][0]["shape"], body["inputs"][0]["data"] = [1], ["one row only"]

@@ -338,48 +338,119 @@ BAD_REQUESTS = {
     "empty inputs": ({"inputs": []}, None, 'needs "inputs"'),
     "input not an object": ({"inputs": [3]}, None, "inputs[0] must be an object"),
     "no name": ({"inputs": [{"datatype": "FP32", "shape": [1], "data": [1]}]}, None, "no name"),
-    "no datatype": ({"inputs": [{"name": "x", "shape": [1], "data": [1]}]}, None, "'x' has no \"datatype\""),  # noqa: E501
-    "no shape": ({"inputs": [{"name": "x", "datatype": "FP32", "data": [1]}]}, None, "'x' has no \"shape\""),  # noqa: E501
-    "duplicate": (
-        {"inputs": one(data=[1, 2, 3])["inputs"] * 2}, None, "input 'x' is sent twice"
-    ),
-    "shape not a list": ({"inputs": [{"name": "x", "datatype": "FP32", "shape": 3, "data": [1]}]}, None, "a shape must be a list"),  # noqa: E501
+    "no datatype": (
+        {"inputs": [{"name": "x", "shape": [1], "data": [1]}]},
+        None,
+        "'x' has no \"datatype\"",
+    ),  # noqa: E501
+    "no shape": (
+        {"inputs": [{"name": "x", "datatype": "FP32", "data": [1]}]},
+        None,
+        "'x' has no \"shape\"",
+    ),  # noqa: E501
+    "duplicate": ({"inputs": one(data=[1, 2, 3])["inputs"] * 2}, None, "input 'x' is sent twice"),
+    "shape not a list": (
+        {"inputs": [{"name": "x", "datatype": "FP32", "shape": 3, "data": [1]}]},
+        None,
+        "a shape must be a list",
+    ),  # noqa: E501
     "negative dim": (one(shape=(2, -1), data=[1]), None, "has shape [2, -1]; a shape must be"),
     "float dim": (one(shape=(1.5,), data=[1]), None, "a shape must be a list of whole numbers"),
     "bool dim": (one(shape=(True,), data=[1]), None, "a shape must be a list of whole numbers"),
-    "unknown datatype": (one("FLOAT", data=[1, 2, 3]), None, "unknown datatype \"FLOAT\"; valid datatypes: BOOL"),  # noqa: E501
+    "unknown datatype": (
+        one("FLOAT", data=[1, 2, 3]),
+        None,
+        'unknown datatype "FLOAT"; valid datatypes: BOOL',
+    ),  # noqa: E501
     "bf16": (one("BF16", data=[1, 2, 3]), None, "BF16 tensors are not supported"),
     "no data": (one(), None, "input 'x' has no data"),
     "count": (
-        one(shape=(2, 3), data=[1, 2, 3, 4, 5]), None,
+        one(shape=(2, 3), data=[1, 2, 3, 4, 5]),
+        None,
         "input 'x' has shape [2, 3], i.e. 6 values, but 5 were sent.",
     ),
-    "nested count": (one(shape=(2, 2), data=[[1, 2], [3, 4], [5, 6]]), None, "i.e. 4 values, but 6"),  # noqa: E501
+    "nested count": (
+        one(shape=(2, 2), data=[[1, 2], [3, 4], [5, 6]]),
+        None,
+        "i.e. 4 values, but 6",
+    ),  # noqa: E501
     "ragged": (one(shape=(2, 2), data=[[1, 2], [3]]), None, "nested lists of uneven lengths"),
     "mixed nesting": (one(shape=(2,), data=[1, [2]]), None, "nested lists of uneven lengths"),
-    "strings for FP32": (one(data=[1, "2", 3]), None, "FP32, so its data must be numbers (not true/false); got strings such as \"2\""),  # noqa: E501
+    "strings for FP32": (
+        one(data=[1, "2", 3]),
+        None,
+        'FP32, so its data must be numbers (not true/false); got strings such as "2"',
+    ),  # noqa: E501
     "bools for FP32": (one(data=[1.0, True, 3]), None, "got true/false values"),
-    "floats for INT64": (one("INT64", data=[1, 2.5, 3]), None, "INT64, so its data must be whole numbers; got decimal numbers such as 2.5"),  # noqa: E501
+    "floats for INT64": (
+        one("INT64", data=[1, 2.5, 3]),
+        None,
+        "INT64, so its data must be whole numbers; got decimal numbers such as 2.5",
+    ),  # noqa: E501
     "1.0 for INT64": (one("INT64", data=[1, 1.0, 3]), None, "got decimal numbers"),
     "bools for INT32": (one("INT32", data=[1, True, 0]), None, "got true/false values"),
-    "ints for BOOL": (one("BOOL", data=[1, 0, 1]), None, "BOOL, so its data must be true or false; got whole numbers"),  # noqa: E501
-    "numbers for BYTES": (one("BYTES", data=["a", 1, "c"]), None, "BYTES, so its data must be strings"),  # noqa: E501
+    "ints for BOOL": (
+        one("BOOL", data=[1, 0, 1]),
+        None,
+        "BOOL, so its data must be true or false; got whole numbers",
+    ),  # noqa: E501
+    "numbers for BYTES": (
+        one("BYTES", data=["a", 1, "c"]),
+        None,
+        "BYTES, so its data must be strings",
+    ),  # noqa: E501
     "nulls": (one(data=[1, None, 3]), None, "got nulls"),
-    "out of range": (one("UINT8", data=[1, 300, 3]), None, "the value 300 is outside its range [0, 255]"),  # noqa: E501
+    "out of range": (
+        one("UINT8", data=[1, 300, 3]),
+        None,
+        "the value 300 is outside its range [0, 255]",
+    ),  # noqa: E501
     "negative unsigned": (one("UINT32", data=[1, -1, 3]), None, "the value -1 is outside"),
     "too large for FP16": (one("FP16", data=[1, 1e6, 3]), None, "too large for it"),
     "too large for FP64": (one("FP64", data=[1, 10**400, 3]), None, "too large for it"),
     "id not a string": (one(data=[1, 2, 3]) | {"id": 5}, None, '"id" must be a string'),
-    "parameters not an object": (one(data=[1, 2, 3]) | {"parameters": [1]}, None, '"parameters" must be a JSON object'),  # noqa: E501
-    "binary_data_output not bool": (one(data=[1, 2, 3]) | {"parameters": {"binary_data_output": 1}}, None, "binary_data_output must be true or false"),  # noqa: E501
+    "parameters not an object": (
+        one(data=[1, 2, 3]) | {"parameters": [1]},
+        None,
+        '"parameters" must be a JSON object',
+    ),  # noqa: E501
+    "binary_data_output not bool": (
+        one(data=[1, 2, 3]) | {"parameters": {"binary_data_output": 1}},
+        None,
+        "binary_data_output must be true or false",
+    ),  # noqa: E501
     "shared memory": (one(parameters={"shared_memory_region": "r"}), None, "shared memory"),
-    "outputs not a list": (one(data=[1, 2, 3]) | {"outputs": {"name": "y"}}, None, '"outputs" must be a list'),  # noqa: E501
-    "output without name": (one(data=[1, 2, 3]) | {"outputs": [{"parameters": {}}]}, None, "outputs[0] must be an object with a name"),  # noqa: E501
-    "output not an object": (one(data=[1, 2, 3]) | {"outputs": ["y"]}, None, "outputs[0] must be an object"),  # noqa: E501
-    "duplicate outputs": (one(data=[1, 2, 3]) | {"outputs": [{"name": "y"}, {"name": "y"}]}, None, "output 'y' is requested twice"),  # noqa: E501
-    "binary_data not bool": (one(data=[1, 2, 3]) | {"outputs": [{"name": "y", "parameters": {"binary_data": "yes"}}]}, None, "binary_data must be true or false"),  # noqa: E501
-    "classification": (one(data=[1, 2, 3]) | {"outputs": [{"name": "y", "parameters": {"classification": 3}}]}, None, "classification"),  # noqa: E501
-}  # fmt: skip
+    "outputs not a list": (
+        one(data=[1, 2, 3]) | {"outputs": {"name": "y"}},
+        None,
+        '"outputs" must be a list',
+    ),  # noqa: E501
+    "output without name": (
+        one(data=[1, 2, 3]) | {"outputs": [{"parameters": {}}]},
+        None,
+        "outputs[0] must be an object with a name",
+    ),  # noqa: E501
+    "output not an object": (
+        one(data=[1, 2, 3]) | {"outputs": ["y"]},
+        None,
+        "outputs[0] must be an object",
+    ),  # noqa: E501
+    "duplicate outputs": (
+        one(data=[1, 2, 3]) | {"outputs": [{"name": "y"}, {"name": "y"}]},
+        None,
+        "output 'y' is requested twice",
+    ),  # noqa: E501
+    "binary_data not bool": (
+        one(data=[1, 2, 3]) | {"outputs": [{"name": "y", "parameters": {"binary_data": "yes"}}]},
+        None,
+        "binary_data must be true or false",
+    ),  # noqa: E501
+    "classification": (
+        one(data=[1, 2, 3]) | {"outputs": [{"name": "y", "parameters": {"classification": 3}}]},
+        None,
+        "classification",
+    ),  # noqa: E501
+}
 
 
 @pytest.mark.parametrize("case", list(BAD_REQUESTS))
@@ -692,10 +763,13 @@ class _Stub(BaseHTTPRequestHandler):
         if self.path == "/v2/health/ready":
             self._send(503, b"")
         elif self.path.startswith("/v2/models/echo"):
-            meta = {"name": "echo", "inputs": [
-                {"name": "text", "datatype": "BYTES", "shape": [-1]},
-                {"name": "x", "datatype": "FP32", "shape": [-1]},
-            ]}  # fmt: skip
+            meta = {
+                "name": "echo",
+                "inputs": [
+                    {"name": "text", "datatype": "BYTES", "shape": [-1]},
+                    {"name": "x", "datatype": "FP32", "shape": [-1]},
+                ],
+            }
             self._send(200, json.dumps(meta).encode())
         elif self.path == "/metrics":
             self._send(500, b"<html>" + b"x" * 1000)
@@ -789,7 +863,11 @@ def test_predict_inputs_name_the_mistake(tmp_path):
     one = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 3]}]}
     fitted = fit_to_model(one, np.ones(3))
     assert fitted["x"].shape == (1, 3) and fitted["x"].dtype == np.float32
-    two = {"inputs": [{"name": "a", "datatype": "FP32", "shape": [-1]},
-                      {"name": "b", "datatype": "FP32", "shape": [-1]}]}  # fmt: skip
+    two = {
+        "inputs": [
+            {"name": "a", "datatype": "FP32", "shape": [-1]},
+            {"name": "b", "datatype": "FP32", "shape": [-1]},
+        ]
+    }
     with pytest.raises(UsageError, match="several inputs"):
         fit_to_model(two, np.ones(3))

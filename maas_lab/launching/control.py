@@ -129,14 +129,22 @@ def launch(
             "metric": metric,
             "status": "starting",
             "timeline": {"launched": launched},
-        },  # fmt: skip
+        },
     )
     folder = jobs.job_dir(reg.root, job_id)
     try:
         folder.mkdir(parents=True)
-        spec = {**what, "id": job_id, "args": [str(a) for a in args], "cwd": os.getcwd(),
-                "launcher": comp.name, "options": opts, "register_as": register,
-                "metric": metric, "prog": typed()}  # fmt: skip
+        spec = {
+            **what,
+            "id": job_id,
+            "args": [str(a) for a in args],
+            "cwd": os.getcwd(),
+            "launcher": comp.name,
+            "options": opts,
+            "register_as": register,
+            "metric": metric,
+            "prog": typed(),
+        }
         jobs.write_json(folder / "job.json", spec)
         if code is not None:
             (folder / "cell.py").write_text(code)
@@ -295,8 +303,13 @@ def _refresh(reg, row: dict) -> dict:
     from .monitor import stop_leftovers
 
     stop_leftovers(jobs.job_dir(reg.root, row["id"]))
-    jobs.update(reg.db, row["id"], status="lost", ended_at=jobs.now(),
-                error="its monitor process died; its processes were stopped")  # fmt: skip
+    jobs.update(
+        reg.db,
+        row["id"],
+        status="lost",
+        ended_at=jobs.now(),
+        error="its monitor process died; its processes were stopped",
+    )
     return jobs.get(reg.db, row["id"])
 
 
@@ -415,8 +428,7 @@ def list_jobs(limit: int = 20, root=None) -> Table:
                 "error": (row["error"] or "")[:80],
             }
         )
-    columns = ["job", "status", "target", "processes", "step", "loss", "metric", "took",
-               "registered", "error"]  # fmt: skip
+    columns = "job status target processes step loss metric took registered error".split()
     return Table(rows, columns, title="Jobs", note="" if rows else "No jobs yet.")
 
 
@@ -453,8 +465,13 @@ def cancel(job, wait_s: float = 30.0, root=None) -> Report:
     if row["status"] == "lost":  # its monitor died of our signal before it could record it
         jobs.update(reg.db, row["id"], status="cancelled", error="cancelled while starting")
     elif row["status"] not in jobs.ENDED:
-        jobs.update(reg.db, row["id"], status="cancelled", ended_at=jobs.now(),
-                    error=f"cancelled; its monitor did not answer in {wait_s:g} s")  # fmt: skip
+        jobs.update(
+            reg.db,
+            row["id"],
+            status="cancelled",
+            ended_at=jobs.now(),
+            error=f"cancelled; its monitor did not answer in {wait_s:g} s",
+        )
     report = show(row["id"], root=root)
     report.title += f" (every process stopped {time.monotonic() - started:.1f} s after cancel)"
     if left:

@@ -249,8 +249,11 @@ class Server:
         if encoding in ("", "identity"):
             return body
         if encoding not in ("gzip", "deflate"):
-            raise HTTPError(415, f"Content-Encoding {encoding!r} is not supported; send "
-                                 "gzip, deflate or an uncompressed body.")  # fmt: skip
+            raise HTTPError(
+                415,
+                f"Content-Encoding {encoding!r} is not supported; send "
+                "gzip, deflate or an uncompressed body.",
+            )
         # tritonclient compresses whole bodies; the limit applies to what they expand to.
         inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
         try:
@@ -384,8 +387,12 @@ class Server:
         loaded = self.models.find(name, version)
         if loaded.batcher.depth >= loaded.batcher.max_queue:  # refuse before any parsing
             loaded.stats.fail(503)
-            raise HTTPError(503, f"{loaded.ref} is at capacity ({loaded.batcher.depth} requests "
-                                 "queued); retry shortly.", {"retry-after": "1"})  # fmt: skip
+            raise HTTPError(
+                503,
+                f"{loaded.ref} is at capacity ({loaded.batcher.depth} requests "
+                "queued); retry shortly.",
+                {"retry-after": "1"},
+            )
         loop = asyncio.get_running_loop()
         try:
             # The header is checked against the model before any tensor data is converted,

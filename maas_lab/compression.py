@@ -20,6 +20,7 @@ from .components import Artifact, Component
 from .errors import BudgetError, Interrupted, MaasError, PluginError, UsageError
 from .evaluation import HIGHER_IS_BETTER, Subject, cpu_features, evaluate
 from .hints import option
+from .registering import register_derived
 from .runners import data_runner, staged_checkout
 
 # --max-drop names a person types -> the metric it bounds.
@@ -258,7 +259,6 @@ def run(
     budget_s: float = 2.0,
 ) -> tuple[dict, dict]:
     """Compress ``row`` and register the result; returns (new version row, figures)."""
-    from .registry.registry import FileSpec
 
     budget = parse_budget(max_drop)
     parent = reg.checkout(row["ref"])
@@ -308,39 +308,28 @@ def run(
                 f"{option('max_drop')}, or pass {option('allow_over_budget', True)} to keep it "
                 "anyway."
             )
-        files = [FileSpec(work / n, n, role) for n, role in artifact.files.items()]
-        operation = compressor.extra.get("operation", "compress")
-        new = reg.register(
-            row["name"],
-            files,
-            artifact.format,
-            config=artifact.config,
-            task=row["task"],
-            description=row["description"],
-            card=row["card"],
-            signature=artifact.signature or subjects[1].runner.signature,
+        new = register_derived(
+            reg,
+            row,
+            artifact,
+            work,
+            compressor,
+            operation=compressor.extra.get("operation", "compress"),
+            signature=subjects[1].runner.signature,
             tags={"budget": "exceeded"} if problems else {},
             metrics=after,
-            trusted_code=grants,
-            lineage=[
-                {
-                    "parent": row["ref"],
-                    "operation": operation,
-                    "plugin": compressor.plugin,
-                    "plugin_version": compressor.version,
-                    "params": {
-                        "compressor": compressor.name,
-                        "options": opts,
-                        "data": datasets.describe(data) if data is not None else None,
-                        "calibration": datasets.describe(calibration) if calibration else None,
-                        "max_drop": budget,
-                        "over_budget": problems,
-                        "parent_metrics": before,
-                        "measured_on": measured_on,
-                        "report": artifact.report,
-                    },
-                }
-            ],
+            grants=grants,
+            params={
+                "compressor": compressor.name,
+                "options": opts,
+                "data": datasets.describe(data) if data is not None else None,
+                "calibration": datasets.describe(calibration) if calibration else None,
+                "max_drop": budget,
+                "over_budget": problems,
+                "parent_metrics": before,
+                "measured_on": measured_on,
+                "report": artifact.report,
+            },
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)

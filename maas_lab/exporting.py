@@ -15,6 +15,7 @@ from .hints import option
 from .intake import check
 from .parity import compare, feeds_from_signature, violations
 from .plugins import get_plugins
+from .registering import register_derived
 from .runners import staged_checkout, start_runner
 
 
@@ -31,7 +32,6 @@ def export(
     """Export ``ref`` with the exporter named (or producing) ``to``; returns the new
     version's row. Nothing is registered if the exporter fails or parity fails (unless
     ``allow_mismatch``: then it is kept, tagged ``parity=mismatch``)."""
-    from .registry.registry import FileSpec
 
     row = reg.resolve(ref)
     exporter = get_plugins().exporter(to, row["format"])
@@ -51,7 +51,6 @@ def export(
         if not isinstance(artifact, Artifact):
             raise PluginError(f"Exporter {exporter.name!r} returned {artifact!r}, not an Artifact.")
         child = staged_checkout(work, artifact, parent, row["task"], f"Exporter {exporter.name!r}")
-        files = [FileSpec(work / n, n, role) for n, role in artifact.files.items()]
         parent_runner, child_runner = start_runner(parent, opts), start_runner(child, opts)
         if hasattr(parent_runner, "example_feeds"):
             feeds = parent_runner.example_feeds(4)
@@ -83,33 +82,24 @@ def export(
             "parity_min_cosine": min(f["min_cosine"] for f in figures.values()),
             "parity_mean_cosine": min(f["mean_cosine"] for f in figures.values()),
         }
-        new = reg.register(
-            row["name"],
-            files,
-            artifact.format,
-            config=artifact.config,
-            task=row["task"],
-            description=row["description"],
-            card=row["card"],
-            signature=artifact.signature or child_runner.signature,
+        new = register_derived(
+            reg,
+            row,
+            artifact,
+            work,
+            exporter,
+            operation="export",
+            signature=child_runner.signature,
             tags={"parity": "mismatch"} if problems else {},
             metrics=worst,
-            trusted_code=grants,
-            lineage=[
-                {
-                    "parent": row["ref"],
-                    "operation": "export",
-                    "plugin": exporter.plugin,
-                    "plugin_version": exporter.version,
-                    "params": {
-                        "exporter": exporter.name,
-                        "options": opts,
-                        "parity": figures,
-                        "mismatch": problems,
-                        "report": artifact.report,
-                    },
-                }
-            ],
+            grants=grants,
+            params={
+                "exporter": exporter.name,
+                "options": opts,
+                "parity": figures,
+                "mismatch": problems,
+                "report": artifact.report,
+            },
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -5,6 +5,7 @@ signature inferred before the registry stores anything."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from .hints import option
 from .intake import check
@@ -84,3 +85,47 @@ def register(
         if bar is not None:
             bar.close()
     return row
+
+
+def register_derived(
+    reg,
+    parent: dict,
+    artifact,
+    work: Path,
+    component,
+    *,
+    operation: str,
+    signature: dict,
+    tags: dict,
+    metrics: dict,
+    grants: list,
+    params: dict,
+) -> dict:
+    """Store what an exporter or compressor (``component``) made from ``parent`` in ``work``
+    as the model's next version, with one lineage edge: the one way a plugin's artifact
+    becomes a version, after the caller has checked and measured it. ``signature`` is used
+    when the artifact does not bring its own."""
+    from .registry.registry import FileSpec
+
+    files = [FileSpec(work / n, n, role) for n, role in artifact.files.items()]
+    edge = {
+        "parent": parent["ref"],
+        "operation": operation,
+        "plugin": component.plugin,
+        "plugin_version": component.version,
+        "params": params,
+    }
+    return reg.register(
+        parent["name"],
+        files,
+        artifact.format,
+        config=artifact.config,
+        task=parent["task"],
+        description=parent["description"],
+        card=parent["card"],
+        signature=artifact.signature or signature,
+        tags=tags,
+        metrics=metrics,
+        trusted_code=grants,
+        lineage=[edge],
+    )

@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+from .components import Param
 from .errors import JobFailed, NotFoundError, UsageError
 from .figures import comparison_report, compression_report
 from .hints import option
@@ -22,7 +23,7 @@ from .registry.refs import parse_ref
 from .results import Report, Table, human_size, kv_table
 from .runners import load as load_checkout
 from .runners import start_runner
-from .schemas import COMPARE, COMPRESS, EXPORT, SERVE
+from .schemas import BUDGET_S, COMPARE, COMPRESS, EXPORT, SERVE
 from .views import history_report, plugins_table, version_report
 
 # Defaults of the core's own options, declared once in maas_lab.schemas (with their help).
@@ -32,6 +33,15 @@ _EXPORT, _COMPRESS, _COMPARE, _SERVE = (s.defaults() for s in (EXPORT, COMPRESS,
 def registry(root: str | os.PathLike | None = None):
     """The registry at ``root`` (default ``$MAAS_LAB_HOME`` or ``~/.maas_lab``), kept open."""
     return open_registry(root)
+
+
+def _positive_budget(checked: dict) -> float:
+    if checked["budget_s"] is None or checked["budget_s"] <= 0:
+        raise UsageError(
+            f"{option('budget_s', checked['budget_s'])}: give the seconds each version is "
+            f"timed for, more than 0 (default {BUDGET_S.default})."
+        )
+    return checked["budget_s"]
 
 
 # ---------------------------------------------------------------------- registering
@@ -122,6 +132,8 @@ def export(
     """
     from .exporting import export as run
 
+    checked = EXPORT.convert(dict(allow_mismatch=allow_mismatch, atol=atol, min_cosine=min_cosine))
+    allow_mismatch, atol, min_cosine = checked.values()
     new = run(
         registry(root),
         ref,
@@ -160,6 +172,8 @@ def compress(
     from . import trust
     from .compression import run
 
+    checked = COMPRESS.convert(dict(allow_over_budget=allow_over_budget, budget_s=budget_s))
+    allow_over_budget, budget_s = checked["allow_over_budget"], _positive_budget(checked)
     reg = registry(root)
     row = reg.resolve(ref)
     comp = get_plugins().compressor(with_, row["format"], row["ref"])
@@ -182,7 +196,7 @@ def distill(
     teacher: str,
     student: str,
     *,
-    data,
+    data=None,
     config=None,
     root=None,
     **options,
@@ -219,6 +233,8 @@ def compare(
     ranks by) unless ``log=False``."""
     from .evaluation import cpu_features, measure_versions
 
+    checked = COMPARE.convert(dict(budget_s=budget_s, log=log))
+    budget_s, log = _positive_budget(checked), checked["log"]
     rows, results, notes, dataset = measure_versions(registry(root), refs, data, budget_s, log)
     name = dataset.name if dataset is not None else None
     return comparison_report(rows, results, notes, name, cpu_features(), log)
@@ -500,27 +516,16 @@ def serve(
     process until Ctrl-C (what ``maas serve`` does in a terminal)."""
     from .serving.control import serve as start
 
-    return start(
-        refs,
-        name=name,
-        host=host,
-        port=port,
-        replicas=replicas,
-        max_batch=max_batch,
-        max_delay_ms=max_delay_ms,
-        max_queue=max_queue,
-        timeout_s=timeout_s,
-        threads=threads,
-        max_body_mb=max_body_mb,
-        token=token,
-        allow_hosts=allow_hosts,
-        drain_s=drain_s,
-        max_rows=max_rows,
-        header_timeout_s=header_timeout_s,
-        body_timeout_s=body_timeout_s,
-        foreground=foreground,
-        root=root,
-    )
+    # The options as the CLI gives them: numbers and yes/no checked by their schema, and
+    # the token from $MAAS_SERVE_TOKEN when none is given, as `maas serve` reads it.
+    options = SERVE.convert({k: v for k, v in locals().items() if k in _SERVE})
+    options["token"] = _token(options["token"])
+    return start(refs, foreground=foreground, root=root, **options)
+
+
+def _token(token: str | None) -> str | None:
+    """The token given, else ``$MAAS_SERVE_TOKEN`` (what ``maas serve``/``predict`` read)."""
+    return token if token is not None else os.environ.get(SERVE.param("token").envvar) or None
 
 
 def status(name: str | None = None, root=None) -> Table:
@@ -565,14 +570,14 @@ def predict(
     """One request through the running server that serves ``ref`` (never in-process)."""
     from .serving.control import predict as ask
 
-    return ask(ref, inputs, url=url, token=token, outputs=outputs, root=root)
+    return ask(ref, inputs, url=url, token=_token(token), outputs=outputs, root=root)
 
 
 def client(url: str | None = None, token: str | None = None, name: str | None = None, root=None):
     """An Open Inference Protocol v2 client (numpy in and out) for a URL or a server name."""
     from .serving.control import client as make
 
-    return make(url, token=token, name=name, root=root)
+    return make(url, token=_token(token), name=name, root=root)
 
 
 # ---------------------------------------------------------------------- training jobs
@@ -602,8 +607,12 @@ def launch(
     ``JobFailed`` if it fails); ``wait=False`` returns as soon as it started, with a
     :class:`~maas_lab.launching.control.Job` handle (``.wait()``, ``.cancel()``, ``.logs()``).
     """
+    import shlex
+
     from .launching.control import launch as start
 
+    if isinstance(args, str):  # "--lr 0.1", as typed after `--`
+        args = shlex.split(args)
     return start(
         target,
         code=code,
@@ -621,6 +630,9 @@ def jobs(limit: int = 20, root=None) -> Table:
     """The newest training jobs as a table (``job(id)`` gives one in full)."""
     from .launching.control import list_jobs
 
+    limit = Param("limit", "int").convert(limit)
+    if limit < 1:
+        raise UsageError(f"{option('limit', limit)}: list at least 1 job.")
     return list_jobs(limit=limit, root=root)
 
 

@@ -6,6 +6,7 @@ while the magic hands it to the notebook to render as HTML.
 
 from __future__ import annotations
 
+import difflib
 import sys
 
 import click
@@ -13,7 +14,8 @@ import click
 from . import api
 from .arguments import parse_words
 from .errors import MaasError, UsageError
-from .hints import prog_scope
+from .hints import command, prog_scope
+from .plugins import get_plugins
 from .schemas import COMPARE, COMPRESS, EXPORT, SERVE
 from .version import __version__
 
@@ -184,10 +186,17 @@ class _PluginCommand(click.Command):
     command accepts after its own (the plugin's schema is the one source of them)."""
 
     kind, heading = "exporter", "Exporters (their options go after --to)"
+    takes_dashes = False  # click drops a `--`; a word after it must not become an option
+
+    def parse_args(self, ctx, args):
+        if "--" in args and not self.takes_dashes:
+            raise UsageError(
+                f"Unexpected `--`: `{ctx.info_name}` takes no words after it (a plugin's "
+                "options are typed as --name value)."
+            )
+        return super().parse_args(ctx, args)
 
     def format_epilog(self, ctx, formatter):
-        from .plugins import get_plugins
-
         with formatter.section(self.heading):
             for comp in get_plugins().components[self.kind].values():
                 made = f" -> {comp.produces}" if comp.produces else ""
@@ -211,24 +220,37 @@ def _param_row(p) -> tuple[str, str]:
 def _plugin_options(kind: str, names: set[str], words: list[str], what: str) -> dict[str, str]:
     """The options typed after a command's own, by the schema of the component(s) of
     ``kind`` called one of ``names`` (an exporter is named by what it makes, too)."""
-    from .plugins import get_plugins
-
     comps = [
         c
         for c in get_plugins().components[kind].values()
         if c.name in names or (c.produces in names and kind == "exporter")
     ]
     types = {p.name: p.type for c in comps for p in c.params} if comps else None
-    options, _, _ = parse_words(words, types, unknown=_unknown_option(what, types))
+    own = sorted(
+        opt
+        for p in click.get_current_context().command.params
+        if isinstance(p, click.Option)
+        for opt in p.opts
+        if opt.startswith("--") and opt != "--help"
+    )
+
+    def unknown(name: str, _next, _found) -> str:
+        known = ["--" + k.replace("_", "-") for k in sorted(types or ())]
+        close = difflib.get_close_matches(f"--{name.replace('_', '-')}", known + own, n=1)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        return (
+            f"{what} has no option --{name}.{hint} Its options: {', '.join(known) or 'none'}; "
+            f"the command's own: {', '.join(own)}."
+        )
+
+    def unexpected(word: str, _found) -> str:
+        return (
+            f"Unexpected argument {word!r}: {what}'s options go after the command's own "
+            "arguments, each as --name value."
+        )
+
+    options, _, _ = parse_words(words, types, unknown=unknown, unexpected=unexpected)
     return options
-
-
-def _unknown_option(what: str, types):
-    def message(name: str, _next, _found) -> str:
-        known = ", ".join("--" + k.replace("_", "-") for k in sorted(types or ())) or "none"
-        return f"{what} has no option --{name}. Its options: {known}."
-
-    return message
 
 
 @cli.command(
@@ -269,8 +291,6 @@ class _DistillCommand(_PluginCommand):
     kind, heading = "compressor", "The distill compressor's options"
 
     def format_epilog(self, ctx, formatter):
-        from .plugins import get_plugins
-
         comp = get_plugins().components["compressor"].get("distill")
         with formatter.section(self.heading):
             if comp is None:
@@ -287,7 +307,8 @@ class _DistillCommand(_PluginCommand):
 @_options(COMPRESS)
 @click.pass_context
 def distill(ctx, teacher, **options):
-    """Train a smaller --student to mimic TEACHER; registered as a new version of it.
+    """Train a smaller --student to mimic the --teacher version; registered as a new version
+    of the teacher's model.
 
     The same as `maas compress TEACHER --with distill`: the compressor's options (--student,
     --config, --epochs, --alpha, ..., and --processes N to train data-parallel as a `maas
@@ -383,6 +404,7 @@ class _LaunchCommand(_PluginCommand):
     arguments from ours (``_launch_args``)."""
 
     kind, heading = "launcher", "Launchers (their options go before or after TARGET)"
+    takes_dashes = True
 
     def parse_args(self, ctx, args):
         ctx.meta["launch_args"] = list(args)
@@ -394,8 +416,6 @@ _OWN = {"register": "str", "metric": "str", "launcher": "str", "code": "str", "d
 
 def _launcher_types(args: list[str]) -> tuple[str, dict[str, str]]:
     """The launcher named by ``--launcher`` (before ``--``) and its options' types."""
-    from .plugins import get_plugins
-
     ours = args[: args.index("--")] if "--" in args else args
     launcher = "accelerate"
     for i, arg in enumerate(ours):
@@ -405,6 +425,18 @@ def _launcher_types(args: list[str]) -> tuple[str, dict[str, str]]:
             launcher = arg.split("=", 1)[1]
     comp = get_plugins().components["launcher"].get(launcher)
     return launcher, {p.name: p.type for p in comp.params} if comp else {}
+
+
+def _moved_after_dashes(args: list[str], name: str, nxt: str | None) -> list[str]:
+    """``args`` with option ``--name`` (and its value) moved after ``--``: the command the
+    person meant, if the option was the script's."""
+    at = next(i for i, w in enumerate(args) if w == f"--{name}" or w.startswith(f"--{name}="))
+    taken = 2 if "=" not in args[at] and nxt is not None and not nxt.startswith("--") else 1
+    moved, rest = args[at : at + taken], args[:at] + args[at + taken :]
+    if "--" not in rest:
+        return [*rest, "--", *moved]
+    cut = rest.index("--") + 1
+    return [*rest[:cut], *moved, *rest[cut:]]
 
 
 def _launch_args(args: list[str]) -> tuple[dict, dict, str | None, list[str]]:
@@ -417,19 +449,21 @@ def _launch_args(args: list[str]) -> tuple[dict, dict, str | None, list[str]]:
     the script, nor a script argument silently taken as ours."""
     launcher, types = _launcher_types(args)
 
+    if launcher not in get_plugins().components["launcher"]:
+        get_plugins().launcher(launcher)  # names the launchers there are
+
     def unknown(name: str, nxt: str | None, found: list[str]) -> str:
         known = ", ".join(f"--{k.replace('_', '-')}" for k in sorted({*_OWN, *types}))
-        value = "" if nxt is None or nxt.startswith("-") else f" {nxt}"
         return (
             f"No option --{name} for `launch` or the {launcher} launcher. Options: {known}. "
             "If it is the script's, put the script's own arguments after `--`: "
-            f"maas launch {found[0] if found else 'train.py'} --processes 2 -- --{name}{value}"
+            f"{command('launch', *_moved_after_dashes(args, name, nxt))}"
         )
 
     def unexpected(word: str, found: list[str]) -> str:
         return (
             f"Unexpected argument {word!r} after TARGET {found[0]!r}: the script's own "
-            f"arguments go after `--`, e.g. maas launch {found[0]} -- {word}"
+            f"arguments go after `--`, e.g. {command('launch', found[0], '--', word)}"
         )
 
     given, target, rest = parse_words(
@@ -453,7 +487,7 @@ def _launch_args(args: list[str]) -> tuple[dict, dict, str | None, list[str]]:
     "args",
     nargs=-1,
     type=click.UNPROCESSED,
-    metavar="[OPTIONS] TARGET [OPTIONS] [-- SCRIPT_ARGS...]",
+    metavar="TARGET [OPTIONS] [-- SCRIPT_ARGS...]",
 )
 @click.pass_context
 def launch(ctx, args):

@@ -74,7 +74,10 @@ class Param:
         try:
             out = _TYPES[self.type](value)
         except (TypeError, ValueError):
-            raise UsageError(f"{self.option()} expects a {self.type}, got {value!r}.") from None
+            article = "an" if self.type == "int" else "a"
+            raise UsageError(
+                f"{self.option()} expects {article} {self.type}, got {value!r}."
+            ) from None
         if self.type == "code":
             from .registry.trust import check_code_ref
 
@@ -107,6 +110,16 @@ class Schema(tuple):
     def types(self) -> dict[str, str]:
         """Each parameter's type by name, for parsing typed words (bools take no value)."""
         return {p.name: p.type for p in self}
+
+    def convert(self, values: dict[str, Any]) -> dict[str, Any]:
+        """``values`` with each number and yes/no converted by its Param, as the CLI's are:
+        from Python, ``log="no"`` is False and ``port="abc"`` a usage error naming it, not a
+        TypeError deep below. Text options pass as given (``data`` may be an array)."""
+        out = dict(values)
+        for p in self:
+            if p.name in out and p.type in ("int", "float", "bool") and not p.multiple:
+                out[p.name] = p.convert(out[p.name])
+        return out
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import trust
 from .components import Artifact
-from .errors import MaasError, ParityError, PluginError
+from .errors import MaasError, ParityError, PluginError, UsageError
 from .hints import option
 from .intake import check
 from .parity import compare, feeds_from_signature, violations
@@ -32,7 +32,10 @@ def export(
     """Export ``ref`` with the exporter named (or producing) ``to``; returns the new
     version's row. Nothing is registered if the exporter fails or parity fails (unless
     ``allow_mismatch``: then it is kept, tagged ``parity=mismatch``)."""
-
+    if atol is not None and not atol >= 0:
+        raise UsageError(f"{option('atol', atol)}: the largest difference allowed is 0 or more.")
+    if min_cosine is not None and not -1 <= min_cosine <= 1:
+        raise UsageError(f"{option('min_cosine', min_cosine)}: a cosine is between -1 and 1.")
     row = reg.resolve(ref)
     exporter = get_plugins().exporter(to, row["format"])
     opts = trust.typed_options(exporter, exporter.options(options or {}))

@@ -96,7 +96,14 @@ def alias_report(name: str, alias: str, info: dict, servers: list[str]) -> Repor
         formatters={"moved_at": lambda v: (v or "")[:19]},
     )
     parts = [(f"Servers following {name}@{alias}", "\n".join(servers))] if servers else []
-    data = {"model": name, "alias": alias, "ref": ref, "previous": previous}
+    data = {
+        "model": name,
+        "alias": alias,
+        "ref": ref,
+        "previous": previous,
+        "moves": moves,
+        "servers": servers,
+    }
     return Report(title, [*parts, (f"Moves of {name}@{alias}", table)], data=data)
 
 

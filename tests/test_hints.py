@@ -123,10 +123,14 @@ def check_source(source: str, filename: str = "<source>") -> list[str]:
         if cmd is None:
             problems.append(f"{where}: {name!r} is not a maas command")
             continue
-        if any(isinstance(a, ast.Starred) for a in call.args) or any(
-            k.arg is None for k in call.keywords
-        ):
+        takes_any_words = [p.type for p in cmd.params if isinstance(p, click.Argument)] == [
+            click.UNPROCESSED
+        ]  # launch: TARGET, options and the script's words, any order
+        starred = any(isinstance(a, ast.Starred) for a in call.args)
+        if (starred and not takes_any_words) or any(k.arg is None for k in call.keywords):
             problems.append(f"{where}: *args/**options cannot be checked; name each one")
+            continue
+        if starred:  # words the command reads itself: the name is all there is to check
             continue
         known = _options(cmd)
         by_flag = {o: p for p in cmd.params if isinstance(p, click.Option) for o in p.opts}

@@ -406,7 +406,7 @@ def test_launch_options_go_before_or_after_the_target_and_the_scripts_after_a_do
     with pytest.raises(
         UsageError,
         match=r"No option --lr .*put the script's own arguments "
-        r"after `--`: maas launch train.py --processes 2 -- --lr 0.1",
+        r"after `--`: maas launch train.py --processes 2 -- --lr 0.1$",
     ):
         run(["launch", "train.py", "--processes", "2", "--lr", "0.1"])
     with pytest.raises(

@@ -11,7 +11,7 @@ import pytest
 from maas_lab import api, cli
 from maas_lab.arguments import parse_words
 from maas_lab.components import Param, Schema
-from maas_lab.errors import UsageError
+from maas_lab.errors import MaasError, UsageError
 from maas_lab.hints import prog_scope
 from maas_lab.schemas import COMPARE, COMPRESS, EXPORT, SERVE
 
@@ -68,9 +68,9 @@ def test_a_schema_finds_its_params_and_converts_repeated_ones():
     assert schema.param("tags").cli_flag == "--tags"
     with pytest.raises(KeyError):
         schema.param("missing")
-    with pytest.raises(UsageError, match="^n expects a int"):  # a Python call: its keyword
+    with pytest.raises(UsageError, match="^n expects an int"):  # a Python call: its keyword
         schema.param("n").convert("four")
-    with prog_scope("maas"), pytest.raises(UsageError, match="^--n expects a int"):
+    with prog_scope("maas"), pytest.raises(UsageError, match="^--n expects an int"):
         schema.param("n").convert("four")
 
 
@@ -105,7 +105,7 @@ def test_plugin_option_mistakes_are_named(typed_words):
     with pytest.raises(UsageError, match="--sparsity needs a value"):
         parse_words(["--sparsity", "--structured"], TYPES)
     with pytest.raises(UsageError, match="Unexpected argument 'stray'"):
-        parse_words(["--structured", "stray"], TYPES)
+        parse_words(["--name", "x", "stray"], TYPES)
     with pytest.raises(UsageError, match="Unexpected `--`"):
         parse_words(["--", "x"], TYPES)
 
@@ -135,3 +135,70 @@ def test_distill_is_compress_with_the_distill_compressor():
         assert flag in epilog
     with pytest.raises(UsageError, match=r"Compressor 'distill' has no option --epoch\b"):
         cli.run(["distill", "--teacher", "m@1", "--student", "x:y", "--epoch", "3"])
+
+
+def test_yes_no_options_turn_off_and_nothing_is_given_twice():
+    with prog_scope("maas"):
+        assert parse_words(["--no-structured"], TYPES) == ({"structured": "false"}, [], [])
+        with pytest.raises(UsageError, match=r"--structured expects true or false, got 'maybe'"):
+            parse_words(["--structured", "maybe"], TYPES)
+        with pytest.raises(UsageError, match=r"--sparsity is given twice"):
+            parse_words(["--sparsity", "0.5", "--sparsity=0.6"], TYPES)
+        with pytest.raises(UsageError, match=r"Unknown option '-x': options are spelled --name"):
+            parse_words(["-x"], TYPES)
+        with pytest.raises(
+            UsageError,
+            match=r"--name needs a value \(one that starts with two dashes goes after an equals",
+        ):
+            parse_words(["--name", "--a b"], TYPES)
+        assert parse_words(["--name=--a b"], TYPES)[0] == {"name": "--a b"}
+        assert parse_words(["--name", "-1.5e3"], TYPES)[0] == {"name": "-1.5e3"}
+
+
+def test_the_api_checks_core_options_as_the_cli_does(maas_home):
+    """From Python, a core option's value is converted and checked by its schema, as the
+    CLI's is: no TypeError from deep below, and 'no' is not true."""
+    assert COMPARE.convert({"log": "no", "budget_s": "1.5"}) == {"log": False, "budget_s": 1.5}
+    with pytest.raises(UsageError, match=r"^port expects an int, got 'abc'"):
+        api.serve("m@1", port="abc")
+    with pytest.raises(UsageError, match=r"^atol expects a float"):
+        api.export("m@1", "onnx", atol="abc")
+    with pytest.raises(UsageError, match=r"^budget_s=0\.0: give the seconds"):
+        api.compare("m@1", budget_s=0)
+    with pytest.raises(UsageError, match=r"^limit=0: list at least 1 job"):
+        api.jobs(limit=0)
+    with pytest.raises(UsageError, match="no job has so large a number"):
+        api.job("99999999999999999999999")
+    with pytest.raises(UsageError, match="no version has so large a number"):
+        api.show("m@99999999999999999999999")
+
+
+def test_the_serve_token_comes_from_the_environment_in_python_too(monkeypatch):
+    monkeypatch.setenv("MAAS_SERVE_TOKEN", "from-env")
+    assert api._token(None) == "from-env" and api._token("given") == "given"
+    monkeypatch.delenv("MAAS_SERVE_TOKEN")
+    assert api._token(None) is None
+
+
+def test_words_after_dashes_never_reach_a_plugin():
+    """click drops a `--`; export, compress and distill refuse it rather than read what
+    follows as options (`-- --lr 5` trained at lr 5)."""
+    for args in (
+        ["export", "m@1", "--to", "onnx", "--", "--opset", "17"],
+        ["compress", "m@1", "--with", "prune", "--", "--sparsity", "0.5"],
+        ["distill", "--teacher", "m@1", "--", "--lr", "5"],
+    ):
+        with pytest.raises(UsageError, match=r"Unexpected `--`"):
+            cli.run(args)
+
+
+def test_a_plugin_option_typo_is_matched_against_every_option():
+    with pytest.raises(UsageError, match=r"has no option --max_drop\. Did you mean --max-drop\?"):
+        cli.run(["compress", "m@1", "--with", "prune", "--max_drop", "cosine=0.1"])
+    with pytest.raises(UsageError, match=r"has no option --sparsty\. Did you mean --sparsity\?"):
+        cli.run(["compress", "m@1", "--with", "prune", "--sparsty", "0.5"])
+
+
+def test_an_unknown_launcher_is_named_wherever_it_stands(maas_home):
+    with pytest.raises(MaasError, match="nope"):
+        cli.run(["launch", "train.py", "--processes", "2", "--launcher", "nope"])

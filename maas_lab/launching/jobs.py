@@ -17,7 +17,7 @@ from pathlib import Path
 from ..errors import NotFoundError, UsageError
 from ..hints import command
 from ..registry.db import now, write
-from ..registry.refs import is_digits
+from ..registry.refs import MAX_NUMBER, is_digits
 
 RUNNING = ("starting", "running")
 ENDED = ("succeeded", "failed", "cancelled", "lost")
@@ -35,6 +35,8 @@ def parse_id(text) -> int:
     digits = raw[4:] if raw.lower().startswith("job-") else raw
     if not is_digits(digits):
         raise UsageError(f"{raw!r} is not a job id: jobs are numbered (see `{command('jobs')}`).")
+    if int(digits) > MAX_NUMBER:
+        raise UsageError(f"{raw!r}: no job has so large a number (see `{command('jobs')}`).")
     return int(digits)
 
 

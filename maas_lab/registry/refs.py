@@ -39,6 +39,9 @@ def _check(kind: str, value: str, pattern: re.Pattern, rule: str) -> str:
 _DIGITS = re.compile(r"[0-9]+")
 
 
+MAX_NUMBER = 2**63 - 1  # SQLite's largest integer: versions and job ids fit in it
+
+
 def is_digits(text: str) -> bool:
     """ASCII digits only. Not ``str.isdigit()``: it takes '²' and other digits that ``int()``
     refuses, which turned a typed version into a traceback instead of an error."""
@@ -102,6 +105,8 @@ def parse_ref(text: str) -> Ref:
         number = int(rest)
         if number < 1:
             raise UsageError(f"Version numbers start at 1; got {text!r}.")
+        if number > MAX_NUMBER:
+            raise UsageError(f"{text!r}: no version has so large a number.")
         return Ref(name, version=number)
     if rest.lower() == "latest":
         return Ref(name)

@@ -414,7 +414,7 @@ def bundle_export(ref: str, out: str | os.PathLike, root=None) -> Report:
 
     reg = registry(root)
     ref = reg.resolve(ref)["ref"]
-    path = export_bundle(reg, ref, Path(out))
+    path = export_bundle(reg, ref, out)
     size = path.stat().st_size
     data = {"bundle": str(path), "ref": ref, "size_bytes": size}
     fields = kv_table({"bundle": str(path), "ref": ref, "size": human_size(size)})

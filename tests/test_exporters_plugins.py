@@ -561,3 +561,13 @@ def test_pt2_check_allows_only_the_aten_bitwise_dunders():
     for target in refused:
         with pytest.raises(ValueError, match="is not an operator name"):
             check_target(target)
+
+
+def test_an_onnx_opset_out_of_range_is_refused_before_exporting(plugins, mlp_version, tmp_path):
+    """A negative opset was recorded in the lineage while the file held opset 18."""
+    for opset in ("-5", "6", "999"):
+        with pytest.raises(UsageError, match=rf"^opset={opset}: this onnx writes opsets 7 to"):
+            export(plugins, "onnx", mlp_version, tmp_path / f"out{opset}", opset=opset)
+        assert not (tmp_path / f"out{opset}").exists() or not any(
+            (tmp_path / f"out{opset}").iterdir()
+        )

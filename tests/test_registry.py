@@ -153,6 +153,11 @@ def test_bundle_round_trip_between_registries(maas_home, mlp, tmp_path, tiny_tor
     path = tmp_path / "digits-mlp-1.maas.tar"
     assert bundle["bundle"] == str(path) and bundle["ref"] == "digits-mlp@1"
     assert bundle["size_bytes"] == path.stat().st_size and str(path) in str(bundle)
+    made = api.bundle_export("digits-mlp@1", f"{tmp_path}/new/")  # a folder, made
+    assert made["bundle"] == str(tmp_path / "new" / "digits-mlp-1.maas.tar")
+    with pytest.raises(UsageError, match="is not a folder"):
+        api.bundle_export("digits-mlp@1", tmp_path / "missing" / "b.tar")
+    assert not (tmp_path / "missing").exists()
     other = tmp_path / "other-registry"
     report = api.bundle_import(path, root=other)
     assert report["ref"] == "digits-mlp@1"

@@ -31,11 +31,24 @@ MAX_MANIFEST = 16 * 1024 * 1024
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
-def export_bundle(reg: Registry, ref: str, out: Path) -> Path:
+def export_bundle(reg: Registry, ref: str, out: str | os.PathLike) -> Path:
+    """Write ``ref`` to ``out``: a file, or a folder (one that exists, or a path ending in
+    ``/``, made if missing) for ``NAME-N.maas.tar``; returns the file's path."""
     info = describe(reg, ref)
+    folder = str(out).endswith(("/", os.sep))
     out = Path(out).expanduser()
+    if folder and not out.is_dir():
+        try:
+            out.mkdir(parents=True)
+        except OSError as exc:
+            raise UsageError(f"Cannot make the folder {out}: {exc.strerror}.") from None
     if out.is_dir():
         out = out / f"{info['name']}-{info['number']}.maas.tar"
+    if not out.parent.is_dir():
+        raise UsageError(
+            f"Cannot write {out.name} into {out.parent}: it is not a folder. Give an existing "
+            "folder, or a path ending in / to make one."
+        )
     manifest = {
         "bundle_version": BUNDLE_VERSION,
         "exported_at": now(),

@@ -162,6 +162,13 @@ def export_onnx(checkout, options: dict, workdir: Path) -> Artifact:
     from maas_torch.exporters import is_data_dependent
     from maas_torch.hf import prepare
 
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if not 7 <= options["opset"] <= newest:
+        raise UsageError(
+            f"{option('opset', options['opset'])}: this onnx writes opsets 7 to {newest}."
+        )
     started = time.perf_counter()
     workdir = Path(workdir)
     job = prepare(checkout, options, "The onnx exporter")

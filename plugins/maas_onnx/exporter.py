@@ -162,8 +162,6 @@ def export_onnx(checkout, options: dict, workdir: Path) -> Artifact:
     from maas_torch.exporters import is_data_dependent
     from maas_torch.hf import prepare
 
-    import onnx
-
     newest = onnx.defs.onnx_opset_version()
     if not 7 <= options["opset"] <= newest:
         raise UsageError(

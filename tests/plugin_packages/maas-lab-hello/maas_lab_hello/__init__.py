@@ -101,8 +101,8 @@ def torchrun(entry, options):
     from maas_lab.components import Launch
 
     n = options["processes"]
-    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-            "--nproc-per-node", str(n), *entry]  # fmt: skip
+    run = [sys.executable, "-m", "torch.distributed.run"]
+    argv = [*run, "--standalone", "--nproc-per-node", str(n), *entry]
     return Launch(argv=argv, env={"OMP_NUM_THREADS": "1"}, world_size=n)
 
 

@@ -13,6 +13,7 @@ import click
 
 from . import api
 from .arguments import parse_words
+from .components import Schema
 from .errors import MaasError, UsageError
 from .hints import command, prog_scope
 from .plugins import get_plugins
@@ -304,7 +305,7 @@ class _DistillCommand(_PluginCommand):
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
 )
 @click.option("--teacher", required=True, metavar="REF", help="The version to learn from.")
-@_options(COMPRESS)
+@_options(Schema(*(p for p in COMPRESS if p.name != "calibration")))  # distill calibrates nothing
 @click.pass_context
 def distill(ctx, teacher, **options):
     """Train a smaller --student to mimic the --teacher version; registered as a new version

@@ -295,3 +295,15 @@ def test_a_server_name_never_reads_as_a_job_id(name):
         state.check_server_name(name)
     assert state.check_server_name(f"srv-{name}") == f"srv-{name}"
     assert state.check_server_name("7b") == "7b"
+
+
+def test_a_name_that_cannot_name_a_server_says_what_to_do(words, tmp_path):
+    long_name = "w" * 70  # a fine model name, too long for a server's folder
+    table = tmp_path / "long.json"
+    table.write_text(json.dumps({"good": 1.0}))
+    api.register(long_name, from_file=table, format="word-table")
+    with pytest.raises(UsageError, match=r"takes its name from the first model: .* name=NAME"):
+        api.serve(f"{long_name}@1", port=0)
+    assert state.all_rows(api.registry(words).db) == []
+    with pytest.raises(UsageError, match=r"No server is called '7'.*`maas cancel 7` stops it"):
+        api.stop("7")

@@ -91,7 +91,16 @@ def serve(
     reg = open_registry(root)
     for ref in refs:
         reg.resolve(ref)  # NotFoundError naming what is missing, before anything starts
-    name = state.check_server_name(name or refs[0].split("@")[0])
+    if name is None:  # the first model's name, which may not suit a server (too long...)
+        try:
+            name = state.check_server_name(refs[0].split("@")[0])
+        except UsageError as exc:
+            raise UsageError(
+                f"{exc} The server takes its name from the first model: give it another "
+                f"with {option('name', 'NAME')}."
+            ) from None
+    else:
+        name = state.check_server_name(name)
     _check_range("replicas", replicas, 1, 64)
     _check_range("max_batch", max_batch, 1, 1024)
     _check_range("max_delay_ms", max_delay_ms, 0, 10_000)
@@ -372,6 +381,11 @@ def _find(reg, name: str) -> dict:
     for row in live:
         if row["name"] == name:
             return row
+    if state.reads_as_job_id(name):
+        raise UsageError(
+            f"No server is called {name!r}: a server's name never reads as a job id. For "
+            f"training job {name}, `{command('cancel', name)}` stops it."
+        )
     raise NotFoundError("running server", name, [r["name"] for r in live])
 
 

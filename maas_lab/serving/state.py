@@ -30,6 +30,11 @@ SNAPSHOT_EVERY_S = 1.0
 _JOB_ID = re.compile(r"(?i:job-)?[0-9]+")
 
 
+def reads_as_job_id(name: str) -> bool:
+    """``7`` or ``job-7``: what ``maas logs``, ``cancel`` and ``wait`` take as a job."""
+    return isinstance(name, str) and _JOB_ID.fullmatch(name) is not None
+
+
 def check_server_name(name: str) -> str:
     """A server's name is a folder under the home, and never reads as a job id: ``maas
     logs 7`` then always means job 7."""
@@ -37,7 +42,7 @@ def check_server_name(name: str) -> str:
         raise UsageError(
             f"Invalid server name {name!r}: use letters, digits, '.', '_' or '-' (at most 64)."
         )
-    if _JOB_ID.fullmatch(name):
+    if reads_as_job_id(name):
         raise UsageError(
             f"Invalid server name {name!r}: it reads as a training job's id "
             f"(`{command('logs', name)}` shows that job). Give the server a name with a "

@@ -165,6 +165,29 @@ class Component:
         if len(set(names)) != len(names):
             raise ValueError(f"component {self.name!r} declares a parameter twice")
 
+    def produce(self, ref: str, *args: Any) -> Artifact:
+        """Run an exporter or compressor on version ``ref``: its result must be an
+        :class:`Artifact`. A user mistake it raises passes through; Ctrl-C is
+        :class:`Interrupted`; anything else is the plugin's fault (:class:`PluginError`,
+        naming it and its version). The caller has registered nothing yet."""
+        from .errors import Interrupted, MaasError, PluginError
+
+        what = f"{self.kind.capitalize()} {self.name!r}"
+        try:
+            artifact = self.run(*args)
+        except MaasError:
+            raise
+        except KeyboardInterrupt:
+            raise Interrupted(f"{what} on {ref} was interrupted; nothing was registered.") from None
+        except Exception as exc:
+            raise PluginError(
+                f"{what} (plugin {self.plugin} {self.version}) failed on {ref}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        if not isinstance(artifact, Artifact):
+            raise PluginError(f"{what} returned {artifact!r}, not an Artifact.")
+        return artifact
+
     def options(self, given: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resolve user-given options against the schema: defaults, types, unknown names."""
         given = dict(given or {})

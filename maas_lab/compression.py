@@ -269,23 +269,7 @@ def run(
         _ = ctx.calibration
     work = Path(tempfile.mkdtemp(prefix="compress-"))
     try:
-        try:
-            artifact = compressor.run(parent, opts, work, ctx)
-        except MaasError:
-            raise
-        except KeyboardInterrupt:
-            raise Interrupted(
-                f"{compressor.name} of {row['ref']} was interrupted; nothing was registered."
-            ) from None
-        except Exception as exc:
-            raise PluginError(
-                f"Compressor {compressor.name!r} (plugin {compressor.plugin} "
-                f"{compressor.version}) failed on {row['ref']}: {type(exc).__name__}: {exc}"
-            ) from exc
-        if not isinstance(artifact, Artifact):
-            raise PluginError(
-                f"Compressor {compressor.name!r} returned {artifact!r}, not an Artifact."
-            )
+        artifact = compressor.produce(row["ref"], parent, opts, work, ctx)
         who = f"Compressor {compressor.name!r}"
         child = staged_checkout(work, artifact, parent, row["task"], who)
         grants = _validate(reg, artifact, work, who)

@@ -9,8 +9,7 @@ import tempfile
 from pathlib import Path
 
 from . import trust
-from .components import Artifact
-from .errors import MaasError, ParityError, PluginError, UsageError
+from .errors import ParityError, UsageError
 from .hints import option
 from .intake import check
 from .parity import compare, feeds_from_signature, violations
@@ -42,17 +41,7 @@ def export(
     parent = reg.checkout(row["ref"])
     work = Path(tempfile.mkdtemp(prefix="export-"))
     try:
-        try:
-            artifact = exporter.run(parent, opts, work)
-        except MaasError:
-            raise
-        except Exception as exc:
-            raise PluginError(
-                f"Exporter {exporter.name!r} (plugin {exporter.plugin} {exporter.version}) "
-                f"failed on {row['ref']}: {type(exc).__name__}: {exc}"
-            ) from exc
-        if not isinstance(artifact, Artifact):
-            raise PluginError(f"Exporter {exporter.name!r} returned {artifact!r}, not an Artifact.")
+        artifact = exporter.produce(row["ref"], parent, opts, work)
         child = staged_checkout(work, artifact, parent, row["task"], f"Exporter {exporter.name!r}")
         parent_runner, child_runner = start_runner(parent, opts), start_runner(child, opts)
         if hasattr(parent_runner, "example_feeds"):

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from .errors import UsageError
 from .registry import open as open_registry
 
 _job: _Job | None = None  # set by maas_lab.launching.rank in a job's processes
@@ -164,62 +166,20 @@ class TrainingRegistry:
         spec = job.spec if job is not None else {}
         name = name or spec.get("register_as")
         if not name:
-            from .errors import UsageError
-            from .hints import option, prog_scope
-
-            with prog_scope(spec.get("prog")):  # spelled as the job was launched
-                how = option("register", "NAME")
+            how = _as_launched(spec, "register", "NAME")
             raise UsageError(
                 f"registry.register() needs a name: pass name=..., or launch with {how}."
             )
         metrics = {k: float(v) for k, v in (metrics or {}).items()}
         wanted = spec.get("metric")
         if wanted and wanted not in metrics:
-            from .errors import UsageError
-            from .hints import option, prog_scope
-
-            with prog_scope(spec.get("prog")):  # spelled as the job was launched
-                how = option("metric", wanted)
+            how = _as_launched(spec, "metric", wanted)
             raise UsageError(
                 f"The job was launched with {how}, but register() got metrics "
                 f"{sorted(metrics) or 'none'}: pass metrics={{{wanted!r}: value}}."
             )
         if not self.is_main:
             return None
-        return self._write(
-            model,
-            name,
-            factory,
-            config,
-            metrics,
-            inputs,
-            signature,
-            task,
-            description,
-            tags,
-            data,
-            parent,
-            spec,
-        )
-
-    def _write(
-        self,
-        model,
-        name,
-        factory,
-        config,
-        metrics,
-        inputs,
-        signature,
-        task,
-        description,
-        tags,
-        data,
-        parent,
-        spec,
-    ) -> str:
-        import tempfile
-
         from accelerate.utils import extract_model_from_parallel
         from safetensors.torch import save_file
 
@@ -267,3 +227,11 @@ class TrainingRegistry:
             _job.registered.append(ref)
             write_json(_job.folder / "result.json", {"ref": ref, "metrics": metrics})
         return ref
+
+
+def _as_launched(spec: dict, name: str, value) -> str:
+    """Option ``name`` spelled as the job was launched (``--metric x`` or ``metric='x'``)."""
+    from .hints import option, prog_scope
+
+    with prog_scope(spec.get("prog")):
+        return option(name, value)

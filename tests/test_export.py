@@ -8,7 +8,7 @@ import pytest
 
 from maas_lab import Component, Param, api, hookimpl
 from maas_lab.components import Artifact, tensor
-from maas_lab.errors import ParityError, PluginError, UsageError
+from maas_lab.errors import Interrupted, ParityError, PluginError, UsageError
 from maas_lab.testing import registry_snapshot
 
 
@@ -214,7 +214,11 @@ def test_interrupted_export_leaves_nothing(linear, maas_home):
 
     before = registry_snapshot(maas_home)
     leftovers = set(glob.glob(f"{tempfile.gettempdir()}/export-*"))
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(
+        Interrupted,
+        match=r"^Exporter 'requantize' on lin@1 was interrupted; "
+        "nothing was registered",
+    ):
         api.export("lin@1", "npy-linear", interrupt=True)
     assert registry_snapshot(maas_home) == before
     assert set(glob.glob(f"{tempfile.gettempdir()}/export-*")) == leftovers

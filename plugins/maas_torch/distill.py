@@ -85,32 +85,45 @@ def distill(checkout, options: dict, workdir, context) -> Artifact:
             f"outputs {list(probe.shape[1:])}: they must match (e.g. out_features="
             f"{t_train.shape[1]})."
         )
+    started = time.perf_counter()
     if options["processes"] > 1:
-        started_all = time.perf_counter()
         best, history, job = _data_parallel(context, options, spec, train, val, t_train)
-        student.load_state_dict(best[2])
-        return _artifact(
-            workdir,
-            student,
-            best,
-            history,
-            options,
-            kwargs,
-            spec,
-            teacher,
-            train,
-            t_train,
-            val_teacher_acc,
-            samples_per_s=job["progress"].get("samples_per_s"),
-            seconds=time.perf_counter() - started_all,
+        samples_per_s = job["progress"].get("samples_per_s")
+    else:
+        best, history = _train_here(
+            student, options, context, x_train, y_train, x_val, val, t_train
         )
+        samples_per_s = None
+    student.load_state_dict(best[2])
+    return _artifact(
+        workdir,
+        student,
+        best,
+        history,
+        options,
+        kwargs,
+        spec,
+        teacher,
+        train,
+        t_train,
+        val_teacher_acc,
+        samples_per_s=samples_per_s,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _train_here(student, options, context, x_train, y_train, x_val, val, t_train):
+    """Distil in this process, with a progress bar and early stopping; returns the best
+    (val accuracy, epoch, weights) and the accuracy of every epoch."""
+    import torch
+
     soft = torch.from_numpy(t_train)
     T, alpha = options["temperature"], options["alpha"]
     opt = torch.optim.Adam(student.parameters(), lr=options["lr"])
     gen = torch.Generator().manual_seed(options["seed"])
     best = (-1.0, 0, copy.deepcopy(student.state_dict()))
     history: list[float] = []
-    stale, started = 0, time.perf_counter()
+    stale = 0
     bar = context.progress(options["epochs"], "distilling", "epoch")
     try:
         for epoch in range(options["epochs"]):
@@ -138,22 +151,7 @@ def distill(checkout, options: dict, workdir, context) -> Artifact:
                     break
     finally:
         bar.close()
-    student.load_state_dict(best[2])
-    return _artifact(
-        workdir,
-        student,
-        best,
-        history,
-        options,
-        kwargs,
-        spec,
-        teacher,
-        train,
-        t_train,
-        val_teacher_acc,
-        samples_per_s=None,
-        seconds=time.perf_counter() - started,
-    )
+    return best, history
 
 
 def kd_loss(logits, labels, soft, T: float, alpha: float):

@@ -133,7 +133,9 @@ def export(
     from .exporting import export as run
 
     checked = EXPORT.convert(dict(allow_mismatch=allow_mismatch, atol=atol, min_cosine=min_cosine))
-    allow_mismatch, atol, min_cosine = checked.values()
+    allow_mismatch, atol, min_cosine = (
+        checked[k] for k in ("allow_mismatch", "atol", "min_cosine")
+    )
     new = run(
         registry(root),
         ref,

@@ -107,10 +107,6 @@ class Schema(tuple):
         """Each parameter's default, as the Python API takes it (a multiple one: a tuple)."""
         return {p.name: (tuple(p.default or ()) if p.multiple else p.default) for p in self}
 
-    def types(self) -> dict[str, str]:
-        """Each parameter's type by name, for parsing typed words (bools take no value)."""
-        return {p.name: p.type for p in self}
-
     def convert(self, values: dict[str, Any]) -> dict[str, Any]:
         """``values`` with each number and yes/no converted by its Param, as the CLI's are:
         from Python, ``log="no"`` is False and ``port="abc"`` a usage error naming it, not a

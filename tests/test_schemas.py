@@ -63,7 +63,6 @@ def test_a_generated_option_parses_as_declared():
 def test_a_schema_finds_its_params_and_converts_repeated_ones():
     schema = Schema(Param("tags", multiple=True), Param("n", "int", 3), Param("on", "bool", True))
     assert schema.defaults() == {"tags": (), "n": 3, "on": True}
-    assert schema.types() == {"tags": "str", "n": "int", "on": "bool"}
     assert schema.param("n").convert("4") == 4 and schema.param("tags").convert("a") == ["a"]
     assert schema.param("tags").cli_flag == "--tags"
     with pytest.raises(KeyError):

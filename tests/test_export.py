@@ -234,3 +234,15 @@ def test_inferred_output_dims_follow_the_inputs_not_coincidences(linear, tmp_pat
     )
     assert report["signature"]["outputs"] == [tensor("y", "float32", ["batch", 4])]
     assert maas_lab.export is api.export and maas_lab.runner is api.runner
+
+
+def test_parity_tolerances_out_of_range_are_refused(linear, maas_home):
+    before = registry_snapshot(maas_home)
+    for bad, message in [
+        (dict(atol=-1), r"^atol=-1\.0: the largest difference allowed is 0 or more"),
+        (dict(min_cosine=2), r"^min_cosine=2\.0: a cosine is between -1 and 1"),
+        (dict(atol="abc"), r"^atol expects a float, got 'abc'"),
+    ]:
+        with pytest.raises(UsageError, match=message):
+            api.export("lin@1", "npy-linear", **bad)
+    assert registry_snapshot(maas_home) == before

@@ -173,6 +173,10 @@ def test_a_plain_script_runs_as_main_with_its_arguments_and_jobs_survive_the_ker
     ).stdout
     assert "failed" in listed and "train.py" in listed and "5/5" in listed
     assert api.list_models().rows == []
+    # the script's arguments as one string, as typed after `--`, are split as a shell would
+    with pytest.raises(JobFailed):
+        api.launch(script, args="--steps '3'", register="never")
+    assert _ranks(tmp_path)[0]["argv"] == ["--steps", "3"]
 
 
 @slow

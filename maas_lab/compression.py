@@ -20,6 +20,7 @@ from .components import Artifact, Component
 from .errors import BudgetError, Interrupted, MaasError, PluginError, UsageError
 from .evaluation import HIGHER_IS_BETTER, Subject, cpu_features, evaluate
 from .hints import option
+from .progress import steps
 from .registering import register_derived
 from .runners import data_runner, staged_checkout
 
@@ -155,7 +156,8 @@ class Context:
         return self._runner
 
     def progress(self, total: int, desc: str, unit: str = "it"):
-        """A progress bar (``update(n)``, ``set_postfix``, ``close``); silent when bars are
+        """A progress bar (``update(n)``, ``set_postfix``, ``close``): it reports into the
+        ``compress`` step the person sees (or a panel's listener); silent when progress is
         off (``MAAS_LAB_PROGRESS=0``)."""
         from .progress import bar
 
@@ -261,62 +263,70 @@ def run(
     """Compress ``row`` and register the result; returns (new version row, figures)."""
 
     budget = parse_budget(max_drop)
-    parent = reg.checkout(row["ref"])
-    ctx = Context(parent, row["task"], budget, data, calibration, root=reg.root)
-    if data is not None:
-        ctx.data()  # a bad spec fails before any work
-    if calibration is not None:
-        _ = ctx.calibration
-    work = Path(tempfile.mkdtemp(prefix="compress-"))
-    try:
-        artifact = compressor.produce(row["ref"], parent, opts, work, ctx)
-        who = f"Compressor {compressor.name!r}"
-        child = staged_checkout(work, artifact, parent, row["task"], who)
-        grants = _validate(reg, artifact, work, who)
-        size = sum((work / n).stat().st_size for n in artifact.files)
-        subjects = [
-            Subject(row["ref"], ctx.parent_runner, row["size_bytes"], row["task"]),
-            Subject("new version", data_runner(child, ctx.eval_data()), size, row["task"]),
-        ]
+    title = f"compress {row['ref']} with {compressor.name}"
+    with steps(title, ["load", "compress", "check", "measure", "register"]) as p:
+        p.step("load")
+        parent = reg.checkout(row["ref"])
+        ctx = Context(parent, row["task"], budget, data, calibration, root=reg.root)
+        if data is not None:
+            ctx.data()  # a bad spec fails before any work
+        if calibration is not None:
+            _ = ctx.calibration
+        work = Path(tempfile.mkdtemp(prefix="compress-"))
         try:
-            (before, after), notes = evaluate(subjects, ctx.eval_data(), budget_s)
-        except KeyboardInterrupt:
-            raise Interrupted("Interrupted while measuring; nothing was registered.") from None
-        measured_on = cpu_features()
-        problems = over_budget(before, after, budget) if budget else []
-        if problems and not allow_over_budget:
-            raise BudgetError(
-                f"{compressor.name} of {row['ref']} is over the fidelity budget: "
-                + "; ".join(problems)
-                + f". Best reached: {_fidelity_text(after)}. Nothing was registered. Loosen "
-                f"{option('max_drop')}, or pass {option('allow_over_budget', True)} to keep it "
-                "anyway."
+            p.step("compress")
+            artifact = compressor.produce(row["ref"], parent, opts, work, ctx)
+            p.step("check")
+            who = f"Compressor {compressor.name!r}"
+            child = staged_checkout(work, artifact, parent, row["task"], who)
+            grants = _validate(reg, artifact, work, who)
+            p.step("measure")
+            size = sum((work / n).stat().st_size for n in artifact.files)
+            subjects = [
+                Subject(row["ref"], ctx.parent_runner, row["size_bytes"], row["task"]),
+                Subject("new version", data_runner(child, ctx.eval_data()), size, row["task"]),
+            ]
+            try:
+                (before, after), notes = evaluate(subjects, ctx.eval_data(), budget_s)
+            except KeyboardInterrupt:
+                raise Interrupted("Interrupted while measuring; nothing was registered.") from None
+            measured_on = cpu_features()
+            problems = over_budget(before, after, budget) if budget else []
+            if problems and not allow_over_budget:
+                raise BudgetError(
+                    f"{compressor.name} of {row['ref']} is over the fidelity budget: "
+                    + "; ".join(problems)
+                    + f". Best reached: {_fidelity_text(after)}. Nothing was registered. Loosen "
+                    f"{option('max_drop')}, or pass {option('allow_over_budget', True)} to keep it "
+                    "anyway."
+                )
+            p.step("register")
+            new = register_derived(
+                reg,
+                row,
+                artifact,
+                work,
+                compressor,
+                operation=compressor.extra.get("operation", "compress"),
+                signature=subjects[1].runner.signature,
+                tags={"budget": "exceeded"} if problems else {},
+                metrics=after,
+                grants=grants,
+                params={
+                    "compressor": compressor.name,
+                    "options": opts,
+                    "data": datasets.describe(data) if data is not None else None,
+                    "calibration": datasets.describe(calibration) if calibration else None,
+                    "max_drop": budget,
+                    "over_budget": problems,
+                    "parent_metrics": before,
+                    "measured_on": measured_on,
+                    "report": artifact.report,
+                },
             )
-        new = register_derived(
-            reg,
-            row,
-            artifact,
-            work,
-            compressor,
-            operation=compressor.extra.get("operation", "compress"),
-            signature=subjects[1].runner.signature,
-            tags={"budget": "exceeded"} if problems else {},
-            metrics=after,
-            grants=grants,
-            params={
-                "compressor": compressor.name,
-                "options": opts,
-                "data": datasets.describe(data) if data is not None else None,
-                "calibration": datasets.describe(calibration) if calibration else None,
-                "max_drop": budget,
-                "over_budget": problems,
-                "parent_metrics": before,
-                "measured_on": measured_on,
-                "report": artifact.report,
-            },
-        )
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        p.done(new["ref"])
     figures = {
         "before": before,
         "after": after,

@@ -17,6 +17,7 @@ import numpy as np
 
 from .datasets import Dataset
 from .errors import MaasError, PluginError, UsageError
+from .progress import report, steps
 
 METRIC_ORDER = (
     "size_bytes",
@@ -218,7 +219,8 @@ def evaluate(
             )
         evaluators = [e for e in evaluators if e.name in only]
     results: list[dict] = [{} for _ in subjects]
-    for ev in evaluators:
+    for i, ev in enumerate(evaluators):
+        report(i / len(evaluators), ev.name)
         try:
             got = ev.run(subjects, context)
         except MaasError:
@@ -254,14 +256,18 @@ def measure_versions(reg, refs, data=None, budget_s: float = 2.0, log: bool = Tr
         raise UsageError("Give at least one version to measure, e.g. minilm@4 minilm@5.")
     rows = [reg.resolve(r) for r in refs]
     dataset = datasets.load(data) if data is not None else None
-    subjects = [
-        Subject(r["ref"], data_runner(reg.checkout(r["ref"]), dataset), r["size_bytes"], r["task"])
-        for r in rows
-    ]
-    if dataset is None and getattr(subjects[0].runner, "tokenizer", None) is not None:
-        dataset = datasets.load("builtin:sentences")
-    results, notes = evaluate(subjects, dataset, budget_s)
-    if log:
-        for r, m in zip(rows, results, strict=True):
-            reg.log_metrics(r["ref"], m)
+    title = ("compare " if len(rows) > 1 else "measure ") + ", ".join(r["ref"] for r in rows)
+    with steps(title, [*(r["ref"] for r in rows), "measure"]) as p:
+        subjects = []
+        for r in rows:  # one step per version: its checkout and runner
+            p.step(r["ref"])
+            runner = data_runner(reg.checkout(r["ref"]), dataset)
+            subjects.append(Subject(r["ref"], runner, r["size_bytes"], r["task"]))
+        p.step("measure")
+        if dataset is None and getattr(subjects[0].runner, "tokenizer", None) is not None:
+            dataset = datasets.load("builtin:sentences")
+        results, notes = evaluate(subjects, dataset, budget_s)
+        if log:
+            for r, m in zip(rows, results, strict=True):
+                reg.log_metrics(r["ref"], m)
     return rows, results, notes, dataset

@@ -108,6 +108,7 @@ def register_derived(
     from .registry.registry import FileSpec
 
     files = [FileSpec(work / n, n, role) for n, role in artifact.files.items()]
+    total = sum(s.source.stat().st_size for s in files if s.source.is_file())
     edge = {
         "parent": parent["ref"],
         "operation": operation,
@@ -115,17 +116,23 @@ def register_derived(
         "plugin_version": component.version,
         "params": params,
     }
-    return reg.register(
-        parent["name"],
-        files,
-        artifact.format,
-        config=artifact.config,
-        task=parent["task"],
-        description=parent["description"],
-        card=parent["card"],
-        signature=artifact.signature or signature,
-        tags=tags,
-        metrics=metrics,
-        trusted_code=grants,
-        lineage=[edge],
-    )
+    bar = byte_bar(total, f"storing {parent['name']}")
+    try:
+        return reg.register(
+            parent["name"],
+            files,
+            artifact.format,
+            config=artifact.config,
+            task=parent["task"],
+            description=parent["description"],
+            card=parent["card"],
+            signature=artifact.signature or signature,
+            tags=tags,
+            metrics=metrics,
+            trusted_code=grants,
+            lineage=[edge],
+            progress=bar.update if bar is not None else None,
+        )
+    finally:
+        if bar is not None:
+            bar.close()

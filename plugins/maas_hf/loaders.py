@@ -75,7 +75,7 @@ def load_hf_folder(checkout, options: dict):
 
     folder = str(checkout.dir)
     bars_were_on = hf_logging.is_progress_bar_enabled()
-    if not progress.enabled():
+    if progress.libraries_quiet():  # off, or our own steps show the loading
         hf_logging.disable_progress_bar()
     try:
         model = AutoModel.from_pretrained(folder, local_files_only=True, use_safetensors=True)

@@ -183,10 +183,13 @@ def recommend(task, max_size, max_latency_ms, min_accuracy, sort, limit):
 
 
 class _PluginCommand(click.Command):
-    """`--help` lists each installed component of one kind with its own options, which the
-    command accepts after its own (the plugin's schema is the one source of them)."""
+    """A command whose components of one kind (exporters, compressors, launchers) bring
+    their own options, which it accepts after its own (the plugin's schema is the one source
+    of them). `--help` lists the components, one line each; with the option that picks one
+    (`--with NAME --help`), it shows that one's options instead."""
 
-    kind, heading = "exporter", "Exporters (their options go after --to)"
+    kind, heading = "exporter", "Exporters"
+    picks, default = "--to", None  # the option that names the component, and its default
     takes_dashes = False  # click drops a `--`; a word after it must not become an option
 
     def parse_args(self, ctx, args):
@@ -195,20 +198,64 @@ class _PluginCommand(click.Command):
                 f"Unexpected `--`: `{ctx.info_name}` takes no words after it (a plugin's "
                 "options are typed as --name value)."
             )
+        ctx.meta["picked"] = self._picked(args)  # --help is eager: read it before click does
         return super().parse_args(ctx, args)
 
+    def _picked(self, args: list[str]) -> str | None:
+        ours = args[: args.index("--")] if "--" in args else args
+        picked = self.default
+        for i, arg in enumerate(ours):
+            if arg == self.picks and i + 1 < len(ours):
+                picked = ours[i + 1]
+            elif arg.startswith(self.picks + "="):
+                picked = arg.split("=", 1)[1]
+        return picked
+
+    def _matching(self, name: str) -> list:
+        comps = get_plugins().components[self.kind].values()
+        return [
+            c for c in comps if c.name == name or (self.kind == "exporter" and c.produces == name)
+        ]
+
     def format_epilog(self, ctx, formatter):
-        with formatter.section(self.heading):
-            for comp in get_plugins().components[self.kind].values():
-                made = f" -> {comp.produces}" if comp.produces else ""
-                takes = f" ({', '.join(comp.formats)}{made})" if comp.formats else ""
-                formatter.write_text(f"{comp.name}: {comp.description}{takes}")
-                with formatter.indentation():
-                    formatter.write_dl([_param_row(p) for p in comp.params])
+        comps = list(get_plugins().components[self.kind].values())
+        picked = ctx.meta.get("picked")
+        chosen = self._matching(picked) if picked else []
+        for comp in chosen:
+            takes = f" ({_takes(comp)})" if _takes(comp) else ""
+            with formatter.section(f"Options of the {comp.name} {self.kind}{takes}"):
+                formatter.write_text(comp.description)
+                formatter.write_dl([_param_row(p) for p in comp.params] or [("(none)", "")])
+        others = [c.name for c in comps if c not in chosen]
+        if chosen:
+            if others and picked != self.default:
+                formatter.write_paragraph()
+                formatter.write_text(f"Other {self.heading.lower()}: {', '.join(others)}.")
+            elif others:
+                formatter.write_paragraph()
+                formatter.write_text(
+                    f"Other {self.heading.lower()}: {', '.join(others)} (`{ctx.command_path} "
+                    f"{self.picks} NAME --help` shows one's options)."
+                )
+            return
+        with formatter.section(f"{self.heading} (their options go after {self.picks} NAME)"):
+            if picked:
+                formatter.write_text(f"(no {self.kind} named {picked!r} is installed)")
+            formatter.write_dl([(c.name, f"{c.description} ({_takes(c)})") for c in comps])
+        formatter.write_paragraph()
+        formatter.write_text(
+            f"To see one's options: `{ctx.command_path} {self.picks} NAME --help`."
+        )
 
 
 class _CompressCommand(_PluginCommand):
-    kind, heading = "compressor", "Compressors (their options go after --with)"
+    kind, heading, picks = "compressor", "Compressors", "--with"
+
+
+def _takes(comp) -> str:
+    """What a component takes and makes: ``torch, hf -> onnx``."""
+    made = f" -> {comp.produces}" if comp.produces else ""
+    return f"{', '.join(comp.formats)}{made}" if comp.formats else (comp.produces or "")
 
 
 def _param_row(p) -> tuple[str, str]:
@@ -289,7 +336,10 @@ def compress(ctx, ref, with_, **options):
 
 
 class _DistillCommand(_PluginCommand):
-    kind, heading = "compressor", "The distill compressor's options"
+    kind, heading, picks = "compressor", "The distill compressor's options", None
+
+    def _picked(self, args: list[str]) -> str | None:
+        return "distill"
 
     def format_epilog(self, ctx, formatter):
         comp = get_plugins().components["compressor"].get("distill")
@@ -404,7 +454,7 @@ class _LaunchCommand(_PluginCommand):
     """Keeps the words as typed: click drops a ``--``, which separates the script's own
     arguments from ours (``_launch_args``)."""
 
-    kind, heading = "launcher", "Launchers (their options go before or after TARGET)"
+    kind, heading, picks, default = "launcher", "Launchers", "--launcher", "accelerate"
     takes_dashes = True
 
     def parse_args(self, ctx, args):

@@ -287,6 +287,74 @@ def search(text: str, limit: int = 20, root=None) -> Table:
     )
 
 
+def versions(
+    name: str | None = None, search: str | None = None, limit: int = 500, root=None
+) -> Table:
+    """Versions newest first, each with its aliases, tags and key metrics: of model
+    ``name``, of the models ``search`` finds (best match first, as :func:`search` ranks
+    them), or of every model; at most ``limit`` rows (the note says how many there are)."""
+    from .registry import queries
+
+    reg = registry(root)
+    limit = Param("limit", "int").convert(limit)
+    if limit < 1:
+        raise UsageError(f"{option('limit', limit)}: list at least 1 version.")
+    if name is not None and search is not None:
+        raise UsageError(f"Give {option('name')} or {option('search')}, not both.")
+    if name is not None:
+        names = [reg.model_row(name)["name"]]
+    elif search is not None and search.strip():
+        from .registry.search import search as query
+
+        names = [hit["ref"].rsplit("@", 1)[0] for hit in query(reg, search, 50)]
+    else:
+        names = None
+    rows = queries.versions(reg, names, limit)
+    counts = queries.count(reg)
+    title = (
+        f"{len(rows)} version(s) of {name}"
+        if name is not None
+        else f"{len(rows)} version(s) matching {search!r}"
+        if names is not None
+        else f"{counts['versions']} version(s) of {counts['models']} model(s)"
+    )
+    shown = (
+        f"showing the newest {len(rows)}"
+        if names is None and len(rows) < counts["versions"]
+        else ""
+    )
+    return Table(
+        rows,
+        ["ref", "aliases", "task", "format", "size_bytes", "metrics", "created_at"],
+        title=title,
+        note=shown,
+        formatters={
+            "size_bytes": human_size,
+            "created_at": lambda v: (v or "")[:19],
+            "metrics": lambda m: ", ".join(f"{k} {v:.4g}" for k, v in (m or {}).items()),
+        },
+    )
+
+
+def revision(root=None) -> str:
+    """A token that changes whenever anything in the registry changes (a version, alias,
+    tag or metric, from any process): poll it to know when a view must refresh."""
+    from .registry.queries import revision as query
+
+    return query(registry(root))
+
+
+def lineage(ref: str, root=None) -> Report:
+    """The family of a version: every ancestor and descendant, as ``report["nodes"]``
+    (ref, format, size, aliases) and ``report["edges"]`` (parent, child, operation, plugin,
+    and a label with what it cost: size ratio and fidelity measured when it was made)."""
+    from .registry.queries import lineage as query
+
+    graph = query(registry(root), ref)
+    edges = Table(graph["edges"], ["parent", "child", "label"])
+    return Report(f"Lineage of {graph['ref']}", [("", edges)], data=graph)
+
+
 def show(ref: str, root=None) -> Report:
     """One version in full: summary, signature, files, metrics, lineage and model card."""
     from .registry.queries import describe
@@ -382,6 +450,57 @@ def recommend(
 def load(ref: str, root=None, **options):
     """Load a version as a usable object through the loader plugin for its format."""
     return load_checkout(registry(root).checkout(ref), options)
+
+
+def components(kind: str, format: str | None = None) -> Table:
+    """The installed components of one kind (``compressor``, ``exporter``, ``launcher``,
+    ``loader``, ``serving_backend``, ``evaluator``), or those taking ``format``: name,
+    description, formats, what it produces, its plugin, and ``params`` (the
+    :class:`~maas_lab.components.Param` schema its options are built from, here as in the
+    CLI)."""
+    from .plugins import KINDS
+
+    if kind not in KINDS:
+        raise UsageError(f"Unknown component kind {kind!r}; kinds are {', '.join(KINDS)}.")
+    rows = [
+        {
+            "name": c.name,
+            "description": c.description,
+            "formats": ", ".join(c.formats),
+            "produces": c.produces,
+            "plugin": c.plugin,
+            "params": tuple(c.params),
+        }
+        for c in get_plugins().components[kind].values()
+        if format is None or format in c.formats
+    ]
+    return Table(
+        rows,
+        ["name", "description", "formats", "produces", "plugin"],
+        title=f"{len(rows)} {kind.replace('_', ' ')}(s)"
+        + (f" that take {format}" if format else ""),
+    )
+
+
+def schema(command: str):
+    """The core options of ``command`` (``"serve"``, ``"export"``, ``"compress"``,
+    ``"compare"``) as a :class:`~maas_lab.components.Schema` of ``Param``: the one
+    declaration the CLI's options, these functions' defaults and the panels' forms share."""
+    schemas = {"serve": SERVE, "export": EXPORT, "compress": COMPRESS, "compare": COMPARE}
+    if command not in schemas:
+        raise UsageError(f"No option schema for {command!r}; commands: {', '.join(schemas)}.")
+    return schemas[command]
+
+
+def reporting_to(callback):
+    """A context manager: while it is open, in this thread, long work (export, compress,
+    compare, register) sends its named steps to ``callback(event)`` instead of drawing its
+    own progress; how a panel draws one bar for work it runs in the background. ``event``
+    is a dict: ``title``, ``step``, ``index``, ``total``, ``fraction``, ``elapsed_s``,
+    ``state`` (running, done, failed, interrupted) and, at the end, ``summary``."""
+    from .progress import listening
+
+    return listening(callback)
 
 
 def plugins() -> Table:
@@ -682,6 +801,7 @@ __all__ = [
     "close_all",
     "compare",
     "compress",
+    "components",
     "distill",
     "evaluate",
     "export",
@@ -693,12 +813,16 @@ __all__ = [
     "load",
     "logs",
     "log_metrics",
+    "lineage",
     "plugins",
     "predict",
     "recommend",
     "register",
     "registry",
+    "reporting_to",
     "resolve",
+    "revision",
+    "schema",
     "runner",
     "scale",
     "search",
@@ -708,5 +832,6 @@ __all__ = [
     "stop",
     "tag",
     "trust_code",
+    "versions",
     "wait",
 ]

@@ -21,7 +21,8 @@ class MaasMagics(Magics):
 
         Subcommands: register, list, search, show, history, alias, tag, metric, recommend,
         export, compress, distill, compare, serve, predict, status, logs, scale, stop,
-        launch, jobs, wait, cancel, plugins, fsck, bundle. Each has --help. As a cell
+        launch, jobs, wait, cancel, plugins, fsck, bundle, and (in a notebook only) panel:
+        `%maas panel [models|compress|serve|jobs]`. Each has --help. As a cell
         magic, the cell body holds more arguments (one per line if you like; {python_vars}
         are expanded), except in `%%maas launch`, where the cell is Python code that
         defines train(accelerator, registry), run on every process of the job.
@@ -39,6 +40,8 @@ class MaasMagics(Magics):
                 args += shlex.split(self._expand(cell), comments=True)
         except ValueError as exc:
             raise UsageError(f"Cannot parse the command line: {exc}.") from None
+        if args[:1] == ["panel"]:
+            return panel(args[1:])
         from . import datasets
 
         # The notebook's variables reach --data/--array for this command only: a later
@@ -57,3 +60,47 @@ class MaasMagics(Magics):
             return DollarFormatter().vformat(cell, args=[], kwargs=self.shell.user_ns)
         except Exception:
             return cell
+
+
+PANEL_HELP = """Usage: %maas panel [TAB] [--root DIR]
+
+  The registry, compression, serving and jobs as widget panels: one set of tabs (Models,
+  Compress, Serve, Jobs), or with TAB (models, compress, serve or jobs) that panel alone.
+  The same as maas_lab.widgets.Panel() or ModelsPanel(), ... in Python.
+
+Options:
+  --root DIR  Registry folder (default: $MAAS_LAB_HOME or ~/.maas_lab).
+  -h, --help  Show this message.
+"""
+
+
+class Help(str):
+    """Help text that shows as itself (not as a quoted string) when a cell returns it."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def panel(words: list[str]):
+    """``%maas panel [TAB] [--root DIR]``: a front end of its own, since only a notebook
+    can show widgets (the ``maas`` command has no panel)."""
+    from .errors import UsageError
+
+    root, tab, rest = None, None, list(words)
+    while rest:
+        word = rest.pop(0)
+        if word in ("-h", "--help"):
+            return Help(PANEL_HELP)
+        if word == "--root" or word.startswith("--root="):
+            root = word.split("=", 1)[1] if "=" in word else (rest.pop(0) if rest else None)
+            if not root:
+                raise UsageError("--root needs a folder: %maas panel --root DIR.")
+        elif word.startswith("-"):
+            raise UsageError(f"%maas panel has no option {word}; see %maas panel --help.")
+        elif tab is None:
+            tab = word
+        else:
+            raise UsageError(f"%maas panel takes one tab, got {tab!r} and {word!r}.")
+    from .widgets import panel as make
+
+    return make(tab, root=root)

@@ -79,3 +79,18 @@ def test_every_api_function_has_a_docstring_and_docs():
         assert fn.__doc__ and len(fn.__doc__.strip()) > 20, f"api.{name} has no docstring"
         assert name in documented, f"api.{name} is not in docs/api.md"
     assert documented == set(api_functions()), "docs/api.md documents what api lacks"
+
+
+def test_every_panel_and_the_panel_magic_are_documented():
+    pytest.importorskip("anywidget")
+    from maas_lab import widgets
+    from maas_lab.magics import PANEL_HELP
+
+    panels = [n for n in widgets.__all__ if n[0].isupper()]
+    assert set(headings("panels.md")) == set(panels)
+    text = (DOCS / "panels.md").read_text()
+    for tab in ("models", "compress", "serve", "jobs"):
+        assert f"%maas panel {tab}" in text or tab in PANEL_HELP
+    assert "%maas panel --root DIR" in text and "--root DIR" in PANEL_HELP
+    for name in panels:
+        assert getattr(widgets, name).__doc__, f"{name} has no docstring"

@@ -123,6 +123,23 @@ def test_only_front_ends_import_the_api_and_nothing_imports_a_private_name_or_go
     assert problems(ROOT) == []
 
 
+def test_panels_call_the_api_only():
+    """A panel reaches the registry, plugins and servers through ``maas_lab.api``, as the
+    CLI does; besides its own modules it may use only how commands are spelled (hints) and
+    the errors it shows."""
+    graph, _ = import_graph(ROOT)
+    allowed = {"maas_lab.api", "maas_lab.hints", "maas_lab.errors"}
+    found = {
+        f"{m} imports {d}"
+        for m, deps in graph.items()
+        if m.startswith("maas_lab.widgets")
+        for d in deps
+        if not d.startswith("maas_lab.widgets") and d not in allowed
+    }
+    assert found == set()
+    assert any(m.startswith("maas_lab.widgets.") for m in graph), "the walk found no panels"
+
+
 def test_the_walk_catches_a_layer_calling_back_up(tmp_path):
     """The check above can fail: a small tree with each fault is caught, function-level and
     relative imports included."""

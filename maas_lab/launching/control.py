@@ -218,6 +218,11 @@ class Job(Report):
         """Stop every process of the job; the record it ended with."""
         return cancel(self.id, wait_s=wait_s, root=self.root)
 
+    def history(self, limit: int = 2000) -> list[dict]:
+        """The job's progress reports so far, oldest first: ``step``, ``loss``,
+        ``samples``, ``t`` (what a live loss chart draws)."""
+        return jobs.progress_history(jobs.job_dir(self.root, self.id), limit)
+
     def logs(self, lines: int = 40) -> LogTail:
         """The last ``lines`` lines of the job's log (every rank's output)."""
         return logs(self.id, lines=lines, root=self.root)

@@ -139,6 +139,25 @@ def last_progress(folder: Path) -> dict:
     return {}
 
 
+def progress_history(folder: Path, limit: int = 2000) -> list[dict]:
+    """Every report rank 0 wrote (step, loss, samples, t), oldest first; when there are
+    more than ``limit``, an even sample of them that keeps the first and the newest."""
+    try:
+        lines = (folder / "progress.jsonl").read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue  # a line being written
+    if len(out) > limit:
+        stride = len(out) / (limit - 1)
+        out = [out[int(i * stride)] for i in range(limit - 1)] + [out[-1]]
+    return out
+
+
 def first_progress(folder: Path) -> dict:
     """The first line of ``progress.jsonl``: the first step's report."""
     try:

@@ -122,3 +122,173 @@ def history(reg: Registry, name: str) -> dict:
 def tasks(reg) -> set[str]:
     """The tasks models in the registry declare (those with none left out)."""
     return {r["task"] for r in reg.db.query("select task from models") if r["task"]}
+
+
+# Metrics a person compares versions by, in the order a table shows them.
+KEY_METRICS = ("accuracy", "cosine_mean", "parity_min_cosine", "latency_ms", "throughput")
+
+
+def versions(reg, names: list[str] | None = None, limit: int = 500) -> list[dict]:
+    """Versions newest first (of ``names`` only, in that order, when given), each with its
+    aliases, tags and key metrics: one query, so a panel's first paint stays fast at 10,000s.
+    """
+    where, args = "", []
+    if names is not None:
+        if not names:
+            return []
+        where = f"where m.name in ({', '.join('?' * len(names))})"
+        args = list(names)
+    metric_names = ", ".join(f"'{k}'" for k in KEY_METRICS)
+    rows = list(
+        reg.db.query(
+            f"""
+            select m.name, v.number, m.task, v.format, v.size_bytes, v.created_at,
+                   (select group_concat(alias, ', ') from aliases where version_id = v.id)
+                       as aliases,
+                   (select group_concat(key || case when value = '' then '' else '=' || value
+                                        end, ', ') from tags where version_id = v.id) as tags,
+                   (select json_group_object(name, value) from metrics
+                     where version_id = v.id and name in ({metric_names})) as metrics
+              from versions v join models m on m.id = v.model_id
+              {where}
+             order by v.created_at desc, v.id desc
+             limit ?
+            """,
+            [*args, limit],
+        )
+    )
+    for r in rows:
+        r["ref"] = f"{r['name']}@{r['number']}"
+        r["metrics"] = json.loads(r["metrics"] or "{}")
+    if names is not None:
+        order = {n: i for i, n in enumerate(names)}
+        rows.sort(key=lambda r: (order[r["name"]], -r["number"]))
+    return rows
+
+
+def count(reg) -> dict:
+    """How many models and versions the registry holds."""
+    return dict(
+        next(
+            iter(
+                reg.db.query(
+                    "select (select count(*) from models) as models, "
+                    "(select count(*) from versions) as versions"
+                )
+            )
+        )
+    )
+
+
+def revision(reg) -> str:
+    """A token that changes whenever the registry does: every write adds an event, and the
+    version count catches rows removed by hand with a database tool."""
+    row = next(
+        iter(
+            reg.db.query(
+                "select (select coalesce(max(id), 0) from events) as e, "
+                "(select count(*) from versions) as v, (select count(*) from aliases) as a"
+            )
+        )
+    )
+    return f"{row['e']}.{row['v']}.{row['a']}"
+
+
+def lineage(reg, ref: str, limit: int = 60) -> dict:
+    """The family of one version: every ancestor and descendant reachable through lineage
+    edges (up to ``limit`` versions), as nodes and labelled edges for drawing."""
+    start = reg.resolve(ref)
+    q = reg.db.query
+    seen = {start["id"]}
+    frontier = [start["id"]]
+    edges: dict[int, dict] = {}
+    while frontier and len(seen) < limit:
+        marks = ", ".join("?" * len(frontier))
+        found = list(
+            q(
+                f"""select id, child_id, parent_id, operation, plugin, params from lineage
+                     where parent_id is not null
+                       and (child_id in ({marks}) or parent_id in ({marks}))""",
+                frontier + frontier,
+            )
+        )
+        frontier = []
+        for e in found:
+            edges[e["id"]] = e
+            for vid in (e["child_id"], e["parent_id"]):
+                if vid not in seen and len(seen) < limit:
+                    seen.add(vid)
+                    frontier.append(vid)
+    marks = ", ".join("?" * len(seen))
+    nodes = {
+        r["id"]: r
+        for r in q(
+            f"""select v.id, m.name || '@' || v.number as ref, v.format, v.size_bytes,
+                       (select group_concat(alias, ', ') from aliases where version_id = v.id)
+                           as aliases
+                  from versions v join models m on m.id = v.model_id
+                 where v.id in ({marks})""",
+            list(seen),
+        )
+    }
+    child_metrics = _metrics(reg, [e["child_id"] for e in edges.values()])
+    out_edges = []
+    for e in sorted(edges.values(), key=lambda e: e["id"]):
+        if e["child_id"] not in nodes or e["parent_id"] not in nodes:
+            continue
+        parent, child = nodes[e["parent_id"]], nodes[e["child_id"]]
+        params = json.loads(e["params"] or "{}")
+        out_edges.append(
+            {
+                "parent": parent["ref"],
+                "child": child["ref"],
+                "operation": e["operation"],
+                "plugin": e["plugin"],
+                "label": _edge_label(e, params, parent, child, child_metrics.get(e["child_id"])),
+            }
+        )
+    ordered = sorted(nodes.values(), key=lambda n: n["id"])
+    return {
+        "ref": start["ref"],
+        "nodes": [
+            {
+                "ref": n["ref"],
+                "format": n["format"],
+                "size_bytes": n["size_bytes"],
+                "aliases": n["aliases"] or "",
+            }
+            for n in ordered
+        ],
+        "edges": out_edges,
+    }
+
+
+def _metrics(reg, version_ids: list[int]) -> dict[int, dict]:
+    if not version_ids:
+        return {}
+    out: dict[int, dict] = {}
+    marks = ", ".join("?" * len(version_ids))
+    for r in reg.db.query(
+        f"select version_id, name, value from metrics where version_id in ({marks})",
+        version_ids,
+    ):
+        out.setdefault(r["version_id"], {})[r["name"]] = r["value"]
+    return out
+
+
+def _edge_label(edge: dict, params: dict, parent: dict, child: dict, metrics) -> str:
+    """What a derivation did and what it cost, in a few words: the operation (and which
+    compressor or exporter), the size ratio, and the fidelity measured when it was made."""
+    metrics = metrics or {}
+    what = params.get("compressor") or params.get("exporter") or edge["plugin"] or ""
+    words = [edge["operation"] + (f" {what}" if what and what != edge["operation"] else "")]
+    if parent["size_bytes"]:
+        words.append(f"size {child['size_bytes'] / parent['size_bytes']:.2f}x")
+    before = params.get("parent_metrics") or {}
+    if "accuracy" in metrics and "accuracy" in before:
+        words.append(f"accuracy {metrics['accuracy'] - before['accuracy']:+.3f}")
+    elif "cosine_mean" in metrics:
+        words.append(f"cosine {metrics['cosine_mean']:.4f}")
+    elif "parity_min_cosine" in metrics:
+        words.append(f"parity cosine {metrics['parity_min_cosine']:.4f}")
+    return ", ".join(words)

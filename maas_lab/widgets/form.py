@@ -1,0 +1,117 @@
+"""A form generated from a parameter schema: the Params the CLI builds its options from.
+
+Every field is checked by its own ``Param.convert`` when the form is submitted, so a wrong
+value gets the same message the CLI gives, inline beside the field, and nothing runs.
+Numbers are typed into text boxes on purpose: ipywidgets' number boxes silently turn
+"abc" into the last good value, which would run work the user did not ask for.
+"""
+
+from __future__ import annotations
+
+import ipywidgets as w
+
+from ..hints import prog_scope
+
+
+class SchemaForm(w.VBox):
+    """Fields for ``params`` (``Param`` objects); :meth:`values` converts and checks them."""
+
+    def __init__(self, params=(), **kwargs):
+        super().__init__(**kwargs)
+        self.add_class("maas-form")
+        self.set_params(params)
+
+    def set_params(self, params) -> None:
+        self.params = tuple(params)
+        self.fields: dict[str, w.Widget] = {}
+        self.errors: dict[str, w.HTML] = {}
+        rows = []
+        for p in self.params:
+            field = _field(p)
+            error = w.HTML("", layout=w.Layout(margin="0 0 0 8px"))
+            error.add_class("maas-error")
+            field.tooltip = p.help
+            self.fields[p.name], self.errors[p.name] = field, error
+            rows.append(w.HBox([field, error]))
+        self.children = rows
+
+    def values(self) -> dict | None:
+        """The options to pass on (those that differ from their defaults), converted; or
+        None after writing each field's problem beside it."""
+        out, bad = {}, False
+        for p in self.params:
+            field, error = self.fields[p.name], self.errors[p.name]
+            error.value = ""
+            raw = field.value
+            if p.type != "bool" and not p.choices:
+                raw = raw.strip()
+                if raw == "":
+                    if p.required:
+                        error.value = _red(f"{p.name} is required")
+                        bad = True
+                    continue
+                if p.multiple:
+                    raw = [x.strip() for x in raw.split(",") if x.strip()]
+            try:
+                with prog_scope("%maas"):  # spelled as on the panel's %maas line
+                    value = p.convert(raw)
+            except Exception as exc:  # a MaasError's message names the option and the fix
+                error.value = _red(str(exc))
+                bad = True
+                continue
+            if value != p.default:
+                out[p.name] = value
+        return None if bad else out
+
+    def problem(self, name: str) -> str:
+        """The message written beside field ``name`` (empty when it is fine)."""
+        import html
+        import re
+
+        return html.unescape(re.sub(r"<[^>]+>", "", self.errors[name].value))
+
+    def as_typed(self, values: dict) -> dict:
+        """``values`` keyed as ``hints.command`` spells them on a ``%maas`` line: a yes/no
+        option that defaults to yes is ``--no-NAME``, an option with its own flag keeps it
+        (``allow_hosts`` is ``--allow-host``)."""
+        out = {}
+        for p in self.params:
+            if p.name not in values:
+                continue
+            key = p.flag[2:].replace("-", "_") if p.flag else p.name
+            value = values[p.name]
+            if p.type == "bool" and p.default and not value:
+                out[f"no_{key}"] = True
+            else:
+                out[key] = value
+        return out
+
+
+def _field(p) -> w.Widget:
+    label = p.name.replace("_", " ")
+    style = {"description_width": "11em"}
+    layout = w.Layout(width="30em")
+    if p.type == "bool":
+        return w.Checkbox(value=bool(p.default), description=label, style=style, indent=True)
+    if p.choices:
+        value = p.default if p.default in p.choices else p.choices[0]
+        return w.Dropdown(
+            options=list(p.choices), value=value, description=label, style=style, layout=layout
+        )
+    default = p.default
+    if p.multiple:
+        default = ", ".join(map(str, default or ()))
+    text = w.Text(
+        value="" if default is None else str(default),
+        description=label,
+        placeholder=p.metavar or p.type,
+        style=style,
+        layout=layout,
+    )
+    return text
+
+
+def _red(text: str) -> str:
+    import html
+
+    return f'<span style="color: var(--jp-error-color1, #c62828)">{html.escape(text)}</span>'

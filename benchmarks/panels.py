@@ -13,7 +13,7 @@ paint < 300 ms, search < 100 ms, the kernel's event loop never blocked > 50 ms.
    box to the table showing exactly the rows ``api.versions(search=...)`` returns. The
    panel waits ``debounce`` (150 ms) after the last key by design; it is included.
 4. Detail: from the click on a row to the lineage graph showing that version (a 1-node
-   graph for a bulk version; 2 nodes and an edge for tiny-mlp@1/@2).
+   graph for a bulk version; 2 nodes and an edge for quokka-mlp@1/@2).
 5. Event-loop lag: a task on the kernel's own asyncio loop measures the overshoot of
    ``await asyncio.sleep(0.01)`` for ``--lag-s`` seconds while the kernel is idle, first with
    no panel open (baseline), then with the Serve tab's chart live on a running server that
@@ -118,6 +118,8 @@ ARM_NODE_JS = """
   });
 }
 """
+SAME_KEYS_JS = """([rows, want]) => JSON.stringify(
+  [...document.querySelectorAll(rows)].map(r => r.dataset.key).sort()) === JSON.stringify(want)"""
 HIT_SINCE_JS = "async (mark) => (await window.__maasHit) - window[mark]"
 
 
@@ -134,9 +136,9 @@ def build_registry(root: Path, models: int, versions: int, seed: int) -> dict:
     torch.manual_seed(seed)
     weights, card = work / "tiny.safetensors", work / "tiny.md"
     save_file(mlp(**TINY).state_dict(), str(weights))
-    card.write_text("# Tiny MLP\n\nThe benchmark's served model.\n")
+    card.write_text("# Quokka MLP\n\nThe model this benchmark serves.\n")
     api.register(
-        "tiny-mlp",
+        "quokka-mlp",
         from_torch="maas_lab.zoo:mlp",
         config=TINY,
         weights=weights,
@@ -144,7 +146,7 @@ def build_registry(root: Path, models: int, versions: int, seed: int) -> dict:
         card=card,
         root=root,
     )
-    api.export("tiny-mlp@1", "onnx", input_shape="batch,8", root=root)
+    api.export("quokka-mlp@1", "onnx", input_shape="batch,8", root=root)
     real_s = time.perf_counter() - t
     reg = Registry(root)
     (path,) = write_weights(work / "bulk", range(7, 8))
@@ -205,6 +207,7 @@ def search(nb, words: list[tuple[str, list[str]]]) -> dict:
         ms.append(nb.js(HIT_SINCE_JS, "__maasLastInput", timeout=30))
         log(f"  search {word!r} ({len(want)} rows): {ms[-1]:.0f} ms")
     nb.type(INPUT, "")
+    nb.wait_until(f"() => document.querySelectorAll('{ROWS}').length > 50", timeout=30)
     return summarize(ms)
 
 
@@ -239,7 +242,7 @@ def load(url: str, root: Path, stop: threading.Event, rate: float = 20.0) -> Non
     x = np.zeros((1, TINY["in_features"]), dtype="float32")
     while not stop.is_set():
         try:
-            api.predict("tiny-mlp@2", x, url=url, root=root)
+            api.predict("quokka-mlp@2", x, url=url, root=root)
         except Exception:
             pass
         stop.wait(1 / rate)
@@ -255,7 +258,7 @@ def table(r: dict) -> list[list[str]]:
         ("first paint (run cell -> rows visible)", "first paint"),
         ("search (last key -> matching rows, incl. 150 ms debounce)", "search"),
         ("detail, bulk version (click -> graph)", "detail"),
-        ("detail with lineage, tiny-mlp@1/@2 (click -> graph)", "detail lineage"),
+        ("detail with lineage, quokka-mlp@1/@2 (click -> graph)", "detail lineage"),
         ("loop lag, no panel (baseline)", "loop lag (baseline)"),
         ("loop lag, Serve chart live", "loop lag (chart live)"),
     ]:
@@ -348,17 +351,19 @@ def run(args, tmp: Path) -> dict:
         nb.screenshot("bench-models")
         log(f"4/5 search x {len(words)}, detail x {args.repeat}")
         r["search"] = search(nb, words)
-        shown = nb.attrs(ROWS, "data-key")
+        shown = [k for k in nb.attrs(ROWS, "data-key") if not k.startswith("quokka-mlp@")]
         step = max(1, len(shown) // args.repeat)
         r["detail"] = detail(nb, shown[::step][: args.repeat], 1)
-        nb.type(INPUT, "tiny")
-        nb.wait_until(f"() => document.querySelectorAll('{ROWS}').length === 2")
-        pairs = ["tiny-mlp@2", "tiny-mlp@1"] * math.ceil(args.repeat / 2)
+        want = sorted(r["ref"] for r in api.versions(search="quokka", root=root).rows)
+        assert want == ["quokka-mlp@1", "quokka-mlp@2"], want
+        nb.type(INPUT, "quokka")
+        nb.wait_until(SAME_KEYS_JS, [ROWS, want])
+        pairs = ["quokka-mlp@2", "quokka-mlp@1"] * math.ceil(args.repeat / 2)
         r["detail lineage"] = detail(nb, pairs[: args.repeat], 2)
         nb.screenshot("bench-detail")
         log("5/5 loop lag with the Serve chart live on a running server")
         try:
-            server = api.serve("tiny-mlp@2", port=0, root=root)
+            server = api.serve("quokka-mlp@2", port=0, root=root)
             threading.Thread(target=load, args=(server.url, root, stop), daemon=True).start()
             nb.run_cell(2)
             nb.run_cell(3)

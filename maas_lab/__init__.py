@@ -16,7 +16,7 @@ _API = frozenset(
     """alias bundle_export bundle_import close_all compare compress distill evaluate export fsck
     history list_models load log_metrics plugins recommend register resolve runner search show
     tag serve status logs scale stop predict client launch jobs job cancel wait
-    trust_code""".split()
+    trust_code versions lineage revision components schema reporting_to""".split()
 )
 
 

@@ -292,6 +292,9 @@ def test_serve_start_watch_try_and_stop(tiny):
         assert panel.server.options == ()
         assert "No server is running" in panel.url.value
         panel.version.value = "tiny@2"
+        assert panel.form.params == ()  # built when "Server options" is opened
+        panel.options.selected_index = 0
+        assert panel.form.fields["port"].value == "0"
         panel.form.fields["port"].value = "not a port"
         assert panel.start() is False
         assert panel.form.problem("port") == "--port expects an int, got 'not a port'."
@@ -384,7 +387,13 @@ def test_panel_magic_shows_tabs_or_one_and_refuses_what_it_does_not_know(maas_sh
     try:
         assert isinstance(panel, Panel)
         assert panel.titles == ("Models", "Compress", "Serve", "Jobs")
-        assert repr(panel).startswith("maas panel: Models panel: No models yet; ")
+        assert (
+            repr(panel) == "maas panel (Models, Compress, Serve, Jobs): Models panel: No models yet"
+        )
+        assert list(panel.panels) == ["models"]  # a tab is built when first opened
+        panel.selected_index = 2  # what a click on the tab's title sends
+        assert isinstance(panel.panels["serve"], ServePanel)
+        assert panel.tab("jobs") is panel.tab("jobs")
     finally:
         panel.close()
     one = maas_shell.run_line_magic("maas", "panel serve")

@@ -9,6 +9,9 @@ Numbers are typed into text boxes on purpose: ipywidgets' number boxes silently 
 from __future__ import annotations
 
 import ipywidgets as w
+from ipywidgets.widgets.widget_bool import CheckboxStyle
+from ipywidgets.widgets.widget_description import DescriptionStyle
+from ipywidgets.widgets.widget_string import HTMLStyle, TextStyle
 
 from ..hints import prog_scope
 
@@ -19,20 +22,36 @@ class SchemaForm(w.VBox):
     def __init__(self, params=(), **kwargs):
         super().__init__(**kwargs)
         self.add_class("maas-form")
+        # One layout and style per kind of widget, shared by every field: each would
+        # otherwise be two more widget models, which the page creates before it draws.
+        self.look = {
+            "field": w.Layout(width="30em"),
+            "error": w.Layout(margin="0 0 0 8px"),
+            "row": w.Layout(),
+            "text": TextStyle(description_width="11em"),
+            "bool": CheckboxStyle(description_width="11em"),
+            "choice": DescriptionStyle(description_width="11em"),
+            "html": HTMLStyle(),
+        }
         self.set_params(params)
 
     def set_params(self, params) -> None:
+        """Show fields for ``params`` instead (the widgets of the old ones are closed, so a
+        form rebuilt at each choice of compressor leaves nothing behind)."""
+        for row in self.children:
+            for widget in (*row.children, row):
+                widget.close()
         self.params = tuple(params)
         self.fields: dict[str, w.Widget] = {}
         self.errors: dict[str, w.HTML] = {}
         rows = []
         for p in self.params:
-            field = _field(p)
-            error = w.HTML("", layout=w.Layout(margin="0 0 0 8px"))
+            field = _field(p, self.look)
+            error = w.HTML("", layout=self.look["error"], style=self.look["html"])
             error.add_class("maas-error")
             field.tooltip = p.help
             self.fields[p.name], self.errors[p.name] = field, error
-            rows.append(w.HBox([field, error]))
+            rows.append(w.HBox([field, error], layout=self.look["row"]))
         self.children = rows
 
     def values(self) -> dict | None:
@@ -87,28 +106,31 @@ class SchemaForm(w.VBox):
         return out
 
 
-def _field(p) -> w.Widget:
+def _field(p, look: dict) -> w.Widget:
     label = p.name.replace("_", " ")
-    style = {"description_width": "11em"}
-    layout = w.Layout(width="30em")
     if p.type == "bool":
-        return w.Checkbox(value=bool(p.default), description=label, style=style, indent=True)
+        return w.Checkbox(
+            value=bool(p.default), description=label, style=look["bool"], layout=look["field"]
+        )
     if p.choices:
         value = p.default if p.default in p.choices else p.choices[0]
         return w.Dropdown(
-            options=list(p.choices), value=value, description=label, style=style, layout=layout
+            options=list(p.choices),
+            value=value,
+            description=label,
+            style=look["choice"],
+            layout=look["field"],
         )
     default = p.default
     if p.multiple:
         default = ", ".join(map(str, default or ()))
-    text = w.Text(
+    return w.Text(
         value="" if default is None else str(default),
         description=label,
         placeholder=p.metavar or p.type,
-        style=style,
-        layout=layout,
+        style=look["text"],
+        layout=look["field"],
     )
-    return text
 
 
 def _red(text: str) -> str:

@@ -102,7 +102,7 @@ def _grid(rows: list[dict], columns: list[str], cls: str) -> str:
 class ModelsPanel(w.VBox):
     """Search, a sortable table of versions, and the detail view of the one clicked."""
 
-    def __init__(self, root=None, debounce_s: float = 0.15, poll_s: float = 2.0, limit=200):
+    def __init__(self, root=None, debounce_s: float = 0.06, poll_s: float = 2.0, limit=200):
         self.root, self.debounce_s, self.limit = root, debounce_s, limit
         self.status_text = ""
         self.search = w.Text(

@@ -38,9 +38,12 @@ class ServePanel(w.VBox):
     def __init__(self, root=None, poll_s: float = 1.0):
         self.root, self.poll_s = root, poll_s
         self.version = w.Dropdown(description="version", layout=w.Layout(width="26em"))
-        self.form = SchemaForm(api.schema("serve"))
-        self.form.fields["port"].value = "0"  # any free port: a panel must not collide
+        # The serve options' fields are built when "Server options" is opened: 16 of them
+        # are about 150 widget models the page need not create to show the panel.
+        self.form = SchemaForm()
         options = w.Accordion([self.form], titles=("Server options",), selected_index=None)
+        options.observe(self._options_opened, "selected_index")
+        self.options = options
         self.start_button = w.Button(
             description="Start server", button_style="primary", icon="play"
         )
@@ -109,12 +112,16 @@ class ServePanel(w.VBox):
         if not ref:
             self.task.say("Pick a version to serve.", error=True)
             return False
-        values = self.form.values()
-        if values is None:
-            self.task.say("Fix the fields marked in red; nothing ran.", error=True)
-            return False
+        if self.form.params:
+            values = self.form.values()
+            if values is None:
+                self.task.say("Fix the fields marked in red; nothing ran.", error=True)
+                return False
+            typed = self.form.as_typed(values)
+        else:
+            values = typed = {"port": 0}  # any free port: a panel must not collide
         with prog_scope("%maas"):
-            line = command("serve", ref, **self.form.as_typed(values))
+            line = command("serve", ref, **typed)
 
         def work():
             with prog_scope("%maas"):
@@ -127,6 +134,16 @@ class ServePanel(w.VBox):
             self.server.value = handle.name
 
         return self.task.run(f"start a server for {ref}", work, done)
+
+    def _options_opened(self, change) -> None:
+        if change["new"] is not None and not self.form.params:
+            self.show_options()
+
+    def show_options(self) -> None:
+        """Build the serve options' fields (what opening "Server options" does)."""
+        if not self.form.params:
+            self.form.set_params(api.schema("serve"))
+            self.form.fields["port"].value = "0"  # any free port: a panel must not collide
 
     def scale(self) -> bool:
         name, n = self.server.value, self.replicas.value

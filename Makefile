@@ -31,6 +31,8 @@ bench: install
 	$(PY) benchmarks/launch.py --plot benchmarks/results/launch.png
 	@command -v wrk >/dev/null || { echo "benchmarks/serving.py needs wrk: apt-get install wrk"; exit 1; }
 	$(PY) benchmarks/serving.py --plot benchmarks/results/serving.png
+	@command -v chromium >/dev/null || { echo "benchmarks/panels.py needs chromium: apt-get install chromium"; exit 1; }
+	$(PY) benchmarks/panels.py --plot benchmarks/results/panels.png
 
 clean:
 	rm -rf $(VENV)

@@ -300,7 +300,7 @@ def versions(
     if limit < 1:
         raise UsageError(f"{option('limit', limit)}: list at least 1 version.")
     if name is not None and search is not None:
-        raise UsageError(f"Give {option('name')} or {option('search')}, not both.")
+        raise UsageError("Give versions() a model name or search words, not both.")
     if name is not None:
         names = [reg.model_row(name)["name"]]
     elif search is not None and search.strip():

@@ -33,7 +33,9 @@ class MaasMagics(Magics):
         from .errors import UsageError
 
         try:
-            args = shlex.split(line)  # IPython has already expanded {vars} in the line
+            # IPython has already expanded {vars} in the line; `#` starts a comment, as in
+            # the cell body and a shell (inside a word or quotes it is a character)
+            args = shlex.split(line, comments=True)
             if cell is not None and args[:1] == ["launch"]:
                 args[1:1] = ["--code", cell]  # the cell is the training function, not options
             elif cell is not None:

@@ -421,7 +421,8 @@ ALLOWED_FLAGS: dict[tuple[str, str], str] = {
         for flag in ("--json", "--array")
     },
 }
-_FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9_-]*")
+# `var(--jp-error-color1)` in a panel's HTML is a CSS custom property, not a flag.
+_FLAG = re.compile(r"(?<![\w-])(?<!var\()--[a-z][a-z0-9_-]*")
 
 
 def _help_texts(tree: ast.AST) -> set[int]:

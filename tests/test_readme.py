@@ -1,6 +1,7 @@
 """The README's notebook examples work when pasted into IPython, in order."""
 
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ README = Path(__file__).parent.parent / "README.md"
 def test_readme_notebook_blocks_run(maas_shell, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
-    assert len(blocks) == 5
+    assert len(blocks) == 6
     for block in blocks:
         result = maas_shell.run_cell(block)
         assert result.success, f"README block failed:\n{block}\n{result.error_in_exec!r}"
@@ -40,6 +41,19 @@ def test_readme_notebook_blocks_run(maas_shell, tmp_path, monkeypatch):
     assert trained["metrics"]["accuracy"] > 0.9 and trained["parents"][0]["operation"] == "train"
     exported = maas_shell.run_line_magic("maas", "show minilm@2")
     assert exported["format"] == "onnx" and exported["metrics"]["parity_min_cosine"] > 0.9999
+    panel, models = maas_shell.user_ns["panel"], maas_shell.user_ns["models"]
+    try:
+        assert [n["ref"] for n in models.graph.nodes] == ["minilm@1", "minilm@2", "minilm@3"]
+        assert [(e["parent"], e["child"]) for e in models.graph.edges] == [
+            ("minilm@1", "minilm@2"),
+            ("minilm@2", "minilm@3"),
+        ]
+        deadline = time.monotonic() + 10  # the search runs after a short debounce
+        while time.monotonic() < deadline and models.table.order()[:1] != ["minilm@3"]:
+            time.sleep(0.05)
+        assert set(models.table.order()) == {"minilm@1", "minilm@2", "minilm@3"}
+    finally:
+        panel.close()
 
 
 def _launch_lines() -> list[str]:

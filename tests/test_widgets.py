@@ -6,6 +6,7 @@ real browser by tests/test_panels_browser.py."""
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import sqlite3
 import textwrap
@@ -18,6 +19,7 @@ pytest.importorskip("torch")
 
 from maas_lab import api  # noqa: E402
 from maas_lab.errors import UsageError  # noqa: E402
+from maas_lab.hints import command_with, prog_scope  # noqa: E402
 from maas_lab.testing import registry_snapshot  # noqa: E402
 from maas_lab.widgets import (  # noqa: E402
     CompressPanel,
@@ -299,11 +301,13 @@ def test_serve_start_watch_try_and_stop(tiny):
         assert panel.start() is False
         assert panel.form.problem("port") == "--port expects an int, got 'not a port'."
         panel.form.fields["port"].value = "0"
+        panel.form.fields["token"].value = "s3cret-token-for-the-panel"
+        assert type(panel.form.fields["token"]).__name__ == "Password"
         assert panel.start() is True
         panel.task.join(120)
         assert panel.task.last_error == ""
         assert panel.server.value == "tiny"
-        assert panel.line.value == "%maas serve tiny@2 --port 0"
+        assert panel.line.value == "%maas serve tiny@2 --port 0"  # the token is not written
         assert "http://127.0.0.1:" in panel.url.value
 
         panel.try_text.value = "[[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]]"
@@ -377,6 +381,62 @@ def test_jobs_show_status_a_loss_chart_and_the_log(maas_home, tmp_path):
         assert panel.cancel_button.disabled
     finally:
         panel.close()
+
+
+# ---------------------------------------------------------------------- %maas lines
+
+
+def _sample(p):
+    """A value other than the default for every kind of Param, as a user types it."""
+    if p.type == "bool":
+        return not p.default
+    if p.choices:
+        return p.choices[-1]
+    value = {"int": 3, "float": 0.5, "code": "maas_lab.zoo:mlp"}.get(p.type, "x=1")
+    return [value] if p.multiple else value
+
+
+def _parses(name: str, line: str, component_params=()) -> None:
+    """``line`` is ``%maas NAME ...`` and click parses it as that command; a plugin's own
+    options (which the command hands to the plugin) are each one of its Params."""
+    from maas_lab.cli import cli
+
+    words = shlex.split(line)
+    assert words[:2] == ["%maas", name], line
+    cmd = cli.commands[name]
+    cmd.make_context(name, words[2:])
+    flags = {p.cli_flag for p in component_params}
+    flags |= {"--no-" + p.cli_flag[2:] for p in component_params if p.type == "bool"}
+    core = {
+        o for p in cmd.params for o in (*getattr(p, "opts", ()), *getattr(p, "secondary_opts", ()))
+    }
+    for word in words:
+        if word.startswith("--"):
+            assert word in core | flags | {"--with"}, f"{word} in {line}"
+
+
+def test_every_line_a_panel_writes_from_a_form_parses_as_its_command():
+    """The lines the static check of test_hints cannot read (built from a schema at run
+    time, through hints.command_with), built for every schema with every option set."""
+    from maas_lab.widgets.form import SchemaForm
+
+    def line(name, args, form, fixed=None):
+        values = {p.name: _sample(p) for p in form.params}
+        with prog_scope("%maas"):
+            return command_with(name, args, {**(fixed or {}), **form.as_typed(values)})
+
+    checked = 0
+    for comp in api.components("compressor"):
+        form = SchemaForm(tuple(api.schema("compress")) + comp["params"])
+        _parses(
+            "compress", line("compress", ("m@1",), form, {"with_": comp["name"]}), comp["params"]
+        )
+        checked += 1
+    _parses("serve", line("serve", ("m@1",), SchemaForm(api.schema("serve"))))
+    _parses("compare", line("compare", ("m@1", "m@2"), SchemaForm(api.schema("compare"))))
+    with prog_scope("%maas"):
+        _parses("tag", command_with("tag", ("m@1", "stage=qa", "reviewed")))
+    assert checked >= 3  # the walk found the compressors
 
 
 # ---------------------------------------------------------------------- the whole panel

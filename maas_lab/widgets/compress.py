@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipywidgets as w
 
 from .. import api
-from ..hints import command, prog_scope
+from ..hints import command_with, prog_scope
 from .form import SchemaForm
 from .work import Task
 
@@ -120,7 +120,7 @@ class CompressPanel(w.VBox):
             self.task.say("Fix the fields marked in red; nothing ran.", error=True)
             return False
         with prog_scope("%maas"):
-            line = command("compress", ref, with_=name, **self.form.as_typed(values))
+            line = command_with("compress", (ref,), {"with_": name, **self.form.as_typed(values)})
 
         def work():
             with prog_scope("%maas"):
@@ -144,7 +144,7 @@ class CompressPanel(w.VBox):
             self.task.say("Fix the fields marked in red; nothing ran.", error=True)
             return False
         with prog_scope("%maas"):
-            line = command("compare", *refs, **self.compare_form.as_typed(values))
+            line = command_with("compare", refs, self.compare_form.as_typed(values))
 
         def work():
             with prog_scope("%maas"):

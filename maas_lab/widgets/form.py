@@ -95,7 +95,7 @@ class SchemaForm(w.VBox):
         (``allow_hosts`` is ``--allow-host``)."""
         out = {}
         for p in self.params:
-            if p.name not in values:
+            if p.name not in values or secret(p):  # a line is kept in the notebook's output
                 continue
             key = p.flag[2:].replace("-", "_") if p.flag else p.name
             value = values[p.name]
@@ -121,6 +121,10 @@ def _field(p, look: dict) -> w.Widget:
             style=look["choice"],
             layout=look["field"],
         )
+    if secret(p):  # typed as dots, and never written on a %maas line
+        return w.Password(
+            description=label, placeholder=p.envvar or "", style=look["text"], layout=look["field"]
+        )
     default = p.default
     if p.multiple:
         default = ", ".join(map(str, default or ()))
@@ -131,6 +135,11 @@ def _field(p, look: dict) -> w.Widget:
         style=look["text"],
         layout=look["field"],
     )
+
+
+def secret(p) -> bool:
+    """A token or password: shown as dots, left out of the lines a panel writes."""
+    return any(word in p.name for word in ("token", "password", "secret"))
 
 
 def _red(text: str) -> str:

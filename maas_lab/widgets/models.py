@@ -16,7 +16,7 @@ import threading
 import ipywidgets as w
 
 from .. import api
-from ..hints import command, prog_scope
+from ..hints import command, command_with, prog_scope
 from .graph import LineageGraph
 from .table import RowTable
 from .work import Poller, Task, one_line
@@ -200,7 +200,7 @@ class ModelsPanel(w.VBox):
                 self.status_text = "No models yet"
                 self.table.empty = (
                     "No models yet. Register one: "
-                    + _in_notebook("register", "NAME", from_hf="FOLDER")
+                    + _in_notebook(lambda: command("register", "NAME", from_hf="FOLDER"))
                     + ", then search and open it here."
                 )
             else:
@@ -330,7 +330,7 @@ class ModelsPanel(w.VBox):
         if not alias:
             self.task.say("Type the alias to point here, e.g. prod.", error=True)
             return
-        line = _in_notebook("alias", name, alias, number)
+        line = _in_notebook(lambda: command("alias", name, alias, number))
         self._act(
             f"{name}@{alias} -> @{number}",
             line,
@@ -343,7 +343,7 @@ class ModelsPanel(w.VBox):
             self.task.say("Type a tag: key=value, or a word.", error=True)
             return
         ref = self.selected
-        line = _in_notebook("tag", ref, *tags)
+        line = _in_notebook(lambda: command_with("tag", (ref, *tags)))
         self._act(f"tag {ref}", line, lambda: api.tag(ref, tags, root=self.root))
 
     def _bundle(self) -> None:
@@ -354,7 +354,7 @@ class ModelsPanel(w.VBox):
             )
             return
         ref = self.selected
-        line = _in_notebook("bundle export", ref, out)
+        line = _in_notebook(lambda: command("bundle export", ref, out))
 
         def work():
             report = api.bundle_export(ref, out, root=self.root)
@@ -372,6 +372,7 @@ class ModelsPanel(w.VBox):
         super().close()
 
 
-def _in_notebook(name: str, *args, **options) -> str:
+def _in_notebook(make) -> str:
+    """A command line as typed in a notebook (``%maas ...``): ``make()`` builds it."""
     with prog_scope("%maas"):
-        return command(name, *args, **options)
+        return make()

@@ -17,7 +17,7 @@ import time
 import ipywidgets as w
 
 from .. import api
-from ..hints import command, prog_scope
+from ..hints import command, command_with, prog_scope
 from .chart import LineChart
 from .form import SchemaForm
 from .work import Poller, Task, one_line
@@ -81,6 +81,7 @@ class ServePanel(w.VBox):
         )
         self.add_class("maas-serve")
         self.poller: Poller | None = None
+        self.tokens: dict[str, str | None] = {}  # tokens this panel started servers with
         self.started = time.monotonic()
         self.start_button.on_click(lambda _: self.start())
         self.scale_button.on_click(lambda _: self.scale())
@@ -121,7 +122,7 @@ class ServePanel(w.VBox):
         else:
             values = typed = {"port": 0}  # any free port: a panel must not collide
         with prog_scope("%maas"):
-            line = command("serve", ref, **typed)
+            line = command_with("serve", (ref,), typed)
 
         def work():
             with prog_scope("%maas"):
@@ -130,6 +131,7 @@ class ServePanel(w.VBox):
         def done(handle) -> None:
             self.line.value = line
             self.handle = handle
+            self.tokens[handle.name] = values.get("token")  # "try it" must send it
             self.refresh()
             self.server.value = handle.name
 
@@ -199,8 +201,11 @@ class ServePanel(w.VBox):
         def done(report) -> None:
             self.answer.value = report._repr_html_()
 
+        token = self.tokens.get(self.server.value)
         return self.task.run(
-            f"ask {ref}", lambda: api.predict(ref, inputs, url=url, root=self.root), done
+            f"ask {ref}",
+            lambda: api.predict(ref, inputs, url=url, token=token, root=self.root),
+            done,
         )
 
     # ------------------------------------------------------------------ live view

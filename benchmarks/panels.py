@@ -11,7 +11,8 @@ paint < 300 ms, search < 100 ms, the kernel's event loop never blocked > 50 ms.
    (the previous panel closed and its output cleared before each run).
 3. Search round-trip: from the last keystroke of a model's number typed into the search
    box to the table showing exactly the rows ``api.versions(search=...)`` returns. The
-   panel waits ``debounce`` (150 ms) after the last key by design; it is included.
+   panel waits its ``debounce_s`` (ModelsPanel's default) after the last key by design; it
+   is included.
 4. Detail: from the click on a row to the lineage graph showing that version (a 1-node
    graph for a bulk version; 2 nodes and an edge for quokka-mlp@1/@2).
 5. Event-loop lag: a task on the kernel's own asyncio loop measures the overshoot of
@@ -51,6 +52,17 @@ from maas_lab.registry import Registry  # noqa: E402
 os.environ["MAAS_LAB_PROGRESS"] = "0"
 
 INPUT = ".maas-panel .maas-search input"
+
+
+def _debounce_ms() -> float:
+    import inspect
+
+    from maas_lab.widgets import ModelsPanel
+
+    return 1000 * inspect.signature(ModelsPanel).parameters["debounce_s"].default
+
+
+DEBOUNCE_MS = _debounce_ms()
 ROWS = ".maas-panel .maas-models tr.maas-row"
 NODES = ".maas-panel .maas-detail .maas-lineage svg g.maas-node"
 CHART = ".maas-panel .maas-serve .maas-chart svg"
@@ -256,7 +268,7 @@ def table(r: dict) -> list[list[str]]:
     rows = []
     for label, key in [
         ("first paint (run cell -> rows visible)", "first paint"),
-        ("search (last key -> matching rows, incl. 150 ms debounce)", "search"),
+        (f"search (last key -> matching rows, incl. {DEBOUNCE_MS:.0f} ms debounce)", "search"),
         ("detail, bulk version (click -> graph)", "detail"),
         ("detail with lineage, quokka-mlp@1/@2 (click -> graph)", "detail lineage"),
         ("loop lag, no panel (baseline)", "loop lag (baseline)"),
@@ -411,7 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n{results['counts']} ({results['machine']}); bulk fill {results['fill_s']:.1f} s. "
         "Times are performance.now() in the page: from the cell's execution (first paint), "
-        "the last keystroke's input event (search: includes the panel's 150 ms debounce) or "
+        f"the last keystroke's input event (search: includes the panel's {DEBOUNCE_MS:.0f} ms "
+        "debounce) or "
         "the click event (detail) to the first animation frame after the DOM shows the "
         "result. Loop lag: overshoot of asyncio.sleep(0.01) on the kernel's loop while idle; "
         f"the live chart had {results['loop lag (chart live)']['chart_points']} points."

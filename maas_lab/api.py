@@ -347,12 +347,14 @@ def revision(root=None) -> str:
 def lineage(ref: str, root=None) -> Report:
     """The family of a version: every ancestor and descendant, as ``report["nodes"]``
     (ref, format, size, aliases) and ``report["edges"]`` (parent, child, operation, plugin,
-    and a label with what it cost: size ratio and fidelity measured when it was made)."""
+    and a label with what it cost: size ratio and fidelity measured when it was made);
+    ``report["truncated"]`` is true when the family is larger than the 60 versions drawn."""
     from .registry.queries import lineage as query
 
     graph = query(registry(root), ref)
     edges = Table(graph["edges"], ["parent", "child", "label"])
-    return Report(f"Lineage of {graph['ref']}", [("", edges)], data=graph)
+    more = f" (the nearest {len(graph['nodes'])} versions)" if graph["truncated"] else ""
+    return Report(f"Lineage of {graph['ref']}{more}", [("", edges)], data=graph)
 
 
 def show(ref: str, root=None) -> Report:

@@ -35,11 +35,12 @@ class MaasMagics(Magics):
         try:
             # IPython has already expanded {vars} in the line; `#` starts a comment, as in
             # the cell body and a shell (inside a word or quotes it is a character)
-            args = shlex.split(line, comments=True)
+            args = shlex.split(without_comment(line))
             if cell is not None and args[:1] == ["launch"]:
                 args[1:1] = ["--code", cell]  # the cell is the training function, not options
             elif cell is not None:
-                args += shlex.split(self._expand(cell), comments=True)
+                body = self._expand(cell).splitlines()
+                args += shlex.split("\n".join(without_comment(x) for x in body))
         except ValueError as exc:
             raise UsageError(f"Cannot parse the command line: {exc}.") from None
         if args[:1] == ["panel"]:
@@ -62,6 +63,27 @@ class MaasMagics(Magics):
             return DollarFormatter().vformat(cell, args=[], kwargs=self.shell.user_ns)
         except Exception:
             return cell
+
+
+def without_comment(line: str) -> str:
+    """``line`` up to a ``#`` that starts a word outside quotes, as a shell reads it:
+    ``note=#1``, ``"#1"`` and ``/data/#1/reg`` keep theirs (shlex's comments=True would cut
+    ``note=#1`` at the ``#``)."""
+    quote, escaped, previous = None, False, " "
+    for i, char in enumerate(line):
+        if escaped:
+            escaped, char = False, "x"  # an escaped space is part of the word
+        elif char == "\\" and quote != "'":
+            escaped = True
+        elif quote is not None:
+            if char == quote:
+                quote = None
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and previous.isspace():
+            return line[:i]
+        previous = char
+    return line
 
 
 PANEL_HELP = """Usage: %maas panel [TAB] [--root DIR]

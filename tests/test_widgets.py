@@ -224,9 +224,56 @@ def test_the_panel_refreshes_when_another_notebook_changes_the_registry(tiny, tm
         assert "other@1" not in panel.table.order()
     finally:
         panel.close()
-    assert not panel.poller.running  # closing the panel stops its polling
+    panel.poller.thread.join(5)
+    assert not panel.poller.thread.is_alive()  # closing the panel stops its polling
 
 
+def test_nothing_from_the_registry_reaches_the_page_as_markup(maas_home, tmp_path):
+    """A registry can hold what a bundle or a database tool wrote: a format, a description,
+    tags and a card are shown as text, and a card's remote images are not loaded."""
+    from maas_lab.registry.registry import FileSpec
+    from maas_lab.widgets.models import markdown
+
+    evil = "<img src=x onerror=alert(1)>"
+    blob = tmp_path / "w.bin"
+    blob.write_bytes(b"weights")
+    api.registry().register(
+        "odd", [FileSpec(blob, "w.bin")], evil, description=evil, tags={"k": evil}, card=evil
+    )
+    models = ModelsPanel(debounce_s=0)
+    compress = CompressPanel()
+    try:
+        models.show_version("odd@1")
+        shown = models.title.value + models.summary.value + models.card.value
+        compress.version.value = "odd@1"
+        shown += compress.about.value + models.status.value
+        assert "<img" not in shown and "&lt;img src=x onerror=alert(1)&gt;" in shown
+        assert next(r for r in models.table.rows)["cells"]["format"] == evil  # textContent
+    finally:
+        models.close()
+    card = markdown("![logo](https://tracker.example/p.png) ![ok](data:image/png;base64,AA==)")
+    assert "tracker.example" in card and '<img src="https://' not in card
+    assert '<img src="data:image/png;base64,AA==' in card
+    assert 'rel="noopener noreferrer"' in markdown("[docs](https://example.org)")
+
+
+def test_the_version_column_sorts_2_before_10_and_blanks_last():
+    from maas_lab.widgets.table import RowTable
+
+    table = RowTable()
+    rows = [
+        {"key": k, "cells": {}, "sort": {"ref": ["m", n], "took": t}}
+        for k, n, t in (("m@10", 10, 4.5), ("m@2", 2, None), ("m@1", 1, 30.0))
+    ]
+    table.show([("ref", "version"), ("took", "took")], rows)
+    table.sort_by = "ref"
+    assert table.order() == ["m@1", "m@2", "m@10"]
+    table.sort_by = "took"
+    assert table.order() == ["m@10", "m@1", "m@2"]
+    assert all(isinstance(v, int) for r in table.rows for v in r["sort"].values())
+
+
+# ---------------------------------------------------------------------- Compress
 # ---------------------------------------------------------------------- Compress
 
 
@@ -274,7 +321,7 @@ def test_compare_mode_measures_the_chosen_versions(tiny):
     panel = CompressPanel()
     panel.mode.value = "Compare"
     assert panel.compress_box.layout.display == "none"
-    panel.versions.value = ("tiny@1", "tiny@2")
+    panel.versions.value = ("tiny@2", "tiny@1")  # the page sends them newest first
     panel.compare_form.fields["budget_s"].value = "0.2"
     panel.compare_form.fields["log"].value = False
     assert panel.compare() is True
@@ -308,6 +355,7 @@ def test_serve_start_watch_try_and_stop(tiny):
         assert panel.task.last_error == ""
         assert panel.server.value == "tiny"
         assert panel.line.value == "%maas serve tiny@2 --port 0"  # the token is not written
+        assert panel.form.fields["token"].value == ""  # nor kept in the page's state
         assert "http://127.0.0.1:" in panel.url.value
 
         panel.try_text.value = "[[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]]"
@@ -462,6 +510,14 @@ def test_panel_magic_shows_tabs_or_one_and_refuses_what_it_does_not_know(maas_sh
     finally:
         one.close()
     assert "Usage: %maas panel [TAB]" in maas_shell.run_line_magic("maas", "panel --help")
+    # `#` starts a comment only where a word starts: `%maas panel  # note` is the panel
+    jobs = maas_shell.run_line_magic("maas", "panel jobs  # the jobs")
+    assert isinstance(jobs, JobsPanel)
+    jobs.close()
+    from maas_lab.magics import without_comment
+
+    line = without_comment("tag m@1 note=#1 'a #b' c\\ #d # why")
+    assert shlex.split(line) == ["tag", "m@1", "note=#1", "a #b", "c #d"]
     with pytest.raises(UsageError, match="No panel 'modles'; panels: models, compress"):
         maas_shell.run_line_magic("maas", "panel modles")
     with pytest.raises(UsageError, match="no option --bogus"):

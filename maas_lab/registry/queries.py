@@ -132,12 +132,15 @@ def versions(reg, names: list[str] | None = None, limit: int = 500) -> list[dict
     """Versions newest first (of ``names`` only, in that order, when given), each with its
     aliases, tags and key metrics: one query, so a panel's first paint stays fast at 10,000s.
     """
-    where, args = "", []
+    where, args, first = "", [], ""
     if names is not None:
         if not names:
             return []
         where = f"where m.name in ({', '.join('?' * len(names))})"
-        args = list(names)
+        # the best match's versions first, so a limit cuts the worst matches, not the best
+        first = "case m.name " + " ".join(f"when ? then {i}" for i in range(len(names)))
+        first += f" else {len(names)} end, "
+        args = [*names, *names]
     metric_names = ", ".join(f"'{k}'" for k in KEY_METRICS)
     # The newest ids first, then the subqueries for those rows only: at 10,000 versions,
     # running them for every version before the limit took a second, this takes ~30 ms.
@@ -146,7 +149,7 @@ def versions(reg, names: list[str] | None = None, limit: int = 500) -> list[dict
             f"""
             with top as (
                 select v.id from versions v join models m on m.id = v.model_id {where}
-                 order by v.created_at desc, v.id desc limit ?)
+                 order by {first}v.created_at desc, v.id desc limit ?)
             select m.name, v.number, m.task, v.format, v.size_bytes, v.created_at,
                    (select group_concat(alias, ', ') from aliases where version_id = v.id)
                        as aliases,
@@ -198,30 +201,35 @@ def revision(reg) -> str:
 
 
 def lineage(reg, ref: str, limit: int = 60) -> dict:
-    """The family of one version: every ancestor and descendant reachable through lineage
-    edges (up to ``limit`` versions), as nodes and labelled edges for drawing."""
+    """The family of one version: its ancestors (what it was made from, and so on up) and
+    its descendants (what was made from it, and so on down), through lineage edges, up to
+    ``limit`` versions (``truncated`` says when there were more), as nodes and labelled
+    edges for drawing."""
     start = reg.resolve(ref)
     q = reg.db.query
     seen = {start["id"]}
-    frontier = [start["id"]]
     edges: dict[int, dict] = {}
-    while frontier and len(seen) < limit:
-        marks = ", ".join("?" * len(frontier))
-        found = list(
-            q(
-                f"""select id, child_id, parent_id, operation, plugin, params from lineage
-                     where parent_id is not null
-                       and (child_id in ({marks}) or parent_id in ({marks}))""",
-                frontier + frontier,
+    truncated = False
+    for near, far in (("child_id", "parent_id"), ("parent_id", "child_id")):  # up, then down
+        frontier = [start["id"]]
+        while frontier:
+            marks = ", ".join("?" * len(frontier))
+            found = list(
+                q(
+                    f"""select id, child_id, parent_id, operation, plugin, params from lineage
+                         where parent_id is not null and {near} in ({marks})""",
+                    frontier,
+                )
             )
-        )
-        frontier = []
-        for e in found:
-            edges[e["id"]] = e
-            for vid in (e["child_id"], e["parent_id"]):
-                if vid not in seen and len(seen) < limit:
-                    seen.add(vid)
-                    frontier.append(vid)
+            frontier = []
+            for e in found:
+                if e[far] not in seen:
+                    if len(seen) >= limit:
+                        truncated = True
+                        continue
+                    seen.add(e[far])
+                    frontier.append(e[far])
+                edges[e["id"]] = e
     marks = ", ".join("?" * len(seen))
     nodes = {
         r["id"]: r
@@ -263,6 +271,7 @@ def lineage(reg, ref: str, limit: int = 60) -> dict:
             for n in ordered
         ],
         "edges": out_edges,
+        "truncated": truncated,
     }
 
 

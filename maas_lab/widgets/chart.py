@@ -7,6 +7,7 @@ kept to a window here, so a chart left open for hours stays small.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import anywidget
@@ -43,7 +44,7 @@ class LineChart(anywidget.AnyWidget):
             for s in plot["series"]:
                 points = s["points"]
                 y = got.get(s["name"])
-                if y is not None:
+                if y is not None and math.isfinite(y):  # a NaN loss would break the line
                     points = (points + [[x, float(y)]])[-self.window :]
                 series.append({"name": s["name"], "points": points})
             plots.append({**plot, "series": series})
@@ -55,7 +56,7 @@ class LineChart(anywidget.AnyWidget):
             {
                 **p,
                 "series": [
-                    {"name": s["name"], "points": points[-self.window :]}
+                    {"name": s["name"], "points": [q for q in points if finite(q)][-self.window :]}
                     if p["title"] == title and s["name"] == name
                     else s
                     for s in p["series"]
@@ -70,3 +71,7 @@ class LineChart(anywidget.AnyWidget):
                 if p["title"] == title and s["name"] == name:
                     return s["points"]
         raise KeyError(f"{title}/{name}")
+
+
+def finite(point) -> bool:
+    return all(isinstance(v, (int, float)) and math.isfinite(v) for v in point)

@@ -8,6 +8,8 @@ appears here with no panel code.
 
 from __future__ import annotations
 
+import html
+
 import ipywidgets as w
 
 from .. import api
@@ -91,8 +93,8 @@ class CompressPanel(w.VBox):
             self.compressor.value = keep
         if not self.available:
             self.about.value = (
-                f"<i>No installed compressor takes {self.formats.get(ref)} versions; export "
-                "it to another format first.</i>"
+                f"<i>No installed compressor takes {html.escape(str(self.formats.get(ref)))} "
+                "versions; export it to another format first.</i>"
             )
         self._form()
 
@@ -101,12 +103,12 @@ class CompressPanel(w.VBox):
         if comp is None:
             self.form.set_params(())
             return
-        import html
-
         self.about.value = (
             f"<i>{html.escape(comp['description'])}</i> (plugin {html.escape(comp['plugin'])})"
         )
-        self.form.set_params(tuple(api.schema("compress")) + tuple(comp["params"]))
+        params = tuple(api.schema("compress")) + tuple(comp["params"])
+        if params != self.form.params:  # a refresh keeps what the user typed
+            self.form.set_params(params)
 
     def compress(self) -> bool:
         """Check the form and start the compression; False (nothing runs) if a field is
@@ -135,7 +137,11 @@ class CompressPanel(w.VBox):
         return self.task.run(f"compress {ref} with {name}", work, done)
 
     def compare(self) -> bool:
-        refs = list(self.versions.value)
+        # The first is the baseline the others are measured against: the oldest (a parent
+        # before what was made from it), whatever order the page sent the selection in.
+        refs = sorted(
+            self.versions.value, key=lambda r: (r.rsplit("@", 1)[0], int(r.rsplit("@", 1)[1]))
+        )
         if not refs:
             self.task.say("Pick versions to compare (Ctrl/Shift-click for several).", error=True)
             return False

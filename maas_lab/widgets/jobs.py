@@ -38,6 +38,17 @@ def _cell(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def _numbers(row: dict) -> dict:
+    """What "95/380" and "46.8 s" sort by: the step and the seconds, not the text."""
+    out = {}
+    for key, text in (("step", row.get("step")), ("took", row.get("took"))):
+        try:
+            out[key] = float(str(text).split("/")[0].split()[0]) if text else None
+        except ValueError:
+            out[key] = None
+    return out
+
+
 class JobsPanel(w.VBox):
     """The newest jobs; click one to follow it."""
 
@@ -61,7 +72,9 @@ class JobsPanel(w.VBox):
         self.table.observe(self._clicked, "selected")
         self.cancel_button.on_click(lambda _: self.cancel())
         self.refresh()
-        self.poller = Poller(poll_s, self._tick, self.task.say, "maas-jobs-poll")
+        self.poller = Poller(
+            poll_s, self._tick, lambda m: self.task.say(m, error=True), "maas-jobs-poll", self
+        )
 
     def __repr__(self) -> str:
         return f"Jobs panel: {len(self.table.rows)} job(s)"
@@ -78,7 +91,7 @@ class JobsPanel(w.VBox):
             {
                 "key": str(r["job"]),
                 "cells": {k: _cell(r.get(k)) for k, _ in COLUMNS},
-                "sort": {k: r.get(k) if r.get(k) is not None else "" for k, _ in COLUMNS},
+                "sort": {**{k: r.get(k) for k, _ in COLUMNS}, **_numbers(r)},
             }
             for r in table.rows
         ]

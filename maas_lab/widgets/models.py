@@ -37,7 +37,21 @@ def markdown(text: str) -> str:
     card can come from a bundle someone else wrote, and the page must not run its markup."""
     import mistune
 
-    render = mistune.create_markdown(escape=True, plugins=["table", "strikethrough"])
+    class Renderer(mistune.HTMLRenderer):
+        def image(self, text: str, url: str, title=None) -> str:
+            # An image from a host would tell it that the notebook was opened: only images
+            # inside the card itself are shown; the others become their address as text.
+            if re.match(r"data:image/(png|gif|jpeg|webp);", url or ""):
+                return super().image(text, url, title)
+            return html.escape(f"[image: {text or ''} {url or ''}]".replace("  ", " "))
+
+        def link(self, text: str, url: str, title=None) -> str:
+            out = super().link(text, url, title)
+            return out.replace("<a ", '<a rel="noopener noreferrer" target="_blank" ', 1)
+
+    render = mistune.create_markdown(
+        escape=True, renderer=Renderer(escape=True), plugins=["table", "strikethrough"]
+    )
     return render(text)
 
 
@@ -114,6 +128,32 @@ class ModelsPanel(w.VBox):
         self.status = w.HTML("")
         self.status.add_class("maas-status")
         self.table = RowTable(empty="No versions match.")
+        self.task = Task()
+        # The detail view is built when a version is first opened: half the panel's widget
+        # models, which the page would otherwise create before it paints the table.
+        self.graph: LineageGraph | None = None
+        self.detail = w.VBox()
+        self.detail.add_class("maas-detail")
+        self.detail.layout.display = "none"
+        super().__init__(
+            [w.HBox([self.search, self.status]), self.table, self.detail],
+        )
+        self.add_class("maas-models")
+        self.selected = ""
+        self.lock = threading.RLock()
+        self.timer: threading.Timer | None = None
+        self.seen = ""
+        self.search.observe(self._typed, "value")
+        self.table.observe(self._clicked, "selected")
+        self.refresh()
+        self.poller = Poller(
+            poll_s, self._poll, self._poll_error, name="maas-models-poll", owner=self
+        )
+
+    def __repr__(self) -> str:
+        return f"Models panel: {self.status_text}"
+
+    def _build_detail(self) -> None:
         self.graph = LineageGraph()
         self.title = w.HTML("")
         self.summary = w.HTML("")
@@ -133,7 +173,6 @@ class ModelsPanel(w.VBox):
             layout=w.Layout(width="50em"),
         )
         self.line.add_class("maas-line")
-        self.task = Task()
         actions = w.VBox(
             [
                 w.HBox([self.alias_name, self.move_alias, self.tag_text, self.add_tag]),
@@ -142,33 +181,17 @@ class ModelsPanel(w.VBox):
                 self.task,
             ]
         )
-        self.detail = w.VBox([self.title, self.graph, actions, self.summary, self.card])
-        self.detail.add_class("maas-detail")
-        self.detail.layout.display = "none"
-        super().__init__(
-            [w.HBox([self.search, self.status]), self.table, self.detail],
-        )
-        self.add_class("maas-models")
-        self.selected = ""
-        self.status_text = ""
-        self.lock = threading.RLock()
-        self.timer: threading.Timer | None = None
-        self.seen = ""
-        self.search.observe(self._typed, "value")
-        self.table.observe(self._clicked, "selected")
+        self.detail.children = (self.title, self.graph, actions, self.summary, self.card)
         self.graph.observe(self._clicked, "clicked")
         self.move_alias.on_click(lambda _: self._alias())
         self.add_tag.on_click(lambda _: self._tag())
         self.bundle.on_click(lambda _: self._bundle())
-        self.refresh()
-        self.poller = Poller(poll_s, self._poll, self._poll_error, name="maas-models-poll")
-
-    def __repr__(self) -> str:
-        return f"Models panel: {self.status_text}"
 
     def _clicked(self, change) -> None:
         if change["new"] and change["new"] != self.selected:
             self.show_version(change["new"])
+        if change["owner"] is self.graph and change["new"]:
+            self.graph.clicked = ""  # so a second click on the same node is heard
 
     # ------------------------------------------------------------------ the list
 
@@ -234,6 +257,8 @@ class ModelsPanel(w.VBox):
     def show_version(self, ref: str, quiet: bool = False) -> None:
         """Show version ``ref`` in the detail view (what clicking its row does)."""
         with self.lock:
+            if self.graph is None:
+                self._build_detail()
             try:
                 info = api.show(ref, root=self.root)
                 graph = api.lineage(ref, root=self.root)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import json
+import threading
 import time
 
 import ipywidgets as w
@@ -81,6 +82,8 @@ class ServePanel(w.VBox):
         )
         self.add_class("maas-serve")
         self.poller: Poller | None = None
+        self.watching = threading.RLock()
+        self.generation = 0
         self.tokens: dict[str, str | None] = {}  # tokens this panel started servers with
         self.started = time.monotonic()
         self.start_button.on_click(lambda _: self.start())
@@ -95,7 +98,11 @@ class ServePanel(w.VBox):
 
     def refresh(self) -> None:
         """Read the versions and the running servers again."""
-        self.version.options = [r["ref"] for r in api.versions(limit=500, root=self.root).rows]
+        keep_version = self.version.value
+        refs = [r["ref"] for r in api.versions(limit=500, root=self.root).rows]
+        self.version.options = refs
+        if keep_version in refs:
+            self.version.value = keep_version
         self.rows = api.status(root=self.root).rows
         names = sorted({r["server"] for r in self.rows})
         keep = self.server.value
@@ -119,6 +126,8 @@ class ServePanel(w.VBox):
                 self.task.say("Fix the fields marked in red; nothing ran.", error=True)
                 return False
             typed = self.form.as_typed(values)
+            # A typed token leaves the page at once: widget values are saved with the notebook
+            self.form.fields["token"].value = ""
         else:
             values = typed = {"port": 0}  # any free port: a panel must not collide
         with prog_scope("%maas"):
@@ -211,28 +220,40 @@ class ServePanel(w.VBox):
     # ------------------------------------------------------------------ live view
 
     def _watch(self) -> None:
-        name = self.server.value
-        if self.poller is not None:
-            self.poller.stop()
-            self.poller = None
-        if not name:
-            self.url.value = "<i>No server is running. Pick a version and start one.</i>"
-            return
-        rows = [r for r in self.rows if r["server"] == name]
-        if rows:
-            self.url.value = (
-                f"<b>{html.escape(name)}</b> at <code>{html.escape(rows[0]['url'])}</code>: "
-                + ", ".join(html.escape(f"{r['model']}@{r['version']}") for r in rows)
+        # Called from the page (the server list) and from a task's thread (after a start or
+        # stop): one poller at a time, and a tick of an earlier one adds nothing.
+        with self.watching:
+            name = self.server.value
+            self.generation += 1
+            if self.poller is not None:
+                self.poller.stop()
+                self.poller = None
+            if not name:
+                self.url.value = "<i>No server is running. Pick a version and start one.</i>"
+                return
+            rows = [r for r in self.rows if r["server"] == name]
+            if rows:
+                self.url.value = (
+                    f"<b>{html.escape(name)}</b> at <code>{html.escape(rows[0]['url'])}</code>: "
+                    + ", ".join(html.escape(f"{r['model']}@{r['version']}") for r in rows)
+                )
+            self.chart.plots = LineChart(CHART).plots
+            self.started = time.monotonic()
+            generation = self.generation
+            self.poller = Poller(
+                self.poll_s,
+                lambda: self._tick(name, generation),
+                self._error,
+                "maas-serve-poll",
+                self,
             )
-        self.chart.plots = LineChart(CHART).plots
-        self.started = time.monotonic()
-        self.poller = Poller(self.poll_s, lambda: self._tick(name), self._error, "maas-serve-poll")
 
-    def _tick(self, name: str):
+    def _tick(self, name: str, generation: int):
         try:
             rows = api.status(name, root=self.root).rows
         except api.NotFoundError:
-            self._stopped(name)
+            if generation == self.generation:
+                self._stopped(name)
             return False
         x = round(time.monotonic() - self.started, 1)
         rps = sum(_number(r["req/s"]) or 0 for r in rows)
@@ -243,14 +264,17 @@ class ServePanel(w.VBox):
             (_number(r["p99 ms"]) for r in rows if _number(r["p99 ms"]) is not None), default=None
         )
         queue = sum(int(r["queue"] or 0) for r in rows)
-        self.chart.add(
-            x,
-            {
-                "requests/s": {"req/s": rps},
-                "latency ms": {"p50": p50, "p99": p99},
-                "queue": {"queue": queue},
-            },
-        )
+        with self.watching:  # a poller replaced meanwhile adds nothing to the new chart
+            if generation != self.generation:
+                return False
+            self.chart.add(
+                x,
+                {
+                    "requests/s": {"req/s": rps},
+                    "latency ms": {"p50": p50, "p99": p99},
+                    "queue": {"queue": queue},
+                },
+            )
         return True
 
     def _stopped(self, name: str) -> None:

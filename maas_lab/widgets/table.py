@@ -33,22 +33,40 @@ class RowTable(anywidget.AnyWidget):
     empty = traitlets.Unicode("(none)").tag(sync=True)
 
     def show(self, columns: list[tuple[str, str]], rows: list[dict]) -> None:
-        """Replace what is shown: ``columns`` as (key, label), ``rows`` as described above."""
+        """Replace what is shown: ``columns`` as (key, label), ``rows`` as described above.
+
+        Each column's sort values are turned into whole-number ranks here, so the page
+        sorts numbers and only numbers: JavaScript compares ``[name, 10]`` and
+        ``[name, 2]`` as text, and a column mixing numbers with blanks in no stable order.
+        """
+        ranked = [{**r, "sort": {}} for r in rows]
+        for key, _ in columns:
+            values = sorted({_key(r["sort"].get(key)) for r in rows})
+            rank = {v: i for i, v in enumerate(values)}
+            for r, out in zip(rows, ranked, strict=True):
+                out["sort"][key] = rank[_key(r["sort"].get(key))]
         with self.hold_sync():
             self.columns = [{"key": k, "label": label} for k, label in columns]
-            self.rows = rows
+            self.rows = ranked
 
     def order(self) -> list[str]:
-        """The rows' keys in the order the page shows them (sorted as the user asked)."""
-
-        def value(row):
-            v = row["sort"].get(self.sort_by)
-            return (v is None, v if v is not None else 0)
-
+        """The rows' keys in the order the page shows them (sorted as the user asked: by
+        the same ranks, ties in the given order)."""
         rows = self.rows
         if self.sort_by:
-            present = [r for r in rows if r["sort"].get(self.sort_by) is not None]
-            missing = [r for r in rows if r["sort"].get(self.sort_by) is None]
-            present = sorted(present, key=value, reverse=self.descending)
-            rows = present + missing
+            rows = sorted(rows, key=lambda r: r["sort"][self.sort_by], reverse=self.descending)
         return [r["key"] for r in rows]
+
+
+def _key(value):
+    """A sort key any two values compare by: blanks last, then numbers, then text; a
+    tuple or list (``(name, number)``) element by element."""
+    if value is None or value == "":
+        return (2, "")
+    if isinstance(value, bool):
+        return (0, int(value))
+    if isinstance(value, (int, float)):
+        return (0, value)
+    if isinstance(value, (list, tuple)):
+        return (1, tuple(_key(v) for v in value))
+    return (1, ((1, str(value)),))

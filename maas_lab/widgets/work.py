@@ -73,7 +73,10 @@ class Task(w.VBox):
                 self.bar.bar_style = "danger"
                 self.say(self.last_error, error=True)
                 if failed is not None:
-                    failed(self.last_error)
+                    try:
+                        failed(self.last_error)
+                    except Exception as also:
+                        self.say(f"{self.last_error}; then {one_line(also)}", error=True)
                 return
             self.bar.value = 1.0
             self.bar.bar_style = "success"
@@ -83,6 +86,7 @@ class Task(w.VBox):
                     done(result)
                 except Exception as exc:
                     self.last_error = one_line(exc)
+                    self.bar.bar_style = "danger"
                     self.say(self.last_error, error=True)
 
         self.thread = threading.Thread(target=target, name=f"maas-panel: {what}", daemon=True)
@@ -96,24 +100,36 @@ class Task(w.VBox):
 
 
 class Poller:
-    """Calls ``tick()`` every ``interval_s`` in a daemon thread until :meth:`stop`, or
-    until ``tick`` returns False. A tick that raises is shown through ``on_error`` and
-    polling goes on (a registry briefly locked is no reason to stop a chart)."""
+    """Calls ``tick()`` every ``interval_s`` in a daemon thread until :meth:`stop`, until
+    ``tick`` returns False, or until ``owner`` (a widget) is closed; while every view of
+    ``owner`` is gone (its cell re-run or cleared) ticks are skipped. A tick that raises is
+    shown through ``on_error`` and polling goes on (a registry briefly locked is no reason
+    to stop a chart)."""
 
-    def __init__(self, interval_s: float, tick, on_error=None, name: str = "maas-poller"):
+    def __init__(
+        self, interval_s: float, tick, on_error=None, name: str = "maas-poller", owner=None
+    ):
         self.interval_s, self.tick, self.on_error = max(0.2, interval_s), tick, on_error
+        self.alive, self.shown = views(owner) if owner is not None else (None, None)
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self.thread.start()
 
     def _loop(self) -> None:
         while not self.stopped.wait(self.interval_s):
+            if self.alive is not None and not self.alive():
+                break
+            if self.shown is not None and not self.shown():
+                continue
             try:
                 if self.tick() is False:
                     break
             except Exception as exc:
                 if self.on_error is not None:
-                    self.on_error(one_line(exc))
+                    try:
+                        self.on_error(one_line(exc))
+                    except Exception:
+                        pass  # nowhere left to show it; polling goes on
         self.stopped.set()
 
     @property
@@ -122,3 +138,25 @@ class Poller:
 
     def stop(self) -> None:
         self.stopped.set()
+
+
+def views(widget):
+    """Two tests for a poller: is ``widget`` still open, and is it shown somewhere? Until a
+    page has shown it (or with no page at all, as in a script), it counts as shown."""
+    seen = {"views": False}
+    if widget._view_count is None:
+        widget._view_count = 0  # ipywidgets counts views from here on
+
+    def counted(change) -> None:
+        if change["new"]:
+            seen["views"] = True
+
+    widget.observe(counted, "_view_count")
+
+    def alive() -> bool:
+        return widget.comm is not None
+
+    def shown() -> bool:
+        return not seen["views"] or bool(widget._view_count)
+
+    return alive, shown

@@ -33,10 +33,12 @@ function render({ model, el }) {
       }
       const xs = all.map(p => p[0]), ys = all.map(p => p[1]);
       const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1);
-      const y1 = Math.max(...ys, plot.min_top || 0) * 1.1 || 1;
+      const y0 = Math.min(0, ...ys);
+      const top = Math.max(0, ...ys);
+      const y1 = top > 0 ? top * 1.1 : (y0 < 0 ? 0 : 1);  // all zero: still a scale
       const px = x => L + (x - x0) / (x1 - x0) * (W - L - R);
-      const py = y => H - B - y / y1 * (H - T - B);
-      for (const [v, y] of [[0, py(0)], [y1, py(y1)]]) {
+      const py = y => H - B - (y - y0) / (y1 - y0) * (H - T - B);
+      for (const [v, y] of [[y0, py(y0)], [y1, py(y1)]]) {
         const t = node("text", { x: L - 4, y: y + 4, "text-anchor": "end", class: "maas-chart-axis" }, g);
         t.textContent = fmt(v);
       }
@@ -47,6 +49,10 @@ function render({ model, el }) {
         node("polyline", { class: "maas-series", "data-name": s.name, fill: "none", stroke: c,
           "stroke-width": 1.6, points: s.points.map(p => `${px(p[0]).toFixed(1)},${py(p[1]).toFixed(1)}`).join(" ") }, g);
         const last = s.points[s.points.length - 1];
+        if (last) {  // the newest point as a dot: one point alone draws no line
+          node("circle", { cx: px(last[0]).toFixed(1), cy: py(last[1]).toFixed(1), r: 2.5,
+                           fill: c, class: "maas-last" }, g);
+        }
         const lab = node("text", { x: L + 6 + j * 86, y: T + 12, fill: c, class: "maas-chart-legend" }, g);
         lab.textContent = last ? `${s.name} ${fmt(last[1])}` : s.name;
       });

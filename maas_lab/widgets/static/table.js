@@ -9,13 +9,8 @@ function render({ model, el }) {
     const sortBy = model.get("sort_by");
     const desc = model.get("descending");
     if (sortBy) {
-      rows.sort((a, b) => {
-        const x = a.sort[sortBy], y = b.sort[sortBy];
-        if (x === y) return 0;
-        if (x === null || x === undefined) return 1;
-        if (y === null || y === undefined) return -1;
-        return (x < y ? -1 : 1) * (desc ? -1 : 1);
-      });
+      // Python sends each column's values as whole-number ranks: compare them as numbers.
+      rows.sort((a, b) => (a.sort[sortBy] - b.sort[sortBy]) * (desc ? -1 : 1));
     }
     wrap.textContent = "";
     if (!rows.length) {

@@ -207,9 +207,10 @@ def distill(
     on ``data``; registered as a new version of the teacher's model, with lineage to it.
 
     ``options`` are the distill compressor's (defaults in its schema, ``maas compress
-    --help``): ``epochs``, ``temperature``, ``alpha`` (weight of the teacher's soft targets;
-    0 trains on the labels alone, the baseline distillation must beat), ``lr``,
-    ``batch_size``, ``patience``, ``seed``; and ``compress``'s own (``max_drop``...)."""
+    --with distill --help``): ``epochs``, ``temperature``, ``alpha`` (weight of the
+    teacher's soft targets; 0 trains on the labels alone, the baseline distillation must
+    beat), ``lr``, ``batch_size``, ``patience``, ``seed``; and ``compress``'s own
+    (``max_drop``...)."""
     return compress(
         teacher,
         "distill",

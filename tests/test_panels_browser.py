@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import lab_browser
 import pytest
@@ -105,6 +106,16 @@ def test_panel_search_detail_lineage_and_chart(lab, home):
     nb.screenshot("panel-search")
     nb.type(".maas-panel .maas-search input", "")
     wait_rows(nb, ALL, "search cleared")
+
+    # A click on a column's header sorts by its values in the page (sizes as bytes).
+    sizes = {r["ref"]: r["size_bytes"] for r in api.versions(root=home)}
+    by_size = sorted(sizes, key=sizes.get)
+    for clicks, want in ((1, by_size), (2, by_size[::-1])):
+        nb.click('.maas-panel .maas-models .maas-table th[data-col="size"]')
+        deadline = time.monotonic() + 10
+        while nb.attrs(ROWS, "data-key") != want and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert nb.attrs(ROWS, "data-key") == want, (clicks, nb.attrs(ROWS, "data-key"), sizes)
     nb.type(".maas-panel .maas-search input", "tiny")
     wait_rows(nb, ["tiny-mlp@1", "tiny-mlp@2"], "search 'tiny'")
 

@@ -17,6 +17,7 @@ import ipywidgets as w
 
 from .. import api
 from ..hints import command, command_with, prog_scope
+from ..results import human_size
 from .graph import LineageGraph
 from .table import RowTable
 from .work import Poller, Task, one_line
@@ -67,7 +68,7 @@ def _rows(table) -> list[dict]:
                     "aliases": r["aliases"] or "",
                     "task": r["task"] or "",
                     "format": r["format"],
-                    "size": _size(r["size_bytes"]),
+                    "size": human_size(r["size_bytes"]),
                     "metrics": metrics,
                     "created": (r["created_at"] or "")[:19].replace("T", " "),
                 },
@@ -83,16 +84,6 @@ def _rows(table) -> list[dict]:
             }
         )
     return rows
-
-
-def _size(n) -> str:
-    if n is None:
-        return ""
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return ""
 
 
 def _kv(pairs: dict) -> str:
@@ -289,7 +280,7 @@ class ModelsPanel(w.VBox):
                 )
                 + "</h3>"
             )
-            self.graph.draw(graph.data, sizes=_size)
+            self.graph.draw(graph.data, sizes=human_size)
             self.summary.value = self._summary(info.data)
             self.card.value = (
                 markdown(info["card"]) if info["card"] else "<p><i>No model card.</i></p>"
@@ -306,13 +297,18 @@ class ModelsPanel(w.VBox):
             for t in sig.get(io, [])
         ]
         files = [
-            {"name": f["name"], "role": f["role"], "size": _size(f["size"]), "sha256": f["sha256"]}
+            {
+                "name": f["name"],
+                "role": f["role"],
+                "size": human_size(f["size"]),
+                "sha256": f["sha256"],
+            }
             for f in info["files"]
         ]
         summary = {
             "task": info["task"],
             "format": info["format"],
-            "size": _size(info["size_bytes"]),
+            "size": human_size(info["size_bytes"]),
             "description": info["description"],
             "created": f"{(info['created_at'] or '')[:19]} by {info['created_by']}",
             "tags": ", ".join(f"{k}={v}" if v else k for k, v in info["tags"].items()),

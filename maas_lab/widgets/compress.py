@@ -68,8 +68,8 @@ class CompressPanel(w.VBox):
         keep = self.version.value
         self.version.options = refs
         self.versions.options = refs
-        if keep in refs:
-            self.version.value = keep
+        if refs:
+            self.version.value = keep if keep in refs else refs[0]
         if not refs:
             self.about.value = "<i>No models yet: register one, then compress it here.</i>"
         self._compressors()

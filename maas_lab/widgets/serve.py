@@ -101,8 +101,8 @@ class ServePanel(w.VBox):
         keep_version = self.version.value
         refs = [r["ref"] for r in api.versions(limit=500, root=self.root).rows]
         self.version.options = refs
-        if keep_version in refs:
-            self.version.value = keep_version
+        if keep_version in refs or refs:
+            self.version.value = keep_version if keep_version in refs else refs[0]
         self.rows = api.status(root=self.root).rows
         names = sorted({r["server"] for r in self.rows})
         keep = self.server.value
@@ -235,7 +235,7 @@ class ServePanel(w.VBox):
             if rows:
                 self.url.value = (
                     f"<b>{html.escape(name)}</b> at <code>{html.escape(rows[0]['url'])}</code>: "
-                    + ", ".join(html.escape(f"{r['model']}@{r['version']}") for r in rows)
+                    + ", ".join(html.escape(f"{r['model']} (version {r['version']})") for r in rows)
                 )
             self.chart.plots = LineChart(CHART).plots
             self.started = time.monotonic()

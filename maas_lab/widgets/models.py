@@ -107,7 +107,7 @@ def _grid(rows: list[dict], columns: list[str], cls: str) -> str:
 class ModelsPanel(w.VBox):
     """Search, a sortable table of versions, and the detail view of the one clicked."""
 
-    def __init__(self, root=None, debounce_s: float = 0.06, poll_s: float = 2.0, limit=200):
+    def __init__(self, root=None, debounce_s: float = 0.03, poll_s: float = 2.0, limit=200):
         self.root, self.debounce_s, self.limit = root, debounce_s, limit
         self.status_text = ""
         self.search = w.Text(
@@ -199,7 +199,8 @@ class ModelsPanel(w.VBox):
     def refresh(self) -> None:
         """Read the table again (for the search text as it is now) and the open version."""
         with self.lock:
-            text = self.search.value.strip()
+            typed = self.search.value
+            text = typed.strip()
             wordless = bool(text) and not re.search(r"\w", text)
             if wordless:  # "*" or "-": nothing to search for, so everything matches
                 text = ""
@@ -209,6 +210,8 @@ class ModelsPanel(w.VBox):
             except Exception as exc:
                 self._say(one_line(exc), error=True)
                 return
+            if self.search.value != typed and self.timer is not None and self.timer.is_alive():
+                return  # typed on meanwhile: the refresh already waiting shows the newer rows
             counts = table.title
             if not table.rows and not text:
                 self.status_text = "No models yet"

@@ -86,6 +86,23 @@ def _rows(table) -> list[dict]:
     return rows
 
 
+# The detail's tables, compact and ruled like the version table above them.
+DETAIL_STYLE = """<style>
+.maas-detail table.maas-kv th { text-align: left; padding: 1px 12px 1px 0; font-weight: 600; }
+.maas-detail table.maas-kv td { padding: 1px 0; }
+.maas-detail table.maas-files, .maas-detail table.maas-signature,
+.maas-detail table.maas-metrics { border-collapse: collapse; font-size: 12px; }
+.maas-detail table.maas-files th, .maas-detail table.maas-signature th,
+.maas-detail table.maas-metrics th { text-align: left; padding: 2px 10px 2px 0;
+  background: var(--jp-layout-color2, #eee); }
+.maas-detail table.maas-files td, .maas-detail table.maas-signature td,
+.maas-detail table.maas-metrics td { padding: 1px 10px 1px 0;
+  font-family: var(--jp-code-font-family, monospace);
+  border-top: 1px solid var(--jp-border-color2, #ddd); }
+.maas-detail h4 { margin: 10px 0 4px; }
+</style>"""
+
+
 def _kv(pairs: dict) -> str:
     e = html.escape
     body = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in pairs.items() if v)
@@ -318,7 +335,8 @@ class ModelsPanel(w.VBox):
         }
         metrics = [{"metric": k, "value": f"{v:.6g}"} for k, v in info["metrics"].items()]
         return (
-            _kv(summary)
+            DETAIL_STYLE
+            + _kv(summary)
             + "<h4>Files</h4>"
             + _grid(files, ["name", "role", "size", "sha256"], "maas-files")
             + "<h4>Signature</h4>"

@@ -95,7 +95,8 @@ def test_an_empty_registry_is_a_friendly_empty_state(maas_home):
         panel.close()
 
 
-def test_search_as_you_type_fills_the_table_and_a_click_opens_the_version(tiny):
+def test_search_as_you_type_fills_the_table_and_a_click_opens_the_version(tiny, monkeypatch):
+    show = api.show
     panel = ModelsPanel(debounce_s=0.05)
     try:
         assert panel.table.order() == ["other@1", "tiny@2", "tiny@1"]
@@ -126,6 +127,14 @@ def test_search_as_you_type_fills_the_table_and_a_click_opens_the_version(tiny):
 
         panel.graph.clicked = "tiny@1"  # a click on a lineage node opens that version
         assert panel.selected == "tiny@1" and panel.table.selected == "tiny@1"
+
+        # Typing a search reads the list, not the open version again (nothing changed).
+        reads = []
+        monkeypatch.setattr(api, "show", lambda *a, **k: reads.append(a) or show(*a, **k))
+        panel.search.value = "forecasting"
+        until(lambda: panel.table.order() == ["other@1"])
+        with panel.lock:  # the refresh has finished
+            assert reads == []
     finally:
         panel.close()
 

@@ -69,6 +69,7 @@ class JobsPanel(w.VBox):
         super().__init__([self.table, self.detail])
         self.add_class("maas-jobs")
         self.selected: int | None = None
+        self.ticks = 0
         self.table.observe(self._clicked, "selected")
         self.cancel_button.on_click(lambda _: self.cancel())
         self.refresh()
@@ -105,10 +106,12 @@ class JobsPanel(w.VBox):
         self.detail.layout.display = ""
         self._detail()
 
-    def _detail(self) -> None:
+    def _detail(self) -> str:
+        """Draw the followed job's title, charts and log; returns its status."""
         job = api.job(self.selected, root=self.root)
-        record = job.data
-        self.title.value = f"<h4>{html.escape(job.title)}</h4>"
+        report = job.report  # the record, read once (each of the handle's fields reads it)
+        record = report.data
+        self.title.value = f"<h4>{html.escape(report.title)}</h4>"
         history = job.history()
         self.chart.set_series(
             "loss", "loss", [[h["step"], h["loss"]] for h in history if h.get("loss") is not None]
@@ -121,9 +124,17 @@ class JobsPanel(w.VBox):
         tail = str(api.logs(self.selected, lines=15, root=self.root))
         self.log_view.value = f"<pre>{html.escape(tail)}</pre>"
         self.cancel_button.disabled = record["status"] not in RUNNING
+        return record["status"]
 
     def _tick(self):
-        self.refresh()
+        # The followed job every tick while it runs; the whole list (each row's processes
+        # and progress file read) every fifth tick, and once more when the followed job ends.
+        self.ticks += 1
+        if self.ticks % 5 == 0:
+            self.refresh()
+        elif self.selected is not None and self.statuses.get(str(self.selected)) in RUNNING:
+            if self._detail() not in RUNNING:
+                self.refresh()
         return True
 
     def cancel(self) -> bool:

@@ -214,13 +214,15 @@ class ModelsPanel(w.VBox):
         self.timer.start()
 
     def refresh(self) -> None:
-        """Read the table again (for the search text as it is now) and the open version."""
+        """Read the table again (for the search text as it is now), and the open version
+        if the registry changed since it was read."""
         with self.lock:
             typed = self.search.value
             text = typed.strip()
             wordless = bool(text) and not re.search(r"\w", text)
             if wordless:  # "*" or "-": nothing to search for, so everything matches
                 text = ""
+            before = self.seen
             try:
                 self.seen = api.revision(root=self.root)
                 table = api.versions(search=text or None, limit=self.limit, root=self.root)
@@ -244,7 +246,7 @@ class ModelsPanel(w.VBox):
                 self.status_text += f"; {self.search.value.strip()!r} has no words to search for"
             self._say(self.status_text)
             self.table.show(COLUMNS, _rows(table))
-            if self.selected:
+            if self.selected and self.seen != before:  # typing a search changes no version
                 self.show_version(self.selected, quiet=True)
 
     def _say(self, text: str, error: bool = False) -> None:

@@ -282,6 +282,23 @@ def test_the_version_column_sorts_2_before_10_and_blanks_last():
     assert all(isinstance(v, int) for r in table.rows for v in r["sort"].values())
 
 
+def test_the_api_the_panels_use_refuses_bad_arguments_by_name(tiny):
+    before = registry_snapshot(tiny)
+    with pytest.raises(UsageError, match=r"limit=0: list at least 1 version"):
+        api.versions(limit=0)
+    with pytest.raises(UsageError, match="a model name or search words, not both"):
+        api.versions("tiny", search="vision")
+    with pytest.raises(api.NotFoundError):
+        api.versions("nosuch")
+    with pytest.raises(UsageError, match="Unknown component kind 'compresor'; kinds are "):
+        api.components("compresor")
+    with pytest.raises(UsageError, match="No option schema for 'deploy'; commands: serve, "):
+        api.schema("deploy")
+    with pytest.raises(UsageError, match="'tiny' has no version 9; its versions are 1..2"):
+        api.lineage("tiny@9")
+    assert registry_snapshot(tiny) == before
+
+
 # ---------------------------------------------------------------------- Compress
 # ---------------------------------------------------------------------- Compress
 

@@ -7,6 +7,7 @@ import json
 import os
 import sqlite3
 import tarfile
+from pathlib import Path
 
 import pytest
 import sqlite_utils
@@ -155,9 +156,16 @@ def test_bundle_round_trip_between_registries(maas_home, mlp, tmp_path, tiny_tor
     assert bundle["size_bytes"] == path.stat().st_size and str(path) in str(bundle)
     made = api.bundle_export("digits-mlp@1", f"{tmp_path}/new/")  # a folder, made
     assert made["bundle"] == str(tmp_path / "new" / "digits-mlp-1.maas.tar")
-    with pytest.raises(UsageError, match="is not a folder"):
+    with pytest.raises(UsageError, match="into .*missing: it does not exist. Give an existing"):
         api.bundle_export("digits-mlp@1", tmp_path / "missing" / "b.tar")
     assert not (tmp_path / "missing").exists()
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(UsageError, match="into .*a-file: it is not a folder"):
+        api.bundle_export("digits-mlp@1", tmp_path / "a-file" / "b.tar")
+    if Path("/proc/self").is_dir():  # a folder nobody, root included, can write into
+        with pytest.raises(UsageError, match=r"^Cannot write b.tar into /proc: "):
+            api.bundle_export("digits-mlp@1", "/proc/b.tar")
+    assert oct(path.stat().st_mode & 0o777) == oct(0o644)  # readable by whoever receives it
     other = tmp_path / "other-registry"
     report = api.bundle_import(path, root=other)
     assert report["ref"] == "digits-mlp@1"

@@ -171,6 +171,8 @@ def test_actions_move_an_alias_tag_and_write_a_bundle_with_the_line_for_a_cell(t
         panel.task.join(30)
         assert api.resolve("tiny@prod") == "tiny@1"
         assert panel.line.value == "%maas alias tiny prod 1"
+        assert panel.task.text == "tiny@prod -> @1: done. The same as a cell: " + panel.line.value
+        assert "elsewhere" not in panel.task.text  # the panel's own change
         assert "prod" in panel.title.value
 
         panel.tag_text.value = "stage=qa reviewed"
@@ -183,6 +185,7 @@ def test_actions_move_an_alias_tag_and_write_a_bundle_with_the_line_for_a_cell(t
         panel.bundle.click()
         panel.task.join(60)
         assert (tmp_path / "tiny-1.maas.tar").exists()
+        assert f"done (wrote {tmp_path / 'tiny-1.maas.tar'})" in panel.task.text
         assert panel.line.value.startswith("%maas bundle export tiny@1 ")
         assert panel.task.last_error == ""
     finally:
@@ -194,6 +197,9 @@ def test_a_failed_action_says_why_in_one_line_and_changes_nothing(tiny):
     try:
         panel.show_version("tiny@1")
         before = registry_snapshot(tiny)
+        panel.alias_name.value = ""
+        panel.move_alias.click()  # nothing typed: refused before anything runs
+        assert "Type the alias" in panel.task.text and panel.line.value == ""
         panel.alias_name.value = "no good!"
         panel.move_alias.click()
         panel.task.join(30)
@@ -305,6 +311,8 @@ def test_the_api_the_panels_use_refuses_bad_arguments_by_name(tiny):
 
 def test_the_compress_form_comes_from_the_compressors_schema(tiny):
     panel = CompressPanel()
+    assert panel.version.value == "other@1"  # the newest, with the first compressor for it
+    assert panel.compressor.value == panel.compressor.options[0] and panel.form.params
     panel.version.value = "tiny@1"
     assert "prune" in panel.compressor.options and "ort-int8" not in panel.compressor.options
     panel.compressor.value = "prune"

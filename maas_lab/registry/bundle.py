@@ -45,8 +45,9 @@ def export_bundle(reg: Registry, ref: str, out: str | os.PathLike) -> Path:
     if out.is_dir():
         out = out / f"{info['name']}-{info['number']}.maas.tar"
     if not out.parent.is_dir():
+        what = "is not a folder" if out.parent.exists() else "does not exist"
         raise UsageError(
-            f"Cannot write {out.name} into {out.parent}: it is not a folder. Give an existing "
+            f"Cannot write {out.name} into {out.parent}: it {what}. Give an existing "
             "folder, or a path ending in / to make one."
         )
     manifest = {
@@ -61,7 +62,10 @@ def export_bundle(reg: Registry, ref: str, out: str | os.PathLike) -> Path:
         "files": info["files"],
     }
     data = json.dumps(manifest, indent=2, sort_keys=True).encode()
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".bundle-", suffix=".tar")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".bundle-", suffix=".tar")
+    except OSError as exc:
+        raise UsageError(f"Cannot write {out.name} into {out.parent}: {exc.strerror}.") from None
     try:
         with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w") as tar:
             member = tarfile.TarInfo("manifest.json")
@@ -72,7 +76,11 @@ def export_bundle(reg: Registry, ref: str, out: str | os.PathLike) -> Path:
             ):
                 path = reg.store.verify(f["sha256"], f["size"], f["name"])
                 tar.add(path, arcname=f"blobs/{f['sha256']}", recursive=False)
+        os.chmod(tmp, 0o644)  # a file to hand on, not a private temp file (mkstemp's 0600)
         os.replace(tmp, out)
+    except OSError as exc:  # a full disk, a folder that went away: said, and nothing left
+        Path(tmp).unlink(missing_ok=True)
+        raise UsageError(f"Cannot write {out}: {exc.strerror or exc}.") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -25,7 +25,11 @@ class CompressPanel(w.VBox):
         self.root = root
         self.mode = w.ToggleButtons(options=["Compress", "Compare"], value="Compress")
         self.version = w.Dropdown(description="version", layout=w.Layout(width="26em"))
-        self.compressor = w.Dropdown(description="compressor", layout=w.Layout(width="26em"))
+        self.compressor = w.Dropdown(
+            description="compressor",
+            tooltip="The compressors that take the chosen version's format",
+            layout=w.Layout(width="26em"),
+        )
         self.about = w.HTML("")
         self.form = SchemaForm()
         self.run_button = w.Button(description="Compress", button_style="primary", icon="compress")
@@ -89,8 +93,8 @@ class CompressPanel(w.VBox):
         }
         keep = self.compressor.value
         self.compressor.options = list(self.available)
-        if keep in self.available:
-            self.compressor.value = keep
+        if self.available:  # the one chosen before if it takes this format, else the first
+            self.compressor.value = keep if keep in self.available else next(iter(self.available))
         if not self.available:
             self.about.value = (
                 f"<i>No installed compressor takes {html.escape(str(self.formats.get(ref)))} "
@@ -103,8 +107,10 @@ class CompressPanel(w.VBox):
         if comp is None:
             self.form.set_params(())
             return
+        fmt = html.escape(str(self.formats.get(self.version.value)))
         self.about.value = (
-            f"<i>{html.escape(comp['description'])}</i> (plugin {html.escape(comp['plugin'])})"
+            f"<i>{html.escape(comp['description'])}</i> (plugin {html.escape(comp['plugin'])})."
+            f" Listed: the compressors that take {fmt} versions."
         )
         params = tuple(api.schema("compress")) + tuple(comp["params"])
         if params != self.form.params:  # a refresh keeps what the user typed

@@ -349,15 +349,21 @@ class ModelsPanel(w.VBox):
 
     # ------------------------------------------------------------------ actions
 
-    def _act(self, what: str, line: str, work) -> None:
+    def _refuse(self, message: str) -> None:
+        """A click that cannot run: say why; the box holds no line for it."""
+        self.line.value = ""
+        self.task.say(message, error=True)
+
+    def _act(self, what: str, line: str, work, result_words=None) -> None:
         if not self.selected:
-            self.task.say("Open a version first: click its row.", error=True)
+            self._refuse("Open a version first: click its row.")
             return
 
         def done(result) -> None:
             self.line.value = line
-            self.task.say(f"{what}: done. The same as a cell: {line}")
-            self.refresh()
+            self.refresh()  # first: the change is this panel's own, not news from elsewhere
+            words = f" ({result_words(result)})" if result_words else ""
+            self.task.say(f"{what}: done{words}. The same as a cell: {line}")
 
         def failed(message: str) -> None:
             self.line.value = ""
@@ -372,7 +378,7 @@ class ModelsPanel(w.VBox):
         name, number = self.selected.rsplit("@", 1)
         alias = self.alias_name.value.strip()
         if not alias:
-            self.task.say("Type the alias to point here, e.g. prod.", error=True)
+            self._refuse("Type the alias to point here, e.g. prod.")
             return
         line = _in_notebook(lambda: command("alias", name, alias, number))
         self._act(
@@ -384,7 +390,7 @@ class ModelsPanel(w.VBox):
     def _tag(self) -> None:
         tags = [t for t in self.tag_text.value.split() if t]
         if not tags:
-            self.task.say("Type a tag: key=value, or a word.", error=True)
+            self._refuse("Type a tag: key=value, or a word.")
             return
         ref = self.selected
         line = _in_notebook(lambda: command_with("tag", (ref, *tags)))
@@ -393,19 +399,16 @@ class ModelsPanel(w.VBox):
     def _bundle(self) -> None:
         out = self.bundle_path.value.strip()
         if not out:
-            self.task.say(
-                "Type where to write the bundle: a folder/ or a .maas.tar file.", error=True
-            )
+            self._refuse("Type where to write the bundle: a folder/ or a .maas.tar file.")
             return
         ref = self.selected
         line = _in_notebook(lambda: command("bundle export", ref, out))
-
-        def work():
-            report = api.bundle_export(ref, out, root=self.root)
-            self.task.say(f"Wrote {report['bundle']}")
-            return report
-
-        self._act(f"bundle of {ref}", line, work)
+        self._act(
+            f"bundle of {ref}",
+            line,
+            lambda: api.bundle_export(ref, out, root=self.root),
+            result_words=lambda report: f"wrote {report['bundle']}",
+        )
 
     def close(self) -> None:
         """Stop polling, then close the widgets."""

@@ -46,6 +46,13 @@ class Task(w.VBox):
         color = "var(--jp-error-color1, #c62828)" if error else "inherit"
         self.message.value = f'<span style="color: {color}">{html.escape(text)}</span>'
 
+    @property
+    def text(self) -> str:
+        """The message as the page shows it (unescaped, without markup)."""
+        import re
+
+        return html.unescape(re.sub(r"<[^>]+>", "", self.message.value))
+
     def run(self, what: str, work, done=None, failed=None) -> bool:
         """Start ``work()`` in a thread, unless a task runs already (then say so and return
         False). ``done(result)`` runs after it succeeds, ``failed(message)`` after it fails."""

@@ -139,15 +139,15 @@ def mlp_version(tmp_path):
     return torch_checkout(tmp_path / "mlp", "maas_lab.zoo:mlp", MLP_KWARGS, MLP_SIGNATURE)
 
 
-@pytest.mark.parametrize(
-    ("name", "options", "model_file"),
-    [
-        ("onnx", {}, "model.onnx"),
-        ("onnx", {"exporter": "torchscript", "optimize": "true"}, "model.onnx"),
-        ("torchscript", {}, "model.torchscript"),
-        ("torch-export", {}, "model.pt2"),
-    ],
-)
+EXPORTS = [
+    ("onnx", {}, "model.onnx"),
+    ("onnx", {"exporter": "torchscript", "optimize": "true"}, "model.onnx"),
+    ("torchscript", {}, "model.torchscript"),
+    ("torch-export", {}, "model.pt2"),
+]
+
+
+@pytest.mark.parametrize(("name", "options", "model_file"), EXPORTS)
 def test_mlp_exports_give_the_models_numbers(
     plugins, mlp_version, tmp_path, name, options, model_file
 ):
@@ -168,6 +168,26 @@ def test_mlp_exports_give_the_models_numbers(
     if name == "onnx":
         assert art.report["exporter"] == options.get("exporter", "dynamo")
         assert ("optimize" in art.report) == bool(options.get("optimize"))
+
+
+@pytest.mark.parametrize(("name", "options", "model_file"), EXPORTS)
+def test_exported_files_carry_no_paths_of_the_exporting_machine(
+    plugins, mlp_version, tmp_path, name, options, model_file
+):
+    """The exporters record stack traces (dynamo's node metadata, TorchScript's debug
+    records, torch.export's node meta): the caller's file, the install and the virtualenv.
+    A model file is handed on, so none of that may be in it, and it is still loadable."""
+    art = export(plugins, name, mlp_version, tmp_path / "out", **options)
+    path = tmp_path / "out" / model_file
+    data = path.read_bytes()
+    if zipfile.is_zipfile(path):  # TorchScript and .pt2 archives: read every member
+        with zipfile.ZipFile(path) as archive:
+            data += b"".join(archive.read(n) for n in archive.namelist())
+    here = Path(__file__).resolve()
+    for local in (sys.prefix, str(here.parent.parent), here.name, str(tmp_path), "site-packages"):
+        assert local.encode() not in data, f"{model_file} names {local}"
+    child = runner(plugins, child_of(art, tmp_path / "out"))
+    assert child.infer({"input": np.ones((2, 64), "float32")})["output"].shape == (2, 10)
 
 
 def test_large_onnx_exports_keep_their_external_data(plugins, mlp_version, tmp_path, monkeypatch):

@@ -107,14 +107,35 @@ def _check(job, path: Path, threads: int = 0) -> float:
     return worst
 
 
-def _stamp_dims(path: Path, job) -> None:
-    """Give the graph's inputs and outputs the signature's dims: the TorchScript-based
-    exporter names fixed output dims like ``Divsentence_embedding_dim_1``."""
+def _without_stack_traces(nodes) -> bool:
+    """Drop the ``pkg.torch.onnx.stack_trace`` metadata the dynamo exporter puts on every
+    node (subgraphs included): it names the files that called the export, i.e. this machine's
+    install and virtualenv paths, which a file people hand on must not carry, and it made
+    two exports of one model differ in size by where they ran."""
+    changed = False
+    for node in nodes:
+        kept = [p for p in node.metadata_props if p.key != "pkg.torch.onnx.stack_trace"]
+        if len(kept) != len(node.metadata_props):
+            del node.metadata_props[:]
+            node.metadata_props.extend(kept)
+            changed = True
+        for attr in node.attribute:
+            for sub in [attr.g, *attr.graphs] if attr.HasField("g") else attr.graphs:
+                changed = _without_stack_traces(sub.node) or changed
+    return changed
+
+
+def _finish(path: Path, job) -> None:
+    """Give the graph's inputs and outputs the signature's dims (the TorchScript-based
+    exporter names fixed output dims like ``Divsentence_embedding_dim_1``) and drop the
+    exporter's stack traces."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
+    changed = _without_stack_traces(model.graph.node)
+    for function in model.functions:
+        changed = _without_stack_traces(function.node) or changed
     wanted = {t["name"]: t["shape"] for t in job.inputs + job.outputs}
-    changed = False
     for value in list(model.graph.input) + list(model.graph.output):
         shape = wanted.get(value.name)
         dims = value.type.tensor_type.shape.dim
@@ -227,7 +248,7 @@ def export_onnx(checkout, options: dict, workdir: Path) -> Artifact:
             "bytes_before": before,
             "bytes_after": sum(p.stat().st_size for p in _files_in(attempt)),
         }
-    _stamp_dims(attempt / "model.onnx", job)
+    _finish(attempt / "model.onnx", job)
     files: dict[str, str] = {}
     for path in _files_in(attempt):
         name = path.relative_to(attempt).as_posix()

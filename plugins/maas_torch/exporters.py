@@ -144,6 +144,7 @@ def trace_checked(prep, what: str, path: Path, instead: str) -> dict:
         )
     diff = prep.compare(traced, "torchscript", instead)
     traced.save(str(path))
+    _without_debug_records(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         reloaded = torch.jit.load(str(path)).eval()
@@ -157,6 +158,42 @@ def trace_checked(prep, what: str, path: Path, instead: str) -> dict:
     if library:
         report["tracer_warnings"] = list(dict.fromkeys(_where(w) for w in library))[:5]
     return report
+
+
+def _without_debug_records(path: Path) -> None:
+    """Rewrite a TorchScript archive without its ``*.debug_pkl`` records.
+
+    Those hold the source ranges of the trace: the file and line of every frame that called
+    it, i.e. the user's notebook or script path, our install path and the virtualenv's. An
+    exported model is a file people hand on, so it must not carry the exporting machine's
+    file layout, and two exports of one model should not differ by where they ran. torch
+    loads an archive without them (error messages then lack source lines). torch's own
+    writer is used to keep the records aligned as torch's reader expects."""
+    import torch
+
+    reader = torch._C.PyTorchFileReader(str(path))
+    names = reader.get_all_records()
+    if not any(n.endswith(".debug_pkl") for n in names):
+        return
+    clean = path.with_name(path.name + ".clean")
+    writer = torch._C.PyTorchFileWriter(str(clean))
+    for name in names:
+        if not name.endswith(".debug_pkl"):
+            data = reader.get_record(name)
+            writer.write_record(name, data, len(data))
+    writer.write_end_of_file()
+    del writer, reader
+    clean.replace(path)
+
+
+def without_stack_traces(program) -> None:
+    """Drop the ``stack_trace`` torch.export records on every node (serialized into the
+    .pt2's model.json): it names the files and lines that called the export, i.e. this
+    machine's install and virtualenv paths, which an exported file must not carry."""
+    for module in program.graph_module.modules():
+        graph = getattr(module, "graph", None)
+        for node in getattr(graph, "nodes", ()):
+            node.meta.pop("stack_trace", None)
 
 
 def dynamic_shapes(inputs: list[dict]) -> tuple:
@@ -225,6 +262,7 @@ def export_program(checkout, options: dict, workdir: Path) -> Artifact:
             f"torch.export could not export {checkout.ref}: {describe_failure(exc)}. {hint}."
         ) from None
     path = Path(workdir) / "model.pt2"
+    without_stack_traces(program)
     torch.export.save(program, str(path))
     instead = f"use {option('to', 'onnx')} {option('exporter', 'torchscript')}, or fix the model"
     diff = prep.compare(load_pt2(path).module(), "torch-export", instead)

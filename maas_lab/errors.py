@@ -44,6 +44,18 @@ class NotFoundError(MaasError):
         self.name = name
 
 
+class NoSuchVersion(NotFoundError, UsageError):
+    """A model that exists, asked for a version number it does not have. Still a
+    ``UsageError`` (the reference was mistyped), and a ``NotFoundError`` so that whatever
+    answers "is it there?" (the lab sidebar's 404) treats it like any missing version."""
+
+    label = "Not found"
+
+    def __init__(self, message: str, name: str):
+        MaasError.__init__(self, message)
+        self.what, self.name = "version", name
+
+
 class ConflictError(MaasError):
     """The request clashes with what is already there (a duplicate alias or name)."""
 

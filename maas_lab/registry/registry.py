@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlite_utils
 
-from ..errors import ConflictError, NotFoundError, RegistryError, UsageError
+from ..errors import ConflictError, NoSuchVersion, NotFoundError, RegistryError, UsageError
 from ..hints import option
 from . import trust as trust_rows
 from .checkouts import lay_out, layout_matches
@@ -172,9 +172,10 @@ class Registry:
             ]
             if not numbers:
                 raise NotFoundError("version of", ref.name)
-            raise UsageError(
+            raise NoSuchVersion(
                 f"{ref.name!r} has no version {ref.version}; its versions are "
-                f"{numbers[0]}..{numbers[-1]}. Use {ref.name}@{numbers[-1]} for the latest."
+                f"{numbers[0]}..{numbers[-1]}. Use {ref.name}@{numbers[-1]} for the latest.",
+                f"{ref.name}@{ref.version}",
             )
         row = rows[0]
         row.update(name=model["name"], task=model["task"], ref=f"{model['name']}@{row['number']}")

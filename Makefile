@@ -4,12 +4,16 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
 STAMP := $(VENV)/.installed
+# The JupyterLab extension's sources: `pip install -e` builds them (jlpm) into the package and
+# installs the result, so a change to any of them reinstalls.
+LABEXT := labextension/package.json labextension/yarn.lock labextension/install.json \
+	$(wildcard labextension/src/*.ts labextension/style/*)
 
 .PHONY: install demo test bench lab clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt $(LABEXT)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) torch==2.13.0
 	$(PIP) -e '.[dev]'
@@ -34,5 +38,8 @@ bench: install
 	@command -v chromium >/dev/null || { echo "benchmarks/panels.py needs chromium: apt-get install chromium"; exit 1; }
 	$(PY) benchmarks/panels.py --plot benchmarks/results/panels.png
 
+lab: install
+	$(VENV)/bin/jupyter lab --ip 127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root)
+
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) labextension/node_modules labextension/lib maas_lab/lab/labextension

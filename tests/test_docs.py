@@ -94,3 +94,18 @@ def test_every_panel_and_the_panel_magic_are_documented():
     assert "%maas panel --root DIR" in text and "--root DIR" in PANEL_HELP
     for name in panels:
         assert getattr(widgets, name).__doc__, f"{name} has no docstring"
+
+
+def test_every_lab_route_is_documented():
+    """docs/lab.md has a heading per method and route the server extension answers, and
+    nothing it does not answer."""
+    pytest.importorskip("jupyter_server")
+    from maas_lab.lab.handlers import routes
+
+    answered = {
+        f"{method.upper()} {path}"
+        for path, handler in routes("/")
+        for method in ("get", "post", "delete", "put", "patch")
+        if method in vars(handler)
+    }
+    assert set(headings("lab.md")) == answered

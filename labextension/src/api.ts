@@ -153,8 +153,10 @@ export function version(ref: string): Promise<IVersionDetail> {
   return request<IVersionDetail>('version', { ref });
 }
 
-export function servers(): Promise<{ rows: IServerRow[]; note?: string }> {
-  return request('servers');
+/** The running servers. `polled`: asked by a timer, not a person, so Jupyter's idle culler
+ * must not count it as activity. */
+export function servers(polled = false): Promise<{ rows: IServerRow[]; note?: string }> {
+  return request('servers', polled ? { no_track_activity: '1' } : {});
 }
 
 export function moveAlias(name: string, alias: string, version: number) {

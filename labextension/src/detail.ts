@@ -90,6 +90,27 @@ export class DetailView extends Widget {
     this._render();
   }
 
+  /** Whether the running servers that serve this version (by model name and version
+   * number, as the server extension matches them) differ from those shown. */
+  servedByOthers(rows: api.IServerRow[]): boolean {
+    const data = this.version;
+    if (!data) {
+      return false;
+    }
+    const serving = rows
+      .filter(
+        r =>
+          String(r.model ?? '').split('@')[0] === data.name &&
+          String(r.version ?? '')
+            .split(',')
+            .includes(String(data.number))
+      )
+      .map(api.serverName)
+      .sort();
+    const shown = (data.servers ?? []).map(api.serverName).sort();
+    return JSON.stringify(serving) !== JSON.stringify(shown);
+  }
+
   /** Refresh the load figures of the servers shown, from GET /maas/api/servers (the
    * registry revision does not change when a server's load does). */
   updateServers(rows: api.IServerRow[]): void {
@@ -489,8 +510,24 @@ export namespace DetailView {
   }
 }
 
+const CARD_DROPPED =
+  'button, form, input, textarea, select, option, label, video, audio, source, track, ' +
+  'iframe, frame, object, embed, picture, style, link, meta, base, svg, math, dialog';
+const CARD_DROPPED_ATTRS = new Set([
+  'style',
+  'srcset',
+  'poster',
+  'background',
+  'action',
+  'formaction',
+  'ping',
+  'id',
+  'name'
+]);
+
 /** The registry's sanitizer, then: images only from data: URLs (others become their alt
- * text), links open in a new tab without access to this page. */
+ * text), no controls, media, styles or data-* attributes, links open in a new tab without
+ * access to this page. */
 class CardSanitizer implements IRenderMime.ISanitizer {
   constructor(private _base: IRenderMime.ISanitizer) {}
 
@@ -511,6 +548,24 @@ class CardSanitizer implements IRenderMime.ISanitizer {
       if (!/^data:image\//i.test(src)) {
         const alt = img.getAttribute('alt') || 'image';
         img.replaceWith(doc.createTextNode(`[${alt}: ${src}]`));
+      }
+    });
+    // What a card must never carry, though JupyterLab's sanitizer keeps it for notebooks:
+    // buttons with data-commandlinker-* run any Lab command on a click (the app listens on
+    // the whole page), forms and inputs can pose as Lab's own dialogs, and media, styles and
+    // srcset fetch remote URLs (telling a card's author who opened it, and when).
+    doc.querySelectorAll(CARD_DROPPED).forEach(node => {
+      const src = node.getAttribute('src') || node.getAttribute('poster') || '';
+      const label = (node.textContent ?? '').trim();
+      const tag = node.tagName.toLowerCase();
+      node.replaceWith(doc.createTextNode(src ? `[${tag}: ${src}]` : label));
+    });
+    doc.body.querySelectorAll('*').forEach(node => {
+      for (const attr of Array.from(node.attributes)) {
+        const name = attr.name.toLowerCase();
+        if (CARD_DROPPED_ATTRS.has(name) || name.startsWith('data-') || name.startsWith('on')) {
+          node.removeAttribute(attr.name);
+        }
       }
     });
     doc.querySelectorAll('a').forEach(a => a.setAttribute('rel', 'noopener noreferrer'));

@@ -127,8 +127,15 @@ export class ModelsSidebar extends Panel {
           this._revision = revision;
           this.node.dataset.maasRevision = revision;
           await this.refresh();
-        } else if (this.detail.version?.servers?.length) {
-          this.detail.updateServers((await api.servers()).rows ?? []);
+        } else if (this.detail.version) {
+          // Servers change no registry revision: one started or stopped elsewhere (a
+          // notebook's %maas serve) is seen here, and the load of those shown is refreshed.
+          const rows = (await api.servers(true)).rows ?? [];
+          if (this.detail.servedByOthers(rows)) {
+            await this.detail.reload();
+          } else {
+            this.detail.updateServers(rows);
+          }
         }
       }
       this._failures = 0;

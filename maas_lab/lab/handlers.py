@@ -25,11 +25,12 @@ from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
 from maas_lab import api
-from maas_lab.errors import ConflictError, MaasError, NotFoundError, RegistryError
+from maas_lab.errors import ConflictError, MaasError, NotFoundError, RegistryError, ServeError
 from maas_lab.hints import PROG, command
 from maas_lab.results import human_size
 
 POLL_LIMIT = 200  # versions the sidebar lists; the title says how many there are in all
+MAX_LIMIT = 1000  # a page lists no more, whatever it asks for
 _MAX_BODY = 64 * 1024
 
 
@@ -53,6 +54,12 @@ class _Handler(APIHandler):
             raise _Refused(409, str(exc)) from None
         except RegistryError as exc:  # not the request's fault: the registry cannot be read
             raise _Refused(500, str(exc)) from None
+        except ServeError as exc:  # one line: the first, and the log's last if it has a tail
+            lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+            message = lines[0].removesuffix(" Its log ends with:")
+            if len(lines) > 1:
+                message += f" The log's last line: {lines[-1]}"
+            raise _Refused(500, message) from None
         except MaasError as exc:
             raise _Refused(400, str(exc)) from None
 
@@ -122,6 +129,8 @@ class Versions(_Handler):
         args = _args(self)
         search = self.text(args, "search", required=False)
         limit = self.text(args, "limit", required=False) or POLL_LIMIT
+        if str(limit).isdigit() and int(limit) > MAX_LIMIT:
+            raise _Refused(400, f"List at most {MAX_LIMIT} versions at once (limit={limit}).")
         wordless = bool(search) and not re.search(r"\w", search)
         if wordless:  # "*" or "-" as the Models panel reads them: nothing to search for
             search = None
@@ -159,13 +168,25 @@ class Servers(_Handler):
         data = self.body()
         ref = self.text(data, "ref")
         replicas = self.text(data, "replicas", required=False) or 1
-        handle = await self.call(api.serve, ref, replicas=replicas)
+        # One start at a time: two clicks (two tabs, a button and the palette) must not race
+        # to start two supervisors under one name.
+        async with self.settings.setdefault("maas_lab_starting", asyncio.Lock()):
+            name = await self.call(_free_name, ref)
+            # Any free port, on 127.0.0.1 (api.serve's default host): a fixed default port
+            # would serve one version and refuse every other.
+            handle = await self.call(api.serve, ref, name=name, port=0, replicas=replicas)
         self.reply(
             {
                 "message": f"Serving {ref} at {handle.url} as server {handle.name}.",
                 "server": handle.name,
                 "url": handle.url,
-                "line": command("serve", ref, replicas=None if str(replicas) == "1" else replicas),
+                "line": command(
+                    "serve",
+                    ref,
+                    port=0,
+                    name=name,
+                    replicas=None if str(replicas) == "1" else replicas,
+                ),
             }
         )
 
@@ -189,6 +210,16 @@ class Alias(_Handler):
         if moved["servers"]:
             message += " " + " ".join(moved["servers"])
         self.reply({"message": message, "line": command("alias", name, alias, version)})
+
+
+def _free_name(ref: str) -> str | None:
+    """The server name for ``ref``: the model's (api.serve's default) unless a server of
+    that name runs already (serving another version), then ``MODEL-NUMBER``."""
+    info = api.show(ref).data
+    running = {r["server"] for r in api.status()}
+    if info["name"] not in running:
+        return None
+    return f"{info['name']}-{info['number']}"
 
 
 def _split(text) -> list[str]:

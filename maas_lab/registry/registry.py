@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import threading
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -100,30 +101,43 @@ class Registry:
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root).expanduser() if root else default_root()
         self.store = BlobStore(self.root)
-        self._db: sqlite_utils.Database | None = None
+        self._local = threading.local()
+        self._connections: weakref.WeakSet = weakref.WeakSet()
 
     def __repr__(self) -> str:
         return f"Registry({str(self.root)!r})"
 
     @property
     def db(self) -> sqlite_utils.Database:
-        if self._db is None:
+        """This thread's connection, opened on first use.
+
+        One per thread, not one shared: on a shared connection a read in one thread runs
+        inside another thread's open write transaction, so it sees rows not yet committed,
+        and that writer's ROLLBACK aborts the read (SQLITE_ABORT). The panels' and the lab
+        server extension's worker threads read while others write. A thread's connection
+        closes when the thread ends (it is only weakly held here)."""
+        db = getattr(self._local, "db", None)
+        if db is None:
             try:
                 for folder in (self.root, self.store.base, self.store.tmp):
                     folder.mkdir(parents=True, exist_ok=True)
-                self._db = connect(self.root / "registry.db")
-                _OPENED.add(self)
+                db = connect(self.root / "registry.db")
             except (OSError, sqlite3.Error) as exc:
                 raise RegistryError(
                     f"Cannot open the registry at {self.root}: {exc}. Point MAAS_LAB_HOME (or "
                     "the root argument) at a folder you can write."
                 ) from None
-        return self._db
+            self._local.db = db
+            self._connections.add(db)
+            _OPENED.add(self)
+        return db
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.conn.close()
-            self._db = None
+        """Close every thread's connection (before the folder is deleted or moved)."""
+        for db in list(self._connections):
+            db.conn.close()
+        self._connections = weakref.WeakSet()
+        self._local = threading.local()
 
     # ------------------------------------------------------------------ resolving references
 

@@ -345,3 +345,46 @@ def test_search_snippet_never_cuts_a_match(maas_home, mlp):
     mlp("m", description=f"{words}alpha lorem ipsum dolor betagamma tail")
     (hit,) = api.search("alpha betagamma")
     assert "[alpha]" in hit["snippet"] and "[betagamma]" in hit["snippet"]
+
+
+def test_a_thread_never_reads_another_threads_open_write(maas_home):
+    """Panels and the lab server extension read in worker threads while others write: a read
+    must see committed rows only, and a writer's rollback must not abort it (each thread has
+    its own connection; on a shared one the read saw the uncommitted table)."""
+    import threading
+
+    from maas_lab.registry import open as open_registry
+    from maas_lab.registry.db import write
+
+    reg = open_registry()
+    holding, done = threading.Event(), threading.Event()
+
+    def writer():
+        try:
+            with write(reg.db) as db:
+                db.execute("create table scratch (x)")
+                db.execute("insert into scratch values (1)")
+                holding.set()
+                done.wait(10)
+                raise RuntimeError("roll back")
+        except RuntimeError:
+            pass
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert holding.wait(10)
+    seen = []
+    reader = threading.Thread(
+        target=lambda: seen.append(
+            reg.db.execute("select count(*) from sqlite_master where name = 'scratch'").fetchone()
+        )
+    )
+    reader.start()
+    reader.join(10)
+    done.set()
+    thread.join(10)
+    assert seen == [(0,)]
+    assert (
+        reg.db.execute("select count(*) from sqlite_master where name = 'scratch'").fetchone()[0]
+        == 0
+    )

@@ -88,6 +88,14 @@ def require_browser() -> None:
         pytest.skip(reason)
 
 
+def running(home):
+    """A started ``Lab`` on registry ``home`` for a module's fixture (``yield from``); skips,
+    or fails under $CI, without a browser."""
+    require_browser()
+    with Lab(home=home, env={"MAAS_LAB_PROGRESS": "0"}) as lab:
+        yield lab
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -6,7 +6,6 @@ answers is checked in a real browser by tests/test_lab_browser.py."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from http.cookies import SimpleCookie
 
 import pytest
@@ -18,6 +17,7 @@ pytest.importorskip("torch")
 # pytest-jupyter's fixtures, for this module only: its autouse fixtures (an event loop per
 # test, a ServerApp cleanup) must not run under the rest of the suite.
 from pytest_jupyter.jupyter_server import *  # noqa: E402, F403
+from registry_edits import delete_version  # noqa: E402
 
 from maas_lab import api  # noqa: E402
 from maas_lab.testing import registry_snapshot  # noqa: E402
@@ -147,15 +147,7 @@ def test_a_version_deleted_behind_the_sidebar_answers_404_and_the_list_follows(t
     of a version that vanished while open are a 404 with a message, the list drops it and
     the revision the sidebar polls changes."""
     _, before = call("GET", "revision")
-    with sqlite3.connect(tiny / "registry.db") as db:
-        db.execute("PRAGMA foreign_keys = ON")
-        (vid,) = db.execute(
-            "select v.id from versions v join models m on m.id = v.model_id "
-            "where m.name = 'other' and v.number = 1"
-        ).fetchone()
-        for table in ("files", "metrics", "tags", "aliases", "alias_history"):
-            db.execute(f"delete from {table} where version_id = ?", [vid])
-        db.execute("delete from versions where id = ?", [vid])
+    delete_version(tiny, "other", 1)  # another tool, a restored backup
     code, answer = call("GET", "version", {"ref": "other@1"})
     assert code == 404 and "other" in answer["error"]
     assert "traceback" not in json.dumps(answer).lower()

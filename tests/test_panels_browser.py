@@ -71,9 +71,7 @@ def home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def lab(home):
-    lab_browser.require_browser()
-    with lab_browser.Lab(home=home, env={"MAAS_LAB_PROGRESS": "0"}) as lab:
-        yield lab
+    yield from lab_browser.running(home)
 
 
 def keys(nb) -> list[str]:

@@ -312,3 +312,22 @@ def test_start_servers_see_them_on_their_versions_and_stop_them(tiny, call):
     ]
     _, servers = call("GET", "servers")
     assert servers["rows"] == []
+
+
+def test_jupyters_authorizer_decides_who_may_use_the_routes(tiny, call, jp_serverapp):
+    """A deployment's authorizer (JupyterHub's scopes, a custom one) can refuse the "maas"
+    resource to a logged-in user: reads and changes are then refused and change nothing."""
+    from jupyter_server.auth import Authorizer
+
+    class NoRegistry(Authorizer):
+        def is_authorized(self, handler, user, action, resource):
+            return resource != "maas"
+
+    jp_serverapp.web_app.settings["authorizer"] = NoRegistry(
+        parent=jp_serverapp, identity_provider=jp_serverapp.identity_provider
+    )
+    assert call("GET", "versions")[0] == 403
+    assert call("GET", "revision")[0] == 403
+    body = {"name": "tiny", "alias": "prod", "version": 1}
+    assert call("POST", "alias", body=body)[0] == 403
+    assert api.resolve("tiny@prod") == "tiny@2"

@@ -40,7 +40,7 @@ def test_both_halves_are_enabled_in_this_environment():
 
 
 @pytest.mark.slow
-def test_a_wheel_carries_the_built_extension_and_installs_without_node(tmp_path):
+def test_a_wheel_carries_the_built_extension_and_jupyter_finds_it_installed(tmp_path):
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path), "."],
         cwd=ROOT,

@@ -185,7 +185,7 @@ class Registry:
                 )
             ]
             if not numbers:
-                raise NotFoundError("version of", ref.name)
+                raise NoSuchVersion(f"{ref.name!r} has no versions.", str(ref))
             raise NoSuchVersion(
                 f"{ref.name!r} has no version {ref.version}; its versions are "
                 f"{numbers[0]}..{numbers[-1]}. Use {ref.name}@{numbers[-1]} for the latest.",

@@ -506,9 +506,45 @@ def reporting_to(callback):
     return listening(callback)
 
 
-def plugins() -> Table:
-    """The loaded plugins, what each provides, and plugins that failed or clash."""
+def plugins(reload: bool = False) -> Table:
+    """The loaded plugins (distribution, version, the contract version each was written
+    for), what each provides, and plugins that failed, were refused or clash. ``reload``
+    finds the installed plugins again, for a ``pip install`` done in a running kernel."""
+    if reload:
+        from .plugins import Plugins, rescan_site_packages, set_plugins
+
+        rescan_site_packages()
+        set_plugins(Plugins())
     return plugins_table(get_plugins())
+
+
+def plugin_new(name: str, kind: str, into: str | os.PathLike = ".") -> Report:
+    """Write a new plugin package ``into/NAME`` (a distribution name such as ``maas-fp16``)
+    of ``kind`` (compressor, exporter, serving-backend, launcher, loader, evaluator): a
+    pyproject with its entry point, a module that does something real of that kind, its
+    tests on the ``maas_lab.testing`` fixtures, and a README. Nothing is written when the
+    folder exists or the name is not a valid distribution name. ``report["path"]`` is the
+    folder to ``pip install -e``."""
+    from .hints import command, typed
+    from .scaffold import new_plugin
+
+    made = new_plugin(name, kind, into)
+    files = Table(
+        [{"file": f} for f in made["files"]], ["file"], title=f"{len(made['files'])} file(s)"
+    )
+    pip = "%pip" if (typed() or "").startswith("%") else "pip"
+    steps = "\n".join(
+        [
+            f"{pip} install -e {made['path']}",
+            f"{command('plugins', reload=True)}    # lists {made['distribution']}",
+            f"cd {made['path']} && pytest",
+        ]
+    )
+    return Report(
+        f"New {made['kind']} plugin {made['distribution']} ({made['component']!r})",
+        [("Files", files), ("Next", steps)],
+        data=made,
+    )
 
 
 def fsck(

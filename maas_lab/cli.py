@@ -13,7 +13,7 @@ import click
 
 from . import api
 from .arguments import parse_words
-from .components import Schema
+from .components import KINDS, Schema
 from .errors import MaasError, UsageError
 from .hints import command, prog_scope
 from .plugins import get_plugins
@@ -590,9 +590,41 @@ def wait(job):
 
 
 @cli.command()
-def plugins():
-    """List plugins: distribution, version, hooks, what each provides, and failures."""
-    return api.plugins()
+@click.option(
+    "--reload", is_flag=True, help="Find installed plugins again (after pip install in a kernel)."
+)
+def plugins(reload):
+    """List plugins: distribution, version, contract, hooks, what each provides, failures."""
+    return api.plugins(reload=reload)
+
+
+KIND_CHOICES = tuple(k.replace("_", "-") for k in KINDS)
+
+
+@cli.group()
+def plugin():
+    """Write plugins of your own: maas plugin new NAME --kind KIND."""
+
+
+@plugin.command("new")
+@click.argument("name")
+@click.option(
+    "--kind",
+    required=True,
+    type=click.Choice(KIND_CHOICES),
+    help="What the plugin provides; the package does a small real one you can build on.",
+)
+@click.option(
+    "--into",
+    default=".",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="The folder to write the package NAME in.",
+)
+def plugin_new(name, kind, into):
+    """Write a plugin package NAME (a distribution name, e.g. maas-fp16): pyproject with its
+    entry point, module, tests, README."""
+    return api.plugin_new(name, kind, into)
 
 
 @cli.command()

@@ -157,31 +157,54 @@ class Component:
             raise ValueError(f"component {self.name!r} needs a one-line description")
         if not callable(self.run):
             raise ValueError(f"component {self.name!r}: run must be callable")
-        names = [p.name for p in self.params]
+        if not isinstance(self.params, (tuple, list)):
+            raise ValueError(f"component {self.name!r}: params must be a tuple of Param")
+        names = [p.name for p in self.params if isinstance(p, Param)]
         if len(set(names)) != len(names):
             raise ValueError(f"component {self.name!r} declares a parameter twice")
+        for p in self.params:
+            _check_param(self.name, p)
+
+    @property
+    def origin(self) -> str:
+        """Who provides this component, as messages name it: ``compressor 'fp16' (plugin
+        fp16, maas-fp16 0.1.0)``: a user can tell whose bug it is and what to upgrade."""
+        where = f"plugin {self.plugin}" if self.plugin else "no plugin"
+        if self.distribution:
+            where += f", {self.distribution} {self.version}".rstrip()
+        return f"{self.kind.replace('_', ' ') or 'component'} {self.name!r} ({where})"
+
+    def call(self, doing: str, *args: Any) -> Any:
+        """``run(*args)``: a user mistake it raises (``MaasError``) passes through; anything
+        else is the plugin's fault, raised as :class:`PluginError` naming the component, its
+        plugin and distribution, and what it was ``doing`` ("on minilm@2")."""
+        from .errors import MaasError, PluginError
+
+        try:
+            return self.run(*args)
+        except MaasError:
+            raise
+        except Exception as exc:
+            raise PluginError(
+                f"The {self.origin} failed {doing}: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def produce(self, ref: str, *args: Any) -> Artifact:
         """Run an exporter or compressor on version ``ref``: its result must be an
         :class:`Artifact`. A user mistake it raises passes through; Ctrl-C is
         :class:`Interrupted`; anything else is the plugin's fault (:class:`PluginError`,
-        naming it and its version). The caller has registered nothing yet."""
-        from .errors import Interrupted, MaasError, PluginError
+        naming it and its distribution). The caller has registered nothing yet."""
+        from .errors import Interrupted, PluginError
 
-        what = f"{self.kind.capitalize()} {self.name!r}"
         try:
-            artifact = self.run(*args)
-        except MaasError:
-            raise
+            artifact = self.call(f"on {ref}", *args)
         except KeyboardInterrupt:
-            raise Interrupted(f"{what} on {ref} was interrupted; nothing was registered.") from None
-        except Exception as exc:
-            raise PluginError(
-                f"{what} (plugin {self.plugin} {self.version}) failed on {ref}: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
+            raise Interrupted(
+                f"{self.kind.capitalize()} {self.name!r} on {ref} was interrupted; nothing "
+                "was registered."
+            ) from None
         if not isinstance(artifact, Artifact):
-            raise PluginError(f"{what} returned {artifact!r}, not an Artifact.")
+            raise PluginError(f"The {self.origin} returned {artifact!r}, not an Artifact.")
         return artifact
 
     def options(self, given: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -202,6 +225,35 @@ class Component:
             else:
                 out[p.name] = p.default
         return out
+
+
+def _check_param(component: str, p: Any) -> None:
+    """Refuse a parameter schema the CLI, magics and forms could not build, at load time,
+    naming the field: better than a form that breaks when a user opens it."""
+    if not isinstance(p, Param):
+        raise ValueError(f"component {component!r}: params must be Param(...) objects, not {p!r}")
+    where = f"component {component!r}, parameter {p.name!r}"
+    if not isinstance(p.name, str) or not p.name.isidentifier():
+        raise ValueError(
+            f"component {component!r}: parameter name {p.name!r} must be an identifier"
+        )
+    for flag in ("required", "multiple"):
+        if not isinstance(getattr(p, flag), bool):
+            raise ValueError(f"{where}: {flag} must be True or False")
+    if not isinstance(p.choices, tuple):
+        raise ValueError(f"{where}: choices must be a tuple")
+    for choice in p.choices:
+        try:
+            same = p._one(choice) == choice
+        except UsageError:
+            same = False
+        if not same:
+            raise ValueError(f"{where}: choice {choice!r} is not of type {p.type}")
+    if p.default is not None:
+        try:
+            p.convert(p.default)
+        except UsageError as exc:
+            raise ValueError(f"{where}: default {p.default!r} is refused: {exc}") from None
 
 
 @dataclass

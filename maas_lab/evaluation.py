@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .datasets import Dataset
-from .errors import MaasError, PluginError, UsageError
+from .errors import PluginError, UsageError
 from .progress import report, steps
 
 METRIC_ORDER = (
@@ -221,18 +221,10 @@ def evaluate(
     results: list[dict] = [{} for _ in subjects]
     for i, ev in enumerate(evaluators):
         report(i / len(evaluators), ev.name)
-        try:
-            got = ev.run(subjects, context)
-        except MaasError:
-            raise
-        except Exception as exc:
-            raise PluginError(
-                f"Evaluator {ev.name!r} (plugin {ev.plugin} {ev.version}) failed: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
+        got = ev.call(f"measuring {', '.join(s.ref for s in subjects)}", subjects, context)
         if not isinstance(got, list) or len(got) != len(subjects):
             raise PluginError(
-                f"Evaluator {ev.name!r} returned {type(got).__name__}; it must return one "
+                f"The {ev.origin} returned {type(got).__name__}; it must return one "
                 f"dict per version ({len(subjects)})."
             )
         for mine, theirs in zip(results, got, strict=True):

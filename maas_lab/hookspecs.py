@@ -23,6 +23,13 @@ from __future__ import annotations
 
 import pluggy
 
+# The plugin contract's version, MAJOR.MINOR: the hooks below, what they pass and what they
+# take back (Component, Param, Artifact, Launch, runners, contexts). A plugin declares the
+# version it was written for in its entry-point module (``MAAS_LAB_CONTRACT = "1.0"``); the
+# core loads it when the majors match and the plugin's minor is not newer than this one.
+# The rule and the changelog: docs/contract.md.
+CONTRACT = "1.0"
+
 hookspec = pluggy.HookspecMarker("maas_lab")
 hookimpl = pluggy.HookimplMarker("maas_lab")
 

@@ -1,10 +1,16 @@
 """The plugin manager: built-ins and third-party plugins, all through the ``maas_lab`` group.
 
 Entry points are loaded one at a time, and each hook implementation is called on its own, so
-a plugin that fails to import or raises in a hook is recorded (name, distribution, version,
-hook, error) and everything else keeps working. ``MAAS_LAB_LOAD_PLUGINS`` (comma-separated
+a plugin that fails to import, was written for another contract version (see
+:mod:`maas_lab.contract`) or raises in a hook is recorded (name, distribution, version, hook,
+error) and everything else keeps working. ``MAAS_LAB_LOAD_PLUGINS`` (comma-separated
 entry-point names; empty for none) chooses which entry points load, so tests and users can
 isolate themselves from whatever else is installed.
+
+When two plugins offer the same thing (a component name, or the loader, backend or exporter
+for one format), neither silently wins: the bare name or format is refused with both named,
+each stays reachable as ``plugin:name``, and ``MAAS_LAB_PREFER`` (plugin names, first wins)
+says which one the user wants. It is read on each use, so ``%env`` in a notebook works.
 """
 
 from __future__ import annotations
@@ -12,17 +18,18 @@ from __future__ import annotations
 import difflib
 import os
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 
 import pluggy
 
-from . import hookspecs
+from . import contract, hookspecs
 from .components import KINDS, Component
 from .errors import NotFoundError, UsageError
 from .hints import command
 
 GROUP = "maas_lab"
+PREFER = "MAAS_LAB_PREFER"
 HOOK_FOR_KIND = {
     "loader": "maas_loaders",
     "exporter": "maas_exporters",
@@ -53,6 +60,7 @@ class PluginInfo:
     distribution: str = ""
     version: str = ""
     hooks: list[str] = field(default_factory=list)
+    contract: str = ""  # the contract version it declares ("" when registered in-process)
 
 
 class Plugins:
@@ -65,6 +73,8 @@ class Plugins:
         self.failures: list[PluginFailure] = []
         self._components: dict[str, dict[str, Component]] | None = None
         self._conflicts: list[str] = []
+        self._ambiguous: dict[tuple[str, str], list[Component]] = {}
+        self._prefer_seen: tuple[str, ...] = ()
         if load_entry_points:
             if allow is None:
                 allow = os.environ.get("MAAS_LAB_LOAD_PLUGINS")
@@ -87,12 +97,29 @@ class Plugins:
                     PluginFailure(ep.name, dist_name, dist_version, "import", _describe(exc))
                 )
                 continue
+            # An installed plugin must say which contract it was written for.
+            why = contract.problem(contract.declared(module), ep.value, dist_name)
+            if why:
+                self.failures.append(
+                    PluginFailure(ep.name, dist_name, dist_version, "contract", why)
+                )
+                continue
             self.register(module, ep.name, dist_name, dist_version)
 
     def register(
         self, plugin: object, name: str, distribution: str = "", version: str = ""
     ) -> None:
-        """Register a plugin object or module directly (tests, notebooks, entry points)."""
+        """Register a plugin object or module directly (tests, notebooks, entry points).
+
+        One declaring ``MAAS_LAB_CONTRACT`` is checked like an installed plugin; one that
+        does not is taken as written for this core (it was written in this process)."""
+        declared = contract.declared(plugin)
+        if declared is not None:
+            where = getattr(plugin, "__name__", type(plugin).__name__)
+            why = contract.problem(declared, where, distribution)
+            if why:
+                self.failures.append(PluginFailure(name, distribution, version, "contract", why))
+                return
         if name in self.info:
             self.failures.append(
                 PluginFailure(name, distribution, version, "register", "duplicate plugin name")
@@ -104,7 +131,7 @@ class Plugins:
             self.failures.append(PluginFailure(name, distribution, version, "register", str(exc)))
             return
         hooks = sorted(c.name for c in self.pm.get_hookcallers(plugin) or [])
-        self.info[name] = PluginInfo(name, distribution, version, hooks)
+        self.info[name] = PluginInfo(name, distribution, version, hooks, declared or "")
         self._components = None
 
     def unregister(self, name: str) -> None:
@@ -114,14 +141,18 @@ class Plugins:
 
     @property
     def components(self) -> dict[str, dict[str, Component]]:
-        if self._components is None:
+        """Each kind's components by name; a name two plugins claim appears only as
+        ``plugin:name``, unless ``MAAS_LAB_PREFER`` names one of them."""
+        if self._components is None or self._prefer_seen != preferred():
+            self._prefer_seen = preferred()
             self._components = self._collect()
         return self._components
 
     def _collect(self) -> dict[str, dict[str, Component]]:
         found: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
+        clashes: dict[tuple[str, str], list[Component]] = {}
         # Failures from an earlier collection are recomputed, not accumulated.
-        self.failures = [f for f in self.failures if f.hook in ("import", "register")]
+        self.failures = [f for f in self.failures if f.hook in ("import", "contract", "register")]
         for kind, hook_name in HOOK_FOR_KIND.items():
             hook = getattr(self.pm.hook, hook_name)
             for impl in hook.get_hookimpls():  # registration order: first one wins
@@ -145,33 +176,67 @@ class Plugins:
                         )
                     )
                     continue
-                for comp in pending:
-                    other = found[kind].get(comp.name)
-                    if other is not None:
-                        self.failures.append(
-                            PluginFailure(
-                                info.name,
-                                info.distribution,
-                                info.version,
-                                hook_name,
-                                f"{kind} {comp.name!r} is already provided by plugin "
-                                f"{other.plugin!r}; this one was not registered",
-                            )
+                names = [c.name for c in pending]
+                twice = sorted({n for n in names if names.count(n) > 1})
+                if twice:
+                    self.failures.append(
+                        PluginFailure(
+                            info.name,
+                            info.distribution,
+                            info.version,
+                            hook_name,
+                            f"it registers {kind} {', '.join(map(repr, twice))} more than once",
                         )
-                        continue
+                    )
+                    continue
+                for comp in pending:
                     comp.kind, comp.plugin = kind, info.name
                     comp.distribution, comp.version = info.distribution, info.version
-                    found[kind][comp.name] = comp
-        self._conflicts = _conflicts(found)
+                    clash = clashes.get((kind, comp.name))
+                    if clash is not None:
+                        clash.append(comp)
+                    elif comp.name in found[kind]:
+                        clashes[(kind, comp.name)] = [found[kind].pop(comp.name), comp]
+                    else:
+                        found[kind][comp.name] = comp
+        self._ambiguous = {}
+        name_lines = []
+        for (kind, name), comps in clashes.items():
+            chosen = _choose(comps)
+            for comp in comps:
+                if comp is chosen:
+                    found[kind][name] = comp
+                else:
+                    qualified = f"{comp.plugin}:{name}"
+                    found[kind][qualified] = replace(comp, name=qualified)
+            if chosen is None:
+                self._ambiguous[(kind, name)] = comps
+            name_lines.append(_clash_line(f"{_kinds(kind)} named {name!r}", comps, chosen))
+        self._conflicts = name_lines + _format_conflicts(found)
         return found
 
     def get(self, kind: str, name: str) -> Component:
         if kind not in KINDS:
             raise UsageError(f"Unknown component kind {kind!r}; kinds are {', '.join(KINDS)}.")
+        found = self._named(kind, name)
+        if found is None:
+            raise NotFoundError(kind.replace("_", " "), name, list(self.components[kind]))
+        return found
+
+    def _named(self, kind: str, name: str) -> Component | None:
+        """The component ``name`` (or ``plugin:name``) of ``kind``; a name two plugins
+        claim, with no preference, is refused naming both and how to choose."""
         comps = self.components[kind]
-        if name not in comps:
-            raise NotFoundError(kind.replace("_", " "), name, list(comps))
-        return comps[name]
+        if name in comps:
+            return comps[name]
+        if (kind, name) in self._ambiguous:
+            raise UsageError(_ambiguous(kind, name, self._ambiguous[(kind, name)]))
+        plugin, sep, bare = name.partition(":")
+        if sep:
+            for comp in comps.values():
+                if comp.plugin == plugin and comp.name == bare:
+                    return comp
+        return None
 
     def for_format(self, kind: str, fmt: str) -> list[Component]:
         return [c for c in self.components[kind].values() if fmt in c.formats]
@@ -180,8 +245,9 @@ class Plugins:
         return sorted({f for c in self.components[kind].values() for f in c.formats})
 
     # Typed look-ups: the one place that says which component does a job, and the one
-    # error ("which plugins can") when none does. When several claim a format, the first
-    # registered is used and `conflicts` says so (shown by `maas plugins`).
+    # error ("which plugins can") when none does. When several claim a format, the one
+    # MAAS_LAB_PREFER names is used; without it the job is refused naming them all, and
+    # `conflicts` says so up front (shown by `maas plugins`).
 
     def loader(self, fmt: str) -> Component:
         """The loader that opens ``fmt``."""
@@ -194,9 +260,12 @@ class Plugins:
     def exporter(self, to: str, fmt: str) -> Component:
         """The exporter named ``to``, or producing format ``to``, that takes ``fmt``."""
         able = [e for e in self.components["exporter"].values() if fmt in e.formats]
-        for exp in able:
-            if to in (exp.name, exp.produces):
-                return exp
+        named = self._named("exporter", to)
+        if named is not None and fmt in named.formats:
+            return named
+        making = [e for e in able if e.produces == to]
+        if making:
+            return _pick("exporter", making, f"make {to!r} from {fmt!r}")
         takes = ", ".join(f"{e.name} (to {e.produces})" for e in able) or "none"
         raise UsageError(
             f"No exporter makes {to!r} from format {fmt!r}. Exporters that take {fmt!r}: "
@@ -208,7 +277,7 @@ class Plugins:
         comps = self.components["compressor"]
         what = f"{ref} ({fmt})" if ref else fmt
         able = ", ".join(sorted(c.name for c in comps.values() if fmt in c.formats)) or "none"
-        comp = comps.get(name)
+        comp = self._named("compressor", name)
         if comp is None:
             close = difflib.get_close_matches(name, list(comps), n=2)
             hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
@@ -248,7 +317,7 @@ class Plugins:
     def _one_for(self, kind: str, fmt: str, verb: str, known_label: str) -> Component:
         found = self.for_format(kind, fmt)
         if found:
-            return found[0]
+            return _pick(kind, found, f"claim format {fmt!r}")
         known = ", ".join(self.formats(kind)) or f"none (no {kind.replace('_', ' ')} plugins)"
         raise UsageError(
             f"No installed plugin {verb} format {fmt!r}. {known_label}: {known}. Install "
@@ -256,15 +325,70 @@ class Plugins:
         )
 
     def _failed_hint(self, hook: str) -> str:
-        failed = sorted({f.plugin for f in self.failures if f.hook in (hook, "import")})
+        failed = sorted({f.plugin for f in self.failures if f.hook in (hook, "import", "contract")})
         if not failed:
             return ""
         return f" Plugins that failed to load ({', '.join(failed)}): see `{command('plugins')}`."
 
 
-def _conflicts(found: dict[str, dict[str, Component]]) -> list[str]:
+def preferred() -> tuple[str, ...]:
+    """The plugins ``MAAS_LAB_PREFER`` names, first first: they win any clash they are in."""
+    return tuple(p.strip() for p in os.environ.get(PREFER, "").split(",") if p.strip())
+
+
+def _choose(comps: list[Component]) -> Component | None:
+    for plugin in preferred():
+        for comp in comps:
+            if comp.plugin == plugin:
+                return comp
+    return None
+
+
+def _origin(comp: Component) -> str:
+    return f"{comp.name!r} (plugin {comp.plugin}" + (
+        f", {comp.distribution} {comp.version})" if comp.distribution else ")"
+    )
+
+
+def _kinds(kind: str) -> str:
+    return kind.replace("_", " ") + "s"
+
+
+def _pick(kind: str, comps: list[Component], doing: str) -> Component:
+    """The one of ``comps`` to use for a job several claim: the only one, or the one whose
+    plugin ``MAAS_LAB_PREFER`` names; else a refusal naming all and how to choose."""
+    if len(comps) == 1:
+        return comps[0]
+    chosen = _choose(comps)
+    if chosen is not None:
+        return chosen
+    names = " and ".join(_origin(c) for c in comps)
+    raise UsageError(
+        f"{len(comps)} {_kinds(kind)} {doing}: {names}; maas_lab will not pick one for you. "
+        f"Choose with {PREFER}={comps[0].plugin} (the plugin to use), or leave the other "
+        "out with MAAS_LAB_LOAD_PLUGINS or by uninstalling it."
+    )
+
+
+def _ambiguous(kind: str, name: str, comps: list[Component]) -> str:
+    names = " and ".join(_origin(c) for c in comps)
+    which = " or ".join(f"{c.plugin}:{name}" for c in comps)
+    return (
+        f"Two plugins provide a {kind.replace('_', ' ')} named {name!r}: {names}. Name the "
+        f"one you mean ({which}), or set {PREFER}={comps[0].plugin} to prefer a plugin."
+    )
+
+
+def _clash_line(what: str, comps: list[Component], chosen: Component | None) -> str:
+    names = ", ".join(_origin(c) for c in comps)
+    if chosen is not None:
+        return f"{what}: {names}; {chosen.plugin}'s is used ({PREFER})."
+    return f"{what}: {names}; neither is used until you choose ({PREFER}=PLUGIN)."
+
+
+def _format_conflicts(found: dict[str, dict[str, Component]]) -> list[str]:
     """Where two components claim one job (a loader or backend for a format, an exporter
-    from one format to another), the first registered wins: say so rather than hide it."""
+    from one format to another), say so: using it is refused until the user chooses."""
     claims: dict[tuple[str, str], list[Component]] = {}
     for kind in ("loader", "serving_backend"):
         for comp in found[kind].values():
@@ -273,15 +397,11 @@ def _conflicts(found: dict[str, dict[str, Component]]) -> list[str]:
     for comp in found["exporter"].values():
         for fmt in comp.formats:
             claims.setdefault(("exporter", f"{fmt} to {comp.produces}"), []).append(comp)
-    lines = []
-    for (kind, what), comps in claims.items():
-        if len(comps) > 1:
-            names = ", ".join(f"{c.name!r} (plugin {c.plugin})" for c in comps)
-            lines.append(
-                f"{kind.replace('_', ' ')}s for {what}: {names}; the first is used. "
-                "Uninstall or disable one (MAAS_LAB_LOAD_PLUGINS) to choose."
-            )
-    return lines
+    return [
+        _clash_line(f"{_kinds(kind)} for {what}", comps, _choose(comps))
+        for (kind, what), comps in claims.items()
+        if len(comps) > 1
+    ]
 
 
 def _describe(exc: BaseException) -> str:
@@ -289,6 +409,36 @@ def _describe(exc: BaseException) -> str:
     tb = traceback.extract_tb(exc.__traceback__)
     where = f" (at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno})" if tb else ""
     return f"{type(exc).__name__}: {exc}{where}"
+
+
+def rescan_site_packages() -> list[str]:
+    """Put on ``sys.path`` the folders that ``.pth`` files installed since start-up name (an
+    editable ``pip install -e`` of a plugin, run in a live kernel), and forget cached
+    package metadata, so a fresh :class:`Plugins` finds what was installed. Only plain path
+    lines are read: a ``.pth`` line that runs code ran at start-up and does not run again."""
+    import importlib
+    import site
+    import sys
+    from pathlib import Path
+
+    added = []
+    dirs = [*site.getsitepackages(), site.getusersitepackages()]
+    for sitedir in dirs:
+        for pth in sorted(Path(sitedir).glob("*.pth")) if os.path.isdir(sitedir) else []:
+            try:
+                lines = pth.read_text().splitlines()
+            except OSError:
+                continue
+            for line in lines:
+                line = line.strip()
+                if not line or line.startswith(("#", "import ", "import\t")):
+                    continue
+                folder = os.path.join(sitedir, line) if not os.path.isabs(line) else line
+                if os.path.isdir(folder) and folder not in sys.path:
+                    sys.path.append(folder)
+                    added.append(folder)
+    importlib.invalidate_caches()
+    return added
 
 
 _plugins: Plugins | None = None

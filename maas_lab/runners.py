@@ -21,7 +21,7 @@ def start_runner(checkout, given: dict | None = None):
     backend = get_plugins().backend(checkout.format)
     known = {p.name for p in backend.params}
     chosen = {k: v for k, v in (given or {}).items() if k in known}
-    return backend.run(checkout, backend.options(chosen))
+    return backend.call(f"starting {checkout.ref}", checkout, backend.options(chosen))
 
 
 def data_runner(checkout, dataset=None):
@@ -94,4 +94,4 @@ def infer_signature(source, inputs: list[dict]) -> dict:
 def load(checkout, options: dict | None = None):
     """A version as the object its loader plugin makes of it (a torch module, a session)."""
     loader = get_plugins().loader(checkout.format)
-    return loader.run(checkout, loader.options(options or {}))
+    return loader.call(f"opening {checkout.ref}", checkout, loader.options(options or {}))

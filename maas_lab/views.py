@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from .figures import cpu_text
+from .hookspecs import CONTRACT
 from .results import Collapsible, Report, Table, human_size, kv_table
 
 
@@ -122,6 +123,7 @@ def plugins_table(pl) -> Table:
                 "plugin": info.name,
                 "distribution": info.distribution,
                 "version": info.version,
+                "contract": info.contract,
                 "hooks": ", ".join(info.hooks),
                 "provides": ", ".join(provided),
                 "status": "ok",
@@ -133,15 +135,21 @@ def plugins_table(pl) -> Table:
                 "plugin": f.plugin,
                 "distribution": f.distribution,
                 "version": f.version,
-                "hooks": f.hook,
+                "contract": "",
+                "hooks": "" if f.hook in ("import", "contract") else f.hook,
                 "provides": "",
-                "status": f"FAILED: {f.error}",
+                "status": (
+                    f"REFUSED: {f.error}"
+                    if f.hook == "contract"
+                    else f"FAILED in {f.hook}: {f.error}"
+                ),
             }
         )
     failed = len(pl.failures)
     return Table(
         rows,
-        ["plugin", "distribution", "version", "hooks", "provides", "status"],
-        title=f"{len(pl.info)} plugin(s) loaded" + (f", {failed} problem(s)" if failed else ""),
+        ["plugin", "distribution", "version", "contract", "hooks", "provides", "status"],
+        title=f"{len(pl.info)} plugin(s) loaded (this core: contract {CONTRACT})"
+        + (f", {failed} problem(s)" if failed else ""),
         note="; ".join(pl.conflicts),
     )

@@ -109,3 +109,10 @@ def test_every_lab_route_is_documented():
         if method in vars(handler)
     }
     assert set(headings("lab.md")) == answered
+
+
+def test_the_contract_changelog_starts_with_the_version_the_core_checks():
+    text = (DOCS / "contract.md").read_text()
+    versions = re.findall(r"^### (\d+\.\d+) ", text, re.MULTILINE)
+    assert versions and versions[0] == hookspecs.CONTRACT
+    assert f'MAAS_LAB_CONTRACT = "{hookspecs.CONTRACT}"' in text

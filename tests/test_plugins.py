@@ -10,6 +10,7 @@ import pytest
 from maas_lab import Component, api, hookimpl
 from maas_lab.errors import NotFoundError, UsageError
 from maas_lab.plugins import Plugins, set_plugins
+from maas_lab.views import plugins_table
 
 
 def test_builtins_load_through_entry_points(maas_plugins):
@@ -69,10 +70,104 @@ def test_cli_lists_plugins_and_failures(hello_plugin_path):
         env=env,
         check=True,
     ).stdout
-    assert "hello" in out and "maas-lab-hello  0.3.1" in out
-    assert "FAILED: ModuleNotFoundError" in out
-    assert "FAILED: RuntimeError: exporter table is corrupt" in out
+    assert "hello" in out and "maas-lab-hello  0.3.1    1.0" in out
+    assert "this core: contract 1.0" in out
+    assert "FAILED in import: ModuleNotFoundError" in out
+    assert "FAILED in maas_exporters: RuntimeError: exporter table is corrupt" in out
+    assert "REFUSED: it was written for plugin contract 0.4" in out
     assert "loader:torch-factory" in out
+
+
+@pytest.mark.parametrize(
+    "entry, expected",
+    [
+        (
+            "hello_old_major",
+            "it was written for plugin contract 0.4; this maas-lab implements 1.0, which "
+            "changed what 0.x plugins rely on (docs/contract.md): upgrade maas-lab-hello to a "
+            "release written for contract 1.x",
+        ),
+        (
+            "hello_newer_minor",
+            "it was written for plugin contract 1.9, newer than this maas-lab's 1.0: upgrade "
+            "maas-lab (pip install -U maas-lab), or install a release of maas-lab-hello "
+            "written for contract 1.x",
+        ),
+        (
+            "hello_undeclared",
+            'it declares no plugin contract version; add MAAS_LAB_CONTRACT = "1.0" to '
+            "maas_lab_hello.contracts:undeclared",
+        ),
+    ],
+)
+def test_plugins_written_for_another_contract_are_refused_naming_both(
+    hello_installed, monkeypatch, entry, expected
+):
+    monkeypatch.setenv("MAAS_LAB_LOAD_PLUGINS", f"hello,{entry}")
+    plugins = Plugins()
+    assert set(plugins.info) == {"hello"}  # refused: nothing of it is registered
+    (refused,) = plugins.failures
+    assert (refused.plugin, refused.hook) == (entry, "contract")
+    assert (refused.distribution, refused.version) == ("maas-lab-hello", "0.3.1")
+    assert expected in refused.error
+    assert "evaluator" not in str(plugins.components["evaluator"])  # its hook never ran
+    rows = {r["plugin"]: r for r in plugins_table(plugins)}
+    assert rows[entry]["status"] == f"REFUSED: {refused.error}"
+    assert rows["hello"]["contract"] == "1.0"
+
+
+def test_contract_rule_accepts_older_minors_of_the_same_major(monkeypatch):
+    from maas_lab import contract
+
+    monkeypatch.setattr(contract, "CONTRACT", "1.3")
+    assert contract.problem("1.0", "m") is None
+    assert contract.problem("1.3", "m") is None
+    assert "newer than this maas-lab's 1.3" in contract.problem("1.4", "m")
+    assert "newer" in contract.problem("2.0", "m")
+    assert "changed what 0.x plugins rely on" in contract.problem("0.9", "m")
+    assert "not MAJOR.MINOR" in contract.problem("1", "m")
+    assert "not MAJOR.MINOR" in contract.problem("v1.0", "m")
+
+
+def test_a_plugin_registered_in_process_is_checked_when_it_declares_a_contract():
+    class Future:
+        MAAS_LAB_CONTRACT = "7.0"
+
+        @hookimpl
+        def maas_evaluators(self, register):
+            register(Component(name="future", description="x", run=lambda s, c: []))
+
+    plugins = Plugins(load_entry_points=False)
+    plugins.register(Future(), "future", "maas-future", "2.0")
+    assert plugins.info == {}
+    assert "written for plugin contract 7.0" in plugins.failures[0].error
+
+
+def test_a_plugin_failing_at_work_is_named_with_its_distribution_and_changes_nothing(
+    hello_installed, maas_home, tiny_torch_model, monkeypatch
+):
+    from maas_lab.errors import PluginError
+    from maas_lab.testing import registry_snapshot
+
+    monkeypatch.setenv("MAAS_LAB_LOAD_PLUGINS", "torch,eval,hello_crashes")
+    old = set_plugins(Plugins())
+    try:
+        api.register(
+            "tiny",
+            from_torch=tiny_torch_model["factory"],
+            config=tiny_torch_model["config"],
+            weights=tiny_torch_model["weights"],
+        )
+        before = registry_snapshot(maas_home)
+        with pytest.raises(PluginError) as caught:
+            api.compress("tiny@1", "explode")
+        assert str(caught.value) == (
+            "The compressor 'explode' (plugin hello_crashes, maas-lab-hello 0.3.1) failed on "
+            "tiny@1: RuntimeError: the tensor cores caught fire"
+        )
+        assert registry_snapshot(maas_home) == before
+    finally:
+        set_plugins(old)
 
 
 def test_allow_list_chooses_which_plugins_load(hello_installed, monkeypatch):
@@ -84,7 +179,9 @@ def test_allow_list_chooses_which_plugins_load(hello_installed, monkeypatch):
     assert Plugins().info == {}
 
 
-def test_duplicate_component_names_are_reported_not_renamed():
+def test_two_plugins_with_one_component_name_neither_wins_and_the_user_chooses(
+    monkeypatch,
+):
     class First:
         @hookimpl
         def maas_compressors(self, register):
@@ -95,13 +192,87 @@ def test_duplicate_component_names_are_reported_not_renamed():
         def maas_compressors(self, register):
             register(Component(name="prune", description="second", run=lambda c, o: None))
 
+    monkeypatch.delenv("MAAS_LAB_PREFER", raising=False)
     plugins = Plugins(load_entry_points=False)
-    plugins.register(First(), "first")
-    plugins.register(Second(), "second")
-    assert plugins.get("compressor", "prune").description == "first"
-    (failure,) = plugins.failures
-    assert failure.plugin == "second"
-    assert "already provided by plugin 'first'" in failure.error
+    plugins.register(First(), "first", "maas-first", "1.0")
+    plugins.register(Second(), "second", "maas-second", "2.1")
+    with pytest.raises(UsageError) as caught:
+        plugins.get("compressor", "prune")
+    assert str(caught.value) == (
+        "Two plugins provide a compressor named 'prune': 'prune' (plugin first, maas-first "
+        "1.0) and 'prune' (plugin second, maas-second 2.1). Name the one you mean "
+        "(first:prune or second:prune), or set MAAS_LAB_PREFER=first to prefer a plugin."
+    )
+    with pytest.raises(UsageError, match="Two plugins provide a compressor named 'prune'"):
+        plugins.compressor("prune", "torch")
+    # Each stays reachable by its qualified name; listings show both, distinctly.
+    assert plugins.get("compressor", "second:prune").description == "second"
+    assert plugins.get("compressor", "first:prune").description == "first"
+    assert sorted(plugins.components["compressor"]) == ["first:prune", "second:prune"]
+    assert plugins.failures == []
+    (line,) = plugins.conflicts
+    assert "compressors named 'prune'" in line and "neither is used until you choose" in line
+    # The user's preference, read on each use, settles it.
+    monkeypatch.setenv("MAAS_LAB_PREFER", "second")
+    assert plugins.get("compressor", "prune").description == "second"
+    assert plugins.get("compressor", "first:prune").description == "first"
+    assert "second's is used (MAAS_LAB_PREFER)" in plugins.conflicts[0]
+    # A qualified name works without any clash too.
+    assert Plugins().get("compressor", "onnx:ort-int8").name == "ort-int8"
+
+
+def test_a_plugin_registering_one_name_twice_is_refused():
+    class Twice:
+        @hookimpl
+        def maas_evaluators(self, register):
+            for _ in range(2):
+                register(Component(name="echo", description="x", run=lambda s, c: []))
+
+    plugins = Plugins(load_entry_points=False)
+    plugins.register(Twice(), "twice")
+    assert plugins.components["evaluator"] == {}
+    assert "registers evaluator 'echo' more than once" in plugins.failures[0].error
+
+
+def test_invalid_parameter_schemas_are_refused_at_load_naming_the_field():
+    from maas_lab import Param
+
+    bad = {
+        "bad-type": lambda: (Param("level", "integer", 1),),
+        "bad-default": lambda: (Param("level", "int", "high"),),
+        "bad-choice-default": lambda: (Param("mode", "str", "x", choices=("a", "b")),),
+        "bad-choices": lambda: (Param("bits", "int", 8, choices=("8", "4")),),
+        "bad-name": lambda: (Param("max drop", "float", 0.1),),
+        "not-a-param": lambda: ({"name": "level"},),
+        "bad-flag": lambda: (Param("level", "int", 1, required="yes"),),
+    }
+
+    expected = [
+        "Param 'level': type must be one of",
+        "component 'bad-default', parameter 'level': default 'high' is refused: level "
+        "expects an int, got 'high'.",
+        "component 'bad-choice-default', parameter 'mode': default 'x' is refused: mode "
+        "must be one of a, b; got 'x'.",
+        "component 'bad-choices', parameter 'bits': choice '8' is not of type int",
+        "component 'bad-name': parameter name 'max drop' must be an identifier",
+        "component 'not-a-param': params must be Param(...) objects",
+        "component 'bad-flag', parameter 'level': required must be True or False",
+    ]
+    for i, (name, make) in enumerate(bad.items()):
+        plugins = Plugins(load_entry_points=False)
+        only = dict([(name, make)])
+
+        class One:
+            @hookimpl
+            def maas_compressors(self, register, _only=only):
+                for n, params in _only.items():
+                    register(Component(name=n, description="x", run=print, params=params()))
+
+        plugins.register(One(), "schemas")
+        assert plugins.components["compressor"] == {}, name
+        (failure,) = plugins.failures
+        assert failure.hook == "maas_compressors"
+        assert expected[i] in failure.error, (name, failure.error)
 
 
 def test_invalid_component_and_fewer_hook_arguments():
@@ -141,10 +312,13 @@ def _plugin(hook: str, *components):
     return One()
 
 
-def test_two_plugins_claiming_one_format_are_reported_and_the_first_is_used(maas_home):
+def test_two_plugins_claiming_one_format_are_both_named_until_the_user_chooses(
+    maas_home, monkeypatch
+):
     def run(checkout, options):
         return None
 
+    monkeypatch.delenv("MAAS_LAB_PREFER", raising=False)
     plugins = Plugins(load_entry_points=False)
     plugins.register(
         _plugin("maas_loaders", Component("tables", "first", run, formats=("table",))), "one"
@@ -152,13 +326,22 @@ def test_two_plugins_claiming_one_format_are_reported_and_the_first_is_used(maas
     plugins.register(
         _plugin("maas_loaders", Component("tables2", "second", run, formats=("table",))), "two"
     )
-    assert plugins.loader("table").name == "tables"
+    with pytest.raises(UsageError) as caught:
+        plugins.loader("table")
+    assert str(caught.value) == (
+        "2 loaders claim format 'table': 'tables' (plugin one) and 'tables2' (plugin two); "
+        "maas_lab will not pick one for you. Choose with MAAS_LAB_PREFER=one (the plugin to "
+        "use), or leave the other out with MAAS_LAB_LOAD_PLUGINS or by uninstalling it."
+    )
     (conflict,) = plugins.conflicts
     assert "loaders for table: 'tables' (plugin one), 'tables2' (plugin two)" in conflict
-    assert "the first is used" in conflict
+    assert "neither is used until you choose" in conflict
     old = set_plugins(plugins)
     try:
         assert conflict in api.plugins().note
+        monkeypatch.setenv("MAAS_LAB_PREFER", "two")
+        assert plugins.loader("table").name == "tables2"
+        assert "two's is used" in api.plugins().note
     finally:
         set_plugins(old)
 

@@ -148,7 +148,9 @@ def launch(
         jobs.write_json(folder / "job.json", spec)
         if code is not None:
             (folder / "cell.py").write_text(code)
-        plan = comp.run(["-m", "maas_lab.launching.rank", str(folder)], opts)
+        plan = comp.call(
+            f"launching job {job_id}", ["-m", "maas_lab.launching.rank", str(folder)], opts
+        )
         jobs.write_json(folder / "launch.json", {"env": plan.env, "notes": plan.notes})
         jobs.update(reg.db, job_id, command=plan.argv, world_size=plan.world_size)
         env = {k: v for k, v in os.environ.items() if k != jobs.ENV_DIR}

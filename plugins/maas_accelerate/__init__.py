@@ -33,6 +33,9 @@ from maas_lab.components import Launch
 from maas_lab.errors import BackendUnavailable, UsageError
 from maas_lab.hints import option
 
+# The plugin contract this plugin was written for (docs/contract.md).
+MAAS_LAB_CONTRACT = "1.0"
+
 __version__ = "0.1.0"
 
 PARAMS = (

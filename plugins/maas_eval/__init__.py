@@ -22,6 +22,9 @@ from maas_lab.datasets import Dataset
 from maas_lab.evaluation import cosines, main_output
 from maas_lab.hints import option
 
+# The plugin contract this plugin was written for (docs/contract.md).
+MAAS_LAB_CONTRACT = "1.0"
+
 __version__ = "0.1.0"
 BATCH_ROWS = 256
 

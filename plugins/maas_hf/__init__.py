@@ -20,6 +20,9 @@ from maas_lab import Component, Param, hookimpl
 from .loaders import HFModel as HFModel
 from .loaders import load_hf_folder, validate_hf_folder
 
+# The plugin contract this plugin was written for (docs/contract.md).
+MAAS_LAB_CONTRACT = "1.0"
+
 __version__ = "0.1.0"
 
 

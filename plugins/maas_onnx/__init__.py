@@ -19,6 +19,9 @@ from maas_lab.errors import BackendUnavailable
 
 from .loaders import load_onnx, validate_onnx
 
+# The plugin contract this plugin was written for (docs/contract.md).
+MAAS_LAB_CONTRACT = "1.0"
+
 __version__ = "0.1.0"
 
 

@@ -44,6 +44,9 @@ from .loaders import build as build
 from .loaders import model_file as model_file
 from .loaders import resolve_factory as resolve_factory
 
+# The plugin contract this plugin was written for (docs/contract.md).
+MAAS_LAB_CONTRACT = "1.0"
+
 __version__ = "0.1.0"
 
 

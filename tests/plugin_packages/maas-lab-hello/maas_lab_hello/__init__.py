@@ -7,6 +7,9 @@ import sys
 from maas_lab import Component, Param, hookimpl
 from maas_lab.errors import UsageError
 
+# The plugin contract this plugin was written for (docs/contract.md).
+MAAS_LAB_CONTRACT = "1.0"
+
 
 class WordTable:
     def __init__(self, table, default):

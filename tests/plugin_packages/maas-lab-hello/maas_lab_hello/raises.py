@@ -2,6 +2,9 @@
 
 from maas_lab import hookimpl
 
+# The plugin contract this plugin was written for (docs/contract.md).
+MAAS_LAB_CONTRACT = "1.0"
+
 
 @hookimpl
 def maas_exporters(register):

@@ -529,20 +529,21 @@ def plugin_new(name: str, kind: str, into: str | os.PathLike = ".") -> Report:
     from .scaffold import new_plugin
 
     made = new_plugin(name, kind, into)
-    files = Table(
-        [{"file": f} for f in made["files"]], ["file"], title=f"{len(made['files'])} file(s)"
-    )
+    files = Table([{"file": f} for f in made["files"]], ["file"])
+    path = made["path"]
+    if not os.path.isabs(path) and not path.startswith("."):
+        path = os.path.join(".", path)  # pip takes ./x as a folder, x as a package name
     pip = "%pip" if (typed() or "").startswith("%") else "pip"
     steps = "\n".join(
         [
-            f"{pip} install -e {made['path']}",
+            f"{pip} install -e {path}",
             f"{command('plugins', reload=True)}    # lists {made['distribution']}",
-            f"cd {made['path']} && pytest",
+            f"cd {path} && pytest",
         ]
     )
     return Report(
-        f"New {made['kind']} plugin {made['distribution']} ({made['component']!r})",
-        [("Files", files), ("Next", steps)],
+        f"New plugin package {made['distribution']}: the {made['kind']} {made['component']!r}",
+        [(f"Written to {path}", files), ("Next", steps)],
         data=made,
     )
 

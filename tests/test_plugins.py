@@ -362,3 +362,78 @@ def test_typed_lookups_say_which_plugins_can(maas_plugins):
         maas_plugins.compressor("ort-int8", "torch", "m@1")
     with pytest.raises(NotFoundError, match="Did you mean 'accelerate'"):
         maas_plugins.launcher("acelerate")
+
+
+def test_plugins_reload_finds_a_package_installed_editable_in_a_live_process(tmp_path, monkeypatch):
+    """What `pip install -e` leaves in site-packages (a .pth naming the source folder, and a
+    dist-info with the entry point) is found by `plugins --reload` without a restart."""
+    import site
+
+    source = tmp_path / "src"
+    (source / "maas_lab_reloaded").mkdir(parents=True)
+    (source / "maas_lab_reloaded" / "__init__.py").write_text(
+        "from maas_lab import Component, hookimpl\n"
+        'MAAS_LAB_CONTRACT = "1.0"\n\n\n'
+        "@hookimpl\n"
+        "def maas_evaluators(register):\n"
+        '    register(Component(name="rows", description="rows", run=lambda s, c: []))\n'
+    )
+    sitedir = tmp_path / "site-packages"
+    dist = sitedir / "maas_lab_reloaded-0.2.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: maas-lab-reloaded\nVersion: 0.2.0\n"
+    )
+    (dist / "entry_points.txt").write_text("[maas_lab]\nreloaded = maas_lab_reloaded\n")
+    (sitedir / "_maas_lab_reloaded.pth").write_text(f"# editable\n{source}\n")
+    (sitedir / "runs-code.pth").write_text("import sys; sys.exit('a .pth line ran again')\n")
+    monkeypatch.syspath_prepend(str(sitedir))  # site-packages is on sys.path from start-up
+    monkeypatch.setattr(site, "getsitepackages", lambda: [str(sitedir)])
+    monkeypatch.setattr(site, "getusersitepackages", lambda: str(tmp_path / "none"))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delenv("MAAS_LAB_LOAD_PLUGINS", raising=False)
+    old = set_plugins(Plugins())
+    try:
+        # Without a reload the entry point may be seen, but its module is not importable.
+        rows = {r["plugin"]: r for r in api.plugins()}
+        assert rows.get("reloaded", {"status": "absent"})["status"] != "ok"
+        rows = {r["plugin"]: r for r in api.plugins(reload=True)}
+        assert rows["reloaded"]["status"] == "ok"
+        assert rows["reloaded"]["distribution"] == "maas-lab-reloaded"
+        assert rows["reloaded"]["contract"] == "1.0"
+        assert rows["reloaded"]["provides"] == "evaluator:rows"
+        assert str(source) in sys.path
+    finally:
+        set_plugins(old)
+        sys.modules.pop("maas_lab_reloaded", None)
+
+
+def test_plugin_new_from_the_cli_writes_a_package_or_refuses_writing_nothing(tmp_path):
+    def maas(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "maas_lab.cli", *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+
+    made = maas("plugin", "new", "maas-lab-half", "--kind", "compressor", "--into", "pkgs")
+    assert made.returncode == 1 and "Usage error: 'pkgs' is not a folder" in made.stderr
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "pkgs").mkdir()
+    made = maas("plugin", "new", "maas-lab-half", "--kind", "compressor", "--into", "pkgs")
+    assert made.returncode == 0, made.stderr
+    package = tmp_path / "pkgs" / "maas-lab-half"
+    assert made.stdout.startswith("New plugin package maas-lab-half: the compressor 'half'")
+    assert "pip install -e ./pkgs/maas-lab-half\nmaas plugins --reload" in made.stdout
+    pyproject = (package / "pyproject.toml").read_text()
+    assert 'half = "maas_lab_half"' in pyproject
+    assert 'MAAS_LAB_CONTRACT = "1.0"' in (package / "maas_lab_half" / "__init__.py").read_text()
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    again = maas("plugin", "new", "maas-lab-half", "--kind", "loader", "--into", "pkgs")
+    assert again.returncode == 1 and "already exists" in again.stderr
+    bad = maas("plugin", "new", "maas rows!", "--kind", "loader", "--into", "pkgs")
+    assert bad.returncode == 1 and "is not a valid package name" in bad.stderr
+    kind = maas("plugin", "new", "maas-x", "--kind", "quantum", "--into", "pkgs")
+    assert kind.returncode == 2 and "'quantum' is not one of" in kind.stderr
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

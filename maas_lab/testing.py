@@ -4,8 +4,17 @@ is automatic: it is registered through the ``pytest11`` entry point).
 - ``maas_home``: a fresh registry folder, set as ``MAAS_LAB_HOME`` for the test;
 - ``maas_plugins``: a fresh plugin set for the test (register test plugins on it);
 - ``tiny_torch_model``: a small MLP with its weights saved as safetensors;
+- ``tiny_torch_version``: that MLP registered in ``maas_home`` as ``tiny@1`` (format torch,
+  task classification, input ``input`` float32 ``[batch, 8]``, 3 outputs); its reference;
+- ``tiny_onnx_version``: ``tiny@1`` exported to ONNX by the built-in exporter: ``tiny@2``;
+- ``tiny_classifier``: the same MLP trained (in about a second) on seeded, overlapping
+  Gaussian blobs, registered as ``blobs@1``: ``{"ref", "data", "model"}``, where ``data``
+  is the dataset as an ``.npz`` file (x, y) to pass as ``data=`` (accuracy, calibration...);
 - ``maas_shell``: an IPython shell with ``%load_ext maas_lab`` done;
 - ``registry_snapshot(root)``: everything on disk, to prove a refused call changed nothing.
+
+The registered versions are what plugin authors' tests start from: a compressor, exporter
+or evaluator is tested on a real version through ``maas_lab.api``, as a user runs it.
 """
 
 from __future__ import annotations
@@ -82,6 +91,77 @@ def tiny_torch_model(tmp_path):
     weights = tmp_path / "tiny.safetensors"
     save_file(model.state_dict(), str(weights))
     return {"model": model, "factory": "maas_lab.zoo:mlp", "config": config, "weights": weights}
+
+
+@pytest.fixture
+def tiny_torch_version(maas_home, tiny_torch_model) -> str:
+    from . import api
+
+    report = api.register(
+        "tiny",
+        from_torch=tiny_torch_model["factory"],
+        config=tiny_torch_model["config"],
+        weights=tiny_torch_model["weights"],
+        task="classification",
+        inputs=["input:float32:batch,8"],
+    )
+    return report["ref"]
+
+
+@pytest.fixture
+def tiny_onnx_version(tiny_torch_version) -> str:
+    pytest.importorskip("onnxruntime")
+    from . import api
+
+    return api.export(tiny_torch_version, "onnx")["ref"]
+
+
+def blobs(rows: int = 600, seed: int = 0):
+    """Three overlapping Gaussian blobs in 8 dimensions: ``(x float32, y int64)``. Separable
+    enough to learn in a second, not so far apart that a model can be sure of every row."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0.0, 1.0, (3, 8))
+    y = np.arange(rows) % 3
+    x = centres[y] + rng.normal(0.0, 1.0, (rows, 8))
+    return x.astype(np.float32), y.astype(np.int64)
+
+
+@pytest.fixture
+def tiny_classifier(maas_home, tmp_path) -> dict:
+    torch = pytest.importorskip("torch")
+    import numpy as np
+    from safetensors.torch import save_file
+
+    from . import api, datasets
+    from .zoo import mlp
+
+    x, y = blobs()
+    data = tmp_path / "blobs.npz"
+    np.savez(data, x=x, y=y)
+    train = datasets.load(str(data)).split("train")  # the test rows stay unseen
+    torch.manual_seed(0)
+    config = {"in_features": 8, "hidden": 16, "out_features": 3}
+    model = mlp(**config)
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    xt, yt = torch.from_numpy(train.x), torch.from_numpy(train.y)
+    for _ in range(150):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(xt), yt).backward()
+        opt.step()
+    model.eval()
+    weights = tmp_path / "blobs.safetensors"
+    save_file(model.state_dict(), str(weights))
+    report = api.register(
+        "blobs",
+        from_torch="maas_lab.zoo:mlp",
+        config=config,
+        weights=weights,
+        task="classification",
+        inputs=["input:float32:batch,8"],
+    )
+    return {"ref": report["ref"], "data": str(data), "model": model}
 
 
 @pytest.fixture

@@ -435,5 +435,5 @@ def test_plugin_new_from_the_cli_writes_a_package_or_refuses_writing_nothing(tmp
     bad = maas("plugin", "new", "maas rows!", "--kind", "loader", "--into", "pkgs")
     assert bad.returncode == 1 and "is not a valid package name" in bad.stderr
     kind = maas("plugin", "new", "maas-x", "--kind", "quantum", "--into", "pkgs")
-    assert kind.returncode == 2 and "'quantum' is not one of" in kind.stderr
+    assert kind.returncode == 1 and "'quantum' is not one of 'loader', 'exporter'" in kind.stderr
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

@@ -38,7 +38,7 @@ COMPONENTS = {
     "loader": "sklearn-linear",
     "evaluator": "calibration",
 }
-READY = ("compressor",)
+READY = ("compressor", "exporter")
 slow = pytest.mark.slow
 
 

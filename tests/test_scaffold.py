@@ -38,7 +38,7 @@ COMPONENTS = {
     "loader": "sklearn-linear",
     "evaluator": "calibration",
 }
-READY = ("compressor", "exporter")
+READY = ("compressor", "exporter", "loader")
 slow = pytest.mark.slow
 
 

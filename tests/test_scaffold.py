@@ -38,7 +38,7 @@ COMPONENTS = {
     "loader": "sklearn-linear",
     "evaluator": "calibration",
 }
-READY = ("compressor", "exporter", "loader")
+READY = ("compressor", "exporter", "loader", "serving-backend")
 slow = pytest.mark.slow
 
 

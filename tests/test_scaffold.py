@@ -38,7 +38,7 @@ COMPONENTS = {
     "loader": "sklearn-linear",
     "evaluator": "calibration",
 }
-READY = ("compressor", "exporter", "loader", "serving-backend")
+READY = ("compressor", "exporter", "loader", "serving-backend", "launcher")
 slow = pytest.mark.slow
 
 

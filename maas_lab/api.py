@@ -509,11 +509,13 @@ def reporting_to(callback):
 def plugins(reload: bool = False) -> Table:
     """The loaded plugins (distribution, version, the contract version each was written
     for), what each provides, and plugins that failed, were refused or clash. ``reload``
-    finds the installed plugins again, for a ``pip install`` done in a running kernel."""
+    finds the installed plugins again and imports third-party ones anew, for a ``pip
+    install`` (or an edit of an editable install) done in a running kernel."""
     if reload:
-        from .plugins import Plugins, rescan_site_packages, set_plugins
+        from .plugins import Plugins, forget_plugin_modules, rescan_site_packages, set_plugins
 
         rescan_site_packages()
+        forget_plugin_modules()
         set_plugins(Plugins())
     return plugins_table(get_plugins())
 

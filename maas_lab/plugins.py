@@ -441,6 +441,24 @@ def rescan_site_packages() -> list[str]:
     return added
 
 
+def forget_plugin_modules() -> list[str]:
+    """Drop third-party plugin modules from ``sys.modules`` so the next load imports them
+    again: after an author edits and reinstalls a plugin in a live kernel, a reload must
+    run the new code, not the module imported before. maas_lab's own plugins stay."""
+    import sys
+
+    tops = set()
+    for ep in entry_points(group=GROUP):
+        dist = getattr(ep, "dist", None)
+        if dist is not None and dist.metadata["Name"] == "maas-lab":
+            continue
+        tops.add(ep.value.split(":")[0].strip().split(".")[0])
+    dropped = [m for m in sys.modules if m.split(".")[0] in tops]
+    for name in dropped:
+        del sys.modules[name]
+    return dropped
+
+
 _plugins: Plugins | None = None
 
 

@@ -114,6 +114,7 @@ def register_derived(
         "operation": operation,
         "plugin": component.plugin,
         "plugin_version": component.version,
+        "plugin_distribution": component.distribution,
         "params": params,
     }
     bar = byte_bar(total, f"storing {parent['name']}")

@@ -131,6 +131,7 @@ def assert_made_by_fp16(ref: str, parent: str) -> dict:
     (edge,) = new["parents"]
     assert (edge["ref"], edge["operation"]) == (parent, "compress")
     assert (edge["plugin"], edge["plugin_version"]) == ("fp16", "0.1.0")
+    assert edge["plugin_distribution"] == "maas-fp16"
     assert edge["params"]["compressor"] == "fp16"
     assert edge["params"]["report"]["precision"] == "float16"
     return new

@@ -403,6 +403,12 @@ def test_plugins_reload_finds_a_package_installed_editable_in_a_live_process(tmp
         assert rows["reloaded"]["contract"] == "1.0"
         assert rows["reloaded"]["provides"] == "evaluator:rows"
         assert str(source) in sys.path
+        # An edit to the installed source is what the next reload runs.
+        init = source / "maas_lab_reloaded" / "__init__.py"
+        init.write_text(init.read_text().replace('name="rows"', 'name="row-count"'))
+        rows = {r["plugin"]: r for r in api.plugins(reload=True)}
+        assert rows["reloaded"]["provides"] == "evaluator:row-count"
+        assert "torch" in rows  # the built-ins are still there
     finally:
         set_plugins(old)
         sys.modules.pop("maas_lab_reloaded", None)

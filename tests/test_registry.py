@@ -251,10 +251,11 @@ def test_tables_are_plain_and_migrations_run_once(maas_home, mlp):
         "m004_servers",
         "m005_jobs",
         "m006_trusted_code",
+        "m007_lineage_distribution",
     ]
     api.close_all()
     api.list_models()  # reopen: nothing pending, nothing applied twice
-    assert db["_sqlite_migrations"].count == 6
+    assert db["_sqlite_migrations"].count == 7
     conn = sqlite3.connect(maas_home / "registry.db")
     assert conn.execute("pragma journal_mode").fetchone()[0] == "wal"
 

@@ -356,3 +356,11 @@ def m006_trusted_code(db: sqlite_utils.Database) -> None:
                 "insert or ignore into trusted_code values (?, ?, ?, ?)",
                 [ref, "migration", now(), "named by a version registered before m006"],
             )
+
+
+@migrations()
+def m007_lineage_distribution(db: sqlite_utils.Database) -> None:
+    """The distribution that provided a derived version's plugin (``maas-fp16``): the
+    plugin's entry-point name alone does not say which package to install to redo the
+    step, once third parties write plugins. Older edges stay without one."""
+    db.execute("alter table lineage add column plugin_distribution text")

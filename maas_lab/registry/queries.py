@@ -64,7 +64,7 @@ def describe(reg: Registry, ref: str) -> dict:
             dict(r, params=json.loads(r["params"]))
             for r in q(
                 """select m.name || '@' || v.number as ref, l.operation, l.plugin,
-                          l.plugin_version, l.params
+                          l.plugin_version, l.plugin_distribution, l.params
                      from lineage l left join versions v on v.id = l.parent_id
                      left join models m on m.id = v.model_id
                     where l.child_id = ? order by l.id""",

@@ -271,6 +271,7 @@ class Registry:
                             "operation": edge["operation"],
                             "plugin": edge.get("plugin"),
                             "plugin_version": edge.get("plugin_version"),
+                            "plugin_distribution": edge.get("plugin_distribution"),
                             "params": json.dumps(edge.get("params") or {}, sort_keys=True),
                             "created_at": now(),
                         }

@@ -200,15 +200,27 @@ def _check_module_is_free(name: str, module: str) -> None:
             f"{name!r} gives the module name {module!r}, which would shadow Python's standard "
             f"library module; choose another name, e.g. maas-{module}."
         )
-    import importlib.util
     from importlib.metadata import entry_points
 
     plugin_modules = {ep.value.split(":")[0].split(".")[0] for ep in entry_points(group="maas_lab")}
-    if module not in plugin_modules and importlib.util.find_spec(module) is not None:
+    if module not in plugin_modules and _importable(module):
         raise UsageError(
             f"{name!r} gives the module name {module!r}, which is already installed here and "
             f"would be shadowed; choose another name, e.g. maas-{module.replace('_', '-')}."
         )
+
+
+def _importable(module: str) -> bool:
+    """Whether ``import module`` would find something now. Asks the import system's finders
+    rather than ``importlib.util.find_spec``, which answers from ``sys.modules`` too: a
+    module imported earlier from a folder no longer on the path is not installed."""
+    for finder in sys.meta_path:
+        try:
+            if getattr(finder, "find_spec", None) and finder.find_spec(module, None):
+                return True
+        except (ImportError, ValueError):
+            continue
+    return False
 
 
 def new_plugin(name: str, kind: str, parent: str | os.PathLike = ".") -> dict:

@@ -189,7 +189,7 @@ def test_a_failure_while_writing_leaves_nothing_behind(tmp_path, monkeypatch):
 
     def failing(template, values):
         calls.append(template)
-        if len(calls) == 4:  # after pyproject, README and the module were written
+        if len(calls) == 4:  # the README's part, pyproject and README: then the module
             raise OSError("disk full")
         return real(template, values)
 

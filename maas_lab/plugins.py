@@ -82,14 +82,33 @@ class Plugins:
 
     def _load_entry_points(self, allow: str | None) -> None:
         wanted = None if allow is None else {a.strip() for a in allow.split(",") if a.strip()}
-        seen = set()
+        # One distribution found twice on sys.path is one plugin (the first copy, as import
+        # finds it); two distributions naming one plugin are both refused, never one picked.
+        by_name: dict[str, dict[str, tuple]] = {}
         for ep in entry_points(group=GROUP):
-            if ep.name in seen or (wanted is not None and ep.name not in wanted):
+            if wanted is None or ep.name in wanted:
+                dist = getattr(ep, "dist", None)
+                dist_name = dist.metadata["Name"] if dist is not None else ""
+                dist_version = dist.version if dist is not None else ""
+                by_name.setdefault(ep.name, {}).setdefault(dist_name, (ep, dist_version))
+        for name, dists in by_name.items():
+            if len(dists) > 1:
+                for dist_name, (_, dist_version) in dists.items():
+                    others = " and ".join(
+                        f"{d} {v}".strip() for d, (_, v) in dists.items() if d != dist_name
+                    )
+                    self.failures.append(
+                        PluginFailure(
+                            name,
+                            dist_name,
+                            dist_version,
+                            "import",
+                            f"{others} also installs a plugin named {name!r}, so neither is "
+                            "loaded: uninstall the one you do not want",
+                        )
+                    )
                 continue
-            seen.add(ep.name)
-            dist = getattr(ep, "dist", None)
-            dist_name = dist.metadata["Name"] if dist is not None else ""
-            dist_version = dist.version if dist is not None else ""
+            ((dist_name, (ep, dist_version)),) = dists.items()
             try:
                 module = ep.load()
             except Exception as exc:  # a broken plugin is named, not fatal

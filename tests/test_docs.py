@@ -116,3 +116,38 @@ def test_the_contract_changelog_starts_with_the_version_the_core_checks():
     versions = re.findall(r"^### (\d+\.\d+) ", text, re.MULTILINE)
     assert versions and versions[0] == hookspecs.CONTRACT
     assert f'MAAS_LAB_CONTRACT = "{hookspecs.CONTRACT}"' in text
+
+
+GENERATED = re.compile(
+    r"<!-- generated: (?P<kind>[a-z-]+) (?P<name>[\w.-]+) -->\n```python\n(?P<code>.*?)```",
+    re.DOTALL,
+)
+
+
+def test_each_hook_has_a_worked_example_that_the_scaffold_really_writes(tmp_path):
+    """The guide's examples are excerpts of what `maas plugin new` writes (whose packages are
+    installed and tested in tests/test_scaffold.py): each chunk between `# ...` lines must
+    appear, in order, in the generated package's module."""
+    from maas_lab.scaffold import KINDS, new_plugin
+
+    text = (DOCS / "plugins.md").read_text()
+    sections = re.split(r"^### ", text, flags=re.MULTILINE)[1:]
+    kinds_by_hook = {}
+    for section in sections:
+        hook = section.split("(")[0]
+        found = list(GENERATED.finditer(section))
+        assert found, f"### {hook} has no worked example from the scaffold"
+        for example in found:
+            kinds_by_hook[hook] = example["kind"]
+            (tmp_path / hook).mkdir(exist_ok=True)
+            made = new_plugin(example["name"], example["kind"], tmp_path / hook)
+            source = "\n".join(
+                p.read_text() for p in sorted((Path(made["path"]) / made["module"]).glob("*.py"))
+            )
+            at = 0
+            for chunk in re.split(r"^ *# \.\.\.\n", example["code"], flags=re.MULTILINE):
+                chunk = chunk.strip("\n")
+                where = source.find(chunk, at)
+                assert where >= 0, f"{hook}: not in the generated code (in order):\n{chunk}"
+                at = where + len(chunk)
+    assert sorted(kinds_by_hook.values()) == sorted(KINDS)

@@ -57,6 +57,11 @@ def test_a_wheel_carries_the_built_extension_and_jupyter_finds_it_installed(tmp_
     assert any(n.startswith(f"{ext}static/remoteEntry.") for n in names)
     assert f"{data}/data/etc/jupyter/jupyter_server_config.d/maas_lab.json" in names
     assert not any("node_modules" in n or n.endswith(".ts") for n in names)
+    # `maas plugin new` writes from templates that ship in the wheel, every kind's.
+    from maas_lab.scaffold import KINDS
+
+    for kind in KINDS:
+        assert f"maas_lab/templates/plugin/{kind}/module.py.tmpl" in names, kind
 
     # Installed into a prefix of its own, found by a Jupyter whose PATH has no Node.js.
     prefix = tmp_path / "prefix"

@@ -443,3 +443,25 @@ def test_plugin_new_from_the_cli_writes_a_package_or_refuses_writing_nothing(tmp
     kind = maas("plugin", "new", "maas-x", "--kind", "quantum", "--into", "pkgs")
     assert kind.returncode == 1 and "'quantum' is not one of 'loader', 'exporter'" in kind.stderr
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_two_distributions_installing_one_plugin_name_are_both_refused(
+    hello_installed, tmp_path, monkeypatch
+):
+    """Another package whose entry point is also called 'hello': neither loads (which one
+    Python lists first is an accident of sys.path), both are named, and the rest loads."""
+    dist = tmp_path / "maas_lab_hola-1.2.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: maas-lab-hola\nVersion: 1.2.0\n")
+    (dist / "entry_points.txt").write_text("[maas_lab]\nhello = maas_lab_hello\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("MAAS_LAB_LOAD_PLUGINS", "hello,torch")
+    plugins = Plugins()
+    assert set(plugins.info) == {"torch"}
+    failures = {f.distribution: f.error for f in plugins.failures if f.plugin == "hello"}
+    assert failures == {
+        "maas-lab-hola": "maas-lab-hello 0.3.1 also installs a plugin named 'hello', so "
+        "neither is loaded: uninstall the one you do not want",
+        "maas-lab-hello": "maas-lab-hola 1.2.0 also installs a plugin named 'hello', so "
+        "neither is loaded: uninstall the one you do not want",
+    }

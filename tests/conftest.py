@@ -1,9 +1,9 @@
 import importlib
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from installs import pip_install_into
 
 HERE = Path(__file__).parent
 
@@ -12,24 +12,9 @@ HERE = Path(__file__).parent
 def hello_plugin_path(tmp_path_factory):
     """The third-party plugin package from tests/plugin_packages, pip-installed for real into
     a folder of its own; put that folder on sys.path (or PYTHONPATH) to 'have it installed'."""
-    target = tmp_path_factory.mktemp("site")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--disable-pip-version-check",
-            "--target",
-            str(target),
-            str(HERE / "plugin_packages" / "maas-lab-hello"),
-        ],
-        check=True,
+    return pip_install_into(
+        tmp_path_factory.mktemp("site"), HERE / "plugin_packages" / "maas-lab-hello"
     )
-    return target
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from installs import pip_install_into
 
 from maas_lab import api
 from maas_lab.errors import MaasError
@@ -51,24 +52,7 @@ def files(folder: Path) -> dict[str, bytes]:
 def fp16_site(tmp_path_factory):
     """examples/maas-fp16 pip-installed for real into a folder of its own (never into the
     test's environment): putting the folder on sys.path or PYTHONPATH 'installs' it."""
-    target = tmp_path_factory.mktemp("fp16-site")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--disable-pip-version-check",
-            "--target",
-            str(target),
-            str(EXAMPLE),
-        ],
-        check=True,
-    )
-    return target
+    return pip_install_into(tmp_path_factory.mktemp("fp16-site"), EXAMPLE)
 
 
 @pytest.fixture

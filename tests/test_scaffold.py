@@ -13,6 +13,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+from installs import pip_install_into
 from packaging.requirements import Requirement
 
 from maas_lab import scaffold
@@ -228,9 +229,7 @@ def test_a_generated_package_installs_is_listed_and_passes_its_own_tests(kind, t
     in the package as its author would."""
     made = scaffold.new_plugin(NAMES[kind], kind, tmp_path)
     site, home = tmp_path / "site", tmp_path / "home"
-    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation"]
-    pip += ["--disable-pip-version-check", "--target", str(site), made["path"]]
-    subprocess.run(pip, check=True)
+    pip_install_into(site, made["path"])
     env = env_with(site, home)
 
     listed = subprocess.run(

@@ -259,7 +259,7 @@ def _takes(comp) -> str:
 
 
 def _param_row(p) -> tuple[str, str]:
-    extra = f" [{'|'.join(p.choices)}]" if p.choices else ""
+    extra = f" [{'|'.join(map(str, p.choices))}]" if p.choices else ""
     default = "" if p.default in (None, "") else f" (default: {p.default})"
     typed = "" if p.type == "bool" else f" {p.type.upper()}"
     return f"{p.cli_flag}{typed}", f"{p.help}{extra}{default}"

@@ -72,6 +72,8 @@ class Param:
                 raise UsageError(f"{self.option()} expects true or false, got {value!r}.")
             return low in {"1", "true", "yes", "on"}
         try:
+            if self.type == "int" and isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)  # int(2.7) would quietly be 2
             out = _TYPES[self.type](value)
         except (TypeError, ValueError):
             article = "an" if self.type == "int" else "a"
@@ -84,7 +86,7 @@ class Param:
             check_code_ref(out)
         if self.choices and out not in self.choices:
             raise UsageError(
-                f"{self.option()} must be one of {', '.join(self.choices)}; got {out!r}."
+                f"{self.option()} must be one of {', '.join(map(str, self.choices))}; got {out!r}."
             )
         return out
 
@@ -160,8 +162,9 @@ class Component:
         if not isinstance(self.params, (tuple, list)):
             raise ValueError(f"component {self.name!r}: params must be a tuple of Param")
         names = [p.name for p in self.params if isinstance(p, Param)]
-        if len(set(names)) != len(names):
-            raise ValueError(f"component {self.name!r} declares a parameter twice")
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"component {self.name!r} declares parameter {twice[0]!r} twice")
         for p in self.params:
             _check_param(self.name, p)
 
@@ -251,9 +254,13 @@ def _check_param(component: str, p: Any) -> None:
             raise ValueError(f"{where}: choice {choice!r} is not of type {p.type}")
     if p.default is not None:
         try:
-            p.convert(p.default)
+            converted = p.convert(p.default)
         except UsageError as exc:
             raise ValueError(f"{where}: default {p.default!r} is refused: {exc}") from None
+        given = list(p.default) if p.multiple else p.default
+        if converted != given or type(converted) is not type(given):
+            if not (p.type == "float" and isinstance(given, int) and not isinstance(given, bool)):
+                raise ValueError(f"{where}: default {p.default!r} is not of type {p.type}")
 
 
 @dataclass

@@ -20,6 +20,7 @@ from .components import Artifact, Component
 from .errors import BudgetError, Interrupted, MaasError, PluginError, UsageError
 from .evaluation import HIGHER_IS_BETTER, Subject, cpu_features, evaluate
 from .hints import option
+from .plugins import get_plugins
 from .progress import steps
 from .registering import register_derived
 from .runners import data_runner, staged_checkout
@@ -267,6 +268,9 @@ def run(
     with steps(title, ["load", "compress", "check", "measure", "register"]) as p:
         p.step("load")
         parent = reg.checkout(row["ref"])
+        # The result must be opened and run to be measured: say now if nothing can.
+        get_plugins().loader(compressor.produces or row["format"])
+        get_plugins().backend(compressor.produces or row["format"])
         ctx = Context(parent, row["task"], budget, data, calibration, root=reg.root)
         if data is not None:
             ctx.data()  # a bad spec fails before any work
@@ -277,7 +281,7 @@ def run(
             p.step("compress")
             artifact = compressor.produce(row["ref"], parent, opts, work, ctx)
             p.step("check")
-            who = f"Compressor {compressor.name!r}"
+            who = f"The {compressor.origin}"
             child = staged_checkout(work, artifact, parent, row["task"], who)
             grants = _validate(reg, artifact, work, who)
             p.step("measure")

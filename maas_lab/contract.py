@@ -22,19 +22,19 @@ _VERSION = re.compile(r"^(\d+)\.(\d+)$")
 
 def parse(version: str) -> tuple[int, int]:
     """``"1.2"`` as ``(1, 2)``; ``ValueError`` for anything else."""
-    found = _VERSION.fullmatch(str(version).strip())
+    found = _VERSION.fullmatch(version) if isinstance(version, str) else None
     if not found:
         raise ValueError(version)
     return int(found[1]), int(found[2])
 
 
-def declared(plugin: object) -> str | None:
-    """The contract version a plugin module (or object) declares, or None."""
-    value = getattr(plugin, ATTRIBUTE, None)
-    return None if value is None else str(value)
+def declared(plugin: object) -> object:
+    """The contract version a plugin module (or object) declares (a string, when it is
+    right), or None."""
+    return getattr(plugin, ATTRIBUTE, None)
 
 
-def problem(version: str | None, module: str, distribution: str = "") -> str | None:
+def problem(version: object, module: str, distribution: str = "") -> str | None:
     """Why a plugin declaring ``version`` cannot load into this core, in words naming both
     versions and what to do; None when it can. ``module`` is where the declaration goes."""
     dist = distribution or "the plugin"
@@ -48,14 +48,16 @@ def problem(version: str | None, module: str, distribution: str = "") -> str | N
         major, minor = parse(version)
     except ValueError:
         return (
-            f"it declares {ATTRIBUTE} = {version!r}, which is not MAJOR.MINOR; this core "
-            f'implements contract {CONTRACT}: write {ATTRIBUTE} = "{CONTRACT}" in {module}'
+            f'it declares {ATTRIBUTE} = {version!r}, which is not a "MAJOR.MINOR" string; '
+            f'this core implements contract {CONTRACT}: write {ATTRIBUTE} = "{CONTRACT}" in '
+            f"{module}"
         )
     if (major, minor) > (core_major, core_minor):
+        older = CONTRACT if core_minor == 0 else f"{core_major}.0 to {CONTRACT}"
         return (
             f"it was written for plugin contract {version}, newer than this maas-lab's "
             f"{CONTRACT}: upgrade maas-lab (pip install -U maas-lab), or install a release of "
-            f"{dist} written for contract {core_major}.x"
+            f"{dist} written for contract {older}"
         )
     if major < core_major:
         return (

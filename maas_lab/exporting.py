@@ -39,6 +39,8 @@ def export(
     row = reg.resolve(ref)
     exporter = get_plugins().exporter(to, row["format"])
     opts = trust.typed_options(exporter, exporter.options(options or {}))
+    for fmt in {row["format"], exporter.produces}:  # parity runs both: say now if nothing can
+        get_plugins().backend(fmt)
     with steps(f"export {row['ref']} to {to}", ["load", "export", "parity check", "register"]) as p:
         p.step("load")
         parent = reg.checkout(row["ref"])
@@ -46,7 +48,7 @@ def export(
         try:
             p.step("export")
             artifact = exporter.produce(row["ref"], parent, opts, work)
-            who = f"Exporter {exporter.name!r}"
+            who = f"The {exporter.origin}"
             child = staged_checkout(work, artifact, parent, row["task"], who)
             p.step("parity check")
             parent_runner, child_runner = start_runner(parent, opts), start_runner(child, opts)

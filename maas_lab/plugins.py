@@ -102,7 +102,7 @@ class Plugins:
                             name,
                             dist_name,
                             dist_version,
-                            "import",
+                            "entry point",
                             f"{others} also installs a plugin named {name!r}, so neither is "
                             "loaded: uninstall the one you do not want",
                         )
@@ -150,7 +150,7 @@ class Plugins:
             self.failures.append(PluginFailure(name, distribution, version, "register", str(exc)))
             return
         hooks = sorted(c.name for c in self.pm.get_hookcallers(plugin) or [])
-        self.info[name] = PluginInfo(name, distribution, version, hooks, declared or "")
+        self.info[name] = PluginInfo(name, distribution, version, hooks, str(declared or ""))
         self._components = None
 
     def unregister(self, name: str) -> None:
@@ -188,6 +188,7 @@ class Plugins:
                     impl.function(*(args[a] for a in impl.argnames))
                     for comp in pending:
                         comp.check()
+                        _check_option_names(kind, comp)
                 except Exception as exc:
                     self.failures.append(
                         PluginFailure(
@@ -325,7 +326,10 @@ class Plugins:
         return self.get("launcher", name)
 
     def evaluators(self) -> list[Component]:
-        return list(self.components["evaluator"].values())
+        """The evaluators every comparison runs. One whose name two plugins claim runs as
+        ``MAAS_LAB_PREFER`` chooses, and not at all without a choice: two figures under one
+        name would be shown as one."""
+        return [c for key, c in self.components["evaluator"].items() if ":" not in key]
 
     @property
     def conflicts(self) -> list[str]:
@@ -348,6 +352,19 @@ class Plugins:
         if not failed:
             return ""
         return f" Plugins that failed to load ({', '.join(failed)}): see `{command('plugins')}`."
+
+
+def _check_option_names(kind: str, comp: Component) -> None:
+    """Refuse a parameter its command already takes: it would be listed, and never set."""
+    from .schemas import RESERVED_OPTIONS
+
+    for p in comp.params:
+        if p.name in RESERVED_OPTIONS[kind]:
+            raise ValueError(
+                f"component {comp.name!r}, parameter {p.name!r}: the "
+                f"{kind.replace('_', ' ')}'s command takes {p.option()} itself, so the plugin "
+                "would never get it; name the parameter differently"
+            )
 
 
 def preferred() -> tuple[str, ...]:

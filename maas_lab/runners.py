@@ -41,8 +41,13 @@ def staged_checkout(work: Path, artifact: Artifact, parent, task, who: str = "Th
     from .registry.registry import Checkout
 
     for name in artifact.files:
-        path = work / check_relative_file_name(name)
-        if not path.is_file() or not path.resolve().is_relative_to(work.resolve()):
+        try:
+            path = work / check_relative_file_name(name)
+        except UsageError as exc:  # the plugin's mistake, not the user's
+            raise PluginError(f"{who} listed a file it may not write: {exc}") from None
+        if path.is_symlink() or not path.resolve().is_relative_to(work.resolve()):
+            raise PluginError(f"{who} wrote {name!r} as a link; write the file itself.")
+        if not path.is_file():
             raise PluginError(f"{who} listed {name!r} but did not write it.")
     return Checkout(
         ref=f"(new {artifact.format} from {parent.ref})",

@@ -33,6 +33,8 @@ KINDS = ("compressor", "exporter", "serving-backend", "launcher", "loader", "eva
 TEMPLATES = Path(__file__).parent / "templates" / "plugin"
 # Modules a plugin must never shadow: the core and the built-in plugins.
 RESERVED = ("maas_lab", "maas_torch", "maas_hf", "maas_onnx", "maas_eval", "maas_accelerate")
+# Modules Python imports by itself at start-up when they exist: a plugin must never be one.
+STARTUP = ("sitecustomize", "usercustomize")
 # PEP 508 distribution names: letters, digits, '-', '_', '.', a letter or digit at each end.
 _DISTRIBUTION = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
 _COMPONENT = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")  # the core's rule (components._NAME)
@@ -145,6 +147,7 @@ def names(name: str) -> dict[str, str]:
             "the name with a letter and avoid Python keywords (e.g. maas-fp16)."
         )
     _check_module_is_free(name, module)
+    _check_distribution_is_free(name)
     component = _PREFIX.sub("", name.lower(), count=1).replace(".", "-")
     if not _COMPONENT.fullmatch(component):
         raise UsageError(
@@ -185,6 +188,24 @@ def _check_component_is_free(name: str, component: str, kind: str) -> None:
         )
 
 
+def _check_distribution_is_free(name: str) -> None:
+    """Installing a package named like an installed one (``scikit-learn``, ``pyyaml``)
+    would replace it; a maas_lab plugin of that name may be written again."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        found = distribution(name)
+    except PackageNotFoundError:
+        return
+    if any(ep.group == "maas_lab" for ep in found.entry_points):
+        return
+    raise UsageError(
+        f"{name!r} is the name of the installed package {found.metadata['Name']} "
+        f"{found.version}, which installing this one would replace; choose another name, "
+        f"e.g. maas-{name.lower()}."
+    )
+
+
 def _check_module_is_free(name: str, module: str) -> None:
     """A plugin module must not shadow the core, a built-in plugin, the standard library or
     an installed package (``onnx`` would shadow onnx itself). A module that an installed
@@ -194,6 +215,11 @@ def _check_module_is_free(name: str, module: str) -> None:
         raise UsageError(
             f"{name!r} gives the module name {module!r}, which is maas_lab's own; choose "
             f"another name, e.g. maas-lab-{rest.replace('_', '-') or 'mine'}."
+        )
+    if module in STARTUP:
+        raise UsageError(
+            f"{name!r} gives the module name {module!r}, which Python imports into every "
+            f"process at start-up; choose another name, e.g. maas-{module}."
         )
     if module in sys.stdlib_module_names:
         raise UsageError(
@@ -236,7 +262,10 @@ def new_plugin(name: str, kind: str, parent: str | os.PathLike = ".") -> dict:
     spec = KIND_SPECS[chosen]
     found = names(name)
     _check_component_is_free(name, found["component"], chosen)
-    parent = Path(parent).expanduser()
+    try:
+        parent = Path(parent).expanduser()
+    except RuntimeError:  # ~someone who has no home here
+        raise UsageError(f"{str(parent)!r} names a home folder that does not exist here.") from None
     if not parent.is_dir():
         raise UsageError(
             f"{str(parent)!r} is not a folder; create it first or give another parent folder."

@@ -109,12 +109,26 @@ def alias_report(name: str, alias: str, info: dict, servers: list[str]) -> Repor
 
 
 def plugins_table(pl) -> Table:
-    """The loaded plugins (a ``Plugins``), what each provides, failures and conflicts."""
+    """The loaded plugins (a ``Plugins``), what each provides, failures and conflicts: one
+    row per plugin, whose status says what went wrong with it, if anything."""
+    components = pl.components  # collecting runs every hook, and records what failed
+    problems: dict[str, list] = {}
+    for f in pl.failures:
+        problems.setdefault(f.plugin, []).append(f)
+
+    def status(failures) -> str:
+        if not failures:
+            return "ok"
+        return "; ".join(
+            f"REFUSED: {f.error}" if f.hook == "contract" else f"FAILED in {f.hook}: {f.error}"
+            for f in failures
+        )
+
     rows = []
     for info in pl.info.values():
         provided = [
             f"{c.kind}:{c.name}"
-            for kind in pl.components.values()
+            for kind in components.values()
             for c in kind.values()
             if c.plugin == info.name
         ]
@@ -126,30 +140,28 @@ def plugins_table(pl) -> Table:
                 "contract": info.contract,
                 "hooks": ", ".join(info.hooks),
                 "provides": ", ".join(provided),
-                "status": "ok",
+                "status": status(problems.pop(info.name, [])),
             }
         )
-    for f in pl.failures:
+    for failures in problems.values():  # never loaded: failed to import, or refused
+        f = failures[0]
         rows.append(
             {
                 "plugin": f.plugin,
                 "distribution": f.distribution,
                 "version": f.version,
                 "contract": "",
-                "hooks": "" if f.hook in ("import", "contract") else f.hook,
+                "hooks": "",
                 "provides": "",
-                "status": (
-                    f"REFUSED: {f.error}"
-                    if f.hook == "contract"
-                    else f"FAILED in {f.hook}: {f.error}"
-                ),
+                "status": status(failures),
             }
         )
-    failed = len(pl.failures)
+    working = sum(r["status"] == "ok" for r in rows)
+    failed = len(rows) - working
     return Table(
         rows,
-        ["plugin", "distribution", "version", "contract", "hooks", "provides", "status"],
-        title=f"{len(pl.info)} plugin(s) loaded (this core: contract {CONTRACT})"
-        + (f", {failed} problem(s)" if failed else ""),
-        note="; ".join(pl.conflicts),
+        ["plugin", "distribution", "version", "contract", "provides", "status"],
+        title=f"{working} plugin(s) working (this core: contract {CONTRACT})"
+        + (f", {failed} with problems" if failed else ""),
+        note="\n".join(pl.conflicts),
     )

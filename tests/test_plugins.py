@@ -91,7 +91,7 @@ def test_cli_lists_plugins_and_failures(hello_plugin_path):
             "hello_newer_minor",
             "it was written for plugin contract 1.9, newer than this maas-lab's 1.0: upgrade "
             "maas-lab (pip install -U maas-lab), or install a release of maas-lab-hello "
-            "written for contract 1.x",
+            "written for contract 1.0",
         ),
         (
             "hello_undeclared",
@@ -125,8 +125,9 @@ def test_contract_rule_accepts_older_minors_of_the_same_major(monkeypatch):
     assert "newer than this maas-lab's 1.3" in contract.problem("1.4", "m")
     assert "newer" in contract.problem("2.0", "m")
     assert "changed what 0.x plugins rely on" in contract.problem("0.9", "m")
-    assert "not MAJOR.MINOR" in contract.problem("1", "m")
-    assert "not MAJOR.MINOR" in contract.problem("v1.0", "m")
+    for wrong in ("1", "v1.0", " 1.0", 1.0):
+        assert f'= {wrong!r}, which is not a "MAJOR.MINOR" string' in contract.problem(wrong, "m")
+    assert "written for contract 1.0 to 1.3" in contract.problem("1.4", "m", "maas-x")
 
 
 def test_a_plugin_registered_in_process_is_checked_when_it_declares_a_contract():
@@ -245,6 +246,10 @@ def test_invalid_parameter_schemas_are_refused_at_load_naming_the_field():
         "bad-name": lambda: (Param("max drop", "float", 0.1),),
         "not-a-param": lambda: ({"name": "level"},),
         "bad-flag": lambda: (Param("level", "int", 1, required="yes"),),
+        "fractional-default": lambda: (Param("bits", "int", 1.5),),
+        "number-for-text": lambda: (Param("mode", "str", 5),),
+        "command-option": lambda: (Param("data", "str", "zzz"),),
+        "twice": lambda: (Param("bits", "int", 8), Param("bits", "int", 4)),
     }
 
     expected = [
@@ -257,6 +262,12 @@ def test_invalid_parameter_schemas_are_refused_at_load_naming_the_field():
         "component 'bad-name': parameter name 'max drop' must be an identifier",
         "component 'not-a-param': params must be Param(...) objects",
         "component 'bad-flag', parameter 'level': required must be True or False",
+        "component 'fractional-default', parameter 'bits': default 1.5 is refused: bits "
+        "expects an int, got 1.5.",
+        "component 'number-for-text', parameter 'mode': default 5 is not of type str",
+        "component 'command-option', parameter 'data': the compressor's command takes data "
+        "itself, so the plugin would never get it; name the parameter differently",
+        "component 'twice' declares parameter 'bits' twice",
     ]
     for i, (name, make) in enumerate(bad.items()):
         plugins = Plugins(load_entry_points=False)
@@ -465,3 +476,116 @@ def test_two_distributions_installing_one_plugin_name_are_both_refused(
         "maas-lab-hello": "maas-lab-hola 1.2.0 also installs a plugin named 'hello', so "
         "neither is loaded: uninstall the one you do not want",
     }
+
+
+def test_numeric_choices_are_offered_checked_and_shown(maas_plugins):
+    from maas_lab import Param
+    from maas_lab.cli import _param_row
+
+    bits = Param("bits", "int", 8, "Bits per weight.", choices=(4, 8))
+    comp = Component("quant", "x", print, params=(bits,))
+    comp.check()
+    assert comp.options({"bits": "4"}) == {"bits": 4}
+    with pytest.raises(UsageError, match=r"bits must be one of 4, 8; got 3\."):
+        comp.options({"bits": 3})
+    with pytest.raises(UsageError, match=r"bits expects an int, got 2\.7\."):
+        comp.options({"bits": 2.7})
+    assert _param_row(bits) == ("--bits INT", "Bits per weight. [4|8] (default: 8)")
+
+
+def test_a_plugin_whose_hook_raises_is_one_row_saying_so(hello_installed, monkeypatch):
+    class HalfWorking:
+        @hookimpl
+        def maas_evaluators(self, register):
+            register(Component(name="rows", description="x", run=lambda s, c: []))
+
+        @hookimpl
+        def maas_exporters(self, register):
+            raise KeyError("oops")
+
+    monkeypatch.setenv("MAAS_LAB_LOAD_PLUGINS", "torch")
+    plugins = Plugins()
+    plugins.register(HalfWorking(), "half", "maas-half", "0.2.0")
+    table = plugins_table(plugins)
+    rows = [r for r in table if r["plugin"] == "half"]
+    assert len(rows) == 1
+    assert rows[0]["provides"] == "evaluator:rows"
+    assert rows[0]["status"].startswith("FAILED in maas_exporters: KeyError: 'oops'")
+    assert table.title == "1 plugin(s) working (this core: contract 1.0), 1 with problems"
+
+
+def test_evaluators_two_plugins_name_alike_run_only_as_the_user_chooses(monkeypatch):
+    def figure(value):
+        return lambda subjects, context: [{"figure": value} for _ in subjects]
+
+    monkeypatch.delenv("MAAS_LAB_PREFER", raising=False)
+    plugins = Plugins(load_entry_points=False)
+    for name, value in (("one", 1.0), ("two", 2.0)):
+        plugins.register(_plugin("maas_evaluators", Component("size", name, figure(value))), name)
+    assert plugins.evaluators() == []
+    monkeypatch.setenv("MAAS_LAB_PREFER", "two")
+    assert [e.description for e in plugins.evaluators()] == ["two"]
+
+
+@pytest.mark.parametrize(
+    "lists, expected",
+    [
+        ("../outside.bin", "listed a file it may not write: File name '../outside.bin'"),
+        ("link.bin", "wrote 'link.bin' as a link; write the file itself."),
+    ],
+)
+def test_a_plugin_writing_outside_its_work_folder_is_named_and_changes_nothing(
+    maas_home, tiny_torch_model, monkeypatch, lists, expected
+):
+    from maas_lab.components import Artifact
+    from maas_lab.errors import PluginError
+    from maas_lab.testing import registry_snapshot
+
+    def escape(checkout, options, workdir, context):
+        (workdir / "link.bin").symlink_to("/etc/hostname")
+        return Artifact(format="torch", files={lists: "weights"}, config=checkout.config)
+
+    monkeypatch.setenv("MAAS_LAB_LOAD_PLUGINS", "torch,eval")
+    plugins = Plugins()
+    escaping = Component("escape", "x", escape, formats=("torch",))
+    plugins.register(_plugin("maas_compressors", escaping), "escapes", "maas-escape", "0.0.1")
+    old = set_plugins(plugins)
+    try:
+        api.register(
+            "tiny",
+            from_torch=tiny_torch_model["factory"],
+            config=tiny_torch_model["config"],
+            weights=tiny_torch_model["weights"],
+        )
+        before = registry_snapshot(maas_home)
+        with pytest.raises(PluginError) as caught:
+            api.compress("tiny@1", "escape")
+        assert str(caught.value).startswith(
+            "The compressor 'escape' (plugin escapes, maas-escape 0.0.1) " + expected
+        )
+        assert registry_snapshot(maas_home) == before
+    finally:
+        set_plugins(old)
+
+
+def test_a_compression_nothing_could_open_is_refused_before_any_work(
+    hello_installed, maas_home, tiny_torch_model, monkeypatch
+):
+    monkeypatch.setenv("MAAS_LAB_LOAD_PLUGINS", "torch,eval,hello_crashes")
+    old = set_plugins(Plugins())
+    try:
+        api.register(
+            "tiny",
+            from_torch=tiny_torch_model["factory"],
+            config=tiny_torch_model["config"],
+            weights=tiny_torch_model["weights"],
+        )
+    finally:
+        set_plugins(old)
+    monkeypatch.setenv("MAAS_LAB_LOAD_PLUGINS", "eval,hello_crashes")  # torch left out
+    old = set_plugins(Plugins())
+    try:
+        with pytest.raises(UsageError, match="No installed plugin opens format 'torch'"):
+            api.compress("tiny@1", "explode")  # it would fail if it ran: it never does
+    finally:
+        set_plugins(old)

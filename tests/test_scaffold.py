@@ -153,6 +153,9 @@ def test_an_existing_target_is_refused_and_left_alone(existing, tmp_path):
         ("maas_onnx", "module name 'maas_onnx', which is maas_lab's own"),
         ("json", "shadow Python's standard library module"),
         ("onnx", "module name 'onnx', which is already installed here"),
+        ("scikit-learn", "the installed package scikit-learn .*, which installing this one"),
+        ("PyYAML", "the installed package PyYAML .*, which installing this one would replace"),
+        ("sitecustomize", "which Python imports into every process at start-up"),
         ("maas-3d", "component name '3d'"),
         ("maas-_fp16", "component name '_fp16'"),
         ("maas-lab-torch", "entry-point name 'torch', which maas-lab plugin already uses"),
@@ -182,6 +185,8 @@ def test_an_unknown_kind_is_refused_naming_the_kinds(tmp_path):
 def test_a_parent_that_is_not_a_folder_is_refused(tmp_path):
     with pytest.raises(UsageError, match="is not a folder; create it first"):
         scaffold.new_plugin("maas-fp16", "compressor", tmp_path / "missing")
+    with pytest.raises(UsageError, match="names a home folder that does not exist here"):
+        scaffold.new_plugin("maas-fp16", "compressor", "~maas-nobody/plugins")
     assert listing(tmp_path) == []
 
 

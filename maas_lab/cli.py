@@ -679,6 +679,10 @@ def trust_code(reference, remove):
     return api.trust_code(reference, remove=remove, root=_root())
 
 
+# click 8.2+ raises this for a group typed without its subcommand (older versions exit 0).
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def run(args: list[str], prog_name: str = "maas"):
     """Run one command and return its result object; user mistakes raise MaasError."""
     try:
@@ -686,6 +690,9 @@ def run(args: list[str], prog_name: str = "maas"):
             result = cli.main(args, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Abort:
         raise UsageError("Aborted.") from None
+    except _NO_ARGS_IS_HELP as exc:  # `maas bundle`, `maas plugin`: a group's help, no error
+        click.echo(exc.ctx.get_help())
+        return None
     except click.ClickException as exc:
         ctx = getattr(exc, "ctx", None)
         hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""

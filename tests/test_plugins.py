@@ -434,6 +434,8 @@ def test_plugin_new_from_the_cli_writes_a_package_or_refuses_writing_nothing(tmp
             cwd=tmp_path,
         )
 
+    group = maas("plugin")  # a group without its subcommand shows its help, not an error
+    assert group.returncode == 0 and "Commands:\n  new  Write a plugin package" in group.stdout
     made = maas("plugin", "new", "maas-lab-half", "--kind", "compressor", "--into", "pkgs")
     assert made.returncode == 1 and "Usage error: 'pkgs' is not a folder" in made.stderr
     assert list(tmp_path.iterdir()) == []

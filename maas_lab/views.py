@@ -163,5 +163,15 @@ def plugins_table(pl) -> Table:
         ["plugin", "distribution", "version", "contract", "provides", "status"],
         title=f"{working} plugin(s) working (this core: contract {CONTRACT})"
         + (f", {failed} with problems" if failed else ""),
-        note="\n".join(pl.conflicts),
+        note="\n".join(pl.conflicts + _unknown_preferences(pl)),
     )
+
+
+def _unknown_preferences(pl) -> list[str]:
+    """A MAAS_LAB_PREFER naming no loaded plugin chooses nothing: say so, not stay quiet."""
+    from .plugins import PREFER, preferred
+
+    unknown = [p for p in preferred() if p not in pl.info]
+    if not unknown:
+        return []
+    return [f"{PREFER} names {', '.join(unknown)}, which no loaded plugin is called."]

@@ -353,6 +353,10 @@ def test_two_plugins_claiming_one_format_are_both_named_until_the_user_chooses(
         monkeypatch.setenv("MAAS_LAB_PREFER", "two")
         assert plugins.loader("table").name == "tables2"
         assert "two's is used" in api.plugins().note
+        monkeypatch.setenv("MAAS_LAB_PREFER", "tow,two")
+        assert "MAAS_LAB_PREFER names tow, which no loaded plugin is called." in (
+            api.plugins().note
+        )
     finally:
         set_plugins(old)
 

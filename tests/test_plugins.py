@@ -145,7 +145,7 @@ def test_a_plugin_registered_in_process_is_checked_when_it_declares_a_contract()
 
 
 def test_a_plugin_failing_at_work_is_named_with_its_distribution_and_changes_nothing(
-    hello_installed, maas_home, tiny_torch_model, monkeypatch
+    hello_installed, maas_home, tiny_torch_version, monkeypatch
 ):
     from maas_lab.errors import PluginError
     from maas_lab.testing import registry_snapshot
@@ -153,12 +153,6 @@ def test_a_plugin_failing_at_work_is_named_with_its_distribution_and_changes_not
     monkeypatch.setenv("MAAS_LAB_LOAD_PLUGINS", "torch,eval,hello_crashes")
     old = set_plugins(Plugins())
     try:
-        api.register(
-            "tiny",
-            from_torch=tiny_torch_model["factory"],
-            config=tiny_torch_model["config"],
-            weights=tiny_torch_model["weights"],
-        )
         before = registry_snapshot(maas_home)
         with pytest.raises(PluginError) as caught:
             api.compress("tiny@1", "explode")
@@ -541,7 +535,7 @@ def test_evaluators_two_plugins_name_alike_run_only_as_the_user_chooses(monkeypa
     ],
 )
 def test_a_plugin_writing_outside_its_work_folder_is_named_and_changes_nothing(
-    maas_home, tiny_torch_model, monkeypatch, lists, expected
+    maas_home, tiny_torch_version, monkeypatch, lists, expected
 ):
     from maas_lab.components import Artifact
     from maas_lab.errors import PluginError
@@ -557,12 +551,6 @@ def test_a_plugin_writing_outside_its_work_folder_is_named_and_changes_nothing(
     plugins.register(_plugin("maas_compressors", escaping), "escapes", "maas-escape", "0.0.1")
     old = set_plugins(plugins)
     try:
-        api.register(
-            "tiny",
-            from_torch=tiny_torch_model["factory"],
-            config=tiny_torch_model["config"],
-            weights=tiny_torch_model["weights"],
-        )
         before = registry_snapshot(maas_home)
         with pytest.raises(PluginError) as caught:
             api.compress("tiny@1", "escape")
@@ -575,19 +563,8 @@ def test_a_plugin_writing_outside_its_work_folder_is_named_and_changes_nothing(
 
 
 def test_a_compression_nothing_could_open_is_refused_before_any_work(
-    hello_installed, maas_home, tiny_torch_model, monkeypatch
+    hello_installed, maas_home, tiny_torch_version, monkeypatch
 ):
-    monkeypatch.setenv("MAAS_LAB_LOAD_PLUGINS", "torch,eval,hello_crashes")
-    old = set_plugins(Plugins())
-    try:
-        api.register(
-            "tiny",
-            from_torch=tiny_torch_model["factory"],
-            config=tiny_torch_model["config"],
-            weights=tiny_torch_model["weights"],
-        )
-    finally:
-        set_plugins(old)
     monkeypatch.setenv("MAAS_LAB_LOAD_PLUGINS", "eval,hello_crashes")  # torch left out
     old = set_plugins(Plugins())
     try:

@@ -170,7 +170,6 @@ def test_the_shell_command_lists_the_plugin_and_compresses_with_it(mlp):
         "maas-fp16",
         "0.1.0",
         CONTRACT,
-        "maas_compressors",
         "compressor:fp16",
         "ok",
     ]

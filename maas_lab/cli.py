@@ -17,7 +17,7 @@ from .components import KINDS, Schema
 from .errors import MaasError, UsageError
 from .hints import command, prog_scope
 from .plugins import get_plugins
-from .schemas import COMPARE, COMPRESS, EXPORT, SERVE
+from .schemas import COMPARE, COMPRESS, EXPORT, LAUNCH_OWN, SERVE
 from .version import __version__
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -462,7 +462,7 @@ class _LaunchCommand(_PluginCommand):
         return super().parse_args(ctx, args)
 
 
-_OWN = {"register": "str", "metric": "str", "launcher": "str", "code": "str", "detach": "bool"}
+_OWN = LAUNCH_OWN
 
 
 def _launcher_types(args: list[str]) -> tuple[str, dict[str, str]]:

@@ -87,9 +87,7 @@ class Plugins:
         by_name: dict[str, dict[str, tuple]] = {}
         for ep in entry_points(group=GROUP):
             if wanted is None or ep.name in wanted:
-                dist = getattr(ep, "dist", None)
-                dist_name = dist.metadata["Name"] if dist is not None else ""
-                dist_version = dist.version if dist is not None else ""
+                dist_name, dist_version = distribution_of(ep)
                 by_name.setdefault(ep.name, {}).setdefault(dist_name, (ep, dist_version))
         for name, dists in by_name.items():
             if len(dists) > 1:
@@ -447,6 +445,12 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
+def distribution_of(ep) -> tuple[str, str]:
+    """The name and version of the installed distribution an entry point comes from."""
+    dist = getattr(ep, "dist", None)
+    return (dist.metadata["Name"], dist.version) if dist is not None else ("", "")
+
+
 def rescan_site_packages() -> list[str]:
     """Put on ``sys.path`` the folders that ``.pth`` files installed since start-up name (an
     editable ``pip install -e`` of a plugin, run in a live kernel), and forget cached
@@ -483,12 +487,11 @@ def forget_plugin_modules() -> list[str]:
     run the new code, not the module imported before. maas_lab's own plugins stay."""
     import sys
 
-    tops = set()
-    for ep in entry_points(group=GROUP):
-        dist = getattr(ep, "dist", None)
-        if dist is not None and dist.metadata["Name"] == "maas-lab":
-            continue
-        tops.add(ep.value.split(":")[0].strip().split(".")[0])
+    tops = {
+        ep.value.split(":")[0].strip().split(".")[0]
+        for ep in entry_points(group=GROUP)
+        if distribution_of(ep)[0] != "maas-lab"
+    }
     dropped = [m for m in sys.modules if m.split(".")[0] in tops]
     for name in dropped:
         del sys.modules[name]

@@ -165,15 +165,15 @@ def _same(a: str, b: str) -> bool:
 
 def _check_component_is_free(name: str, component: str, kind: str) -> None:
     """The entry-point name (the component's) must be free: the core loads one entry point
-    per name, so a second ``torch`` would silently never load; and so must the component's
+    per name, so a second ``torch`` would be refused with the first; and so must the component's
     name among those of its kind. An installed earlier version of this very distribution
     does not count."""
     from importlib.metadata import entry_points
 
-    from .plugins import get_plugins
+    from .plugins import GROUP, distribution_of, get_plugins
 
-    for ep in entry_points(group="maas_lab"):
-        owner = ep.dist.metadata["Name"] if ep.dist is not None else ""
+    for ep in entry_points(group=GROUP):
+        owner = distribution_of(ep)[0]
         if ep.name == component and not _same(owner, name):
             raise UsageError(
                 f"{name!r} gives the entry-point name {component!r}, which {owner or 'another'}"

@@ -87,14 +87,22 @@ COMPARE = Schema(
     Param("log", "bool", True, "Store the figures as metrics (what recommend ranks by)."),
 )
 
+# The options `maas launch` takes for itself, before the launcher's and the script's own.
+LAUNCH_OWN = {
+    "register": "str",
+    "metric": "str",
+    "launcher": "str",
+    "code": "str",
+    "detach": "bool",
+}
+
 # What a component's own parameters may not be called, by kind: the options its command
 # already takes (and the Python API's own arguments). A plugin option named ``data`` for a
 # compressor would show in --help and never reach the plugin, since the core takes it first.
 RESERVED_OPTIONS = {
     "compressor": {p.name for p in COMPRESS} | {"with_", "ref", "root", "help"},
     "exporter": {p.name for p in EXPORT} | {"to", "ref", "root", "help"},
-    "launcher": {"target", "code", "args", "launcher", "register", "metric", "wait", "detach"}
-    | {"root", "help"},
+    "launcher": set(LAUNCH_OWN) | {"target", "args", "wait", "root", "help"},
     "loader": {"ref", "root", "help"},
     "serving_backend": {"help"},
     "evaluator": {"help"},

@@ -124,7 +124,7 @@ GENERATED = re.compile(
 )
 
 
-def test_each_hook_has_a_worked_example_that_the_scaffold_really_writes(tmp_path):
+def test_each_hook_has_a_worked_example_that_the_scaffold_really_writes(tmp_path, maas_plugins):
     """The guide's examples are excerpts of what `maas plugin new` writes (whose packages are
     installed and tested in tests/test_scaffold.py): each chunk between `# ...` lines must
     appear, in order, in the generated package's module."""

@@ -99,3 +99,45 @@ def test_readme_says_what_it_registers_and_what_has_landed():
     assert "untrained" in text[at - 400 : at + 100]  # the digits example says so
     assert "next capability on the roadmap" not in text  # distributed training landed
     assert "### Distributed training" in text
+
+
+@pytest.mark.slow
+def test_readme_plugin_lines_write_install_list_and_test_a_plugin(tmp_path):
+    """The Plugins section's three shell lines, run as written in a fresh folder, except that
+    the package is pip-installed into a folder of its own instead of this environment (the
+    one change, made to the exact line the README shows)."""
+    import os
+    import subprocess
+    import sys
+
+    (block,) = re.findall(r"^```\n(maas plugin new .*?)^```", README.read_text(), re.M | re.S)
+    lines = [line.split("#")[0].strip() for line in block.strip().splitlines()]
+    assert lines[0] == "maas plugin new maas-fp16 --kind compressor"
+    site = tmp_path / "site"
+    editable = "pip install -e ./maas-fp16"
+    assert lines[1].startswith(editable + " && ")
+    lines[1] = lines[1].replace(
+        editable,
+        f"{sys.executable} -m pip install --quiet --no-deps --no-build-isolation "
+        f"--disable-pip-version-check --target {site} ./maas-fp16",
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "PYTHONPATH": str(site),
+        "MAAS_LAB_HOME": str(tmp_path / "home"),
+    }
+    env.pop("MAAS_LAB_LOAD_PLUGINS", None)
+    ran = subprocess.run(
+        ["bash", "-e", "-c", "\n".join(lines)],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    assert re.search(r"^fp16 +maas-fp16 +0\.1\.0 +1\.0 +compressor:fp16 +ok", ran.stdout, re.M)
+    assert re.search(r"\d+ passed", ran.stdout) and "failed" not in ran.stdout

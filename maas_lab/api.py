@@ -665,6 +665,11 @@ def serve(
     max_rows: int = _SERVE["max_rows"],
     header_timeout_s: float = _SERVE["header_timeout_s"],
     body_timeout_s: float = _SERVE["body_timeout_s"],
+    grpc_port: int | None = _SERVE["grpc_port"],
+    tls_cert: str | None = _SERVE["tls_cert"],
+    tls_key: str | None = _SERVE["tls_key"],
+    autoscale: str | None = _SERVE["autoscale"],
+    target_p99_ms: float = _SERVE["target_p99_ms"],
     foreground: bool = False,
     root=None,
 ):

@@ -55,6 +55,25 @@ SERVE = Schema(
     Param(
         "body_timeout_s", "float", 60.0, "Time a client has to send a request's body (408 beyond)."
     ),
+    Param(
+        "grpc_port",
+        "int",
+        None,
+        "Also answer OIP v2 over gRPC on this port (0 picks a free one).",
+    ),
+    Param("tls_cert", help="PEM certificate (chain): HTTPS and gRPC over TLS.", metavar="FILE"),
+    Param("tls_key", help="PEM private key of --tls-cert.", metavar="FILE"),
+    Param(
+        "autoscale",
+        help="Replicas follow the load between MIN and MAX, e.g. 1..4 (starts at --replicas).",
+        metavar="MIN..MAX",
+    ),
+    Param(
+        "target_p99_ms",
+        "float",
+        200.0,
+        "With --autoscale: add a replica while p99 latency or the queue stays over target.",
+    ),
 )
 
 EXPORT = Schema(

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
-import hmac
 import json
 import os
 import re
@@ -28,6 +26,7 @@ from ..components import tensor
 from ..errors import MaasError, NotFoundError
 from ..hints import command, option, prog_scope
 from ..version import __version__
+from .access import Access, Denied
 from .batching import BackendFailed, Overloaded, RequestTimeout
 from .metrics import merge, prometheus
 from .models import ModelSet, NotServed
@@ -89,10 +88,13 @@ class Server:
         self.root, self.name, self.options, self.port, self.log = root, name, options, port, log
         hide_paths_under(root)
         self.models = ModelSet(root, name, options, log)
-        self.token_sha = os.environ.get("MAAS_SERVE_TOKEN_SHA256") or None
         host = options.get("host", "127.0.0.1")
         self.loopback = host in LOOPBACK
-        self.token_for_all = bool(options.get("token_for_all")) or not self.loopback
+        self.access = Access(
+            root,
+            os.environ.get("MAAS_SERVE_TOKEN_SHA256") or None,
+            bool(options.get("token_for_all")) or not self.loopback,
+        )
         self.allowed_hosts = {f"{h}:{port}" for h in (*LOOPBACK, host)} | {
             f"{h}:{port}" for h in options.get("allow_hosts", [])
         }
@@ -156,7 +158,7 @@ class Server:
             if path in ("/v2/health/live", "/v2/health/ready"):
                 return self._health(path)
             management = path.startswith("/v2/repository")
-            self._guard(method, headers, management)
+            self._guard(method, path, headers)
             if method == "GET":
                 return self._get(path)
             if method != "POST":
@@ -184,7 +186,7 @@ class Server:
 
     # ------------------------------------------------------------------ rules
 
-    def _guard(self, method: str, headers: dict, management: bool) -> None:
+    def _guard(self, method: str, path: str, headers: dict) -> None:
         host = headers.get("host", "")
         if self.loopback and host not in self.allowed_hosts:
             raise HTTPError(
@@ -196,29 +198,15 @@ class Server:
         origin = headers.get("origin")
         if method != "GET" and origin and urlsplit(origin).netloc not in self.allowed_hosts:
             raise HTTPError(403, "Cross-origin requests that change state are refused.")
-        if management or self.token_for_all:
-            self._check_token(headers)
+        scope, model = route_scope(method, path)
+        self.authorize(headers.get("authorization"), scope, model)
 
-    def _check_token(self, headers: dict) -> None:
-        given = headers.get("authorization", "")
-        scheme, _, token = given.partition(" ")
-        ok = (
-            self.token_sha is not None
-            and scheme.lower() == "bearer"
-            and hmac.compare_digest(
-                hashlib.sha256(token.strip().encode()).hexdigest(), self.token_sha
-            )
-        )
-        if not ok:
-            why = "was wrong" if given else "is missing"
-            raise HTTPError(
-                401,
-                f"The token {why}: send the header 'Authorization: Bearer <token>' with "
-                f"the server's token: the {option('token')} it was started with, or the "
-                "generated one "
-                "(server.token in Python; shown once on the terminal that started it).",
-                {"www-authenticate": "Bearer"},
-            )
+    def authorize(self, authorization: str | None, scope: str, model: str | None) -> None:
+        """The one access check for REST and gRPC: :class:`HTTPError` 401/403 if refused."""
+        try:
+            self.access.check(authorization, scope, model)
+        except Denied as exc:
+            raise HTTPError(exc.status, exc.message, exc.headers) from None
 
     async def _body(self, receive, headers: dict) -> bytes:
         declared = headers.get("content-length")
@@ -312,7 +300,7 @@ class Server:
         if path == "/metrics":
             return (
                 200,
-                prometheus(self._all_stats()).encode(),
+                (prometheus(self._all_stats()) + self.access.prometheus()).encode(),
                 {"content-type": "text/plain; version=0.0.4"},
             )
         if path == "/v2/models/stats":
@@ -668,6 +656,19 @@ class Server:
             (self._folder() / f"{os.getpid()}.json").unlink()
         except OSError:
             pass
+
+
+def route_scope(method: str, path: str) -> tuple[str, str | None]:
+    """The scope a REST call needs, and the model it is about (None: the whole server)."""
+    repo = _REPO.fullmatch(path)
+    if repo:
+        return "admin", repo["name"]
+    if path.startswith("/v2/repository"):
+        return "admin", None
+    match = None if path == "/v2/models/stats" else _MODEL.fullmatch(path)
+    if method == "POST" and match and match["action"] == "/infer":
+        return "infer", match["name"]
+    return "read", match["name"] if match else None
 
 
 def _json(status: int, payload) -> tuple[int, bytes, dict]:

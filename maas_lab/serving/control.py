@@ -65,6 +65,11 @@ def serve(
     max_rows: int = _SERVE["max_rows"],
     header_timeout_s: float = _SERVE["header_timeout_s"],
     body_timeout_s: float = _SERVE["body_timeout_s"],
+    grpc_port: int | None = _SERVE["grpc_port"],
+    tls_cert: str | None = _SERVE["tls_cert"],
+    tls_key: str | None = _SERVE["tls_key"],
+    autoscale: str | None = _SERVE["autoscale"],
+    target_p99_ms: float = _SERVE["target_p99_ms"],
     wait_s: float = 180.0,
     foreground: bool = False,
     healthy_reset_s: float = 30.0,
@@ -144,6 +149,11 @@ def serve(
         "max_rows": max_rows,
         "header_timeout_s": header_timeout_s,
         "body_timeout_s": body_timeout_s,
+        "grpc_port": grpc_port,
+        "tls_cert": str(Path(tls_cert).resolve()) if tls_cert else None,
+        "tls_key": str(Path(tls_key).resolve()) if tls_key else None,
+        "autoscale": autoscale,
+        "target_p99_ms": target_p99_ms,
         "prog": typed(),  # the server's answers name options as they were given here
     }
     folder = state.run_dir(reg.root, name)

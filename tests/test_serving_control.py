@@ -11,16 +11,20 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 
+import numpy as np
 import pytest
 
 from maas_lab import api
-from maas_lab.errors import MaasError, NotFoundError, UsageError
+from maas_lab.errors import ConflictError, MaasError, NotFoundError, UsageError
 from maas_lab.results import Table
 from maas_lab.serving import control, state
+from maas_lab.serving.client import Client
 
 pytestmark = pytest.mark.slow
 
@@ -307,3 +311,200 @@ def test_a_name_that_cannot_name_a_server_says_what_to_do(words, tmp_path):
     assert state.all_rows(api.registry(words).db) == []
     with pytest.raises(UsageError, match=r"No server is called '7'.*`maas cancel 7` stops it"):
         api.stop("7")
+
+
+# ---------------------------------------------------------------------- autoscaling (17)
+
+# Short timings (options of the server row) so a whole cycle takes seconds; the deadlines
+# below only bound a hang.
+QUICK = {"window_s": 1.5, "up_after_s": 1.0, "down_after_s": 1.5, "cooldown_s": 1.0}
+
+
+def _ask(url: str, stop, outcomes: list, pause_s: float = 0.0) -> None:
+    """Requests through our client until ``stop``; each outcome kept (200, or what failed)."""
+    with Client(url) as client:
+        while not stop.is_set():
+            try:
+                out = client.infer("words", {"words": np.array(["good"], dtype=object)})
+                outcomes.append(200 if out["scores"].tolist() == [1.0] else repr(out))
+            except (MaasError, OSError) as exc:
+                outcomes.append(repr(exc))
+            if pause_s:
+                stop.wait(pause_s)
+
+
+def test_replicas_follow_the_load_with_no_failed_request(words):
+    """A load well over a (tiny) p99 target adds a replica; a trickle too small to judge a
+    p99 by counts as idle and the replica goes again, drained while requests still flow."""
+    handle = control.serve(
+        "words@1",
+        name="elastic",
+        port=0,
+        autoscale="1..2",
+        target_p99_ms=0.01,
+        autoscale_timings=QUICK,
+    )
+    db = api.registry(words).db
+    assert handle.rows[0]["autoscale"] == "1..2" and len(handle.workers) == 1
+    heavy, light = threading.Event(), threading.Event()
+    outcomes: list = []
+    threads = [threading.Thread(target=_ask, args=(handle.url, heavy, outcomes)) for _ in range(4)]
+    threads.append(threading.Thread(target=_ask, args=(handle.url, light, outcomes, 0.25)))
+    try:
+        for t in threads:
+            t.start()
+
+        def replicas(n: int):
+            row = state.get(db, "elastic")
+            return row["replicas"] == n and len(row["workers"]) == n and row["status"] == "running"
+
+        _wait(lambda: replicas(2), "a second replica under load", 120)
+        answered = len(outcomes)
+        _wait(lambda: len(outcomes) > answered + 50, "requests after the change")
+        heavy.set()
+        for t in threads[:-1]:
+            t.join()
+        _wait(lambda: replicas(1), "the idle replica to go", 120)
+        answered = len(outcomes)
+        _wait(lambda: len(outcomes) > answered + 3, "requests after the change")
+    finally:
+        heavy.set()
+        light.set()
+        for t in threads:
+            t.join()
+    assert outcomes and set(outcomes) == {200}, {o for o in outcomes if o != 200}
+    log = api.logs("elastic", lines=200).text
+    assert "autoscale: +1 replica (1 -> 2) at " in log and "p99 " in log
+    assert "autoscale: -1 replica (2 -> 1) at " in log and "idle for " in log
+    table = control.status("elastic")
+    assert table.rows[0]["autoscale"] == "1..2" and table.rows[0]["replicas"] == "1/1"
+    assert "elastic autoscales 1..2: +1 replica (1 -> 2) at " in table.note
+    assert "; -1 replica (2 -> 1) at " in table.note
+    # By hand: within the range it is a nudge; outside it is refused, naming the option.
+    with pytest.raises(UsageError, match=r"autoscales between 1 and 2 replicas \(autoscale="):
+        control.scale("elastic", 3)
+    assert control.scale("elastic", 2).rows[0]["replicas"] == "2/2"
+    assert "replicas set to 2 by hand" in api.logs("elastic").text
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"autoscale": "2..1"}, "MIN is larger than MAX"),
+        ({"autoscale": "1..4", "target_p99_ms": 0}, "^target_p99_ms must be a number"),
+        ({"autoscale": "1-4"}, r"^autoscale takes MIN\.\.MAX replicas"),
+        ({"autoscale": "0..4"}, "MIN must be at least 1"),
+        ({"autoscale": "1..65"}, "MAX must be at most 64"),
+        ({"autoscale": "1..2", "replicas": 3}, r"^replicas 3 is above the autoscale range"),
+        (
+            {"tls_cert": "c.pem"},
+            r"^tls_cert and tls_key go together: add tls_key=FILE, or leave both",
+        ),
+    ],
+)
+def test_bad_autoscale_and_tls_options_are_refused_before_anything_starts(words, options, message):
+    with pytest.raises(UsageError, match=message):
+        control.serve("words@1", name="never", port=0, **options)
+    assert state.all_rows(api.registry(words).db) == []  # no row, so no process either
+    assert not state.run_dir(words, "never").exists()
+
+
+# ---------------------------------------------------------------------- gRPC port (17)
+
+
+def test_the_grpc_port_is_reserved_for_the_servers_lifetime(words):
+    handle = control.serve("words@1", name="both", port=0, grpc_port=0)
+    port = state.get(api.registry(words).db, "both")["options"]["grpc_port"]
+    assert port > 0 and handle.grpc == f"127.0.0.1:{port}"
+    assert handle.rows[0]["grpc"] == handle.grpc
+    assert control.status("both").rows[0]["grpc"] == handle.grpc
+    plain = socket.socket()
+    with pytest.raises(OSError):  # held: nothing else binds it ...
+        plain.bind(("127.0.0.1", port))
+    plain.close()
+    worker_like = socket.socket()  # ... but a worker's gRPC server (SO_REUSEPORT) listens on it
+    worker_like.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    worker_like.bind(("127.0.0.1", port))
+    worker_like.listen(1)
+    worker_like.close()
+    with pytest.raises(MaasError, match=rf"cannot reserve the gRPC port 127.0.0.1:{port}: "):
+        control.serve("words@1", name="second", port=0, grpc_port=port)  # one of ours has it
+    with socket.socket() as taken:  # a port another program listens on
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        busy = taken.getsockname()[1]
+        with pytest.raises(MaasError, match=r"cannot reserve the gRPC port .*grpc_port=0 for any"):
+            control.serve("words@1", name="second", port=0, grpc_port=busy)
+    assert [r["name"] for r in state.all_rows(api.registry(words).db)] == ["both"]
+
+
+# ---------------------------------------------------------------------- one name, one server
+
+
+def test_a_name_being_started_elsewhere_is_refused_and_freed_when_its_starter_dies(words):
+    """The check that a name is free and the insert are one transaction; a row with no
+    supervisor yet belongs to the process starting it, while that process runs."""
+    db = api.registry(words).db
+    starter = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        started = _wait(lambda: state.process_started(starter.pid), "the starter")
+        row = {
+            "name": "taken",
+            "host": "127.0.0.1",
+            "port": 0,
+            "pid": None,
+            "replicas": 1,
+            "models": ["words@1"],
+            "options": {"starter": {"pid": starter.pid, "started": started}},
+            "status": "starting",
+        }
+        state.insert(db, row, words)
+        with pytest.raises(ConflictError, match=r"'taken' already is being started\. Stop it"):
+            control.serve("words@1", name="taken", port=0)
+        assert state.get(db, "taken")["options"]["starter"]["pid"] == starter.pid
+    finally:
+        starter.kill()
+        starter.wait()
+    state.insert(db, {**row, "options": {}}, words)  # its starter is gone: the name is free
+    assert state.get(db, "taken")["options"] == {}
+    state.delete(db, "taken")
+
+
+RACER = r"""
+import os, sys, time
+from maas_lab import api
+from maas_lab.errors import ConflictError
+go = sys.argv[1]
+api.registry().resolve("words@1")  # warm: both wait at the same line
+open(go + f".{os.getpid()}", "w").close()
+while not os.path.exists(go):
+    time.sleep(0.001)
+try:
+    api.serve("words@1", name="racy", port=0)
+    print("started")
+except ConflictError as exc:
+    print("refused:", exc)
+"""
+
+
+def test_two_concurrent_starts_with_one_name_give_one_server(words, tmp_path):
+    go = tmp_path / "go"
+    env = {**os.environ, "MAAS_LAB_HOME": str(words)}
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, str(go)], env=env, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    try:
+        _wait(lambda: len(list(tmp_path.glob("go.*"))) == 2, "both racers", 120)
+        go.touch()
+        answers = sorted(p.communicate(timeout=120)[0].strip() for p in racers)
+    finally:
+        for p in racers:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert answers[1] == "started", answers
+    assert answers[0].startswith("refused: A server named 'racy' already "), answers
+    assert len(state.all_rows(api.registry(words).db)) == 1

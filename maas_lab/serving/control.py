@@ -17,22 +17,20 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConflictError, NotFoundError, ServeError, UsageError
+from ..errors import NotFoundError, ServeError, UsageError
 from ..hints import command, option, typed
 from ..registry import open as open_registry
 from ..results import LogTail, Report, Table, tail_text
 from ..schemas import SERVE
+from . import autoscale as autoscale_mod
 from . import state
 from .metrics import merge, summary
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
-def _url(host: str, port: int) -> str:
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    if ":" in shown and not shown.startswith("["):
-        shown = f"[{shown}]"
-    return f"http://{shown}:{port}"
+def _url(row: dict) -> str:
+    return state.url(row)
 
 
 def _check_range(label: str, value, low, high):
@@ -73,6 +71,7 @@ def serve(
     wait_s: float = 180.0,
     foreground: bool = False,
     healthy_reset_s: float = 30.0,
+    autoscale_timings: dict | None = None,
     root=None,
 ):
     """Serve one or more registered versions over HTTP (Open Inference Protocol v2).
@@ -82,11 +81,26 @@ def serve(
     dropping a request. Returns a :class:`ServerHandle` once every replica is ready.
 
     ``healthy_reset_s``: after running that long with every replica ready, a crashed worker
-    is replaced after the shortest delay again. The other defaults are those of
-    :data:`maas_lab.schemas.SERVE`. The handle's hints follow the command typed
-    (:func:`maas_lab.hints.typed`: ``maas``, ``%maas``, or its own methods from Python), and
-    so do the server's answers that name an option (``--max-rows`` or ``max_rows``). A
-    generated token is never shown in the handle's output (see :class:`ServerHandle`).
+    is replaced after the shortest delay again.
+
+    ``autoscale="MIN..MAX"``: the supervisor adds a replica while p99 latency (over
+    ``target_p99_ms``) or the queue (over ``max_batch`` per replica) stays high, and removes
+    one when idle (:mod:`maas_lab.serving.autoscale`). ``replicas`` is where it starts: one
+    below MIN starts at MIN (so the default of 1 works with ``2..4``); one above MAX is
+    refused. ``autoscale_timings`` overrides the policy's timings
+    (:data:`maas_lab.serving.autoscale.DEFAULTS`: ``window_s``, ``up_after_s``,
+    ``down_after_s``, ``cooldown_s``, ``min_requests``), kept in the row's options like
+    ``healthy_reset_s``; tests shorten them.
+
+    ``tls_cert`` and ``tls_key`` (PEM files) go together: the pair is checked before
+    anything starts, and the server answers https (and gRPC over TLS). A server bound
+    beyond loopback needs a token for every request, and warns without TLS.
+
+    The other defaults are those of :data:`maas_lab.schemas.SERVE`. The handle's hints
+    follow the command typed (:func:`maas_lab.hints.typed`: ``maas``, ``%maas``, or its own
+    methods from Python), and so do the server's answers that name an option
+    (``--max-rows`` or ``max_rows``). A generated token is never shown in the handle's
+    output (see :class:`ServerHandle`).
     """
     refs = [refs] if isinstance(refs, str) else list(refs)
     if not refs:
@@ -117,15 +131,13 @@ def serve(
     _check_range("max_rows", max_rows, 1, 10_000_000)
     _check_range("header_timeout_s", header_timeout_s, 0.01, 3600)
     _check_range("body_timeout_s", body_timeout_s, 0.01, 3600)
-    existing = state.get(reg.db, name)
-    if existing is not None:
-        if state.supervisor_alive(reg.root, existing):
-            where = _url(existing["host"], existing["port"])
-            raise ConflictError(
-                f"A server named {name!r} already runs at {where}. Stop it "
-                f"(`{command('stop', name)}`), or pass {option('name')} for a second one."
-            )
-        state.delete(reg.db, name)
+    if grpc_port is not None:
+        _check_range("grpc_port", grpc_port, 0, 65535)
+    scaling = autoscale_mod.check(autoscale, target_p99_ms, replicas)
+    if scaling is not None:
+        replicas = scaling[0]
+    timings = _autoscale_timings(autoscale_timings)
+    _check_tls(tls_cert, tls_key)
     generated = token is None
     if token is not None and len(token) < 16:
         raise UsageError(
@@ -152,9 +164,12 @@ def serve(
         "grpc_port": grpc_port,
         "tls_cert": str(Path(tls_cert).resolve()) if tls_cert else None,
         "tls_key": str(Path(tls_key).resolve()) if tls_key else None,
-        "autoscale": autoscale,
+        "autoscale": autoscale.strip() if autoscale else None,
         "target_p99_ms": target_p99_ms,
+        "healthy_reset_s": healthy_reset_s,
+        **{f"autoscale_{k}": v for k, v in timings.items()},
         "prog": typed(),  # the server's answers name options as they were given here
+        "starter": state.starter(),  # the row is live while this process starts it
     }
     folder = state.run_dir(reg.root, name)
     (folder / "workers").mkdir(parents=True, exist_ok=True)
@@ -170,6 +185,7 @@ def serve(
             "options": options,
             "status": "starting",
         },
+        reg.root,
     )
     env = {
         **os.environ,
@@ -207,6 +223,33 @@ def serve(
     return ServerHandle(name, reg.root, token=token, generated=generated)
 
 
+def _autoscale_timings(given: dict | None) -> dict:
+    timings = dict(autoscale_mod.DEFAULTS)
+    for key, value in (given or {}).items():
+        if key not in timings:
+            raise UsageError(
+                f"Unknown autoscale timing {key!r}; known: {', '.join(sorted(timings))}."
+            )
+        _check_range(f"autoscale_{key}", value, 0.0 if key != "min_requests" else 1, 86400)
+        timings[key] = type(timings[key])(value)
+    return timings
+
+
+def _check_tls(tls_cert, tls_key) -> None:
+    """A certificate needs its key and the other way round; the pair must match and be
+    valid now (helper :func:`maas_lab.serving.tls.check_pair`), all before anything starts."""
+    if bool(tls_cert) != bool(tls_key):
+        missing = "tls_key" if tls_cert else "tls_cert"
+        raise UsageError(
+            f"{option('tls_cert')} and {option('tls_key')} go together: add "
+            f"{option(missing, 'FILE')}, or leave both out to serve without TLS."
+        )
+    if tls_cert:
+        from .tls import check_pair
+
+        check_pair(tls_cert, tls_key)
+
+
 def _wait_ready(reg, name: str, proc, wait_s: float, log_start: int) -> None:
     deadline = time.monotonic() + wait_s
     log = state.log_path(reg.root, name)
@@ -241,6 +284,13 @@ def _load_failure(reg, name: str, row) -> str | None:
 
 
 def _start_error(name: str, tail: str, row) -> ServeError:
+    if "cannot reserve the gRPC port" in tail:
+        line = next(x for x in tail.splitlines() if "cannot reserve the gRPC port" in x)
+        where = line.split("cannot reserve the gRPC port", 1)[1].strip()
+        return ServeError(
+            f"Server {name!r} could not start: cannot reserve the gRPC port {where}. Pick "
+            f"another {option('grpc_port')}, or {option('grpc_port', 0)} for any free one."
+        )
     if "cannot listen on" in tail:
         line = next(x for x in tail.splitlines() if "cannot listen on" in x)
         where = line.split("cannot listen on", 1)[1].strip()
@@ -291,7 +341,8 @@ class ServerHandle(Table):
     def __init__(self, name: str, root, token: str | None = None, generated: bool = False):
         self.name, self.root, self.token = name, Path(root), token
         row = state.get(open_registry(root).db, name)
-        self.url = _url(row["host"], row["port"]) if row else None
+        self.url = _url(row) if row else None
+        self.grpc = state.grpc_address(row) if row else None  # host:port, or None
         self.pid = row["pid"] if row else None
         self.workers = row["workers"] if row else []
         self.models = row["models"] if row else []
@@ -311,13 +362,25 @@ class ServerHandle(Table):
                 "token": who,
             }
         ]
+        columns = ["server", "url", "models", "replicas", "token"]
+        if self.grpc:
+            rows[0]["grpc"] = self.grpc
+            columns.insert(2, "grpc")
+        if options.get("autoscale"):
+            rows[0]["autoscale"] = options["autoscale"]
+            columns.insert(columns.index("replicas") + 1, "autoscale")
         note = _next_steps(name, self.models, generated)
-        super().__init__(rows, title=f"Server {name} is ready", note=note)
+        warning = _clear_text_warning(row) if row else ""
+        if warning:
+            note = f"{warning} {note}"
+        super().__init__(rows, columns, title=f"Server {name} is ready", note=note)
 
-    def client(self):
+    def client(self, ca: str | None = None):
+        """A client that sends this server's token; ``ca``: the PEM file to verify its TLS
+        certificate against (default: the system's trusted authorities)."""
         from .client import Client
 
-        return Client(self.url, token=self.token)
+        return Client(self.url, token=self.token, **_ca(ca))
 
     def status(self):
         return status(self.name, root=self.root)
@@ -330,6 +393,21 @@ class ServerHandle(Table):
 
     def stop(self):
         return stop(self.name, root=self.root)
+
+
+def _clear_text_warning(row: dict) -> str:
+    """Beyond loopback without TLS, tokens and data cross the network readable."""
+    if row["host"] in LOOPBACK or row["options"].get("tls_cert"):
+        return ""
+    return (
+        f"Warning: bound to {row['host']} without TLS, so tokens and data cross the network "
+        f"in clear text; give {option('tls_cert', 'FILE')} and {option('tls_key', 'FILE')}."
+    )
+
+
+def _ca(ca: str | None) -> dict:
+    """``ca=`` for :class:`~maas_lab.serving.client.Client`, only when one is given."""
+    return {"ca": str(Path(ca).resolve())} if ca else {}
 
 
 def _typed_in() -> str:
@@ -371,19 +449,10 @@ def _live_rows(reg) -> tuple[list[dict], list[str]]:
     for row in state.all_rows(reg.db):
         if state.supervisor_alive(reg.root, row):
             live.append(row)
-        elif row["pid"] or time.time() - _parse_time(row["updated_at"]) > 300:
+        elif not state.row_alive(reg.root, row):
             state.delete(reg.db, row["name"], pid=row["pid"])
             removed.append(row["name"])
     return live, removed
-
-
-def _parse_time(text: str) -> float:
-    from datetime import datetime
-
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except (TypeError, ValueError):
-        return 0.0
 
 
 def _find(reg, name: str) -> dict:
@@ -425,11 +494,13 @@ def status(name: str | None = None, root=None) -> Table:
             rows.append(
                 {
                     "server": row["name"],
-                    "url": _url(row["host"], row["port"]),
+                    "url": _url(row),
+                    "grpc": state.grpc_address(row) or "",
                     "model": follow,
                     "version": ",".join(map(str, numbers)) or "-",
                     "state": "draining" if any(s["draining"] for s in snaps) else row["status"],
                     "replicas": f"{ready}/{row['replicas']}",
+                    "autoscale": row["options"].get("autoscale") or "",
                     "queue": sum(m["queue"] for m in entries),
                     "req/s": round(figures["rps"], 1),
                     "p50 ms": _ms(figures["p50_ms"]),
@@ -459,12 +530,33 @@ def status(name: str | None = None, root=None) -> Table:
     ]
     if any(r["problem"] for r in rows):
         columns.append("problem")
-    note = f"Removed stale entries: {', '.join(removed)}." if removed else ""
+    if any(r["grpc"] for r in rows):
+        columns.insert(columns.index("url") + 1, "grpc")
+    if any(r["autoscale"] for r in rows):
+        columns.insert(columns.index("replicas") + 1, "autoscale")
+    notes = [f"Removed stale entries: {', '.join(removed)}."] if removed else []
+    for row in live:
+        if name is not None and row["name"] != name:
+            continue
+        if row["options"].get("autoscale"):
+            latest = state.decisions(reg.root, row["name"])[-SHOWN_DECISIONS:]
+            notes.append(
+                f"{row['name']} autoscales {row['options']['autoscale']}: "
+                + ("; ".join(latest) if latest else "no change yet")
+                + "."
+            )
+        warning = _clear_text_warning(row)
+        if warning:
+            notes.append(f"{row['name']}: {warning}")
+    note = " ".join(notes)
     if not rows and not note:
         note = (
             f"No server is running. Start one with `{command('serve', 'NAME[@VERSION|@ALIAS]')}`."
         )
     return Table(rows, columns, title="Servers", note=note)
+
+
+SHOWN_DECISIONS = 3  # the latest autoscaling decisions in the status note
 
 
 def _ms(value) -> str:
@@ -482,10 +574,24 @@ def logs(name: str, lines: int = 40, root=None) -> LogTail:
 
 
 def scale(name: str, replicas: int, wait_s: float = 120.0, root=None) -> Table:
-    """Change the number of worker processes while serving; returns once they are ready."""
+    """Change the number of worker processes while serving; returns once they are ready.
+
+    On a server started with ``autoscale="MIN..MAX"`` a count within the range is a nudge:
+    it is applied, and the policy makes no change of its own for its cool-down, then
+    follows the load from there. A count outside the range is refused (restart the server
+    with another range, or without autoscaling for a fixed count)."""
     _check_range("replicas", replicas, 1, 64)
     reg = open_registry(root)
     row = _find(reg, name)
+    scaling = row["options"].get("autoscale")
+    if scaling:
+        low, high = autoscale_mod.parse_range(scaling)
+        if not low <= replicas <= high:
+            raise UsageError(
+                f"Server {name!r} autoscales between {low} and {high} replicas "
+                f"({option('autoscale', scaling)}): scale within that range, or restart it "
+                f"with another {option('autoscale')} (or without it for a fixed count)."
+            )
     state.update(reg.db, name, replicas=replicas)
     folder = state.run_dir(reg.root, name) / "workers"
     deadline = time.monotonic() + wait_s
@@ -542,16 +648,23 @@ def _signal_if(alive, send) -> None:
 # ---------------------------------------------------------------------- clients
 
 
-def client(url: str | None = None, token: str | None = None, name: str | None = None, root=None):
-    """An Open Inference Protocol client for ``url``, or for the running server ``name``."""
+def client(
+    url: str | None = None,
+    token: str | None = None,
+    name: str | None = None,
+    root=None,
+    ca: str | None = None,
+):
+    """An Open Inference Protocol client for ``url``, or for the running server ``name``;
+    ``ca``: a PEM file of the authority to verify an https server against."""
     from .client import Client
 
     if url is None:
         if name is None:
             raise UsageError("Give a server URL, or the name of a running server.")
         row = _find(open_registry(root), name)
-        url = _url(row["host"], row["port"])
-    return Client(url, token=token)
+        url = _url(row)
+    return Client(url, token=token, **_ca(ca))
 
 
 def server_for(ref: str, root=None) -> tuple[dict, str | None]:
@@ -579,21 +692,28 @@ def server_for(ref: str, root=None) -> tuple[dict, str | None]:
 
 
 def predict(
-    ref: str, inputs, url: str | None = None, token: str | None = None, outputs=None, root=None
+    ref: str,
+    inputs,
+    url: str | None = None,
+    token: str | None = None,
+    outputs=None,
+    root=None,
+    ca: str | None = None,
 ) -> Report:
-    """Send one request through a running server (never in-process) and show the answer."""
+    """Send one request through a running server (never in-process) and show the answer;
+    ``ca`` as for :func:`client`."""
     from ..registry.refs import parse_ref
     from .client import Client
 
     parsed = parse_ref(ref)
     if url is None:
         row, version = server_for(ref, root=root)
-        url = _url(row["host"], row["port"])
+        url = _url(row)
     else:
         version = str(parsed.version) if parsed.version else parsed.alias
     from .inputs import fit_to_model
 
-    cli = Client(url, token=token)
+    cli = Client(url, token=token, **_ca(ca))
     if isinstance(inputs, np.ndarray):
         inputs = fit_to_model(cli.model_metadata(parsed.name, version), inputs)
     started = time.perf_counter()
@@ -642,7 +762,7 @@ def wait_for_switch(
             mine = [m for s in snaps for m in s["models"] if m["follow"] == follow]
             if mine and all(m["number"] == number for m in mine):
                 result = (
-                    f"server {row['name']} ({_url(row['host'], row['port'])}) switched to "
+                    f"server {row['name']} ({_url(row)}) switched to "
                     f"{name}@{number} in {time.monotonic() - started:.1f} s"
                 )
             elif any(m["error"] and f"@{number} " in m["error"] for m in mine):

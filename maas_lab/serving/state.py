@@ -19,7 +19,7 @@ import signal
 import time
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import ConflictError, UsageError
 from ..hints import command, option
 from ..registry.db import now, write
 
@@ -77,7 +77,62 @@ def all_rows(db) -> list[dict]:
     return [_decode(r) for r in db.query("select * from servers order by name")]
 
 
-def insert(db, row: dict) -> None:
+def url(row: dict) -> str:
+    """Where a server row answers: https when it was started with TLS; a wildcard bind is
+    shown as loopback (what a client on this machine connects to)."""
+    host = row["host"]
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
+    scheme = "https" if (row.get("options") or {}).get("tls_cert") else "http"
+    return f"{scheme}://{shown}:{row['port']}"
+
+
+def grpc_address(row: dict) -> str | None:
+    """``host:port`` of a server's gRPC side (what ``tritonclient.grpc`` takes), or None."""
+    port = (row.get("options") or {}).get("grpc_port")
+    if port is None or not row.get("pid"):  # 0 until the supervisor has reserved one
+        return None
+    return url(row).split("://", 1)[1].rsplit(":", 1)[0] + f":{port}"
+
+
+def starter() -> dict:
+    """The process starting a server (pid and start time), kept in the row's options until
+    the supervisor writes its own pid: a row without a pid is live while its starter runs."""
+    return {"pid": os.getpid(), "started": process_started(os.getpid())}
+
+
+STARTING_GRACE_S = 300.0  # a row without a pid or starter is taken as starting this long
+
+
+def row_alive(root: Path, row: dict | None) -> bool:
+    """True if a row belongs to a server that runs or is being started: its supervisor
+    runs (:func:`supervisor_alive`), or it has no pid yet and the process that inserted it
+    still runs."""
+    if not row:
+        return False
+    if row.get("pid"):
+        return supervisor_alive(root, row)
+    who = (row.get("options") or {}).get("starter")
+    if isinstance(who, dict):
+        return same_process(who.get("pid"), who.get("started"))
+    return time.time() - _stamp(row.get("updated_at")) < STARTING_GRACE_S
+
+
+def _stamp(text) -> float:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def insert(db, row: dict, root: Path) -> None:
+    """Record a new server; the check that its name is free and the insert are one write
+    transaction, so of two starts with one name exactly one gets it. A live server of that
+    name (running, or still being started) is a ConflictError naming it; a dead one's row
+    is replaced."""
     stamp = now()
     record = {
         **row,
@@ -88,6 +143,14 @@ def insert(db, row: dict) -> None:
         "updated_at": stamp,
     }
     with write(db):
+        existing = get(db, row["name"])
+        if row_alive(root, existing):
+            name = row["name"]
+            where = f"runs at {url(existing)}" if existing["pid"] else "is being started"
+            raise ConflictError(
+                f"A server named {name!r} already {where}. Stop it "
+                f"(`{command('stop', name)}`), or pass {option('name')} for a second one."
+            )
         db["servers"].insert(record, replace=True)
 
 
@@ -239,6 +302,35 @@ def read_snapshots(folder: Path, pids: list[int] | None = None, max_age_s: float
         if fresh and same_process(pid, data.get("proc_started")):
             out.append(data)
     return sorted(out, key=lambda d: d["pid"])
+
+
+def _decisions_file(root: Path, name: str) -> Path:
+    return run_dir(root, name) / "autoscale.json"
+
+
+KEEP_DECISIONS = 20
+
+
+def record_decision(root: Path, name: str, line: str) -> None:
+    """Keep an autoscaling decision (one line with its figures) for ``maas status``."""
+    path = _decisions_file(root, name)
+    lines = [*decisions(root, name), line][-KEEP_DECISIONS:]
+    tmp = path.with_name(f".autoscale.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(lines))
+    os.replace(tmp, path)
+
+
+def decisions(root: Path, name: str) -> list[str]:
+    """The latest autoscaling decisions of a server, oldest first."""
+    try:
+        lines = json.loads(_decisions_file(root, name).read_text())
+    except (OSError, ValueError):
+        return []
+    return [x for x in lines if isinstance(x, str)] if isinstance(lines, list) else []
+
+
+def clear_decisions(root: Path, name: str) -> None:
+    _decisions_file(root, name).unlink(missing_ok=True)
 
 
 REFRESH_SIGNAL = signal.SIGUSR2

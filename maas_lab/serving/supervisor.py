@@ -5,6 +5,17 @@ serving (``maas scale``) from any notebook, a worker that crashes must come back
 whole server must drain in order (readiness 503 everywhere first, then each worker finishes
 what it holds). The supervisor reads the wanted replica count from the server's registry
 row, the same place ``maas status`` reads, so there is no control socket to secure.
+
+With ``--autoscale MIN..MAX`` the supervisor also *writes* that count: each tick it feeds
+the workers' snapshots to :mod:`.autoscale` and writes a decision into the row (the field
+``maas scale`` writes), logs it with the figures that caused it, and records it for
+``maas status``. A count set by hand within the range is a nudge: the policy starts its
+cool-down from it.
+
+With ``--grpc-port`` the supervisor reserves the gRPC port for the server's lifetime: a
+socket bound (never listening) with SO_REUSEPORT, so each worker's gRPC server can listen on
+the same port beside its siblings, and the port (``0``: a free one) stays the server's while
+workers come and go. The actual port is written into the row before any worker starts.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ import time
 from pathlib import Path
 
 from . import state
+from .autoscale import Policy, Window, parse_range, timings
 from .worker import log_to_stderr
 
 TICK_S = 0.2
@@ -76,6 +88,25 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def reserve(host: str, port: int) -> socket.socket:
+    """Bind (never listen) with SO_REUSEPORT: the port is held for the workers' gRPC
+    servers, which listen on it with ``so_reuseport`` too; a connection never waits on this
+    socket, since the kernel hands connections only to listening ones."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        raise BindError(f"cannot reserve the gRPC port {host}:{port}: {exc.strerror}") from None
+    return sock
+
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
 class Supervisor:
     def __init__(self, root: Path, name: str):
         from ..registry import open as open_registry
@@ -89,22 +120,48 @@ class Supervisor:
         self.backoff = Backoff(reset_after_s=HEALTHY_RESET_S)
         self.restart_at = 0.0  # monotonic time before which no crashed worker is replaced
         self.ever_ready = False
+        self.grpc_sock: socket.socket | None = None
+        self.autoscaler: tuple[Window, Policy] | None = None
+        self.wrote_replicas: int | None = None  # the count the autoscaler last wrote
 
     def run(self) -> int:
         row = state.get(self.db, self.name)
         if row is None:
             self.log("no registry row for this server; nothing to do")
             return 2
+        options = dict(row["options"])
         try:
             self.sock = bind(row["host"], int(row["port"] or 0))
+            if options.get("grpc_port") is not None:
+                self.grpc_sock = self._reserve_grpc(row["host"], int(options["grpc_port"]))
         except BindError as exc:
             self.log(f"error: {exc}")
             state.update(self.db, self.name, status="failed")
+            self._close_sockets()
             return 3
         self.port = self.sock.getsockname()[1]
+        if self.grpc_sock is not None:
+            options["grpc_port"] = self.grpc_sock.getsockname()[1]
         state.record_supervisor(self.root, self.name)  # before the row names this pid
-        state.update(self.db, self.name, port=self.port, pid=os.getpid(), status="starting")
+        state.clear_decisions(self.root, self.name)
+        state.update(
+            self.db,
+            self.name,
+            port=self.port,
+            pid=os.getpid(),
+            status="starting",
+            options=options,
+        )
         self.log(f"listening on {row['host']}:{self.port}")
+        if self.grpc_sock is not None:
+            self.log(f"gRPC port {row['host']}:{options['grpc_port']} reserved for the workers")
+        if row["host"] not in LOOPBACK and not options.get("tls_cert"):
+            self.log(
+                f"warning: bound to {row['host']} without TLS: tokens and data cross the "
+                "network in clear text (give a TLS certificate and key)"
+            )
+        if options.get("autoscale"):
+            self._start_autoscaler(options, int(row["replicas"]))
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_stop)
         folder = state.run_dir(self.root, self.name) / "workers"
@@ -129,6 +186,8 @@ class Supervisor:
                 healthy = ready >= wanted and len(self.workers) == wanted
                 status = "running" if ready >= len(self.workers) and self.workers else "starting"
                 self._note_health(healthy, row)
+                if self.autoscaler is not None:
+                    self._autoscale(int(row["replicas"]), snaps, healthy and not self.retiring)
                 now = (sorted(self.workers), status)
                 if now != last:
                     state.update(self.db, self.name, workers=now[0], status=status)
@@ -145,6 +204,64 @@ class Supervisor:
         self.backoff.reset_after_s = float(row["options"].get("healthy_reset_s", HEALTHY_RESET_S))
         if self.backoff.healthy(time.monotonic()):
             self.log(f"healthy for {self.backoff.reset_after_s:g} s: the restart back-off is reset")
+
+    def _reserve_grpc(self, host: str, port: int) -> socket.socket:
+        """Another live server of ours on that port would share it (SO_REUSEPORT lets any
+        process of this user join): refused here, by the registry, before binding."""
+        for other in state.all_rows(self.db):
+            if (
+                port
+                and other["name"] != self.name
+                and other["options"].get("grpc_port") == port
+                and state.supervisor_alive(self.root, other)
+            ):
+                raise BindError(
+                    f"cannot reserve the gRPC port {host}:{port}: server {other['name']!r} uses it"
+                )
+        return reserve(host, port)
+
+    def _start_autoscaler(self, options: dict, replicas: int) -> None:
+        low, high = parse_range(options["autoscale"])
+        t = timings(options)
+        target = float(options.get("target_p99_ms", 200.0))
+        policy = Policy(
+            low,
+            high,
+            target,
+            queue_target=float(options.get("max_batch", 8)),
+            up_after_s=t["up_after_s"],
+            down_after_s=t["down_after_s"],
+            cooldown_s=t["cooldown_s"],
+        )
+        self.autoscaler = (Window(t["window_s"], t["min_requests"]), policy)
+        self.wrote_replicas = replicas
+        self.log(
+            f"autoscaling between {low} and {high} replicas (target p99 {target:g} ms, "
+            f"queue {policy.queue_target:g}/replica; add after {policy.up_after_s:g} s over, "
+            f"remove after {policy.down_after_s:g} s idle, cool-down {policy.cooldown_s:g} s)"
+        )
+
+    def _autoscale(self, replicas: int, snaps: list[dict], settled: bool) -> None:
+        window, policy = self.autoscaler
+        now = time.monotonic()
+        if replicas != self.wrote_replicas:  # `maas scale` within the range: a nudge
+            self.log(f"replicas set to {replicas} by hand; autoscaling resumes after cool-down")
+            self.wrote_replicas = replicas
+            policy.changed(now)
+        figures = window.add(now, [s for s in snaps if s["ready"]])
+        decision = policy.decide(now, replicas, figures, settled=settled)
+        if decision is None:
+            return
+        line = decision.line(time.strftime("%H:%M:%S"))
+        state.update(self.db, self.name, replicas=decision.replicas)
+        self.wrote_replicas = decision.replicas
+        state.record_decision(self.root, self.name, line)
+        self.log(f"autoscale: {line}")
+
+    def _close_sockets(self) -> None:
+        for sock in (getattr(self, "sock", None), self.grpc_sock):
+            if sock is not None:
+                sock.close()
 
     def _on_stop(self, sig, frame) -> None:
         self.stopping = True
@@ -208,10 +325,7 @@ class Supervisor:
                 self.log(f"worker {proc.pid} did not stop in time; killing it")
                 proc.kill()
                 proc.wait()
-        try:
-            self.sock.close()
-        except AttributeError:
-            pass
+        self._close_sockets()
         state.delete(self.db, self.name, pid=os.getpid())
         folder = state.run_dir(self.root, self.name) / "workers"
         for path in folder.glob("*.json"):

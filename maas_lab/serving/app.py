@@ -18,6 +18,7 @@ import re
 import time
 import traceback
 import zlib
+from collections.abc import Callable
 from contextvars import copy_context
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -109,6 +110,8 @@ class Server:
         self.in_flight = 0
         self.started = time.time()
         self._snapshots: asyncio.Task | None = None
+        self.grpc = None  # the grpc.aio server, when options["grpc_port"] is set
+        self._grpc_stopping: asyncio.Future | None = None
 
     # ------------------------------------------------------------------ ASGI entry
 
@@ -142,14 +145,37 @@ class Server:
             if message["type"] == "lifespan.startup":
                 self.models.start(asyncio.get_running_loop())
                 self._snapshots = asyncio.get_running_loop().create_task(self._snapshot_loop())
+                if self.options.get("grpc_port") is not None:
+                    try:
+                        await self._start_grpc()
+                    except Exception as exc:  # the port is taken, the certificate unreadable
+                        self.log(f"error: the gRPC side could not start: {clean(str(exc))}")
+                        await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                        return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                stopping = self.stop_grpc()
+                if stopping is not None:
+                    await stopping  # its calls in flight finish (within drain_s)
                 self.models.stop()
                 if self._snapshots is not None:
                     self._snapshots.cancel()
                 self._remove_snapshot()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _start_grpc(self) -> None:
+        from .grpc_service import start  # grpc is imported only by a server that speaks it
+
+        self.grpc = await start(self)
+
+    def stop_grpc(self) -> asyncio.Future | None:
+        """Stop taking gRPC calls and finish those in flight (within ``drain_s``); called when
+        the worker starts draining and again at shutdown (the same stop, awaited)."""
+        if self.grpc is not None and self._grpc_stopping is None:
+            grace = float(self.options.get("drain_s", 30))
+            self._grpc_stopping = asyncio.ensure_future(self.grpc.stop(grace))
+        return self._grpc_stopping
 
     async def _handle(self, scope, receive) -> tuple[int, bytes, dict]:
         method, path = scope["method"], scope["path"]
@@ -304,7 +330,7 @@ class Server:
                 {"content-type": "text/plain; version=0.0.4"},
             )
         if path == "/v2/models/stats":
-            return _json(200, {"model_stats": self._stats()})
+            return _json(200, {"model_stats": self.model_stats()})
         match = _MODEL.fullmatch(path)
         if not match:
             raise HTTPError(404, f"No such endpoint: GET {path}.")
@@ -313,7 +339,7 @@ class Server:
             raise HTTPError(405, "Inference is a POST.")
         if action == "/stats":
             loaded = self.models.find(match["name"], match["version"])
-            return _json(200, {"model_stats": self._stats(loaded.name)})
+            return _json(200, {"model_stats": self.model_stats(loaded.name)})
         if action == "/ready":
             try:
                 loaded = self.models.find(match["name"], match["version"])
@@ -325,19 +351,23 @@ class Server:
             )
         loaded = self.models.find(match["name"], match["version"])
         if action == "/config":
-            return _json(200, self._config(loaded))
-        return _json(
-            200,
-            {
-                "name": loaded.name,
-                "versions": [str(v.number) for v in self.models.loaded() if v.name == loaded.name],
-                "platform": loaded.platform,
-                "inputs": [_meta(t) for t in loaded.inputs],
-                "outputs": [_meta(t) for t in loaded.outputs],
-            },
-        )
+            return _json(200, self.model_config(loaded))
+        return _json(200, self.model_metadata(loaded))
 
-    def _config(self, loaded) -> dict:
+    def model_metadata(self, loaded) -> dict:
+        return {
+            "name": loaded.name,
+            "versions": [str(v.number) for v in self.models.loaded() if v.name == loaded.name],
+            "platform": loaded.platform,
+            "inputs": [_meta(t) for t in loaded.inputs],
+            "outputs": [_meta(t) for t in loaded.outputs],
+        }
+
+    def ready(self) -> bool:
+        """Ready for inference: every model loaded and not draining (REST and gRPC)."""
+        return not self.draining and self.models.ready()
+
+    def model_config(self, loaded) -> dict:
         def entry(t, optional=False):
             out = {
                 "name": t["name"],
@@ -371,6 +401,34 @@ class Server:
         }
 
     async def _infer(self, name: str, version: str | None, body: bytes, headers: dict):
+        parse = functools.partial(
+            parse_infer_request, body, headers.get("inference-header-content-length")
+        )
+        response, out_headers = await self.infer(
+            name, version, parse, len(body), encode_infer_response
+        )
+        return 200, response, out_headers
+
+    async def infer(
+        self,
+        name: str,
+        version: str | None,
+        parse: Callable,
+        size: int,
+        encode: Callable,
+        timeout_s: float | None = None,
+    ):
+        """One inference, whichever door it came through (REST or gRPC): find the model,
+        refuse at capacity, parse and check the request against the model, queue it on the
+        batcher, wait within the timeout, count it; the transport only reads and writes.
+
+        ``parse(check)`` reads the request (calling ``check(inputs)`` before any tensor data
+        is converted) into an :class:`InferRequest`; ``encode(name, version, request,
+        outputs)`` writes the answer, which is returned. ``size`` (bytes received) decides
+        whether parsing runs in a thread. ``timeout_s`` (a client's deadline) can only
+        shorten the server's own timeout. Raises :class:`HTTPError`, :class:`ProtocolError`
+        or :class:`NotServed`, each with the HTTP status the transport maps.
+        """
         arrived = time.perf_counter()
         loaded = self.models.find(name, version)
         if loaded.batcher.depth >= loaded.batcher.max_queue:  # refuse before any parsing
@@ -381,17 +439,13 @@ class Server:
                 "queued); retry shortly.",
                 {"retry-after": "1"},
             )
+        timeout = self.timeout_s if timeout_s is None else min(self.timeout_s, timeout_s)
         loop = asyncio.get_running_loop()
         try:
             # The header is checked against the model before any tensor data is converted,
-            # and a large body is parsed in a thread: the event loop keeps answering others.
-            parse = functools.partial(
-                parse_infer_request,
-                body,
-                headers.get("inference-header-content-length"),
-                functools.partial(self._check_header, loaded),
-            )
-            big = len(body) > OFFLOAD_BYTES
+            # and a large request is parsed in a thread: the event loop keeps answering others.
+            parse = functools.partial(parse, functools.partial(self._check_header, loaded))
+            big = size > OFFLOAD_BYTES
             # (in the request's context: its messages name options as the server was started)
             request = (
                 await loop.run_in_executor(None, copy_context().run, parse) if big else parse()
@@ -405,7 +459,7 @@ class Server:
             else:
                 feeds = self._feeds(loaded, request)
             try:
-                item = loaded.batcher.submit(feeds, self.timeout_s)
+                item = loaded.batcher.submit(feeds, timeout)
             except Overloaded:
                 raise HTTPError(
                     503,
@@ -414,14 +468,18 @@ class Server:
                     {"retry-after": "1"},
                 ) from None
             try:
-                outputs, queued_s = await asyncio.wait_for(
-                    asyncio.shield(item.future), self.timeout_s
-                )
+                outputs, queued_s = await asyncio.wait_for(asyncio.shield(item.future), timeout)
             except (asyncio.TimeoutError, RequestTimeout):
                 item.future.cancel()
+                if timeout < self.timeout_s:  # the client's own deadline came first
+                    raise HTTPError(
+                        504,
+                        f"The request's deadline ({timeout:g} s) passed while waiting for "
+                        f"{loaded.ref}; send less at once, or give it a longer deadline.",
+                    ) from None
                 raise HTTPError(
                     504,
-                    f"The request timed out after {self.timeout_s:g} s "
+                    f"The request timed out after {timeout:g} s "
                     f"waiting for {loaded.ref}; send less at once, or start "
                     f"the server with a larger {option('timeout_s')}.",
                 ) from None
@@ -429,22 +487,17 @@ class Server:
                 raise HTTPError(
                     500, f"{loaded.ref} failed on this request: {clean(str(exc))}"
                 ) from None
-            encode = functools.partial(
-                encode_infer_response, loaded.name, str(loaded.number), request, outputs
-            )
+            answer = functools.partial(encode, loaded.name, str(loaded.number), request, outputs)
             if big or rows > OFFLOAD_ROWS:
-                response, out_headers = await loop.run_in_executor(None, encode)
+                response = await loop.run_in_executor(None, answer)
             else:
-                response, out_headers = encode()
-        except HTTPError as exc:
-            loaded.stats.fail(exc.status)
-            raise
-        except ProtocolError as exc:
+                response = answer()
+        except (HTTPError, ProtocolError) as exc:
             loaded.stats.fail(exc.status)
             raise
         rows = int(next(iter(feeds.values())).shape[0])
         loaded.stats.ok(time.perf_counter() - arrived, queued_s, rows)
-        return 200, response, out_headers
+        return response
 
     def _check_header(self, loaded, inputs: list) -> None:
         """Names, datatypes, shapes and rows against the model, before any data is read."""
@@ -484,27 +537,36 @@ class Server:
         return {k: v if v.flags.writeable else v.copy() for k, v in feeds.items()}
 
     async def _repository(self, path: str, body: bytes):
-        from ..registry import open as open_registry
-        from . import state
-
         if path == "/v2/repository/index":
-            out = []
-            for slot in self.models.slots.values():
-                out.append(
-                    {
-                        "name": slot.name,
-                        "version": str(slot.current.number) if slot.current else "",
-                        "state": slot.state.upper(),
-                        "reason": clean(slot.error or ""),
-                        "follows": slot.follow,
-                    }
-                )
-            return _json(200, out)
+            return _json(200, self.repository_index())
         match = _REPO.fullmatch(path)
         if not match:
             raise HTTPError(404, f"No such repository endpoint: {path}.")
-        name, action = match["name"], match["action"]
-        ref = _repository_ref(name, body)
+        version = _repository_version(body)
+        return _json(200, await self.repository_change(match["name"], match["action"], version))
+
+    def repository_index(self) -> list[dict]:
+        """What the server was asked to serve, and how each is doing (REST and gRPC)."""
+        out = []
+        for slot in self.models.slots.values():
+            out.append(
+                {
+                    "name": slot.name,
+                    "version": str(slot.current.number) if slot.current else "",
+                    "state": slot.state.upper(),
+                    "reason": clean(slot.error or ""),
+                    "follows": slot.follow,
+                }
+            )
+        return out
+
+    async def repository_change(self, name: str, action: str, version: str | None) -> dict:
+        """Load (``version``: a number, an alias or None for the latest) or unload a model,
+        through the server's registry row; the answer once every replica has done it."""
+        from ..registry import open as open_registry
+        from . import state
+
+        ref = repository_ref(name, version)
         loop = asyncio.get_running_loop()
         db = open_registry(self.root).db
         # Everything is checked before the server's row changes: a load of something that
@@ -534,10 +596,10 @@ class Server:
         while time.monotonic() < deadline:
             slot = self.models.slots.get(ref)
             if action == "unload" and not any(s.name == name for s in self.models.slots.values()):
-                return _json(200, {})
+                return {}
             if action == "load" and slot is not None:
                 if slot.current is not None:
-                    return _json(200, {"name": name, "version": str(slot.current.number)})
+                    return {"name": name, "version": str(slot.current.number)}
                 if slot.state == "failed":
                     failure = HTTPError(400, clean(slot.error or f"{ref} failed to load"))
                     break
@@ -557,7 +619,7 @@ class Server:
 
     # ------------------------------------------------------------------ statistics
 
-    def _stats(self, name: str | None = None) -> list[dict]:
+    def model_stats(self, name: str | None = None) -> list[dict]:
         out = []
         for entry in self._all_stats():
             if name is not None and entry["name"] != name:
@@ -676,33 +738,41 @@ def _json(status: int, payload) -> tuple[int, bytes, dict]:
     return status, body, {"content-type": "application/json"}
 
 
-def _repository_ref(name: str, body: bytes) -> str:
-    """The ref a repository call names, from its path and ``{"parameters": {"version"}}``;
-    anything else is a 400 that says what to send."""
-    from ..registry.refs import check_model_name, parse_ref
+_EXAMPLE = 'e.g. {"parameters": {"version": "prod"}}'
 
-    example = 'e.g. {"parameters": {"version": "prod"}}'
+
+def _repository_version(body: bytes) -> str | None:
+    """The version a REST repository call names in ``{"parameters": {"version"}}``;
+    anything else is a 400 that says what to send."""
     try:
         doc = json.loads(body or b"{}")
     except ValueError:
         doc = None
     if not isinstance(doc, dict):
-        raise HTTPError(400, f"The body must be a JSON object, {example}.")
+        raise HTTPError(400, f"The body must be a JSON object, {_EXAMPLE}.")
     params = doc.get("parameters") or {}
     if not isinstance(params, dict):
-        raise HTTPError(400, f'"parameters" must be a JSON object, {example}.')
+        raise HTTPError(400, f'"parameters" must be a JSON object, {_EXAMPLE}.')
     version = params.get("version")
     if isinstance(version, int) and not isinstance(version, bool):
         version = str(version)
     if version is not None and not isinstance(version, str):
-        raise HTTPError(400, f"parameters.version must be a version number or alias, {example}.")
+        raise HTTPError(400, f"parameters.version must be a version number or alias, {_EXAMPLE}.")
+    return version
+
+
+def repository_ref(name: str, version: str | None) -> str:
+    """The ref a repository call names (``name@version``), or a 400 saying what is wrong."""
+    from ..registry.refs import check_model_name, parse_ref
+
     try:
         check_model_name(name)
         if version is not None and not (
             _DIGITS.fullmatch(version) or re.fullmatch(r"[A-Za-z][A-Za-z0-9._-]*", version)
         ):
             raise HTTPError(
-                400, f"parameters.version {version!r} is not a version number or alias, {example}."
+                400,
+                f"parameters.version {version!r} is not a version number or alias, {_EXAMPLE}.",
             )
         ref = f"{name}@{version}" if version else name
         parse_ref(ref)

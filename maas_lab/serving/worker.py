@@ -3,8 +3,12 @@
 All replicas accept on the same socket (the kernel spreads connections), so adding or
 removing one never changes the port. On SIGTERM a worker drains: readiness answers 503, it
 stops accepting, answers what it already received (with ``Connection: close``), then exits;
-other replicas keep serving. SIGUSR1 only turns readiness to 503 (the supervisor sends it
-first when the whole server stops, so a load balancer can stop sending new work).
+other replicas keep serving. The gRPC side (when ``grpc_port`` is set: every replica listens
+on that port with ``SO_REUSEPORT``) runs on the same event loop, started and stopped with the
+app's lifespan; on SIGTERM it refuses new calls at once and finishes those in flight
+(within ``drain_s``) before the worker exits. SIGUSR1 only turns readiness to 503 (the
+supervisor sends it first when the whole server stops, so a load balancer can stop sending
+new work).
 SIGUSR2 writes the status snapshot at once, so ``maas status`` shows the latest requests.
 """
 
@@ -64,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         loop="auto",
         # uvicorn waits for request headers forever; this protocol cuts slow clients off.
         http=protocol_class(float(options.get("header_timeout_s", 10.0))),
+        # HTTPS from PEM files (checked by tls.check_pair before the server started).
+        ssl_certfile=options.get("tls_cert") or None,
+        ssl_keyfile=options.get("tls_key") or None,
     )
 
     class DrainingServer(uvicorn.Server):
@@ -87,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             app.write_snapshot_now()
             log("draining: readiness is 503, finishing requests in flight")
             loop.call_soon_threadsafe(self._stop_accepting, sig, frame)
+            loop.call_soon_threadsafe(app.stop_grpc)  # gRPC: refuse new calls, finish the rest
 
         def _stop_accepting(self, sig, frame):
             for listener in getattr(self, "servers", []):
@@ -120,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.5)
 
     threading.Thread(target=watch_parent, daemon=True).start()
-    log(f"serving {', '.join(row['models'])} on port {args.port}")
+    grpc = f", gRPC on {options['grpc_port']}" if options.get("grpc_port") is not None else ""
+    log(f"serving {', '.join(row['models'])} on port {args.port}{grpc}")
     server.run(sockets=[sock])
     return 0
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import ssl
 import zlib
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -31,10 +32,19 @@ _CASTABLE = frozenset(DATATYPES.values()) - {"BYTES"}
 class Client:
     """Talks the Open Inference Protocol v2 (REST) to a maas server, numpy in and out."""
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0):
+    def __init__(
+        self, url: str, token: str | None = None, timeout: float = 60.0, ca: str | None = None
+    ):
+        """``ca``: a PEM file of the certificate authorities to trust for an https url (a
+        server with a certificate of its own CA); without it, the system's are trusted."""
         parts = urlsplit(url if "://" in url else "http://" + url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UsageError(f"{url!r} is not a server url; use one like http://127.0.0.1:8000.")
+        if ca is not None and parts.scheme != "https":
+            raise UsageError(
+                f"A CA bundle (ca=) is for https urls; {url!r} is plain http. Use https://..."
+            )
+        self._ssl = _ssl_context(ca) if parts.scheme == "https" else None
         self.url = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
         self.timeout = timeout
         self._https = parts.scheme == "https"
@@ -238,6 +248,12 @@ class Client:
                 raise ServerError(
                     f"The server at {self.url} did not answer within {self.timeout:g} s."
                 ) from None
+            except ssl.SSLCertVerificationError as exc:
+                self.close()
+                raise ServerError(
+                    f"The certificate of {self.url} is not trusted ({exc.verify_message}); "
+                    "pass ca= the PEM file of the authority that issued it."
+                ) from None
             except OSError as exc:
                 self.close()
                 reason = exc.strerror or type(exc).__name__
@@ -247,8 +263,25 @@ class Client:
             return response.status, response, data
 
     def _connect(self) -> http.client.HTTPConnection:
-        cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-        return cls(self._host, self._port, timeout=self.timeout)
+        if self._https:
+            return http.client.HTTPSConnection(
+                self._host, self._port, timeout=self.timeout, context=self._ssl
+            )
+        return http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+
+
+def _ssl_context(ca: str | None) -> ssl.SSLContext:
+    if ca is None:
+        return ssl.create_default_context()
+    try:
+        return ssl.create_default_context(cafile=str(ca))
+    except FileNotFoundError:
+        raise UsageError(f"{ca} does not exist; pass ca= the server's CA bundle (PEM).") from None
+    except (ssl.SSLError, OSError):
+        raise UsageError(
+            f"{ca} is not a PEM CA bundle (-----BEGIN CERTIFICATE-----); pass ca= the "
+            "certificate of the authority that issued the server's certificate."
+        ) from None
 
 
 def _model_path(name: str, version: str | int | None) -> str:

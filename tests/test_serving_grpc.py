@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import threading
 import time
 
@@ -31,15 +30,8 @@ pytestmark = pytest.mark.slow
 MAX_BODY_MB = 0.05  # so that "over the size limit" is a small message
 
 
-def free_port() -> int:
-    """A port nothing listens on now (until helper S's supervisor reserves one itself)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def grpc_port(handle) -> int:
-    """The gRPC port the server row records (the one asked for, or the one reserved)."""
+    """The gRPC port the supervisor reserved (grpc_port=0: any free one) and recorded."""
     row = state.get(api.registry(handle.root).db, handle.name)
     return int(row["options"]["grpc_port"])
 
@@ -92,7 +84,7 @@ def server(home):
         ["tiny@1", "words@1"],
         name="both",
         port=0,
-        grpc_port=free_port(),
+        grpc_port=0,
         max_body_mb=MAX_BODY_MB,
         root=home,
     )
@@ -255,9 +247,7 @@ def test_repository_calls_need_the_admin_token(server, triton):
 def test_draining_answers_not_ready_and_finishes_a_call_in_flight(home):
     """Two replicas share the gRPC port; the first step of a stop turns ServerReady false;
     stopping lets a gRPC call already taken finish, then nothing answers on the port."""
-    handle = api.serve(
-        "words@1", name="drain", port=0, replicas=2, grpc_port=free_port(), root=home
-    )
+    handle = api.serve("words@1", name="drain", port=0, replicas=2, grpc_port=0, root=home)
     assert len(handle.workers) == 2  # both listen on the one gRPC port (SO_REUSEPORT)
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port(handle)}")
     outcome = {}

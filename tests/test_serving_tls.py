@@ -6,7 +6,6 @@ serves REST (https) and gRPC through it, and both clients call it trusting only 
 from __future__ import annotations
 
 import datetime
-import socket
 
 import numpy as np
 import pytest
@@ -83,12 +82,6 @@ def test_check_pair_refuses_an_expired_or_future_certificate(ca, tmp_path):
             check_pair(cert, key)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_rest_and_grpc_through_tls_with_the_ca(pem, tiny_torch_version):
     grpcclient = pytest.importorskip("tritonclient.grpc")
@@ -97,18 +90,21 @@ def test_rest_and_grpc_through_tls_with_the_ca(pem, tiny_torch_version):
     handle = api.serve(
         tiny_torch_version,
         port=0,
-        grpc_port=_free_port(),
+        grpc_port=0,
         tls_cert=str(pem["cert"]),
         tls_key=str(pem["key"]),
     )
     try:
         row = state.get(api.registry(handle.root).db, handle.name)
         url = f"https://127.0.0.1:{row['port']}"
+        assert handle.url == url
         target = f"127.0.0.1:{row['options']['grpc_port']}"
         x = np.random.default_rng(1).random((3, 8), dtype=np.float32)
 
         with Client(url, ca=str(pem["ca"])) as rest:  # https, trusting only the test CA
             expected = rest.infer("tiny", {"input": x})["output"]
+        with handle.client(ca=str(pem["ca"])) as rest:  # the handle passes ca= through
+            np.testing.assert_array_equal(rest.infer("tiny", {"input": x})["output"], expected)
         with pytest.raises(ServerError, match="not trusted"), Client(url) as untrusting:
             untrusting.infer("tiny", {"input": x})
         with pytest.raises(ServerError), Client(url.replace("https", "http")) as plain:

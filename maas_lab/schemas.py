@@ -65,14 +65,16 @@ SERVE = Schema(
     Param("tls_key", help="PEM private key of --tls-cert.", metavar="FILE"),
     Param(
         "autoscale",
-        help="Replicas follow the load between MIN and MAX, e.g. 1..4 (starts at --replicas).",
+        help="Replicas follow the load between MIN and MAX, e.g. 1..4; starts at --replicas "
+        "(raised to MIN); scaling by hand stays within the range.",
         metavar="MIN..MAX",
     ),
     Param(
         "target_p99_ms",
         "float",
         200.0,
-        "With --autoscale: add a replica while p99 latency or the queue stays over target.",
+        "With --autoscale: add a replica while p99 latency stays over this (or the queue over "
+        "--max-batch per replica); remove one when idle.",
     ),
 )
 

@@ -236,6 +236,10 @@ def test_serve_from_python_hints_at_the_handles_methods(words, maas_shell):
     shown = _everything_shown(server, maas_shell)
     assert server.token not in shown
     assert "every request" in server.rows[0]["token"]
+    # beyond loopback without TLS: said in the handle, the status and the server's log
+    assert server.note.startswith("Warning: bound to 0.0.0.0 without TLS, so tokens and data")
+    assert "py: Warning: bound to 0.0.0.0 without TLS" in api.status("py").note
+    assert "warning: bound to 0.0.0.0 without TLS" in api.logs("py").text
     assert "`server.status()`" in shown and "`server.token`" in shown
 
 
@@ -400,6 +404,7 @@ def test_replicas_follow_the_load_with_no_failed_request(words):
             {"tls_cert": "c.pem"},
             r"^tls_cert and tls_key go together: add tls_key=FILE, or leave both",
         ),
+        ({"tls_cert": "no.pem", "tls_key": "no.key"}, r"no\.pem does not exist; give tls_cert"),
     ],
 )
 def test_bad_autoscale_and_tls_options_are_refused_before_anything_starts(words, options, message):
@@ -410,6 +415,17 @@ def test_bad_autoscale_and_tls_options_are_refused_before_anything_starts(words,
 
 
 # ---------------------------------------------------------------------- gRPC port (17)
+
+
+def test_a_rows_addresses_say_https_with_tls_and_where_grpc_answers():
+    row = {"host": "0.0.0.0", "port": 8443, "pid": 7, "options": {"tls_cert": "/c.pem"}}
+    assert state.url(row) == "https://127.0.0.1:8443"
+    assert state.grpc_address(row) is None  # no gRPC side
+    row["options"]["grpc_port"] = 8001
+    assert state.grpc_address(row) == "127.0.0.1:8001"
+    assert state.grpc_address({**row, "pid": None}) is None  # its port is not reserved yet
+    row = {"host": "::1", "port": 80, "pid": 7, "options": {"grpc_port": 81}}
+    assert state.url(row) == "http://[::1]:80" and state.grpc_address(row) == "[::1]:81"
 
 
 def test_the_grpc_port_is_reserved_for_the_servers_lifetime(words):

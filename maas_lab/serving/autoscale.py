@@ -109,7 +109,7 @@ class Figures:
     requests: int  # answered in the window
 
     def describe(self) -> str:
-        p99 = "n/a" if self.p99_ms is None else f"{self.p99_ms:.0f} ms"
+        p99 = "n/a" if self.p99_ms is None else f"{self.p99_ms:.3g} ms"
         return (
             f"queue {self.queue:.1f}/replica, p99 {p99}, {self.rps:.1f} req/s, busy {self.busy:.2f}"
         )
@@ -267,11 +267,11 @@ class Policy:
         self.over_since = _since(self.over_since, now) if over else None
         self.idle_since = _since(self.idle_since, now) if idle else None
         if over and replicas < self.high and now - self.over_since >= self.up_after_s:
-            reason = f"{'; '.join(over)} for {now - self.over_since:.0f} s"
+            reason = f"{'; '.join(over)} for {_s(now - self.over_since)} s"
             self.changed(now)
             return Decision(replicas + 1, replicas, f"{reason} ({figures.describe()})")
         if idle and replicas > self.low and now - self.idle_since >= self.down_after_s:
-            reason = f"idle for {now - self.idle_since:.0f} s ({figures.describe()})"
+            reason = f"idle for {_s(now - self.idle_since)} s ({figures.describe()})"
             self.changed(now)
             return Decision(replicas - 1, replicas, reason)
         return None
@@ -279,7 +279,7 @@ class Policy:
     def _over(self, f: Figures) -> list[str]:
         over = []
         if f.p99_ms is not None and f.p99_ms > self.target_p99_ms:
-            over.append(f"p99 {f.p99_ms:.1f} ms > {self.target_p99_ms:g} ms")
+            over.append(f"p99 {f.p99_ms:.3g} ms > {self.target_p99_ms:g} ms")
         if f.queue > self.queue_target:
             over.append(f"queue {f.queue:.1f}/replica > {self.queue_target:g}")
         return over
@@ -292,3 +292,7 @@ class Policy:
 
 def _since(start: float | None, now: float) -> float:
     return now if start is None else start
+
+
+def _s(seconds: float) -> str:
+    return f"{round(seconds, 1):g}"

@@ -195,23 +195,27 @@ def serve(
     if foreground:
         return _foreground(reg, name, env, token, generated)
     log = state.log_path(reg.root, name)
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "maas_lab.serving.supervisor",
-                "--root",
-                str(reg.root),
-                "--name",
-                name,
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        )
+    try:  # the row names this process as its starter: never leave it behind
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "maas_lab.serving.supervisor",
+                    "--root",
+                    str(reg.root),
+                    "--name",
+                    name,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+    except BaseException:
+        state.delete(reg.db, name)
+        raise
     try:
         _wait_ready(reg, name, proc, wait_s, log.stat().st_size if log.exists() else 0)
     except BaseException:

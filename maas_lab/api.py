@@ -643,6 +643,54 @@ def trust_code(reference: str | None = None, *, remove: bool = False, root=None)
     )
 
 
+# ---------------------------------------------------------------------- access tokens
+
+
+def token_create(name: str, scopes, models=(), root=None):
+    """Make a named token for servers with ``scopes`` (``infer``, ``read``, ``admin``; a
+    list, or one string) for ``models`` (registered model names; none: every model).
+
+    Only the token's sha256 is stored. The token is the result's ``.token`` and nowhere in
+    what it shows (a notebook saves its outputs): read it now, it cannot be shown again. A
+    name is never reused, also after a revoke."""
+    from . import tokens as store
+    from .registry.registry import actor
+
+    row, token = store.create(registry(root), name, scopes, models, actor())
+    return store.NewToken(row, token)
+
+
+def tokens(root=None) -> Table:
+    """Every named token, live and revoked: scopes, models, who made it and when, and when
+    it was revoked (never the token, nor its digest)."""
+    from . import tokens as store
+
+    return _tokens_table(store.rows(registry(root)), "Tokens")
+
+
+def token_revoke(name: str, root=None) -> Table:
+    """Revoke token ``name``: running servers refuse it within a second. The row stays as
+    the record of it; revoking it again changes nothing."""
+    from . import tokens as store
+    from .registry.registry import actor
+
+    row = store.revoke(registry(root), name, actor())
+    return _tokens_table([row], f"Token {name} is revoked")
+
+
+def _tokens_table(rows: list[dict], title: str) -> Table:
+    return Table(
+        rows,
+        ["name", "scopes", "models", "created_by", "created_at", "revoked_at"],
+        title=title,
+        formatters={
+            "scopes": ", ".join,
+            "models": lambda m: ", ".join(m) if m else "(all)",
+            "revoked_at": lambda v: v or "",
+        },
+    )
+
+
 # ---------------------------------------------------------------------- serving
 
 
@@ -878,6 +926,9 @@ __all__ = [
     "status",
     "stop",
     "tag",
+    "token_create",
+    "token_revoke",
+    "tokens",
     "trust_code",
     "versions",
     "wait",

@@ -679,6 +679,52 @@ def trust_code(reference, remove):
     return api.trust_code(reference, remove=remove, root=_root())
 
 
+@cli.group()
+def token():
+    """Named tokens for servers, with scopes and models: create, list, revoke."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    required=True,
+    type=click.Choice(["infer", "read", "admin"]),
+    help="infer, read (metadata, statistics, /metrics) or admin (load/unload); repeatable.",
+)
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    metavar="MODEL",
+    help="Only for this registered model; repeatable (default: every model).",
+)
+def token_create(name, scopes, models):
+    """Make token NAME; it is shown once (stored as its sha256). In a shell it is printed
+    alone on stdout (TOKEN=$(maas token create ci --scope infer)), the table on stderr."""
+    made = api.token_create(name, list(scopes), list(models), root=_root())
+    if click.get_current_context().find_root().info_name != "maas":
+        return made  # %maas: a table that never shows the token; `.token` holds it
+    click.echo(made.token)
+    click.echo(str(made), err=True)
+    return None
+
+
+@token.command("list")
+def token_list():
+    """Every token: scopes, models, who made it and when, and when it was revoked."""
+    return api.tokens(root=_root())
+
+
+@token.command("revoke")
+@click.argument("name")
+def token_revoke(name):
+    """Revoke token NAME: running servers refuse it within a second. Names are not reused."""
+    return api.token_revoke(name, root=_root())
+
+
 # click 8.2+ raises this for a group typed without its subcommand (older versions exit 0).
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 

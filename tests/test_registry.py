@@ -252,10 +252,11 @@ def test_tables_are_plain_and_migrations_run_once(maas_home, mlp):
         "m005_jobs",
         "m006_trusted_code",
         "m007_lineage_distribution",
+        "m008_tokens",
     ]
     api.close_all()
     api.list_models()  # reopen: nothing pending, nothing applied twice
-    assert db["_sqlite_migrations"].count == 7
+    assert db["_sqlite_migrations"].count == 8
     conn = sqlite3.connect(maas_home / "registry.db")
     assert conn.execute("pragma journal_mode").fetchone()[0] == "wal"
 

@@ -364,3 +364,21 @@ def m007_lineage_distribution(db: sqlite_utils.Database) -> None:
     plugin's entry-point name alone does not say which package to install to redo the
     step, once third parties write plugins. Older edges stay without one."""
     db.execute("alter table lineage add column plugin_distribution text")
+
+
+@migrations()
+def m008_tokens(db: sqlite_utils.Database) -> None:
+    """Named access tokens for servers (see :mod:`maas_lab.tokens`): the sha256 of each,
+    never the token, with its scopes, its models (an empty list: every model), who made it
+    and when, and when it was revoked. Rows stay after a revoke; a name is never reused."""
+    db.execute(
+        """create table tokens (
+               name text primary key,
+               sha256 text not null unique,
+               scopes text not null,
+               models text not null default '[]',
+               created_by text not null,
+               created_at text not null,
+               revoked_at text,
+               revoked_by text)"""
+    )

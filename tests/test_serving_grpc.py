@@ -229,11 +229,16 @@ def test_bad_requests_get_their_grpc_status_and_the_server_keeps_serving(server,
     np.testing.assert_allclose(_tiny(triton, X), server.client().infer("tiny", X)["output"])
 
 
-def test_repository_calls_need_the_admin_token(server, triton):
+def test_repository_calls_need_the_admin_token(home, server, triton):
     with pytest.raises(InferenceServerException) as excinfo:
         triton.get_model_repository_index()
     assert _code(excinfo) == "StatusCode.UNAUTHENTICATED"
     assert server.token not in excinfo.value.message()
+    reader = api.token_create("grpc-reader", "infer", models=["tiny"], root=home).token
+    with pytest.raises(InferenceServerException) as excinfo:  # known, but not admin
+        triton.get_model_repository_index(headers={"authorization": f"Bearer {reader}"})
+    assert _code(excinfo) == "StatusCode.PERMISSION_DENIED"
+    assert reader not in excinfo.value.message()
     admin = {"authorization": f"Bearer {server.token}"}
     index = triton.get_model_repository_index(headers=admin, as_json=True)["models"]
     assert {m["name"] for m in index} == {"tiny", "words"}

@@ -91,7 +91,9 @@ class Access:
         token = bearer(authorization)
         if token is None:
             self._refuse(scope, model, 401, "no token")
-            raise Denied(401, self._unauthorized("is missing"), {"www-authenticate": "Bearer"})
+            raise Denied(
+                401, self._unauthorized("is missing", scope), {"www-authenticate": "Bearer"}
+            )
         given = hashlib.sha256(token.encode()).hexdigest()
         if self.admin_sha256 is not None and hmac.compare_digest(given, self.admin_sha256):
             return
@@ -100,7 +102,7 @@ class Access:
             self._refuse(scope, model, 401, "a token that is not valid")
             raise Denied(
                 401,
-                self._unauthorized("was not accepted"),
+                self._unauthorized("was not accepted", scope),
                 {"www-authenticate": 'Bearer error="invalid_token"'},
             )
         why = grant.refusal(scope, model)
@@ -134,12 +136,12 @@ class Access:
         )
 
     @staticmethod
-    def _unauthorized(what: str) -> str:
+    def _unauthorized(what: str, scope: str) -> str:
         return (
             f"The token {what}: send the header 'Authorization: Bearer <token>' with "
             f"the server's token (the {option('token')} it was started with, or the "
             "generated one: server.token in Python, shown once on the terminal that started "
-            f"it) or a token made with `{command('token create', 'NAME', scope='infer')}`."
+            f"it) or a token made with `{command('token create', 'NAME', scope=scope)}`."
         )
 
     def _refuse(self, scope: str, model: str | None, status: int, who: str) -> None:

@@ -129,6 +129,42 @@ def _code(excinfo) -> str:
 X = np.random.default_rng(0).random((4, 8), dtype=np.float32)
 
 
+def test_our_proto_numbers_every_field_as_tritonclients_does():
+    """Every message and field of our .proto has the name, number, type and cardinality of
+    tritonclient's own (Triton's files), so each side reads what the other writes."""
+    from tritonclient.grpc import model_config_pb2
+
+    from maas_lab.serving.grpc_proto import protocol
+
+    ours = protocol()
+
+    def theirs(name):
+        return service_pb2.DESCRIPTOR.message_types_by_name.get(
+            name
+        ) or model_config_pb2.DESCRIPTOR.message_types_by_name.get(name)
+
+    def same(mine, other, where):
+        assert other is not None, where
+        for field in mine.fields:
+            match = other.fields_by_name.get(field.name)
+            assert match is not None, f"{where}.{field.name}"
+            assert (match.number, match.type, match.is_repeated) == (
+                field.number,
+                field.type,
+                field.is_repeated,
+            ), f"{where}.{field.name}"
+            if field.message_type is not None:
+                same(field.message_type, match.message_type, f"{where}.{field.name}")
+
+    for name in ours._classes:
+        same(getattr(ours, name).DESCRIPTOR, theirs(name), name)
+    service = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    for method, (request, response) in ours.methods.items():
+        theirs_method = service.methods_by_name[method]
+        assert theirs_method.input_type.name == request.DESCRIPTOR.name
+        assert theirs_method.output_type.name == response.DESCRIPTOR.name
+
+
 def test_tritonclient_grpc_answers_as_rest_does(server, triton, stub):
     rest = server.client()
     expected = rest.infer("tiny", {"input": X})["output"]

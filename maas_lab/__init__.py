@@ -16,7 +16,8 @@ _API = frozenset(
     """alias bundle_export bundle_import close_all compare compress distill evaluate export fsck
     history list_models load log_metrics plugins recommend register resolve runner search show
     tag serve status logs scale stop predict client launch jobs job cancel wait
-    trust_code versions lineage revision components schema reporting_to""".split()
+    trust_code versions lineage revision components schema reporting_to
+    token_create tokens token_revoke""".split()
 )
 
 

@@ -781,19 +781,33 @@ def stop(name: str, root=None) -> Report:
 
 
 def predict(
-    ref: str, inputs, url: str | None = None, token: str | None = None, outputs=None, root=None
+    ref: str,
+    inputs,
+    url: str | None = None,
+    token: str | None = None,
+    outputs=None,
+    root=None,
+    ca: str | None = None,
 ) -> Report:
-    """One request through the running server that serves ``ref`` (never in-process)."""
+    """One request through the running server that serves ``ref`` (never in-process);
+    ``ca``: a PEM file of the authority that signed an https server's certificate."""
     from .serving.control import predict as ask
 
-    return ask(ref, inputs, url=url, token=_token(token), outputs=outputs, root=root)
+    return ask(ref, inputs, url=url, token=_token(token), outputs=outputs, root=root, ca=ca)
 
 
-def client(url: str | None = None, token: str | None = None, name: str | None = None, root=None):
-    """An Open Inference Protocol v2 client (numpy in and out) for a URL or a server name."""
+def client(
+    url: str | None = None,
+    token: str | None = None,
+    name: str | None = None,
+    root=None,
+    ca: str | None = None,
+):
+    """An Open Inference Protocol v2 client (numpy in and out) for a URL or a server name;
+    ``ca`` as for :func:`predict`."""
     from .serving.control import client as make
 
-    return make(url, token=_token(token), name=name, root=root)
+    return make(url, token=_token(token), name=name, root=root, ca=ca)
 
 
 # ---------------------------------------------------------------------- training jobs

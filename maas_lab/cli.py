@@ -410,13 +410,14 @@ def serve(refs, background, **options):
 @click.option("--output", "outputs", multiple=True, help="Only this output; repeatable.")
 @click.option("--url", help="Server URL (default: the running server of REF's model).")
 @click.option("--token", envvar="MAAS_SERVE_TOKEN", help="Bearer token, if the server needs one.")
-def predict(ref, texts, json_values, array, outputs, url, token):
+@click.option("--ca", metavar="FILE", help="PEM file of the authority behind an https server.")
+def predict(ref, texts, json_values, array, outputs, url, token, ca):
     """Ask the server that serves REF: sentences TEXTS, or --json / --array numbers."""
     from .serving.inputs import predict_inputs
 
     inputs = predict_inputs(texts, json_values, array)
     return api.predict(
-        ref, inputs, url=url, token=token, outputs=list(outputs) or None, root=_root()
+        ref, inputs, url=url, token=token, outputs=list(outputs) or None, root=_root(), ca=ca
     )
 
 
@@ -439,7 +440,9 @@ def logs(name, lines):
 @click.argument("name")
 @click.option("--replicas", type=int, required=True, help="Worker processes wanted.")
 def scale(name, replicas):
-    """Change server NAME's number of worker processes while it serves."""
+    """Change server NAME's number of worker processes while it serves. On a server started
+    with --autoscale, --replicas must lie within its range (the policy then waits its
+    cool-down)."""
     return api.scale(name, replicas, root=_root())
 
 

@@ -59,7 +59,9 @@ async def start(app):
     server = grpc.aio.server(
         options=[
             ("grpc.so_reuseport", 1),
-            ("grpc.max_receive_message_length", app.max_body),
+            # REST's body limit; grpcio refuses a larger message (RESOURCE_EXHAUSTED) before
+            # it is parsed. The option is an int32.
+            ("grpc.max_receive_message_length", min(app.max_body, 2**31 - 1)),
             ("grpc.max_send_message_length", -1),
         ]
     )

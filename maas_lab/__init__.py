@@ -11,13 +11,15 @@ from .components import Component, Param
 from .hookspecs import hookimpl
 from .version import __version__
 
-# Not "registry": that name is the maas_lab.registry package (use maas_lab.api.registry()).
+# Not the names of modules of this package (registry, plugins, tokens, components): once one is
+# imported, Python binds its name here, so maas_lab.plugins would be the api function before
+# and the module after (use maas_lab.api.plugins(), maas_lab.api.tokens()).
 _API = frozenset(
     """alias bundle_export bundle_import close_all compare compress distill evaluate export fsck
-    history list_models load log_metrics plugins recommend register resolve runner search show
+    history list_models load log_metrics recommend register resolve runner search show
     tag serve status logs scale stop predict client launch jobs job cancel wait
-    trust_code versions lineage revision components schema reporting_to
-    token_create tokens token_revoke""".split()
+    trust_code versions lineage revision schema reporting_to
+    token_create token_revoke""".split()
 )
 
 

@@ -172,3 +172,18 @@ def test_the_walk_catches_a_layer_calling_back_up(tmp_path):
     assert "maas_lab.serving.control imports _secret from maas_lab.serving.helpers" in found
     assert "an import circle: maas_lab.api <-> maas_lab.serving.control" in found
     assert "an import circle: maas_x <-> maas_x.a" in found
+
+
+def test_the_packages_api_names_are_not_also_its_modules():
+    """``maas_lab.NAME`` is the api function NAME, before and after anything is imported: a
+    name that is also a module of the package would turn into that module once imported."""
+    import pkgutil
+
+    import maas_lab
+
+    modules = {m.name for m in pkgutil.iter_modules(maas_lab.__path__)}
+    assert not modules & maas_lab._API
+    from maas_lab import api
+
+    for name in sorted(maas_lab._API):
+        assert getattr(maas_lab, name) is getattr(api, name), name

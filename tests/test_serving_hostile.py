@@ -426,7 +426,7 @@ def test_a_text_model_answers_a_client_that_sends_what_its_metadata_lists(minilm
 
 def test_error_bodies_hide_a_registry_path_that_holds_spaces(tmp_path):
     """A space ended the path pattern, so the rest of a registry path reached the client."""
-    from maas_lab.serving.app import clean, hide_paths_under
+    from maas_lab.serving.refusals import clean, hide_paths_under
 
     root = tmp_path / "my models" / "reg istry"
     hide_paths_under(root)

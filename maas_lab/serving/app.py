@@ -20,7 +20,6 @@ import traceback
 import zlib
 from collections.abc import Callable
 from contextvars import copy_context
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..components import tensor
@@ -31,6 +30,7 @@ from .access import Access, Denied
 from .batching import BackendFailed, Overloaded, RequestTimeout
 from .metrics import merge, prometheus
 from .models import ModelSet, NotServed
+from .refusals import HTTPError, clean, hide_paths_under
 from .server_wire import (
     check_inputs,
     check_requested_outputs,
@@ -38,48 +38,21 @@ from .server_wire import (
     parse_infer_request,
     validate_inputs,
 )
-from .wire import ProtocolError, oip_datatype
+from .wire import EXTENSIONS, ProtocolError, oip_datatype
 
 _MODEL = re.compile(
     r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?"
     r"(?P<action>/ready|/infer|/config|/stats)?$"
 )
 _REPO = re.compile(r"^/v2/repository/models/(?P<name>[^/]+)/(?P<action>load|unload)$")
-_PATH = re.compile(r"(?:[A-Za-z]:)?(?:/[^\s'\"/:]+){2,}/?")
 _DIGITS = re.compile(r"[0-9]+")  # str.isdigit() also takes '²', which int() refuses
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 OFFLOAD_BYTES = 256 * 1024  # bodies past this are parsed in a thread, off the event loop
 OFFLOAD_ROWS = 64  # requests past this are tokenized and encoded in a thread
 DRAIN_STALL_S = 1.0  # while draining, a body that sends nothing for this long is cut off
-EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "model_configuration"]
 
 
 _TEXT = [tensor("text", "str", ["batch"])]
-
-
-class HTTPError(Exception):
-    def __init__(self, status: int, message: str, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
-
-
-# Folders whose paths must never reach a client, whatever characters they hold (a space
-# ends a path for _PATH, which then left the rest of a registry path in the message).
-_PRIVATE: set[str] = {str(Path.home())}
-
-
-def hide_paths_under(*folders) -> None:
-    for folder in folders:
-        _PRIVATE.update({str(folder), str(Path(folder).resolve())})
-
-
-def clean(message: str) -> str:
-    """No file system paths in anything a client sees: known folders first, longest first,
-    then anything shaped like a path."""
-    for folder in sorted(_PRIVATE, key=len, reverse=True):
-        if len(folder) > 1:
-            message = message.replace(folder, "<path>")
-    return _PATH.sub("<path>", message)
 
 
 class Server:
@@ -95,6 +68,7 @@ class Server:
             root,
             os.environ.get("MAAS_SERVE_TOKEN_SHA256") or None,
             bool(options.get("token_for_all")) or not self.loopback,
+            log=log,
         )
         self.allowed_hosts = {f"{h}:{port}" for h in (*LOOPBACK, host)} | {
             f"{h}:{port}" for h in options.get("allow_hosts", [])

@@ -20,11 +20,11 @@ import traceback
 
 from ..hints import prog_scope
 from ..version import __version__
-from .app import EXTENSIONS, HTTPError, clean
 from .grpc_proto import protocol
 from .grpc_wire import encode_response, parse_request, repository_version
 from .models import NotServed
-from .wire import ProtocolError
+from .refusals import HTTPError, clean
+from .wire import EXTENSIONS, ProtocolError
 
 SERVICE = "inference.GRPCInferenceService"
 

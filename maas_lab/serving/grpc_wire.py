@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from .app import HTTPError
+from .refusals import HTTPError
 from .server_wire import InferInput, InferRequest, RequestedOutput, check_requested_outputs
 from .wire import (
     NUMPY_DTYPES,

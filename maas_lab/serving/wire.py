@@ -46,6 +46,9 @@ NUMPY_DTYPES: dict[str, np.dtype] = {
 _WIRE: dict[str, np.dtype] = {
     oip: dt.newbyteorder("<") for oip, dt in NUMPY_DTYPES.items() if oip != "BYTES"
 }
+
+# The protocol extensions both doors answer (REST's server metadata, gRPC's ServerMetadata).
+EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "model_configuration"]
 _VALID = ", ".join(NUMPY_DTYPES)
 _LEN = struct.Struct("<I")
 # Past these a shape is an attack or a bug, never a tensor: numpy takes at most 64 dimensions

@@ -33,6 +33,7 @@ import serving as base
 LEVELS = (8, 32, 64, 128, 64, 32, 8)
 TIMINGS = {"window_s": 3.0, "up_after_s": 3.0, "down_after_s": 8.0, "cooldown_s": 4.0}
 P99_RATIO_TARGET = 1.2
+NOISE_GAP = 0.15  # others' share of the CPUs differing more than this: a step is not comparable
 FIXED_1, FIXED_2, AUTO = "fixed 1 replica", "fixed 2 replicas", "autoscale 1..2"
 SAMPLE_S = 0.25
 MODEL = base.TEXT_MODEL
@@ -145,6 +146,8 @@ def ramp_once(wrk: base.Wrk, args, root: Path, server: dict, rnd: int, bodies) -
                 pids = base.group_pids(handle.pid)  # supervisor and its workers, as they are
                 cpu0, busy0 = base.pid_cpu(pids), base.busy_cpu()
                 r = wrk.run(handle.url, PATH, bodies, clients, 10**9, sketch=True)
+                # a worker started meanwhile is the server's too (all its CPU is this slice's)
+                pids = sorted(set(pids) | set(base.group_pids(handle.pid)))
                 cpu1, busy = base.pid_cpu(pids), base.busy_cpu() - busy0
                 server_cpu = sum(cpu1[p] - cpu0.get(p, 0.0) for p in cpu1)
                 others = max(0.0, busy - server_cpu - r["wrk_all_cpu_s"])
@@ -299,6 +302,24 @@ def step_ratio(a: dict, i: int) -> float | None:
     return auto["p99_ms"] / min(fixed)
 
 
+def noisy_steps(a: dict) -> list[str]:
+    """Steps where the rest of the machine was busier for one server than for the best fixed
+    one by more than NOISE_GAP: their ratio says more about the machine than the servers."""
+    out = []
+    for i, clients in enumerate(a["levels"]):
+        auto = _step(a, AUTO, i)
+        fixed = [x for x in (_step(a, FIXED_1, i), _step(a, FIXED_2, i)) if x and x["p99_ms"]]
+        if not auto or not fixed:
+            continue
+        best = min(fixed, key=lambda x: x["p99_ms"])
+        if abs(auto["others_busy"] - best["others_busy"]) > NOISE_GAP:
+            out.append(
+                f"step {i + 1} ({clients} clients: others busy {auto['others_busy']:.0%} for "
+                f"the autoscaled server, {best['others_busy']:.0%} for the best fixed)"
+            )
+    return out
+
+
 def replicas_during(server: dict, step: dict) -> str:
     """The ready replicas seen during a step (any round): "1", or "1-2" when it changed."""
     seen = [
@@ -370,7 +391,13 @@ def targets(a: dict) -> list[str]:
         f"{sum(within)} of {len(within)} steps (ratios "
         + ", ".join("n/a" if r is None else f"{r:.2f}" for r in ratios)
         + (f"; worst {worst:.2f}x" if worst is not None else "")
-        + ").",
+        + ")."
+        + (
+            f" Not comparable, the rest of the machine far busier for one than the other: "
+            f"{'; '.join(noisy)}."
+            if (noisy := noisy_steps(a))
+            else ""
+        ),
         f"- {'MET' if auto_failed == 0 else 'NOT MET'}: no failed request for the autoscaled "
         f"server across every change: {auto_failed} failed (non-2xx or socket errors) of "
         f"{sum(s['answered'] for s in auto['slices']):,} answered, "

@@ -301,7 +301,7 @@ def render(g: dict) -> str:
     out = []
     for row in g["rows"]:
         n = max(row["answered"], 1)
-        others = row["other_cpu_s"] / max(row["wall_s"] * (os.cpu_count() or 1), 1e-9)
+        others = others_busy(row)
         out.append(
             [
                 row["label"],
@@ -312,7 +312,7 @@ def render(g: dict) -> str:
                 str(row["errors"]),
                 base.ratio(row["rps"], rest["rps"]),
                 base.fmt((row.get("server") or {}).get("mean_batch"), 2),
-                base.fmt(1e3 * row["server_cpu_s"] / max(row["server_success"], 1), 2),
+                base.fmt(cpu_per_request(row), 2),
                 base.fmt(1e3 * row["client_cpu_s"] / n, 2),
                 f"{others:.0%}",
                 f"{row['server_success']:,} ok, {row['server_fail']} failed",
@@ -346,12 +346,28 @@ def targets(g: dict) -> list[str]:
         ),
     ]
     met = all(c for _, c, _ in checks)
+    busy = {x["label"]: others_busy(x) for x in (rest, grpc)}
+    noise = ""
+    if abs(busy[REST] - busy[GRPC]) > 0.15:
+        noise = (
+            f" Not comparable: the rest of the machine kept {busy[GRPC]:.0%} of the CPUs busy "
+            f"during the gRPC runs, {busy[REST]:.0%} during REST's."
+        )
     return [
         f"- {'MET' if met else 'NOT MET'}: gRPC at least as fast as REST ({base.CLIENTS} "
         "clients, the same requests): "
         + "; ".join(f"{t}: {'yes' if c else 'NO'} ({d})" for t, c, d in checks)
-        + "."
+        + f"; server CPU a request {cpu_per_request(grpc):.2f} vs {cpu_per_request(rest):.2f} "
+        "ms (informational)." + noise
     ]
+
+
+def others_busy(row: dict) -> float:
+    return row["other_cpu_s"] / max(row["wall_s"] * (os.cpu_count() or 1), 1e-9)
+
+
+def cpu_per_request(row: dict) -> float:
+    return 1e3 * row["server_cpu_s"] / max(row["server_success"], 1)
 
 
 def notes(g: dict) -> list[str]:

@@ -1697,6 +1697,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--ramp-rounds", type=int, help="times the whole ramp runs against each server (default 2)"
     )
     parser.add_argument(
+        "--autoscale-threads",
+        type=int,
+        default=THREADS,
+        help=f"backend threads a replica of the autoscaled server (default {THREADS}, what one "
+        "replica gets; fixed 2 replicas get 1 each)",
+    )
+    parser.add_argument(
         "--target-p99-ms",
         type=float,
         default=200.0,

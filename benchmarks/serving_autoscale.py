@@ -49,7 +49,7 @@ def plan(args) -> list[tuple[str, dict]]:
             AUTO,
             {
                 **batching,
-                "threads": base.THREADS,
+                "threads": args.autoscale_threads,
                 "autoscale": "1..2",
                 "target_p99_ms": args.target_p99_ms,
                 "autoscale_timings": dict(TIMINGS),
@@ -241,6 +241,7 @@ def run(args, root: Path, ref: str, texts: list[str]) -> dict:
         "rounds": args.ramp_rounds,
         "timings": dict(TIMINGS),
         "target_p99_ms": args.target_p99_ms,
+        "threads": args.autoscale_threads,
         "servers": [],
     }
     base.log(
@@ -411,7 +412,8 @@ def notes(a: dict) -> list[str]:
         f"{base.WRK_THREADS} threads, the 200 sentences cycling), {a['step_s']} s a step in "
         f"{a['slice_s']} s slices, {a['rounds']} round(s), each the whole ramp against each "
         f"server in turn, the order rotating: fixed 1 replica ({base.THREADS} threads), fixed "
-        f"2 replicas (1 thread each), autoscale 1..2 ({base.THREADS} threads a replica, from "
+        f"2 replicas (1 thread each), autoscale 1..2 ({a.get('threads', base.THREADS)} "
+        "thread(s) a replica, from "
         f"1 replica each ramp; target p99 {a['target_p99_ms']:g} ms, queue target max_batch 8 "
         "a replica; policy timings shortened for the steps: "
         + ", ".join(f"{k} {v:g} s" for k, v in a["timings"].items())

@@ -32,7 +32,13 @@ SERVE = Schema(
     Param("max_delay_ms", "float", 5.0, "Longest a request waits for others to batch with."),
     Param("max_queue", "int", 256, "Requests queued per model and replica before answering 503."),
     Param("timeout_s", "float", 30.0, "Per-request time limit."),
-    Param("threads", "int", 0, "Backend threads per replica (0: default, or cores/replicas)."),
+    Param(
+        "threads",
+        "int",
+        0,
+        "Backend threads per replica (0: all cores for one replica, else cores / replicas; "
+        "with --autoscale, cores / MAX).",
+    ),
     Param("max_body_mb", "float", 32.0, "Largest request body."),
     Param(
         "token",

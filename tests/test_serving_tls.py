@@ -129,3 +129,24 @@ def test_rest_and_grpc_through_tls_with_the_ca(pem, tiny_torch_version):
             api.stop(handle.name)
         except MaasError:
             pass
+
+
+def test_a_client_pointed_at_something_that_is_not_http_says_so_in_one_line():
+    """`maas predict --url` given the gRPC port got http.client's BadStatusLine traceback."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer_like_http2():
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.sendall(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # an HTTP/2 SETTINGS frame
+        conn.close()
+
+    threading.Thread(target=answer_like_http2, daemon=True).start()
+    try:
+        with pytest.raises(ServerError, match="REST url, not its gRPC port"):
+            Client(f"http://127.0.0.1:{listener.getsockname()[1]}").live()
+    finally:
+        listener.close()

@@ -301,3 +301,18 @@ def test_loopback_default_guards_admin_only_and_a_revoke_reaches_a_running_serve
     finally:
         api.stop("open")
     assert server.token not in state.log_path(home, "open").read_text()
+
+
+def test_a_pasted_token_loses_its_newline_and_a_broken_one_is_refused_without_echo():
+    """A token read from a file or pasted keeps its trailing newline; sent as it is, the
+    header broke inside http.client with a traceback that printed the whole secret."""
+    from maas_lab.serving.client import Client
+
+    secret = "maas_" + "x" * 40
+    assert Client("http://127.0.0.1:1", token=secret + "\r\n")._token == secret
+    for broken in (secret[:10] + "\n" + secret[10:], secret + " more", secret + "é"):
+        with pytest.raises(UsageError) as refused:
+            Client("http://127.0.0.1:1", token=broken)
+        assert secret[:10] not in str(refused.value) and "\n" not in str(refused.value)
+    with pytest.raises(UsageError, match="cannot carry"):
+        api.serve("anything", token=secret + "\nmore", port=0)

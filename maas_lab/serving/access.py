@@ -37,6 +37,7 @@ import sys
 import threading
 import time
 
+from ..errors import UsageError
 from ..hints import command, option
 from ..results import printable
 
@@ -65,6 +66,22 @@ def _stderr_log(message: str) -> None:
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     sys.stderr.write(f"{stamp} [worker {os.getpid()}] {message}\n")
     sys.stderr.flush()
+
+
+def token_text(token: str | None) -> str | None:
+    """A token as typed or pasted, ready for an ``Authorization`` header: surrounding
+    whitespace (the newline a file or a copy brings) removed; a character no header may
+    carry is refused in one line that never repeats the token (it is a secret)."""
+    if token is None:
+        return None
+    token = token.strip()
+    for at, char in enumerate(token, 1):
+        if not "!" <= char <= "~":
+            raise UsageError(
+                f"The token holds a character a request header cannot carry (a space, line "
+                f"break or non-ASCII character, at position {at}); copy it again without it."
+            )
+    return token
 
 
 class Access:

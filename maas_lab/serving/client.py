@@ -20,7 +20,8 @@ from urllib.parse import quote, urlsplit
 import numpy as np
 
 from ..errors import ServerError, UsageError
-from ..hints import command
+from ..hints import command, option
+from .access import token_text
 from .client_wire import as_input_array, encode_infer_request, parse_infer_response
 from .wire import DATATYPES, ProtocolError, numpy_dtype
 
@@ -50,7 +51,7 @@ class Client:
         self._https = parts.scheme == "https"
         self._host, self._port = parts.hostname, parts.port
         self._prefix = parts.path.rstrip("/")
-        self._token = token
+        self._token = token_text(token)
         self._conn: http.client.HTTPConnection | None = None
         self.last_version: str | None = None  # the version that answered the last infer
         self._metadata: dict[tuple[str, str], dict] = {}
@@ -252,7 +253,13 @@ class Client:
                 self.close()
                 raise ServerError(
                     f"The certificate of {self.url} is not trusted ({exc.verify_message}); "
-                    "pass ca= the PEM file of the authority that issued it."
+                    f"pass {option('ca', 'FILE')}: the PEM file of the authority that issued it."
+                ) from None
+            except http.client.HTTPException as exc:  # an answer that is not HTTP/1.1 at all
+                self.close()
+                raise ServerError(
+                    f"What answers at {self.url} does not speak HTTP/1.1 "
+                    f"({type(exc).__name__}): is it the server's REST url, not its gRPC port?"
                 ) from None
             except OSError as exc:
                 self.close()

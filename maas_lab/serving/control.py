@@ -24,6 +24,7 @@ from ..results import LogTail, Report, Table, tail_text
 from ..schemas import SERVE
 from . import autoscale as autoscale_mod
 from . import state
+from .access import token_text
 from .metrics import merge, summary
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -102,6 +103,7 @@ def serve(
     (``--max-rows`` or ``max_rows``). A generated token is never shown in the handle's
     output (see :class:`ServerHandle`).
     """
+    token = token_text(token)  # before anything: a bad one is refused without being shown
     refs = [refs] if isinstance(refs, str) else list(refs)
     if not refs:
         raise UsageError(
@@ -145,8 +147,12 @@ def serve(
             "generated."
         )
     token = token or secrets.token_urlsafe(24)
-    if not threads and replicas > 1:
-        threads = max(1, (os.cpu_count() or 1) // replicas)
+    most = scaling[1] if scaling is not None else replicas
+    if not threads and most > 1:
+        # Replicas share the machine's cores: each gets its share at the most replicas the
+        # server may run (with --autoscale, MAX), so that a replica added under load brings
+        # idle cores to work rather than splitting the busy ones.
+        threads = max(1, (os.cpu_count() or 1) // most)
     options = {
         "host": host,
         "max_batch": max_batch,

@@ -46,13 +46,14 @@ def test_a_malformed_range_says_the_form(text):
 
 def test_range_bounds_and_target_are_checked():
     assert parse_range("1..4") == (1, 4) and parse_range(" 2 .. 2 ") == (2, 2)
-    with pytest.raises(UsageError, match="MIN must be at least 1"):
-        parse_range("0..2")
+    for low_or_high_zero in ("0..2", "1..0"):  # 1..0 was told to write 0..1, refused too
+        with pytest.raises(UsageError, match="MIN and MAX must be at least 1"):
+            parse_range(low_or_high_zero)
     with pytest.raises(UsageError, match=r"MIN is larger than MAX; write it as autoscale='2\.\.4'"):
         parse_range("4..2")
     with pytest.raises(UsageError, match="MAX must be at most 64"):
         parse_range("1..65")
-    for bad in (0, -5.0, "200", None):
+    for bad in (0, -5.0, "200", None, float("inf"), float("nan")):
         with pytest.raises(UsageError, match="^target_p99_ms must be a number of milliseconds"):
             check("1..4", bad, 1)
     with pytest.raises(UsageError, match=r"^replicas 5 is above the autoscale range 1\.\.4"):

@@ -524,3 +524,10 @@ def test_two_concurrent_starts_with_one_name_give_one_server(words, tmp_path):
     assert answers[1] == "started", answers
     assert answers[0].startswith("refused: A server named 'racy' already "), answers
     assert len(state.all_rows(api.registry(words).db)) == 1
+
+
+def test_options_are_checked_before_the_models(maas_home):
+    """`--autoscale --target-p99-ms 100` made the flag the range and 100 a model: the answer
+    was "No model named '100'" rather than what was wrong with --autoscale."""
+    with pytest.raises(UsageError, match="takes MIN..MAX replicas"):
+        api.serve(["100"], autoscale="--target-p99-ms")

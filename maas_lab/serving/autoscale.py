@@ -54,10 +54,10 @@ def parse_range(text) -> tuple[int, int]:
             f"got {text!r}."
         )
     low, high = int(match[1]), int(match[2])
-    if low < 1:
+    if min(low, high) < 1:
         raise UsageError(
-            f"{option('autoscale')} {text!r}: MIN must be at least 1 (a server keeps one "
-            "replica ready)."
+            f"{option('autoscale')} {text!r}: MIN and MAX must be at least 1 (a server keeps "
+            "one replica ready)."
         )
     if low > high:
         raise UsageError(
@@ -76,7 +76,7 @@ def check(autoscale, target_p99_ms, replicas: int) -> tuple[int, int] | None:
     with (``replicas`` raised to MIN: the default of 1 then works with ``2..4``; above MAX
     is refused, as a contradiction of the two options), and the range, or None without
     autoscaling."""
-    if not isinstance(target_p99_ms, int | float) or not target_p99_ms > 0:
+    if not isinstance(target_p99_ms, int | float) or not 0 < target_p99_ms < math.inf:
         raise UsageError(
             f"{option('target_p99_ms')} must be a number of milliseconds above 0; got "
             f"{target_p99_ms!r}."

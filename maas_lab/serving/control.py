@@ -109,6 +109,9 @@ def serve(
         raise UsageError(
             f"Name at least one model to serve, e.g. `{command('serve', 'minilm@prod')}`."
         )
+    # The options before the refs: `--autoscale --target-p99-ms 100` took the flag as the
+    # range and 100 as a model, and was answered "No model named '100'".
+    scaling = autoscale_mod.check(autoscale, target_p99_ms, replicas)
     reg = open_registry(root)
     for ref in refs:
         reg.resolve(ref)  # NotFoundError naming what is missing, before anything starts
@@ -135,7 +138,6 @@ def serve(
     _check_range("body_timeout_s", body_timeout_s, 0.01, 3600)
     if grpc_port is not None:
         _check_range("grpc_port", grpc_port, 0, 65535)
-    scaling = autoscale_mod.check(autoscale, target_p99_ms, replicas)
     if scaling is not None:
         replicas = scaling[0]
     timings = _autoscale_timings(autoscale_timings)

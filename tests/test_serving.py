@@ -759,3 +759,41 @@ def test_server_side_tokenizing_gives_the_tokenizers_own_ids():
         got = fast(chunk)
         for name in names:
             np.testing.assert_array_equal(got[name], expected[name])
+
+
+def test_the_queue_limit_counts_requests_not_the_parts_a_large_one_is_cut_into(
+    tiny_torch_version,
+):
+    """A request of more rows than --max-batch is queued as parts; with the parts counted,
+    two requests of 64 rows (16 parts) filled a --max-queue of 2 nine times over, and a
+    third small request was refused as '16 requests queued'."""
+    import asyncio
+
+    from maas_lab.serving.batching import Batcher, Overloaded, Plan
+    from maas_lab.serving.metrics import Stats
+
+    runner = api.runner(tiny_torch_version)
+
+    async def scenario():
+        batcher = Batcher(
+            runner,
+            Plan.from_signature(runner.signature),
+            max_batch=8,
+            max_delay_s=0.0,
+            max_queue=2,
+            stats=Stats(),
+        )
+        rows = np.ones((64, 8), dtype=np.float32)
+        big = [batcher.submit({"input": rows}, 30.0) for _ in range(2)]
+        depth = batcher.depth
+        with pytest.raises(Overloaded):
+            batcher.submit({"input": rows[:1]}, 30.0)
+        batcher.start()
+        answers = [await item.future for item in big]
+        after = batcher.depth
+        await batcher.close()
+        return depth, answers, after
+
+    depth, answers, after = asyncio.run(scenario())
+    assert depth == 2 and after == 0
+    assert [a[0]["output"].shape for a in answers] == [(64, 3), (64, 3)]

@@ -397,7 +397,7 @@ def test_replicas_follow_the_load_with_no_failed_request(words):
         ({"autoscale": "2..1"}, "MIN is larger than MAX"),
         ({"autoscale": "1..4", "target_p99_ms": 0}, "^target_p99_ms must be a number"),
         ({"autoscale": "1-4"}, r"^autoscale takes MIN\.\.MAX replicas"),
-        ({"autoscale": "0..4"}, "MIN must be at least 1"),
+        ({"autoscale": "0..4"}, "MIN and MAX must be at least 1"),
         ({"autoscale": "1..65"}, "MAX must be at most 64"),
         ({"autoscale": "1..2", "replicas": 3}, r"^replicas 3 is above the autoscale range"),
         (

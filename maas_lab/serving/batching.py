@@ -53,6 +53,7 @@ class Pending:
     deadline: float
     enqueued: float = field(default_factory=time.monotonic)
     future: asyncio.Future | None = None
+    request: int = 0  # the request this is (a part of): parts of one share it
 
 
 @dataclass
@@ -125,6 +126,10 @@ class Batcher:
         self.max_delay_s, self.max_queue = max(0.0, float(max_delay_s)), max(1, int(max_queue))
         self.queue: deque[Pending] = deque()
         self.queued_rows = 0
+        # Requests with parts still queued -> how many: --max-queue counts requests, not the
+        # parts a large request is cut into (two requests of 1024 rows are 256 parts of 8).
+        self._parts_queued: dict[int, int] = {}
+        self._requests = itertools.count(1)
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="maas-infer")
         self.log = log or (lambda msg: None)
         self._wake = asyncio.Event()
@@ -137,7 +142,8 @@ class Batcher:
 
     @property
     def depth(self) -> int:
-        return len(self.queue)
+        """Requests waiting (a request cut into parts counts once)."""
+        return len(self._parts_queued)
 
     def idle(self) -> bool:
         return not self.queue and not self.busy
@@ -155,26 +161,28 @@ class Batcher:
         most ``max_batch`` rows, so no backend call is larger than the model's batch size
         and other requests' batches run between the parts. The returned item's future gives
         the whole request's outputs."""
-        if len(self.queue) >= self.max_queue:
+        if self.depth >= self.max_queue:
             raise Overloaded()
         rows = int(next(iter(feeds.values())).shape[0])
+        request = next(self._requests)
         if rows > self.max_batch and self.plan.batchable:
             step = self.max_batch
             parts = [
-                self._submit({k: v[i : i + step] for k, v in feeds.items()}, timeout_s)
+                self._submit({k: v[i : i + step] for k, v in feeds.items()}, timeout_s, request)
                 for i in range(0, rows, step)
             ]
             return _joined(parts, rows, timeout_s)
-        return self._submit(feeds, timeout_s)
+        return self._submit(feeds, timeout_s, request)
 
-    def _submit(self, feeds: dict, timeout_s: float) -> Pending:
+    def _submit(self, feeds: dict, timeout_s: float, request: int) -> Pending:
         rows = int(next(iter(feeds.values())).shape[0])
         key, length = self.plan.describe(feeds)
         now = time.monotonic()
         if self.queue or self.busy:
             self._crowded_until = now + 1.0
-        item = Pending(feeds, rows, length, key, now + timeout_s)
+        item = Pending(feeds, rows, length, key, now + timeout_s, request=request)
         item.future = asyncio.get_running_loop().create_future()
+        self._parts_queued[request] = self._parts_queued.get(request, 0) + 1
         self.queue.append(item)
         self.queued_rows += rows
         self._wake.set()
@@ -257,10 +265,20 @@ class Batcher:
         picked = set(map(id, chosen))
         self.queue = deque(p for p in self.queue if id(p) not in picked)
         self.queued_rows = sum(p.rows for p in self.queue)
+        for item in chosen:
+            self._dequeued(item)
         return chosen
+
+    def _dequeued(self, item: Pending) -> None:
+        left = self._parts_queued.get(item.request, 0) - 1
+        if left > 0:
+            self._parts_queued[item.request] = left
+        else:
+            self._parts_queued.pop(item.request, None)
 
     def _drop(self, item: Pending) -> None:
         self.queued_rows -= item.rows
+        self._dequeued(item)
         if not item.future.done():
             item.future.set_exception(RequestTimeout())
 

@@ -1699,9 +1699,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--autoscale-threads",
         type=int,
-        default=THREADS,
-        help=f"backend threads a replica of the autoscaled server (default {THREADS}, what one "
-        "replica gets; fixed 2 replicas get 1 each)",
+        default=0,
+        help="backend threads a replica of the autoscaled server (default 0: serve's own "
+        "default, the cores divided by the autoscale MAX; fixed 2 replicas get 1 each)",
     )
     parser.add_argument(
         "--target-p99-ms",

@@ -406,14 +406,20 @@ def targets(a: dict) -> list[str]:
     ]
 
 
+def _threads(given) -> str:
+    if given:
+        return f"{given} thread(s)"
+    return f"serve's default: {max(1, (os.cpu_count() or 1) // 2)} thread(s), the cores / MAX"
+
+
 def notes(a: dict) -> list[str]:
     lines = [
         f"Autoscale ramp: {' -> '.join(map(str, a['levels']))} clients (wrk, "
         f"{base.WRK_THREADS} threads, the 200 sentences cycling), {a['step_s']} s a step in "
         f"{a['slice_s']} s slices, {a['rounds']} round(s), each the whole ramp against each "
         f"server in turn, the order rotating: fixed 1 replica ({base.THREADS} threads), fixed "
-        f"2 replicas (1 thread each), autoscale 1..2 ({a.get('threads', base.THREADS)} "
-        "thread(s) a replica, from "
+        f"2 replicas (1 thread each), autoscale 1..2 ({_threads(a.get('threads'))} a "
+        "replica, from "
         f"1 replica each ramp; target p99 {a['target_p99_ms']:g} ms, queue target max_batch 8 "
         "a replica; policy timings shortened for the steps: "
         + ", ".join(f"{k} {v:g} s" for k, v in a["timings"].items())

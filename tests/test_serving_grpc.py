@@ -333,3 +333,76 @@ def _wait(predicate, what: str, wait_s: float = 30.0):
             return
         time.sleep(0.05)
     raise AssertionError(f"gave up waiting for {what}")
+
+
+def test_scaling_down_under_grpc_load_fails_no_call(home):
+    """Clients keep several calls in flight on each connection while one of two replicas is
+    removed: every call is answered, those on the removed replica's connections included
+    (grpcio's own stop CANCELs the calls it has received but not yet handed over, and those
+    sent before the client reads its GOAWAY; the drain retires connections first)."""
+    handle = api.serve("words@1", name="shrink", port=0, replicas=2, grpc_port=0, root=home)
+    address = f"127.0.0.1:{grpc_port(handle)}"
+    stop, lock = threading.Event(), threading.Lock()
+    answered, failures = [0], []
+
+    words = np.array([b"good", b"bad good"] * 8, dtype=object)
+
+    def load(window: int = 16):
+        # a connection of its own, as separate client processes have (grpc's channels to
+        # one address otherwise share one)
+        client = grpcclient.InferenceServerClient(
+            address, channel_args=[("grpc.use_local_subchannel_pool", 1)]
+        )
+        room = threading.Semaphore(window)
+        tensor = grpcclient.InferInput("words", list(words.shape), "BYTES")
+        tensor.set_data_from_numpy(words)
+
+        def done(result, error):
+            with lock:
+                if error is None:
+                    answered[0] += 1
+                else:
+                    failures.append(f"{error.status()} {error.message()}")
+            room.release()
+
+        try:
+            while not stop.is_set():
+                if room.acquire(timeout=0.5):
+                    client.async_infer("words", [tensor], done)
+            for _ in range(window):  # the last calls are answered before the client closes
+                room.acquire(timeout=30)
+        finally:
+            client.close()
+
+    def count() -> int:
+        with lock:
+            return answered[0]
+
+    # six connections: all on the replica that stays has odds of 1 in 64
+    callers = [threading.Thread(target=load) for _ in range(6)]
+    try:
+        for caller in callers:
+            caller.start()
+        _wait(lambda: count() >= 100 or failures, "calls to be answered")
+        removed = max(handle.workers)  # the supervisor drains the newest
+        api.scale(handle.name, 1, root=home)
+        _wait(lambda: not _alive(removed), "the removed replica to exit")
+        after = count()
+        _wait(lambda: count() >= after + 100 or failures, "calls after the scale-down")
+    finally:
+        stop.set()
+        for caller in callers:
+            caller.join(60)
+        try:
+            api.stop(handle.name, root=home)
+        except MaasError:
+            pass
+    assert failures == [], failures[:5]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

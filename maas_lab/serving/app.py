@@ -144,11 +144,14 @@ class Server:
         self.grpc = await start(self)
 
     def stop_grpc(self) -> asyncio.Future | None:
-        """Stop taking gRPC calls and finish those in flight (within ``drain_s``); called when
-        the worker starts draining and again at shutdown (the same stop, awaited)."""
+        """Drain the gRPC side (``grpc_service.drain``: stop listening, let clients move to
+        other replicas, finish calls in flight, all within ``drain_s``); called when the worker
+        starts draining and again at shutdown (the same drain, awaited)."""
         if self.grpc is not None and self._grpc_stopping is None:
+            from .grpc_service import drain
+
             grace = float(self.options.get("drain_s", 30))
-            self._grpc_stopping = asyncio.ensure_future(self.grpc.stop(grace))
+            self._grpc_stopping = asyncio.ensure_future(drain(self.grpc, grace, self.log))
         return self._grpc_stopping
 
     async def _handle(self, scope, receive) -> tuple[int, bytes, dict]:

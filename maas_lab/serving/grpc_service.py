@@ -12,10 +12,25 @@ Every replica serves gRPC on the same port (``SO_REUSEPORT``: the supervisor res
 port, each worker listens on it, the kernel spreads connections). Requests arrive as raw
 bytes and are parsed here, so a malformed message is an INVALID_ARGUMENT that says so rather
 than grpcio's bare INTERNAL.
+
+Draining (:func:`drain`) never ends a call a client sent. grpcio's ``server.stop(grace)`` sends
+GOAWAY but also CANCELs every call that reached the server and was not yet handed to Python
+(grpc.aio asks for one call at a time, so under load a few always wait), and every call that
+arrives on an open connection before the client reads the GOAWAY: CANCELLED, which no client
+retries. So a draining worker first stops listening (new connections go to the other
+replicas), keeps serving, and lets each open connection be retired by the connection age
+limit (``CONNECTION_AGE_S``: a GOAWAY from a server that still serves, after which the client
+finishes its calls there and sends new ones on a new connection, to a replica that stays);
+only when no client connection is left (or that age has passed) is the server stopped.
+The age limit also spreads long-lived clients over replicas added later.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
+import time
 import traceback
 
 from ..hints import prog_scope
@@ -27,6 +42,11 @@ from .refusals import HTTPError, clean
 from .wire import EXTENSIONS, ProtocolError
 
 SERVICE = "inference.GRPCInferenceService"
+
+# A connection older than this gets a GOAWAY (grpcio adds up to 10 % jitter) and its client
+# reconnects: how long a draining worker waits for its clients to move to other replicas.
+CONNECTION_AGE_S = 2.0
+AGE_JITTER = 0.1
 
 # HTTP status (what the shared core raises) -> gRPC status code name.
 _CODES = {
@@ -63,6 +83,9 @@ async def start(app):
             # it is parsed. The option is an int32.
             ("grpc.max_receive_message_length", min(app.max_body, 2**31 - 1)),
             ("grpc.max_send_message_length", -1),
+            ("grpc.max_connection_age_ms", int(CONNECTION_AGE_S * 1000)),
+            # calls on a retired connection may take as long as a drain allows
+            ("grpc.max_connection_age_grace_ms", int(float(options.get("drain_s", 30)) * 1000)),
         ]
     )
     server.add_generic_rpc_handlers((_handlers(app, grpc),))
@@ -81,7 +104,82 @@ async def start(app):
         raise OSError(f"cannot listen for gRPC on {where}")
     await server.start()
     app.log(f"gRPC on {where}{' (TLS)' if cert else ''}")
+    server.maas_port = bound  # the port itself (grpc_port may have been 0 in a test's options)
     return server
+
+
+async def drain(server, grace_s: float, log=None) -> None:
+    """Stop listening, let every client connection be retired by its age limit while serving
+    on, then stop the server (calls still running get what is left of ``grace_s``)."""
+    port = getattr(server, "maas_port", None)
+    deadline = time.monotonic() + grace_s
+    if port and _stop_listening(port):
+        if log is not None:  # grpcio then logs "Closing acceptor. Failed accept4": expected
+            log("gRPC: no longer listening; clients move to other replicas as calls finish")
+        settle = time.monotonic() + min(grace_s, CONNECTION_AGE_S * (1 + AGE_JITTER) + 0.5)
+        while time.monotonic() < settle and _connections(port):
+            await asyncio.sleep(0.05)
+    elif log is not None:
+        log("gRPC: could not stop listening first; stopping the gRPC server at once")
+    await server.stop(max(0.0, deadline - time.monotonic()))
+
+
+def _socket_inodes() -> dict[int, int]:
+    """Socket inode -> file descriptor, for this process's open sockets (Linux)."""
+    found = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            found[int(target[8:-1])] = int(fd)
+    return found
+
+
+def _tcp_rows(port: int):
+    """(state, inode) of this machine's TCP sockets whose local port is ``port`` (Linux)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        yield fields[3], int(fields[9])
+        except (OSError, StopIteration, IndexError, ValueError):
+            continue
+
+
+def _stop_listening(port: int) -> bool:
+    """Take grpcio's listening sockets on ``port`` out of the kernel's SO_REUSEPORT group
+    (``shutdown`` on a listener), so new connections reach only the other replicas; grpcio
+    has no call for this short of stopping the whole server. False where it cannot."""
+    try:
+        mine = _socket_inodes()
+        listeners = [
+            mine[inode] for state, inode in _tcp_rows(port) if state == "0A" and inode in mine
+        ]
+    except OSError:
+        return False
+    for fd in listeners:
+        sock = socket.socket(fileno=os.dup(fd))
+        try:
+            sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            return False
+        finally:
+            sock.close()  # the duplicate only; grpcio's descriptor stays
+    return bool(listeners)
+
+
+def _connections(port: int) -> int:
+    """Client connections this process still holds on ``port``."""
+    try:
+        mine = _socket_inodes()
+        return sum(1 for state, inode in _tcp_rows(port) if state == "01" and inode in mine)
+    except OSError:
+        return 0
 
 
 def _handlers(app, grpc):

@@ -347,7 +347,7 @@ def test_scaling_down_under_grpc_load_fails_no_call(home):
 
     words = np.array([b"good", b"bad good"] * 8, dtype=object)
 
-    def load(window: int = 16):
+    def load(window: int = 24):
         # a connection of its own, as separate client processes have (grpc's channels to
         # one address otherwise share one)
         client = grpcclient.InferenceServerClient(
@@ -378,8 +378,10 @@ def test_scaling_down_under_grpc_load_fails_no_call(home):
         with lock:
             return answered[0]
 
-    # six connections: all on the replica that stays has odds of 1 in 64
-    callers = [threading.Thread(target=load) for _ in range(6)]
+    # eight connections (all on the replica that stays: 1 in 256) with 24 calls in flight
+    # each: enough that grpcio's stop would catch some not yet handed over, and fewer than
+    # one replica queues (256) once the other is gone
+    callers = [threading.Thread(target=load) for _ in range(8)]
     try:
         for caller in callers:
             caller.start()

@@ -5,10 +5,11 @@ removing one never changes the port. On SIGTERM a worker drains: readiness answe
 stops accepting, answers what it already received (with ``Connection: close``), then exits;
 other replicas keep serving. The gRPC side (when ``grpc_port`` is set: every replica listens
 on that port with ``SO_REUSEPORT``) runs on the same event loop, started and stopped with the
-app's lifespan; on SIGTERM it refuses new calls at once and finishes those in flight
-(within ``drain_s``) before the worker exits. SIGUSR1 only turns readiness to 503 (the
-supervisor sends it first when the whole server stops, so a load balancer can stop sending
-new work).
+app's lifespan; on SIGTERM it stops listening at once, keeps answering on open connections
+until their clients have moved to other replicas (``grpc_service.drain``), and finishes the
+calls in flight (within ``drain_s``) before the worker exits. SIGUSR1 only turns readiness
+to 503 (the supervisor sends it first when the whole server stops, so a load balancer can
+stop sending new work).
 SIGUSR2 writes the status snapshot at once, so ``maas status`` shows the latest requests.
 """
 
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             app.write_snapshot_now()
             log("draining: readiness is 503, finishing requests in flight")
             loop.call_soon_threadsafe(self._stop_accepting, sig, frame)
-            loop.call_soon_threadsafe(app.stop_grpc)  # gRPC: refuse new calls, finish the rest
+            loop.call_soon_threadsafe(app.stop_grpc)  # gRPC: stop listening, move clients, finish
 
         def _stop_accepting(self, sig, frame):
             for listener in getattr(self, "servers", []):

@@ -34,7 +34,6 @@ bench: install
 	$(PY) benchmarks/compression.py --plot benchmarks/results/compression.png
 	$(PY) benchmarks/launch.py --plot benchmarks/results/launch.png
 	@command -v wrk >/dev/null || { echo "benchmarks/serving.py needs wrk: apt-get install wrk"; exit 1; }
-	@command -v h2load >/dev/null || { echo "benchmarks/serving.py needs h2load: apt-get install nghttp2-client"; exit 1; }
 	$(PY) benchmarks/serving.py --plot benchmarks/results/serving.png
 	@command -v chromium >/dev/null || { echo "benchmarks/panels.py needs chromium: apt-get install chromium"; exit 1; }
 	$(PY) benchmarks/panels.py --plot benchmarks/results/panels.png

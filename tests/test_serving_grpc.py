@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 import pytest
+from serving_home import serving_home
 
 from maas_lab import api
 from maas_lab.errors import MaasError
@@ -41,19 +42,10 @@ def home(tmp_path_factory, hello_plugin_path):
     torch = pytest.importorskip("torch")
     from safetensors.torch import save_file
 
-    from maas_lab.plugins import Plugins, set_plugins
     from maas_lab.zoo import mlp
 
     root = tmp_path_factory.mktemp("grpc") / "registry"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MAAS_LAB_HOME", str(root))
-        mp.setenv("MAAS_LAB_PROGRESS", "0")
-        mp.setenv(
-            "PYTHONPATH",
-            os.pathsep.join([str(hello_plugin_path), os.environ.get("PYTHONPATH", "")]),
-        )
-        mp.syspath_prepend(str(hello_plugin_path))
-        old = set_plugins(Plugins())
+    with serving_home(root, hello_plugin_path):
         work = root.parent
         torch.manual_seed(0)
         config = {"in_features": 8, "hidden": 16, "out_features": 3}
@@ -69,13 +61,6 @@ def home(tmp_path_factory, hello_plugin_path):
         table.write_text(json.dumps({"good": 1.0, "bad": -1.0}))
         api.register("words", from_file=table, format="word-table")
         yield root
-        for row in state.all_rows(api.registry(root).db):
-            try:
-                api.stop(row["name"], root=root)
-            except MaasError:
-                pass
-        set_plugins(old)
-        api.close_all()
 
 
 @pytest.fixture(scope="module")

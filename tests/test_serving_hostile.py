@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from serving_home import serving_home
 
 from maas_lab import api
 from maas_lab.errors import MaasError
@@ -47,22 +48,10 @@ def _tiny_onnx(path: Path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile") / "registry"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MAAS_LAB_HOME", str(root))
-        mp.setenv("MAAS_LAB_PROGRESS", "0")
-        from maas_lab.plugins import Plugins, set_plugins
-
-        old = set_plugins(Plugins())
+    with serving_home(root):
         weight = _tiny_onnx(root.parent / "tiny.onnx")
         api.register("tiny", from_file=root.parent / "tiny.onnx")
         yield root, weight
-        for row in state.all_rows(api.registry(root).db):
-            try:
-                api.stop(row["name"], root=root)
-            except MaasError:
-                pass
-        set_plugins(old)
-        api.close_all()
 
 
 @pytest.fixture(scope="module")

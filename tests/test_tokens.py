@@ -17,9 +17,10 @@ import sys
 import time
 
 import pytest
+from serving_home import serving_home
 
 from maas_lab import api
-from maas_lab.errors import ConflictError, MaasError, NotFoundError, UsageError
+from maas_lab.errors import ConflictError, NotFoundError, UsageError
 from maas_lab.serving import state
 from maas_lab.serving.access import Access, Denied
 from maas_lab.tokens import digest
@@ -32,31 +33,12 @@ def home(tmp_path_factory, hello_plugin_path):
     """A registry with two word tables, ``words`` and ``other``, and the tokens the server
     tests use; servers started here see the plugin through PYTHONPATH."""
     root = tmp_path_factory.mktemp("tokens") / "registry"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MAAS_LAB_HOME", str(root))
-        mp.setenv("MAAS_LAB_PROGRESS", "0")
-        mp.setenv(
-            "PYTHONPATH",
-            os.pathsep.join([str(hello_plugin_path), os.environ.get("PYTHONPATH", "")]),
-        )
-        mp.syspath_prepend(str(hello_plugin_path))
-        from maas_lab.plugins import Plugins, set_plugins
-
-        old = set_plugins(Plugins())
+    with serving_home(root, hello_plugin_path):
         for name in ("words", "other"):
             path = root.parent / f"{name}.json"
             path.write_text(json.dumps({"good": 1.0, "bad": -1.0}))
             api.register(name, from_file=path, format="word-table")
-        try:
-            yield root
-        finally:
-            for row in state.all_rows(api.registry(root).db):
-                try:
-                    api.stop(row["name"], root=root)
-                except MaasError:
-                    pass
-            set_plugins(old)
-            api.close_all()
+        yield root
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """Pytest fixtures for maas_lab and for third-party plugin authors (``-p maas_lab.testing``
 is automatic: it is registered through the ``pytest11`` entry point).
 
-- ``maas_home``: a fresh registry folder, set as ``MAAS_LAB_HOME`` for the test;
+- ``maas_home``: a fresh registry folder, set as ``MAAS_LAB_HOME`` for the test; servers a
+  test started there and left running are stopped after it (``stop_servers(root)``);
 - ``maas_plugins``: a fresh plugin set for the test (register test plugins on it);
 - ``tiny_torch_model``: a small MLP with its weights saved as safetensors;
 - ``tiny_torch_version``: that MLP registered in ``maas_home`` as ``tiny@1`` (format torch,
@@ -65,11 +66,11 @@ def maas_home(tmp_path, monkeypatch):
     monkeypatch.setenv("MAAS_LAB_HOME", str(home))
     monkeypatch.setenv("MAAS_LAB_PROGRESS", "0")
     yield home
-    _stop_servers(home)
+    stop_servers(home)
     close_all()
 
 
-def _stop_servers(home) -> None:
+def stop_servers(home) -> None:
     """Servers a test started in this home and did not stop (it failed half-way) run in
     their own processes and would outlive the test run: drain and stop them."""
     if not (home / "registry.db").exists():

@@ -15,9 +15,8 @@ import os
 import pytest
 
 from maas_lab import api
-from maas_lab.errors import MaasError
 from maas_lab.plugins import Plugins, set_plugins
-from maas_lab.serving import state
+from maas_lab.testing import stop_servers
 
 
 @contextlib.contextmanager
@@ -33,10 +32,6 @@ def serving_home(root, plugin_path=None):
         try:
             yield root
         finally:
-            for row in state.all_rows(api.registry(root).db):
-                try:
-                    api.stop(row["name"], root=root)
-                except MaasError:
-                    pass
+            stop_servers(root)
             set_plugins(old)
             api.close_all()

@@ -295,21 +295,19 @@ def _load_failure(reg, name: str, row) -> str | None:
     return None
 
 
+# What the supervisor logs when a port cannot be had, and the option that picks another.
+_PORT_FAILURES = (("cannot reserve the gRPC port", "grpc_port"), ("cannot listen on", "port"))
+
+
 def _start_error(name: str, tail: str, row) -> ServeError:
-    if "cannot reserve the gRPC port" in tail:
-        line = next(x for x in tail.splitlines() if "cannot reserve the gRPC port" in x)
-        where = line.split("cannot reserve the gRPC port", 1)[1].strip()
-        return ServeError(
-            f"Server {name!r} could not start: cannot reserve the gRPC port {where}. Pick "
-            f"another {option('grpc_port')}, or {option('grpc_port', 0)} for any free one."
-        )
-    if "cannot listen on" in tail:
-        line = next(x for x in tail.splitlines() if "cannot listen on" in x)
-        where = line.split("cannot listen on", 1)[1].strip()
-        return ServeError(
-            f"Server {name!r} could not start: cannot listen on {where}. "
-            f"Pick another {option('port')}, or {option('port', 0)} for any free one."
-        )
+    for failure, port in _PORT_FAILURES:
+        line = next((x for x in tail.splitlines() if failure in x), None)
+        if line is not None:
+            where = line.split(failure, 1)[1].strip()
+            return ServeError(
+                f"Server {name!r} could not start: {failure} {where}. Pick another "
+                f"{option(port)}, or {option(port, 0)} for any free one."
+            )
     return ServeError(f"Server {name!r} failed to start. Its log ends with:\n{tail}")
 
 

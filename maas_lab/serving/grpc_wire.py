@@ -16,7 +16,14 @@ import math
 import numpy as np
 
 from .refusals import HTTPError
-from .server_wire import InferInput, InferRequest, RequestedOutput, check_requested_outputs
+from .server_wire import (
+    SHARED_MEMORY,
+    InferInput,
+    InferRequest,
+    RequestedOutput,
+    check_requested_outputs,
+    refuse_unsupported_output,
+)
 from .wire import (
     NUMPY_DTYPES,
     ProtocolError,
@@ -43,7 +50,6 @@ CONTENTS = {
     "FP64": "fp64_contents",
     "BYTES": "bytes_contents",
 }
-_SHARED_MEMORY = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
 
 
 def parameters(entries) -> dict:
@@ -83,7 +89,7 @@ def parse_request(msg, check=None) -> InferRequest:
         if datatype not in NUMPY_DTYPES:
             raise ProtocolError(unknown_datatype(datatype, f"{what}: "))
         shape = parse_shape(what, [int(d) for d in tensor.shape])
-        if any(key in tensor.parameters for key in _SHARED_MEMORY):
+        if any(key in tensor.parameters for key in SHARED_MEMORY):
             raise ProtocolError(
                 f"{what} uses shared memory, which this server does not support; send its "
                 "values in raw_input_contents or in its contents."
@@ -154,16 +160,7 @@ def _outputs(requested) -> list[RequestedOutput] | None:
         if spec.name in seen:
             raise ProtocolError(f"output {spec.name!r} is requested twice; list each once.")
         seen.add(spec.name)
-        params = parameters(spec.parameters)
-        if params.get("classification"):
-            raise ProtocolError(
-                f"output {spec.name!r} asks for classification, which this server does not "
-                "support; request the output itself and take the top classes on the client."
-            )
-        if any(key in params for key in _SHARED_MEMORY):
-            raise ProtocolError(
-                f"output {spec.name!r} asks for shared memory, which this server does not support."
-            )
+        refuse_unsupported_output(spec.name, parameters(spec.parameters))
         out.append(RequestedOutput(spec.name))
     return out or None
 

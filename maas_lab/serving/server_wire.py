@@ -35,7 +35,21 @@ from .wire import (
     with_values,
 )
 
-_SHARED_MEMORY = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
+SHARED_MEMORY = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
+
+
+def refuse_unsupported_output(name: str, params: dict) -> None:
+    """What a requested output may ask that this server does not do, refused the same way
+    whichever door (REST or gRPC) the request came through."""
+    if params.get("classification"):
+        raise ProtocolError(
+            f"output {name!r} asks for classification, which this server does not "
+            "support; request the output itself and take the top classes on the client."
+        )
+    if any(key in params for key in SHARED_MEMORY):
+        raise ProtocolError(
+            f"output {name!r} asks for shared memory, which this server does not support."
+        )
 
 
 @dataclass
@@ -169,7 +183,7 @@ def _parse_input(
     shape = parse_shape(what, spec["shape"])
     count = math.prod(shape)
     params = check_parameters(spec.get("parameters"), f"{what}:")
-    if any(key in params for key in _SHARED_MEMORY):
+    if any(key in params for key in SHARED_MEMORY):
         raise ProtocolError(
             f"input {name!r} uses shared memory, which this server does not support; send "
             'its values in "data" or as binary data.'
@@ -224,15 +238,7 @@ def _parse_outputs(raw: Any) -> list[RequestedOutput] | None:
             raise ProtocolError(f"output {name!r} is requested twice; list each output once.")
         seen.add(name)
         params = check_parameters(spec.get("parameters"), f"output {name!r}:")
-        if params.get("classification"):
-            raise ProtocolError(
-                f"output {name!r} asks for classification, which this server does not "
-                "support; request the output itself and take the top classes on the client."
-            )
-        if any(key in params for key in _SHARED_MEMORY):
-            raise ProtocolError(
-                f"output {name!r} asks for shared memory, which this server does not support."
-            )
+        refuse_unsupported_output(name, params)
         binary = params.get("binary_data")
         if binary is not None and not isinstance(binary, bool):
             raise ProtocolError(f"output {name!r}: parameters.binary_data must be true or false.")

@@ -75,14 +75,8 @@ class BindError(Exception):
 
 
 def bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host.strip("[]"), port))
-    except OSError as exc:
-        sock.close()
-        raise BindError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    """The HTTP port: listening, inherited by every worker (all accept on it)."""
+    sock = _bound(host, port, reuseport=False, failure="cannot listen on")
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
@@ -92,15 +86,20 @@ def reserve(host: str, port: int) -> socket.socket:
     """Bind (never listen) with SO_REUSEPORT: the port is held for the workers' gRPC
     servers, which listen on it with ``so_reuseport`` too; a connection never waits on this
     socket, since the kernel hands connections only to listening ones."""
+    return _bound(host, port, reuseport=True, failure="cannot reserve the gRPC port")
+
+
+def _bound(host: str, port: int, reuseport: bool, failure: str) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if reuseport:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host.strip("[]"), port))
     except OSError as exc:
         sock.close()
-        raise BindError(f"cannot reserve the gRPC port {host}:{port}: {exc.strerror}") from None
+        raise BindError(f"{failure} {host}:{port}: {exc.strerror}") from None
     return sock
 
 

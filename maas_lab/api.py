@@ -148,6 +148,39 @@ def export(
     return show(new["ref"], root=root)
 
 
+def export_repo(
+    ref: str,
+    out: str | os.PathLike,
+    *,
+    format: str = "triton",
+    force: bool = False,
+    storage_uri: str | None = None,
+    root=None,
+) -> Report:
+    """Write a version for another model server into the folder ``out``, registering nothing.
+
+    ``format="triton"``: a Triton model repository (``<name>/config.pbtxt`` with the
+    signature's inputs and outputs, ``max_batch_size`` and ``dynamic_batching``, and
+    ``<name>/<version>/model.onnx`` or ``model.pt``; a text model becomes an ensemble with a
+    Python-backend tokenizer). ``format="kserve"``: an ``InferenceService`` manifest on
+    KServe's Triton runtime and that repository beside it, for ``storage_uri``. An ``out``
+    holding files is refused unless ``force``, which replaces it once the export is whole.
+    """
+    from .model_repos import export_repo as write
+
+    done = write(registry(root), ref, out, format, force=force, storage_uri=storage_uri)
+    files = Table(done["files"], ["file", "bytes"], formatters={"bytes": human_size})
+    return Report(
+        f"{done['ref']} as a {format} {'repository' if format == 'triton' else 'service'}",
+        [
+            (f"Written to {done['out']}", files),
+            ("Notes", "\n".join(done["notes"])),
+            ("Next", "\n".join(done["next"])),
+        ],
+        data=done,
+    )
+
+
 # ---------------------------------------------------------------------- compressing
 
 

@@ -315,6 +315,30 @@ def export(ctx, ref, to, **options):
     return api.export(ref, to, root=_root(), **options, **extra)
 
 
+@cli.command("export-repo")
+@click.argument("ref")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option(
+    "--format",
+    "format",
+    default="triton",
+    show_default=True,
+    metavar="triton|kserve",
+    help="triton: a Triton model repository; kserve: an InferenceService and its storage.",
+)
+@click.option("--force", is_flag=True, help="Replace OUT if it already holds files.")
+@click.option(
+    "--storage-uri",
+    metavar="URI",
+    help="(kserve) Where the cluster reads the repository (default pvc://maas-models/NAME).",
+)
+def export_repo(ref, out, format, force, storage_uri):
+    """Write version REF into folder OUT for Triton or KServe (registers nothing)."""
+    return api.export_repo(
+        ref, out, format=format, force=force, storage_uri=storage_uri, root=_root()
+    )
+
+
 @cli.command(
     cls=_CompressCommand,
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True},

@@ -27,7 +27,16 @@ test: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest
 
-bench: install
+# KServe's ModelServer, the engine benchmark's reference server, in a venv of its own: kserve
+# pins an older psutil and pulls the kubernetes client, neither of which belongs in .venv.
+KSERVE_VENV := .venv-kserve
+$(KSERVE_VENV)/.installed: constraints.txt
+	test -x $(KSERVE_VENV)/bin/python || python3 -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		-c constraints.txt kserve onnxruntime tokenizers numpy
+	touch $@
+
+bench: install $(KSERVE_VENV)/.installed
 	$(PIP) -e '.[dev,bench]'
 	$(PY) benchmarks/registry.py --plot benchmarks/results/registry.png
 	$(PY) benchmarks/export.py --plot benchmarks/results/export.png

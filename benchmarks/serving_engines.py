@@ -90,7 +90,8 @@ def _stat(pid: int) -> list[str] | None:
 
 def _cmdline(pid: int) -> str:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("replace")
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return raw.replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
 
@@ -184,7 +185,10 @@ class Started:
 
 def start_ours(started: Started, label: str, ref: str, options: dict, bodies) -> base.Variant:
     handle = started.serve(label, ref, None, options)
-    pids = lambda: base.Servers(started.root).pids(handle)  # noqa: E731
+
+    def pids() -> list[int]:
+        return base.Servers(started.root).pids(handle)
+
     return variant(label, handle, ref, options, pids, bodies)
 
 

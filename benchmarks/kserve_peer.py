@@ -34,7 +34,6 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
     parser.add_argument("--name", default=MODEL_NAME, help="the model's name in the routes")
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     return parser.parse_args(argv)
 
 
@@ -91,7 +90,7 @@ def main(argv: list[str]) -> int:
     server = ModelServer(
         http_port=args.port,
         enable_grpc=False,
-        workers=args.workers,
+        workers=1,  # more would pickle the model (its onnxruntime session) into each worker
         enable_latency_logging=False,
         enable_docs_url=False,
     )

@@ -74,7 +74,7 @@ def plan() -> list[tuple[str, dict]]:
         (OURS_2, two),
         (RAY_1, one),
         (RAY_2, two),
-        (KSERVE, {"workers": 1, "threads": base.THREADS}),
+        (KSERVE, {"threads": base.THREADS}),
     ]
 
 
@@ -247,8 +247,7 @@ def start_kserve(started: Started, args, model_dir: str, options: dict, bodies) 
     url = f"http://127.0.0.1:{port}"
     log_file = Path(args.tmp) / "kserve.log"
     cmd = [str(python), str(KSERVE_PEER), "--model-dir", model_dir, "--port", str(port)]
-    cmd += ["--threads", str(options["threads"]), "--workers", str(options["workers"])]
-    cmd += ["--name", MODEL]
+    cmd += ["--threads", str(options["threads"]), "--name", MODEL]
     base.log(f"  start KServe ModelServer on port {port}")
     with open(log_file, "wb") as out:
         proc = subprocess.Popen(

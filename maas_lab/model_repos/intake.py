@@ -47,7 +47,6 @@ def register_repository(folder, root=None) -> list[str]:
     """Register the ONNX models (and tokenizer ensembles) of the Triton repository
     ``folder`` in the registry at ``root``; returns the new versions' references."""
     folder = Path(folder).absolute()
-    reg = open_registry(root)
     configs = read_configs(folder)
     plans: list[tuple[str, list[FileSpec], int]] = []
     inside: set[str] = set()
@@ -76,6 +75,7 @@ def register_repository(folder, root=None) -> list[str]:
             continue
         number = _only_version(folder, name, config)
         plans.append((name, _onnx_files(folder, name, config, number), number))
+    reg = open_registry(root)  # only now: a refused repository leaves no registry behind
     refs = []
     for name, files, number in plans:
         grants = check(

@@ -265,18 +265,18 @@ def _write_ensemble(checkout, number: int, name: str, folder: Path, batched: boo
     ]
 
 
-def exportable(rows: list[dict], name: str, fmt: str) -> str:
-    """What to do instead, for a version of ``name`` whose format Triton cannot load."""
+def refuse_format(checkout, rows: list[dict], target: str) -> None:
+    """Refuse a version ``target`` cannot load, naming the versions of the same model it
+    can (``rows``: the model's versions), or else the export that would make one."""
+    if checkout.format in PLATFORMS:
+        return
+    name = checkout.ref.split("@")[0]
     ok = [r["ref"] for r in rows if r["format"] in PLATFORMS]
     if ok:
-        return f"Versions of {name} Triton can load: {', '.join(ok)}."
-    return f"Export one first: {command('export', f'{name}@N', '--to', 'onnx')}."
-
-
-def refuse_format(checkout, rows: list[dict], target: str) -> None:
-    if checkout.format not in PLATFORMS:
-        name = checkout.ref.split("@")[0]
-        raise UsageError(
-            f"{checkout.ref} is {checkout.format}, which {target} cannot load as it is (it "
-            f"loads {' and '.join(PLATFORMS)}). {exportable(rows, name, checkout.format)}"
-        )
+        instead = f"Versions of {name} {target} can load: {', '.join(ok)}."
+    else:
+        instead = f"Export one first: `{command('export', checkout.ref, to='onnx')}`."
+    raise UsageError(
+        f"{checkout.ref} is {checkout.format}, which {target} cannot load as it is (it loads "
+        f"{' and '.join(PLATFORMS)}). {instead}"
+    )

@@ -20,9 +20,9 @@ class MaasMagics(Magics):
         """Run a maas_lab command: `%maas list`, `%maas show minilm@prod`, `%maas --help`.
 
         Subcommands: register, list, search, show, history, alias, tag, metric, recommend,
-        export, compress, distill, compare, serve, predict, status, logs, scale, stop,
-        launch, jobs, wait, cancel, plugins, plugin new, fsck, bundle, trust, token, and (in
-        a notebook only) panel:
+        export, export-repo, compress, distill, compare, serve, predict, status, logs, scale,
+        stop, launch, jobs, wait, cancel, plugins, plugin new, fsck, bundle, trust, token, and
+        (in a notebook only) panel:
         `%maas panel [models|compress|serve|jobs]`. Each has --help. As a cell
         magic, the cell body holds more arguments (one per line if you like; {python_vars}
         are expanded), except in `%%maas launch`, where the cell is Python code that

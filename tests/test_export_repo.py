@@ -124,7 +124,7 @@ def test_onnx_version_as_a_triton_repository(home, tmp_path):
     }
     stored = api.registry(home).checkout("tiny@2").path("model.onnx").read_bytes()
     assert (out / "tiny" / "2" / "model.onnx").read_bytes() == stored
-    assert "tritonserver --model-repository" in str(report)
+    assert f"start tritonserver with {out} as its model repository" in str(report)
 
 
 def test_torchscript_version_uses_libtorch_names_and_is_not_read_back(home, tmp_path):
@@ -359,7 +359,7 @@ CRD_V1BETA1 = {
             "type": "object",
             "required": ["predictor"],
             "properties": {
-                "canary": {"type": "object"},
+                "canary": {"type": "array"},
                 "explainer": {"type": "object"},
                 "transformer": {"type": "object"},
                 "predictor": {

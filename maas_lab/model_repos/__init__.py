@@ -124,8 +124,8 @@ def check_repository(repo: Path) -> None:
 def _next_steps(fmt: str, out: Path, name: str, uri: str | None) -> list[str]:
     if fmt == "triton":
         return [
-            f"docker run --rm -p 8000:8000 -v {out}:/models nvcr.io/nvidia/tritonserver:"
-            "<tag>-py3 tritonserver --model-repository=/models",
+            f"start tritonserver with {out} as its model repository (docs/deploy.md, Triton,"
+            " has the docker line)",
             f"curl localhost:8000/v2/models/{name}/config",
             "(docs/deploy.md: Triton)",
         ]

@@ -159,7 +159,7 @@ def write(checkout, number: int, name: str, folder: Path) -> list[str]:
     if checkout.signature is None:
         raise UsageError(
             f"{checkout.ref} has no recorded signature, and Triton's config needs its tensors: "
-            f"register it again with {option('inputs')} or {option('signature')}."
+            f"register it again with {option('inputs', flag='--input')} or {option('signature')}."
         )
     platform, file_name = PLATFORMS[checkout.format]
     batched = batching(checkout.ref, checkout.signature)

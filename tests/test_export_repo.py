@@ -221,6 +221,8 @@ def test_exported_repository_served_by_our_server_answers_as_the_original(
     fresh = tmp_path / "fresh"
     refs = register_repository(repo, fresh)
     assert sorted(refs) == ["tiny@1", "words@1"]
+    back = api.registry(fresh).resolve("tiny@1")["signature"]
+    assert back == api.registry(home).resolve("tiny@2")["signature"]
     x = np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)
     answers = {}
     for where, served in ((home, ["tiny@2", "words@2"]), (fresh, refs)):
@@ -319,6 +321,22 @@ def test_an_output_folder_with_files_needs_force_which_replaces_it_whole(home, t
     api.export_repo("tiny@2", tmp_path / "empty", root=home)
     with pytest.raises(UsageError, match="holds, the registry"):
         api.export_repo("tiny@2", home.parent, force=True, root=home)
+
+
+def test_a_storage_uri_goes_with_kserve_only(home, tmp_path):
+    with pytest.raises(UsageError, match="--storage-uri s3://b/m says where KServe reads"):
+        run(
+            [
+                "--root",
+                str(home),
+                "export-repo",
+                "tiny@2",
+                str(tmp_path / "o"),
+                "--storage-uri",
+                "s3://b/m",
+            ]
+        )
+    assert not (tmp_path / "o").exists()
 
 
 def test_an_unknown_format_lists_the_known_ones(home, tmp_path):

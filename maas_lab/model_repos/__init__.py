@@ -45,6 +45,15 @@ def export_repo(
         raise UsageError(
             f"{option('format', fmt)}: unknown export format; choose one of {', '.join(FORMATS)}."
         )
+    if storage_uri is not None and fmt != "kserve":
+        raise UsageError(
+            f"{option('storage_uri', storage_uri)} says where KServe reads the repository; "
+            f"it goes with {option('format', 'kserve')}."
+        )
+    if storage_uri is not None and (
+        not storage_uri.strip() or any(c.isspace() for c in storage_uri)
+    ):
+        raise UsageError(f"{option('storage_uri', storage_uri)}: give a URI without spaces.")
     out = Path(out).expanduser().absolute()
     _check_out(reg, out, force)
     checkout = reg.checkout(ref)

@@ -20,6 +20,7 @@ from ..registry import open as open_registry
 from ..registry.refs import check_model_name
 from ..registry.registry import FileSpec
 from ..registry.store import check_source_file
+from ..serving.wire import ProtocolError, numpy_dtype
 from . import REPEATED
 from .pbtxt import loads
 
@@ -48,7 +49,7 @@ def register_repository(folder, root=None) -> list[str]:
     ``folder`` in the registry at ``root``; returns the new versions' references."""
     folder = Path(folder).absolute()
     configs = read_configs(folder)
-    plans: list[tuple[str, list[FileSpec], int]] = []
+    plans: list[tuple[str, list[FileSpec], int, dict]] = []
     inside: set[str] = set()
     for name, config in configs.items():
         if config.get("platform") != "ensemble":
@@ -68,16 +69,16 @@ def register_repository(folder, root=None) -> list[str]:
                 files.append(
                     FileSpec(check_source_file(tok_dir / f, "File", folder), f, "tokenizer")
                 )
-        plans.append((name, files, number))
+        plans.append((name, files, number, signature(models[1])))
         inside |= {tok_name, onnx_name}
     for name, config in configs.items():
         if name in inside or config.get("platform") == "ensemble":
             continue
         number = _only_version(folder, name, config)
-        plans.append((name, _onnx_files(folder, name, config, number), number))
+        plans.append((name, _onnx_files(folder, name, config, number), number, signature(config)))
     reg = open_registry(root)  # only now: a refused repository leaves no registry behind
     refs = []
-    for name, files, number in plans:
+    for name, files, number, sig in plans:
         grants = check(
             reg,
             "onnx",
@@ -90,11 +91,41 @@ def register_repository(folder, root=None) -> list[str]:
             files,
             "onnx",
             config={},
+            signature=sig,
             tags={"triton_version": str(number), "source": "triton-repository"},
             trusted_code=grants,
         )
         refs.append(row["ref"])
     return refs
+
+
+def signature(config: dict) -> dict:
+    """Our signature from a Triton config: its batch dim (``max_batch_size`` > 0) is
+    ``batch``, other dynamic dims ``dim_<i>``. Recorded for the listing and a later export;
+    the ONNX runner still reads the tensors from the model file, its authority."""
+    batched = int(config.get("max_batch_size", 0)) > 0
+
+    def entry(t):
+        datatype = str(t["data_type"]).removeprefix("TYPE_")
+        try:
+            dtype = numpy_dtype("BYTES" if datatype == "STRING" else datatype)
+        except ProtocolError:
+            raise UsageError(
+                f"{config.get('name')}: {t['data_type']} is no type we serve."
+            ) from None
+        shape = ["batch"] if batched else []
+        start = len(shape)
+        shape += [d if d >= 0 else f"dim_{i + start}" for i, d in enumerate(t.get("dims", []))]
+        return {
+            "name": t["name"],
+            "dtype": "str" if dtype.kind == "O" else dtype.name,
+            "shape": shape,
+        }
+
+    return {
+        "inputs": [entry(t) for t in config.get("input", [])],
+        "outputs": [entry(t) for t in config.get("output", [])],
+    }
 
 
 def _only_version(folder: Path, name: str, config: dict) -> int:

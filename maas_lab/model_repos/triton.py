@@ -166,6 +166,12 @@ def write(checkout, number: int, name: str, folder: Path) -> list[str]:
     notes = []
     if is_text(checkout):
         return _write_ensemble(checkout, number, name, folder, batched)
+    names = [t["name"] for t in checkout.signature["inputs"]]
+    if "input_ids" in names and any(f["role"] == "tokenizer" for f in checkout.files):
+        notes.append(
+            f"{name} takes token ids: its tokenizer has no tokenizer.json (a fast tokenizer), "
+            "which the Triton tokenizer model needs, so clients tokenize themselves."
+        )
     rename = libtorch_names(checkout.signature) if checkout.format == "torchscript" else {}
     model = folder / name
     _copy_model(checkout, model / str(number), file_name)

@@ -68,8 +68,9 @@ def export_repo(
     try:
         repo = work if fmt == "triton" else work / kserve.STORAGE_FOLDER
         repo.mkdir(exist_ok=True)
-        notes = triton.write(checkout, number, name, repo)
-        check_repository(repo)
+        meant: dict[Path, dict] = {}
+        notes = triton.write(checkout, number, name, repo, meant)
+        check_configs(meant)
         uri = None
         if fmt == "kserve":
             kind = "ensemble" if triton.is_text(checkout) else checkout.format
@@ -121,13 +122,13 @@ def _replace(work: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def check_repository(repo: Path) -> None:
-    """Parse every written ``config.pbtxt`` back: a config we cannot read back is a bug
-    here, never a file to hand to Triton."""
-    for config in sorted(repo.glob("*/config.pbtxt")):
-        parsed = loads(config.read_text(), REPEATED)
-        if parsed.get("name") != config.parent.name:
-            raise AssertionError(f"{config} names {parsed.get('name')!r}")
+def check_configs(meant: dict[Path, dict]) -> None:
+    """Parse every written ``config.pbtxt`` back and compare it with what was meant: a
+    config that does not read back as meant is a bug here, never a file to hand to Triton."""
+    for path, config in meant.items():
+        parsed = loads(path.read_text(), REPEATED)
+        if parsed != config:
+            raise AssertionError(f"{path} reads back as {parsed}, not {config}")
 
 
 def _next_steps(fmt: str, out: Path, name: str, uri: str | None) -> list[str]:

@@ -152,9 +152,10 @@ def pad_id(folder: Path) -> int:
     return int(found) if found is not None else 0
 
 
-def write(checkout, number: int, name: str, folder: Path) -> list[str]:
+def write(checkout, number: int, name: str, folder: Path, meant: dict) -> list[str]:
     """Write ``checkout`` (version ``number`` of model ``name``) as a Triton repository in
-    ``folder``; return what a person should know about it (one line each)."""
+    ``folder``; return what a person should know about it (one line each). Each config
+    written is added to ``meant`` (``{path: dict}``), to be read back and compared."""
     check_model_name(name)
     if checkout.signature is None:
         raise UsageError(
@@ -165,7 +166,7 @@ def write(checkout, number: int, name: str, folder: Path) -> list[str]:
     batched = batching(checkout.ref, checkout.signature)
     notes = []
     if is_text(checkout):
-        return _write_ensemble(checkout, number, name, folder, batched)
+        return _write_ensemble(checkout, number, name, folder, batched, meant)
     names = [t["name"] for t in checkout.signature["inputs"]]
     if "input_ids" in names and any(f["role"] == "tokenizer" for f in checkout.files):
         notes.append(
@@ -176,11 +177,16 @@ def write(checkout, number: int, name: str, folder: Path) -> list[str]:
     model = folder / name
     _copy_model(checkout, model / str(number), file_name)
     config = model_config(name, platform, checkout.signature, batched, number, rename)
-    (model / "config.pbtxt").write_text(dumps(config))
+    _save(meant, model / "config.pbtxt", config)
     if rename:
         renamed = ", ".join(f"{a} -> {b}" for a, b in rename.items() if a != b)
         notes.append(f"TorchScript keeps no tensor names: Triton's are {renamed}.")
     return notes
+
+
+def _save(meant: dict, path: Path, config: dict) -> None:
+    path.write_text(dumps(config))
+    meant[path] = config
 
 
 def _copy_model(checkout, version_dir: Path, file_name: str) -> None:
@@ -194,7 +200,9 @@ def _copy_model(checkout, version_dir: Path, file_name: str) -> None:
             shutil.copyfile(checkout.path(f["name"]), target)
 
 
-def _write_ensemble(checkout, number: int, name: str, folder: Path, batched: bool) -> list[str]:
+def _write_ensemble(
+    checkout, number: int, name: str, folder: Path, batched: bool, meant: dict
+) -> list[str]:
     sig = checkout.signature
     tokens = [t for t in sig["inputs"] if t["name"] in TOKEN_INPUTS]
     if len(tokens) != len(sig["inputs"]) or not batched:
@@ -210,7 +218,7 @@ def _write_ensemble(checkout, number: int, name: str, folder: Path, batched: boo
     model = folder / onnx_name
     _copy_model(checkout, model / str(number), "model.onnx")
     config = model_config(onnx_name, "onnxruntime_onnx", sig, True, number)
-    (model / "config.pbtxt").write_text(dumps(config))
+    _save(meant, model / "config.pbtxt", config)
     # the tokenizer: a Python-backend model whose files are the version's tokenizer files
     tok = folder / tok_name
     (tok / "1").mkdir(parents=True)
@@ -233,7 +241,7 @@ def _write_ensemble(checkout, number: int, name: str, folder: Path, batched: boo
         "instance_group": [{"kind": Enum("KIND_CPU")}],
         "parameters": [{"key": k, "value": {"string_value": str(v)}} for k, v in params.items()],
     }
-    (tok / "config.pbtxt").write_text(dumps(tok_config))
+    _save(meant, tok / "config.pbtxt", tok_config)
 
     def pairs(names):
         return [{"key": n, "value": n} for n in names]
@@ -263,7 +271,7 @@ def _write_ensemble(checkout, number: int, name: str, folder: Path, batched: boo
         },
     }
     (folder / name / str(number)).mkdir(parents=True)  # Triton wants a version folder here too
-    (folder / name / "config.pbtxt").write_text(dumps(ensemble))
+    _save(meant, folder / name / "config.pbtxt", ensemble)
     return [
         f"{name} is an ensemble: sentences ('text', TYPE_STRING [batch, 1]) go through "
         f"{tok_name} (Python backend; Triton's Python needs `pip install tokenizers`) into "

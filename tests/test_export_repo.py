@@ -93,6 +93,7 @@ def test_pbtxt_writes_and_reads_back_what_was_meant():
         "parameters": [{"key": "k", "value": {"string_value": "v"}}],
         "optional": True,
         "scale": 0.5,
+        "output": [],
     }
     assert loads(dumps(meant), REPEATED) == meant
     # what people write by hand: comments, ':' before a message, repeated scalars, <...>

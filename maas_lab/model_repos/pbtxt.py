@@ -63,7 +63,7 @@ def _write(message: dict, lines: list[str], depth: int) -> None:
         if not _IDENT.match(key):
             raise ValueError(f"{key!r} is not a field name")
         values = value if isinstance(value, list) else [value]
-        if values and not any(isinstance(v, dict) for v in values) and isinstance(value, list):
+        if isinstance(value, list) and not any(isinstance(v, dict) for v in values):
             lines.append(f"{pad}{key}: [{', '.join(_scalar(v) for v in values)}]")
             continue
         for v in values:

@@ -731,6 +731,7 @@ def serve(
     refs,
     *,
     name: str | None = _SERVE["name"],
+    engine: str = _SERVE["engine"],
     host: str = _SERVE["host"],
     port: int = _SERVE["port"],
     replicas: int = _SERVE["replicas"],
@@ -753,6 +754,7 @@ def serve(
     target_p99_ms: float = _SERVE["target_p99_ms"],
     foreground: bool = False,
     root=None,
+    **engine_options,
 ):
     """Serve registered versions (``"minilm@prod"`` or a list) over HTTP (Open Inference
     Protocol v2) in their own worker processes; returns a handle once every replica is
@@ -762,14 +764,18 @@ def serve(
     server switches to the new version without dropping a request. Each option is
     described in :data:`maas_lab.schemas.SERVE` (``maas serve --help`` prints the same).
     Anything but loopback for ``host`` needs a ``token``. ``foreground`` serves in this
-    process until Ctrl-C (what ``maas serve`` does in a terminal)."""
+    process until Ctrl-C (what ``maas serve`` does in a terminal).
+
+    ``engine`` picks what runs the replicas (``local`` worker processes, ``ray`` for Ray
+    Serve, or an installed plugin's); ``engine_options`` are that engine's own
+    (``maas serve --engine ray --help``), e.g. ``address="head:6379"`` for Ray."""
     from .serving.control import serve as start
 
     # The options as the CLI gives them: numbers and yes/no checked by their schema, and
     # the token from $MAAS_SERVE_TOKEN when none is given, as `maas serve` reads it.
     options = SERVE.convert({k: v for k, v in locals().items() if k in _SERVE})
     options["token"] = _token(options["token"])
-    return start(refs, foreground=foreground, root=root, **options)
+    return start(refs, foreground=foreground, root=root, engine_options=engine_options, **options)
 
 
 def _token(token: str | None) -> str | None:

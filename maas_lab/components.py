@@ -14,7 +14,15 @@ from typing import Any
 from .errors import UsageError
 from .hints import flag_for, option
 
-KINDS = ("loader", "exporter", "compressor", "launcher", "serving_backend", "evaluator")
+KINDS = (
+    "loader",
+    "exporter",
+    "compressor",
+    "launcher",
+    "serving_backend",
+    "evaluator",
+    "engine",
+)
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 # "code" is a ``module:callable`` reference: a string that the user's typing makes trusted
 # (see maas_lab.trust), so a front end must never fill it from data.
@@ -126,8 +134,8 @@ class Component:
 
     ``run`` does the work; its arguments depend on the kind (see ``maas_lab.hookspecs``).
     ``formats`` lists the model formats the component accepts (for a loader: opens).
-    ``validate`` (loaders only, optional) checks files at registration time, before anything
-    is stored, so a model that cannot be loaded is refused up front.
+    ``validate`` (optional) refuses up front: a loader's checks files at registration time,
+    before anything is stored; an engine's checks its options before a server starts.
     """
 
     name: str

@@ -25,10 +25,10 @@ import pluggy
 
 # The plugin contract's version, MAJOR.MINOR: the hooks below, what they pass and what they
 # take back (Component, Param, Artifact, Launch, runners, contexts). A plugin declares the
-# version it was written for in its entry-point module (``MAAS_LAB_CONTRACT = "1.0"``); the
+# version it was written for in its entry-point module (``MAAS_LAB_CONTRACT = "1.1"``); the
 # core loads it when the majors match and the plugin's minor is not newer than this one.
 # The rule and the changelog: docs/contract.md.
-CONTRACT = "1.0"
+CONTRACT = "1.1"
 
 hookspec = pluggy.HookspecMarker("maas_lab")
 hookimpl = pluggy.HookimplMarker("maas_lab")
@@ -121,4 +121,25 @@ def maas_evaluators(register):
     one baseline, and returns one ``{metric: number}`` dict per subject (empty where the
     evaluator does not apply). ``context`` (:class:`maas_lab.evaluation.Context`) holds the
     dataset, if any, and ``feeds(runner, part, start, batch)`` which turns it into inputs.
+    """
+
+
+@hookspec
+def maas_serving_engines(register):
+    """Provide serving engines: what runs a server's replicas (the built-in ``local``
+    supervisor of worker processes, Ray Serve, or a third party's Kubernetes deployer).
+
+    ``register(Component(name, description, run, params, validate=None))``. ``maas serve
+    --engine NAME`` records the server, then starts its own process, which calls
+    ``run(server)`` with a :class:`maas_lab.serving.engine.EngineServer` and returns the
+    exit code when the server has stopped. The engine starts replicas that each host
+    ``maas_lab.serving.engine.replica_app(...)``: the core's Open Inference Protocol
+    application (routes, validation, limits, batching, access, metrics, alias following), so
+    every engine answers the same requests the same way. Through ``server`` the engine says
+    where it listens (``server.started(port)``), which replicas are ready
+    (``server.report(...)``), reads the replica count ``maas scale`` asks for
+    (``server.row()``) and learns when ``maas stop`` asks it to drain (``server.wait(s)``).
+    ``validate(options, core_options)`` (optional) runs in the caller's process before
+    anything starts: raise :class:`maas_lab.errors.UsageError` for a missing package, an
+    address that does not answer or a core option the engine cannot honour.
     """

@@ -37,6 +37,7 @@ HOOK_FOR_KIND = {
     "launcher": "maas_launchers",
     "serving_backend": "maas_serving_backends",
     "evaluator": "maas_evaluators",
+    "engine": "maas_serving_engines",
 }
 assert set(HOOK_FOR_KIND) == set(KINDS)
 
@@ -322,6 +323,10 @@ class Plugins:
     def launcher(self, name: str) -> Component:
         """The launcher plugin named ``name``."""
         return self.get("launcher", name)
+
+    def engine(self, name: str) -> Component:
+        """The serving engine named ``name`` (``local``, ``ray``, a third party's)."""
+        return self.get("engine", name)
 
     def evaluators(self) -> list[Component]:
         """The evaluators every comparison runs. One whose name two plugins claim runs as

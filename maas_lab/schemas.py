@@ -22,6 +22,13 @@ BUDGET_S = Param(
 SERVE = Schema(
     Param("name", help="Server name (default: the first model's name).", metavar="NAME"),
     Param(
+        "engine",
+        default="local",
+        help="What runs the replicas: local (worker processes here) or ray (Ray Serve); "
+        "an engine's own options go after it (`--engine ray --help`).",
+        metavar="ENGINE",
+    ),
+    Param(
         "host",
         default="127.0.0.1",
         help="Address to bind; other than loopback, every call needs a token.",
@@ -133,4 +140,5 @@ RESERVED_OPTIONS = {
     "loader": {"ref", "root", "help"},
     "serving_backend": {"help"},
     "evaluator": {"help"},
+    "engine": {p.name for p in SERVE} | {"refs", "root", "help", "foreground", "background"},
 }

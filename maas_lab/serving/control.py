@@ -49,6 +49,7 @@ def serve(
     refs,
     *,
     name: str | None = _SERVE["name"],
+    engine: str = _SERVE["engine"],
     host: str = _SERVE["host"],
     port: int = _SERVE["port"],
     replicas: int = _SERVE["replicas"],
@@ -69,7 +70,8 @@ def serve(
     tls_key: str | None = _SERVE["tls_key"],
     autoscale: str | None = _SERVE["autoscale"],
     target_p99_ms: float = _SERVE["target_p99_ms"],
-    wait_s: float = 180.0,
+    engine_options: dict | None = None,
+    wait_s: float | None = None,
     foreground: bool = False,
     healthy_reset_s: float = 30.0,
     autoscale_timings: dict | None = None,
@@ -97,6 +99,12 @@ def serve(
     anything starts, and the server answers https (and gRPC over TLS). A server bound
     beyond loopback needs a token for every request, and warns without TLS.
 
+    ``engine`` names what runs the replicas (a ``maas_serving_engines`` plugin: ``local``
+    worker processes, ``ray`` for Ray Serve); ``engine_options`` are its own options,
+    checked against its schema (and by the engine) before anything starts. ``wait_s``: how
+    long to wait for every replica to be ready (default: the engine's ``start_s``, else
+    180 s).
+
     The other defaults are those of :data:`maas_lab.schemas.SERVE`. The handle's hints
     follow the command typed (:func:`maas_lab.hints.typed`: ``maas``, ``%maas``, or its own
     methods from Python), and so do the server's answers that name an option
@@ -112,6 +120,8 @@ def serve(
     # The options before the refs: `--autoscale --target-p99-ms 100` took the flag as the
     # range and 100 as a model, and was answered "No model named '100'".
     scaling = autoscale_mod.check(autoscale, target_p99_ms, replicas)
+    runs_on = _engine(engine)
+    engine_options = runs_on.options(engine_options)
     reg = open_registry(root)
     for ref in refs:
         reg.resolve(ref)  # NotFoundError naming what is missing, before anything starts
@@ -176,9 +186,15 @@ def serve(
         "target_p99_ms": target_p99_ms,
         "healthy_reset_s": healthy_reset_s,
         **{f"autoscale_{k}": v for k, v in timings.items()},
+        "engine": runs_on.name,
+        "engine_options": engine_options,
         "prog": typed(),  # the server's answers name options as they were given here
         "starter": state.starter(),  # the row is live while this process starts it
     }
+    if runs_on.validate is not None:  # the engine's own checks, before anything starts
+        runs_on.validate(engine_options, {**options, "port": port, "replicas": replicas})
+    if wait_s is None:
+        wait_s = float(runs_on.extra.get("start_s", 180.0))
     folder = state.run_dir(reg.root, name)
     (folder / "workers").mkdir(parents=True, exist_ok=True)
     state.insert(
@@ -209,7 +225,7 @@ def serve(
                 [
                     sys.executable,
                     "-m",
-                    "maas_lab.serving.supervisor",
+                    "maas_lab.serving.engine",
                     "--root",
                     str(reg.root),
                     "--name",
@@ -233,6 +249,23 @@ def serve(
     if generated and _typed_in() == "shell" and sys.stderr.isatty():  # a terminal: never saved
         sys.stderr.write(f"Management token (shown once): {token}\n")
     return ServerHandle(name, reg.root, token=token, generated=generated)
+
+
+def _engine(name: str):
+    """The serving engine plugin ``name``; an unknown one is refused listing those
+    installed, and ``ray`` without Ray installed names the extra that brings it."""
+    from ..plugins import get_plugins
+
+    plugins = get_plugins()
+    try:
+        return plugins.engine(name)
+    except NotFoundError:
+        if name == "ray":
+            raise UsageError(
+                "The ray engine is not installed: `pip install 'maas-lab[ray]'` installs it "
+                "with Ray Serve."
+            ) from None
+        raise
 
 
 def _autoscale_timings(given: dict | None) -> dict:
@@ -322,7 +355,7 @@ def _terminate(proc) -> None:
 
 
 def _foreground(reg, name: str, env: dict, token: str, generated: bool):
-    from .supervisor import Supervisor
+    from .engine import run
 
     os.environ.update({k: env[k] for k in ("MAAS_LAB_HOME", "MAAS_SERVE_TOKEN_SHA256")})
     row = state.get(reg.db, name)
@@ -330,7 +363,7 @@ def _foreground(reg, name: str, env: dict, token: str, generated: bool):
     if generated:
         sys.stderr.write(f"Management token (shown once): {token}\n")
     sys.stderr.flush()
-    code = Supervisor(reg.root, name).run()
+    code = run(reg.root, name)
     if code:
         raise ServeError(f"Server {name!r} stopped with an error (see above).")
     return Report(f"Server {name} stopped", [])
@@ -379,6 +412,9 @@ class ServerHandle(Table):
         if options.get("autoscale"):
             rows[0]["autoscale"] = options["autoscale"]
             columns.insert(columns.index("replicas") + 1, "autoscale")
+        if options.get("engine", "local") != "local":
+            rows[0]["engine"] = options["engine"]
+            columns.insert(columns.index("replicas"), "engine")
         note = _next_steps(name, self.models, generated)
         warning = _clear_text_warning(row) if row else ""
         if warning:
@@ -511,6 +547,7 @@ def status(name: str | None = None, root=None) -> Table:
                     "state": "draining" if any(s["draining"] for s in snaps) else row["status"],
                     "replicas": f"{ready}/{row['replicas']}",
                     "autoscale": row["options"].get("autoscale") or "",
+                    "engine": row["options"].get("engine") or "local",
                     "queue": sum(m["queue"] for m in entries),
                     "req/s": round(figures["rps"], 1),
                     "p50 ms": _ms(figures["p50_ms"]),
@@ -544,11 +581,19 @@ def status(name: str | None = None, root=None) -> Table:
         columns.insert(columns.index("url") + 1, "grpc")
     if any(r["autoscale"] for r in rows):
         columns.insert(columns.index("replicas") + 1, "autoscale")
+    if any(r["engine"] != "local" for r in rows):
+        columns.insert(columns.index("state"), "engine")
     notes = [f"Removed stale entries: {', '.join(removed)}."] if removed else []
     for row in live:
         if name is not None and row["name"] != name:
             continue
-        if row["options"].get("autoscale"):
+        engine = row["options"].get("engine") or "local"
+        if row["options"].get("autoscale") and engine != "local":
+            notes.append(
+                f"{row['name']} autoscales {row['options']['autoscale']} by the {engine} "
+                "engine's own policy."
+            )
+        elif row["options"].get("autoscale"):
             latest = state.decisions(reg.root, row["name"])[-SHOWN_DECISIONS:]
             notes.append(
                 f"{row['name']} autoscales {row['options']['autoscale']}: "
@@ -594,6 +639,13 @@ def scale(name: str, replicas: int, wait_s: float = 120.0, root=None) -> Table:
     reg = open_registry(root)
     row = _find(reg, name)
     scaling = row["options"].get("autoscale")
+    engine = row["options"].get("engine") or "local"
+    if scaling and engine != "local":
+        raise UsageError(
+            f"Server {name!r} runs on the {engine} engine, whose autoscaler sets its replica "
+            f"count ({option('autoscale', scaling)}): restart it without "
+            f"{option('autoscale')} for a fixed count."
+        )
     if scaling:
         low, high = autoscale_mod.parse_range(scaling)
         if not low <= replicas <= high:

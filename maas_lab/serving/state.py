@@ -339,13 +339,15 @@ REFRESH_SIGNAL = signal.SIGUSR2
 def fresh_snapshots(folder: Path, supervisor: int, pids: list[int], wait_s: float = 2.0):
     """Ask each live worker of ``supervisor`` to write its snapshot now, and read them once
     written: what ``status`` shows then includes every request answered before the call.
-    A worker that does not answer within ``wait_s`` (busy loading) is shown as last written.
+    A worker that does not answer within ``wait_s`` (busy loading) is shown as last written;
+    one that cannot be signalled is shown as of its next periodic snapshot.
     Only workers that wrote a snapshot (so their handler is installed; the signal's default
     action ends a process) and whose parent is the supervisor are signalled, never a reused
     pid."""
     asked = time.time()
     signalled = []
-    for snap in read_snapshots(folder, pids):
+    known = read_snapshots(folder, pids)
+    for snap in known:
         pid = snap["pid"]
         if parent_of(pid) == supervisor:
             try:
@@ -357,6 +359,8 @@ def fresh_snapshots(folder: Path, supervisor: int, pids: list[int], wait_s: floa
     while True:
         snaps = read_snapshots(folder, pids)
         current = {s["pid"] for s in snaps if s.get("time", 0) >= asked}
-        if set(signalled) <= current or time.monotonic() >= deadline:
+        # Replicas that are not our children (an engine's, e.g. Ray actors) are never
+        # signalled: they write every SNAPSHOT_EVERY_S, so their next one is awaited.
+        if {s["pid"] for s in known} <= current or time.monotonic() >= deadline:
             return snaps
         time.sleep(0.01)

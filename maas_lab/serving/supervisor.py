@@ -20,7 +20,6 @@ workers come and go. The actual port is written into the row before any worker s
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import socket
@@ -338,15 +337,3 @@ def _signal(proc: subprocess.Popen, sig) -> None:
             proc.send_signal(sig)
         except ProcessLookupError:
             pass
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m maas_lab.serving.supervisor")
-    parser.add_argument("--root", required=True)
-    parser.add_argument("--name", required=True)
-    args = parser.parse_args(argv)
-    return Supervisor(Path(args.root), args.name).run()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

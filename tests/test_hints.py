@@ -410,11 +410,13 @@ ALLOWED_FLAGS: dict[tuple[str, str], str] = {
         (f"maas_lab/serving/{f}.py", flag): "argv of maas_lab's own server processes"
         for f, flags in {
             "control": ("--root", "--name"),
+            "engine": ("--root", "--name"),
             "supervisor": ("--root", "--name", "--fd", "--port"),
             "worker": ("--root", "--name", "--fd", "--port"),
         }.items()
         for flag in flags
     },
+    ("plugins/maas_ray/__init__.py", "--head"): "`ray start --head`: Ray's command line",
     **{
         ("maas_lab/serving/inputs.py", flag): "`maas predict`'s input flags: the CLI's alone "
         "(api.predict takes the inputs themselves), and only the CLI calls predict_inputs"

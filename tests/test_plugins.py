@@ -9,6 +9,7 @@ import pytest
 
 from maas_lab import Component, api, hookimpl
 from maas_lab.errors import NotFoundError, UsageError
+from maas_lab.hookspecs import CONTRACT
 from maas_lab.plugins import Plugins, set_plugins
 from maas_lab.views import plugins_table
 
@@ -71,7 +72,7 @@ def test_cli_lists_plugins_and_failures(hello_plugin_path):
         check=True,
     ).stdout
     assert "hello" in out and "maas-lab-hello  0.3.1    1.0" in out
-    assert "this core: contract 1.0" in out
+    assert f"this core: contract {CONTRACT}" in out
     assert "FAILED in import: ModuleNotFoundError" in out
     assert "FAILED in maas_exporters: RuntimeError: exporter table is corrupt" in out
     assert "REFUSED: it was written for plugin contract 0.4" in out
@@ -83,19 +84,19 @@ def test_cli_lists_plugins_and_failures(hello_plugin_path):
     [
         (
             "hello_old_major",
-            "it was written for plugin contract 0.4; this maas-lab implements 1.0, which "
+            f"it was written for plugin contract 0.4; this maas-lab implements {CONTRACT}, which "
             "changed what 0.x plugins rely on (docs/contract.md): upgrade maas-lab-hello to a "
             "release written for contract 1.x",
         ),
         (
             "hello_newer_minor",
-            "it was written for plugin contract 1.9, newer than this maas-lab's 1.0: upgrade "
-            "maas-lab (pip install -U maas-lab), or install a release of maas-lab-hello "
-            "written for contract 1.0",
+            f"it was written for plugin contract 1.9, newer than this maas-lab's {CONTRACT}: "
+            "upgrade maas-lab (pip install -U maas-lab), or install a release of "
+            f"maas-lab-hello written for contract 1.0 to {CONTRACT}",
         ),
         (
             "hello_undeclared",
-            'it declares no plugin contract version; add MAAS_LAB_CONTRACT = "1.0" to '
+            f'it declares no plugin contract version; add MAAS_LAB_CONTRACT = "{CONTRACT}" to '
             "maas_lab_hello.contracts:undeclared",
         ),
     ],
@@ -445,7 +446,8 @@ def test_plugin_new_from_the_cli_writes_a_package_or_refuses_writing_nothing(tmp
     assert "pip install -e ./pkgs/maas-lab-half\nmaas plugins --reload" in made.stdout
     pyproject = (package / "pyproject.toml").read_text()
     assert 'half = "maas_lab_half"' in pyproject
-    assert 'MAAS_LAB_CONTRACT = "1.0"' in (package / "maas_lab_half" / "__init__.py").read_text()
+    written = (package / "maas_lab_half" / "__init__.py").read_text()
+    assert f'MAAS_LAB_CONTRACT = "{CONTRACT}"' in written
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     again = maas("plugin", "new", "maas-lab-half", "--kind", "loader", "--into", "pkgs")
     assert again.returncode == 1 and "already exists" in again.stderr
@@ -511,7 +513,7 @@ def test_a_plugin_whose_hook_raises_is_one_row_saying_so(hello_installed, monkey
     assert len(rows) == 1
     assert rows[0]["provides"] == "evaluator:rows"
     assert rows[0]["status"].startswith("FAILED in maas_exporters: KeyError: 'oops'")
-    assert table.title == "1 plugin(s) working (this core: contract 1.0), 1 with problems"
+    assert table.title == f"1 plugin(s) working (this core: contract {CONTRACT}), 1 with problems"
 
 
 def test_evaluators_two_plugins_name_alike_run_only_as_the_user_chooses(monkeypatch):

@@ -1,7 +1,7 @@
 """A version as a Triton model repository: ``<name>/config.pbtxt`` and ``<name>/<version>/``.
 
 The configuration comes from the version's recorded signature, with the same datatype
-mapping our own server's ``/config`` answer uses (:func:`maas_lab.serving.wire.oip_datatype`,
+mapping our own server's ``/config`` answer uses (:func:`maas_lab.serving.wire.triton_datatype`,
 ``BYTES`` spelt ``STRING``), and the batching defaults of ``maas serve``. Triton batches
 along the first dim of every input and output at once (``max_batch_size`` > 0, ``dims``
 without it), so a signature either leads every tensor with a dynamic dim or none; anything
@@ -25,7 +25,8 @@ from ..hints import command, option
 from ..registry.refs import check_model_name
 from ..schemas import SERVE
 from ..serving.text import MAX_TOKENS
-from ..serving.wire import ProtocolError, oip_datatype
+from ..serving.wire import ProtocolError, oip_dims
+from ..serving.wire import triton_datatype as wire_triton_datatype
 from .pbtxt import Enum, dumps
 
 # format -> (Triton platform, file name Triton loads in the version folder)
@@ -43,15 +44,9 @@ def triton_datatype(dtype: str) -> str:
     """``TYPE_FP32`` for ``float32``: the protocol datatype, with ``BYTES`` spelt ``STRING``
     as Triton's configuration spells it."""
     try:
-        oip = oip_datatype(dtype)
+        return "TYPE_" + wire_triton_datatype(dtype)
     except ProtocolError as exc:
         raise UsageError(f"{exc} Triton's config has no type for it either.") from None
-    return "TYPE_" + ("STRING" if oip == "BYTES" else oip)
-
-
-def dims(shape: list) -> list[int]:
-    """Triton dims: a named (dynamic) dim is -1."""
-    return [d if isinstance(d, int) else -1 for d in shape]
 
 
 def batching(ref: str, signature: dict) -> bool:
@@ -97,7 +92,7 @@ def model_config(
     max_batch = SERVE.param("max_batch").default if batched else 0
 
     def entry(t):
-        shape = dims(t["shape"])
+        shape = oip_dims(t["shape"])
         return {
             "name": rename.get(t["name"], t["name"]),
             "data_type": Enum(triton_datatype(t["dtype"])),

@@ -38,7 +38,7 @@ from .server_wire import (
     parse_infer_request,
     validate_inputs,
 )
-from .wire import EXTENSIONS, ProtocolError, oip_datatype
+from .wire import EXTENSIONS, ProtocolError, oip_datatype, oip_dims, triton_datatype
 
 _MODEL = re.compile(
     r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?"
@@ -348,10 +348,10 @@ class Server:
         def entry(t, optional=False):
             out = {
                 "name": t["name"],
-                "data_type": "TYPE_" + _triton_type(t["dtype"]),
-                "dims": _dims(t["shape"])[1:]
+                "data_type": "TYPE_" + triton_datatype(t["dtype"]),
+                "dims": oip_dims(t["shape"])[1:]
                 if loaded.batcher.max_batch > 1
-                else _dims(t["shape"]),
+                else oip_dims(t["shape"]),
             }
             if optional:  # Triton's mark: a client may leave this input out
                 out["optional"] = True
@@ -779,14 +779,5 @@ def _error(status: int, message: str, headers: dict | None = None):
     return status, body, {**base, **(headers or {})}
 
 
-def _dims(shape: list) -> list[int]:
-    return [d if isinstance(d, int) else -1 for d in shape]
-
-
 def _meta(t: dict) -> dict:
-    return {"name": t["name"], "datatype": oip_datatype(t["dtype"]), "shape": _dims(t["shape"])}
-
-
-def _triton_type(dtype: str) -> str:
-    oip = oip_datatype(dtype)
-    return "STRING" if oip == "BYTES" else oip
+    return {"name": t["name"], "datatype": oip_datatype(t["dtype"]), "shape": oip_dims(t["shape"])}

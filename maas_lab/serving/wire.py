@@ -104,6 +104,19 @@ def oip_datatype(dtype_name: str) -> str:
     return found
 
 
+def triton_datatype(dtype_name: str) -> str:
+    """The type as Triton's model configuration spells it (``config.pbtxt``, the
+    ``/config`` route): the protocol datatype with ``BYTES`` spelt ``STRING``, without the
+    ``TYPE_`` prefix."""
+    oip = oip_datatype(dtype_name)
+    return "STRING" if oip == "BYTES" else oip
+
+
+def oip_dims(shape: list) -> list[int]:
+    """A signature's shape as the protocol and Triton write it: a named (dynamic) dim is -1."""
+    return [d if isinstance(d, int) else -1 for d in shape]
+
+
 def numpy_dtype(datatype: str) -> np.dtype:
     """The numpy dtype a protocol datatype is held in (BYTES: object)."""
     found = NUMPY_DTYPES.get(datatype)

@@ -400,7 +400,14 @@ def compare(refs, **options):
     return api.compare(*refs, root=_root(), **options)
 
 
-@cli.command()
+class _ServeCommand(_PluginCommand):
+    kind, heading, picks, default = "engine", "Engines", "--engine", "local"
+
+
+@cli.command(
+    cls=_ServeCommand,
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
 @click.argument("refs", nargs=-1, required=True)
 @_options(SERVE)
 @click.option(
@@ -409,14 +416,27 @@ def compare(refs, **options):
     help="Run detached (default in a notebook) or in this terminal (default in a shell; "
     "Ctrl-C drains and stops).",
 )
-def serve(refs, background, **options):
+@click.pass_context
+def serve(ctx, refs, background, **options):
     """Serve versions REFS over HTTP (Open Inference Protocol v2) with dynamic batching.
 
     An alias (minilm@prod) or a bare name (latest) is followed: when it moves, the server
-    switches to the new version without dropping requests."""
+    switches to the new version without dropping requests. `--engine ray` runs the replicas
+    on Ray Serve (its options, e.g. --address, go after the command's own)."""
     if background is None:
-        background = click.get_current_context().find_root().info_name != "maas"
-    return api.serve(list(refs), foreground=not background, root=_root(), **options)
+        background = ctx.find_root().info_name != "maas"
+    # REFS takes every word click does not know, so an engine's options arrive among them:
+    # the first word that reads as an option starts them.
+    words = list(refs)
+    first = next((i for i, w in enumerate(words) if w.startswith("--")), len(words))
+    refs, extra = words[:first], words[first:] + list(ctx.args)
+    if not refs:
+        raise UsageError(
+            f"Name at least one model to serve before {extra[0]}, e.g. `maas serve minilm@prod`."
+        )
+    engine = options["engine"]
+    extra_options = _plugin_options("engine", {engine}, extra, f"Engine {engine!r}")
+    return api.serve(refs, foreground=not background, root=_root(), **options, **extra_options)
 
 
 @cli.command()

@@ -61,6 +61,21 @@ def test_a_ray_address_that_does_not_answer_is_refused_within_its_timeout(small_
     assert "HOST:PORT" in _refused(small_home, engine="ray", engine_options={"address": "nowhere"})
 
 
+def test_the_engine_and_its_options_from_the_command_line(small_home, maas_shell, capsys):
+    with pytest.raises(MaasError) as err:
+        maas_shell.run_line_magic("maas", f"serve {small_home} --engine ray --nodes 3")
+    assert "Engine 'ray' has no option --nodes" in str(err.value)
+    assert "--address" in str(err.value)
+    with pytest.raises(MaasError) as err:
+        maas_shell.run_line_magic(
+            "maas", f"serve {small_home} --engine ray --address 127.0.0.1:1 --connect-timeout-s 1"
+        )
+    assert "127.0.0.1:1 does not answer" in str(err.value)
+    maas_shell.run_line_magic("maas", "serve --engine ray --help")
+    shown = capsys.readouterr().out
+    assert "Options of the ray engine" in shown and "--cpus-per-replica" in shown
+
+
 def test_options_ray_cannot_honour_are_refused(small_home):
     assert "local engine only" in _refused(small_home, engine="ray", grpc_port=0)
     bad_json = _refused(small_home, engine="ray", engine_options={"autoscaling": "{oops"})
@@ -122,14 +137,14 @@ def home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(home):
-    handle = control.serve(
-        ["digits@prod", "minilm@1"],
-        engine="ray",
-        name="on-ray",
-        port=0,
-        replicas=2,
-        max_delay_ms=20,
-        root=home,
+    """Started as a notebook user would: the magic, the engine's own option after ours."""
+    IPython = pytest.importorskip("IPython")
+    shell = IPython.core.interactiveshell.InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "maas_lab")
+    handle = shell.run_line_magic(
+        "maas",
+        "serve digits@prod minilm@1 --engine ray --name on-ray --port 0 --replicas 2 "
+        "--max-delay-ms 20 --gpus-per-replica 0",
     )
     yield handle
     try:

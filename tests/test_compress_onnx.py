@@ -230,6 +230,79 @@ def test_a_budget_no_quantization_can_meet(digits, home):
     assert "quantized alone it costs cosine_min" in done["kept_in_float"][0]["why"]
 
 
+def test_a_layer_quantized_alone_is_what_onnxruntime_makes_of_it(digits, home, tmp_path):
+    """The budget search's sensitivity pass quantizes one layer at a time by putting that
+    layer's quantization into the float graph, not by quantizing the whole graph again: each
+    such model must be the one onnxruntime makes when asked for that layer alone (same ops,
+    same initializers, the same outputs to the bit). Torch Linear layers (Gemm, which
+    dynamic quantization rewrites), a Gemm with a transposed weight, a Gather and a MatMul,
+    with the weights in external data."""
+    import onnxruntime as ort
+    from maas_onnx import quantize
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(2)
+    weights = {
+        "table": rng.standard_normal((50, 8)).astype(np.float32),
+        "proj": rng.standard_normal((8, 6)).astype(np.float32),
+        "wt": rng.standard_normal((5, 12)).astype(np.float32),  # Gemm transB: [out, in]
+        "bias": rng.standard_normal(5).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["emb"], name="embed"),
+        helper.make_node("MatMul", ["emb", "proj"], ["y"], name="project"),
+        helper.make_node("Gemm", ["x", "wt", "bias"], ["g"], name="dense", transB=1),
+        helper.make_node("Relu", ["g"], ["z"], name="relu"),
+    ]
+    model = helper.make_model(
+        helper.make_graph(
+            nodes,
+            "mixed",
+            [
+                helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "s"]),
+                helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 12]),
+            ],
+            [
+                helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "s", 6]),
+                helper.make_tensor_value_info("z", TensorProto.FLOAT, ["b", 5]),
+            ],
+            [numpy_helper.from_array(v, k) for k, v in weights.items()],
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    path = tmp_path / "mixed.onnx"
+    onnx.save(model, str(path), save_as_external_data=True, location="w.data", size_threshold=0)
+    mixed = api.register("mixed", from_file=[path, tmp_path / "w.data"])["ref"]
+    feeds = {
+        "ids": rng.integers(0, 50, (3, 4)),
+        "x": rng.standard_normal((3, 12)).astype(np.float32),
+        "input": rng.standard_normal((3, 64)).astype(np.float32),
+    }
+    for ref, count in ((mixed, 3), (digits["onnx"], 2)):
+        job = quantize._prepare(api.registry().checkout(ref), {}, tmp_path / ref)
+        assert len(job.nodes) == count
+        for node in job.nodes:
+            made = []
+            for candidate in (quantize._make(job, [node.name]), quantize._make_alone(job, node)):
+                file = str(candidate.folder / job.model_name)
+                session = ort.InferenceSession(file, providers=["CPUExecutionProvider"])
+                wanted = {i.name for i in session.get_inputs()}
+                g = onnx.load(file).graph
+                made.append(
+                    (
+                        sorted(n.op_type for n in g.node),
+                        sorted(t.name for t in g.initializer),
+                        sorted(candidate.artifact.files.items()),
+                        session.run(None, {k: v for k, v in feeds.items() if k in wanted}),
+                    )
+                )
+            (ops, inits, files, outputs), alone = made
+            assert {"MatMulInteger", "DequantizeLinear"} & set(ops), node.name  # quantized
+            assert alone[:3] == (ops, inits, files), node.name
+            for a, b in zip(outputs, alone[3], strict=True):
+                np.testing.assert_array_equal(a, b)
+
+
 # ---------------------------------------------------------------------- MiniLM
 
 

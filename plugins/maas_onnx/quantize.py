@@ -100,6 +100,11 @@ class Job:
     data_name: str = ""
     smoothing: dict | None = None  # what smoothing did, for the model's config
     notes: list[str] = field(default_factory=list)
+    # dynamic mode, for _make_alone: the float model as onnxruntime quantizes it, as its
+    # graph without initializers, those initializers serialized, and its tensors' types
+    skeleton: Any = None
+    chunks: dict[str, bytes] = field(default_factory=dict)
+    types: dict[str, int] = field(default_factory=dict)
 
 
 def quantize(checkout, options: dict, workdir: Path, context) -> Artifact:
@@ -487,6 +492,12 @@ def _make(job: Job, names: list[str]) -> Candidate:
             )
         else:
             quantize_dynamic(copy.deepcopy(job.model), out, **common)
+    return _candidate(job, folder)
+
+
+def _candidate(job: Job, folder: Path) -> Candidate:
+    """The candidate whose model was just written into ``folder``, given the side files."""
+    out = folder / job.model_name
     files = {job.model_name: "model"}
     for location in _locations(out) if job.external else []:
         files[location] = "external-data"
@@ -495,6 +506,156 @@ def _make(job: Job, names: list[str]) -> Candidate:
         shutil.copyfile(source, folder / name)
         files[name] = job.side_roles[name]
     return Candidate(folder, Artifact(format="onnx", files=files))
+
+
+def _make_alone(job: Job, node: Node) -> Candidate:
+    """The model with only ``node`` quantized: what ``_make(job, [node.name])`` makes, made
+    without quantizing the whole graph again (the sensitivity pass makes one per layer).
+
+    Dynamic quantization replaces a node by nodes computed from that node's inputs and
+    weight alone, so onnxruntime quantizes a model holding just that node and its weight,
+    and its nodes and initializers take the node's place in the float graph as onnxruntime
+    prepares it (``job.base``). Static quantization calibrates activation ranges on the
+    whole graph, so its candidates are made whole. Checked to give the same graph and the
+    same outputs as ``_make`` (tests/test_compress_onnx.py)."""
+    import onnx
+
+    if job.static:
+        return _make(job, [node.name])
+    nodes, inits, header = _alone(job, node)
+    model = onnx.ModelProto()  # the float graph without its weights: a few hundred kB
+    model.CopyFrom(job.skeleton)
+    graph = model.graph
+    names = set(_ort_names(job, [node.name]))
+    at = next(i for i, n in enumerate(graph.node) if n.name in names)
+    kept = [n for n in graph.node if n.name not in names]
+    graph.ClearField("node")
+    graph.node.extend(kept[:at] + nodes + kept[at:])
+    for name in ("ir_version", "producer_name", "producer_version"):
+        setattr(model, name, getattr(header, name))
+    model.ClearField("opset_import")
+    model.opset_import.extend(header.opset_import)
+    used = _used_names(graph)
+    weights = [job.chunks[t] for t in job.chunks if t in used]  # the replaced weight goes
+    weights += [_chunk(t) for t in inits if t.name not in job.chunks]
+    job.made += 1
+    folder = job.tmp / f"candidate-{job.made}"
+    out = folder / job.model_name
+    out.parent.mkdir(parents=True)
+    if job.external:
+        graph.initializer.extend(
+            onnx.ModelProto.FromString(c).graph.initializer[0] for c in weights
+        )
+        external = dict(all_tensors_to_one_file=True, location=f"{out.name}.data")
+        onnx.save_model(model, str(out), save_as_external_data=True, **external)
+    else:
+        with open(out, "wb") as f:
+            f.write(model.SerializeToString())
+            for weight in weights:
+                f.write(weight)
+    return _candidate(job, folder)
+
+
+def _alone(job: Job, node: Node):
+    """onnxruntime's dynamic quantization of ``node`` alone: its nodes, its initializers and
+    the model header it wrote (opsets, IR version), from a model holding only that node."""
+    import onnx
+    from onnx import helper
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    if job.skeleton is None:
+        _prepare_skeleton(job)
+    names = _ort_names(job, [node.name])
+    targets = [n for n in job.skeleton.graph.node if n.name in set(names)]
+    made = {o for n in targets for o in n.output}
+    inputs, weights = [], []
+    for n in targets:
+        for name in n.input:
+            if name in job.chunks and name not in weights:
+                weights.append(name)
+            elif name and name not in job.chunks and name not in made and name not in inputs:
+                inputs.append(name)
+    mini = helper.make_model(
+        helper.make_graph(
+            targets,
+            "alone",
+            [helper.make_tensor_value_info(x, job.types.get(x, 1), None) for x in inputs],
+            [helper.make_tensor_value_info(o, job.types.get(o, 1), None) for o in made if o],
+            [_unchunk(job.chunks[w]) for w in weights],
+        ),
+        opset_imports=job.skeleton.opset_import,
+        ir_version=job.skeleton.ir_version,
+    )
+    folder = Path(tempfile.mkdtemp(prefix="alone-", dir=job.tmp))
+    try:
+        with _quiet_ort():
+            quantize_dynamic(
+                mini,
+                folder / "alone.onnx",
+                per_channel=job.per_channel,
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=list(WEIGHT_INPUT),
+                nodes_to_quantize=names,
+            )
+        quantized = onnx.load_model(str(folder / "alone.onnx"))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return list(quantized.graph.node), list(quantized.graph.initializer), quantized
+
+
+def _prepare_skeleton(job: Job) -> None:
+    """The float graph as onnxruntime's dynamic quantizer starts from it (every ``Gemm``
+    rewritten as ``MatMul`` + ``Add``), split into its initializers and the rest, and the
+    element type of its tensors."""
+    import onnx
+    from onnxruntime.quantization.onnx_model import ONNXModel
+
+    base = onnx.ModelProto()
+    base.CopyFrom(job.model)
+    ONNXModel(base).replace_gemm_with_matmul()
+    graph = onnx.shape_inference.infer_shapes(base).graph
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        job.types[value.name] = value.type.tensor_type.elem_type
+    job.types.update({t.name: t.data_type for t in graph.initializer})
+    job.chunks = {t.name: _chunk(t) for t in base.graph.initializer}
+    base.graph.ClearField("initializer")
+    job.skeleton = base
+
+
+def _chunk(tensor) -> bytes:
+    """``tensor`` as the bytes of a model holding only it. Protobuf parsers merge a message
+    field that occurs twice (repeated fields are appended), so a model's bytes followed by
+    such chunks read as that model with these initializers: a candidate is written without
+    serializing the ~90 MB of weights it shares with the others again."""
+    import onnx
+
+    model = onnx.ModelProto()
+    model.graph.initializer.add().CopyFrom(tensor)
+    return model.SerializeToString()
+
+
+def _unchunk(chunk: bytes):
+    import onnx
+
+    return onnx.ModelProto.FromString(chunk).graph.initializer[0]
+
+
+def _used_names(graph) -> set[str]:
+    """Every tensor name read by a node or a graph output, subgraphs included."""
+    import onnx
+
+    used = {o.name for o in graph.output}
+    graphs = [graph]
+    while graphs:
+        g = graphs.pop()
+        for n in g.node:
+            used.update(n.input)
+            for attr in n.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    graphs.append(attr.g)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    graphs.extend(attr.graphs)
+    return used
 
 
 def _locations(path: Path) -> list[str]:
@@ -588,7 +749,7 @@ def _sensitivity(job: Job, context, nodes: list[Node], rows: int) -> list[dict]:
     bar = context.progress(len(nodes), "sensitivity", unit="layers")
     try:
         for node in nodes:
-            candidate = _measure(context, _make(job, [node.name]), rows)
+            candidate = _measure(context, _make_alone(job, node), rows)
             _discard(candidate)
             drops = {k: round(v, 6) for k, v in candidate.drops.items()}
             score = _score(candidate.drops, context.max_drop)

@@ -39,6 +39,7 @@ The ``1/s`` goes where it costs nothing when the graph allows it:
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -113,7 +114,8 @@ def smooth(
         groups = [
             g for g in groups if all(len(w) == len(maxima[g.tensor]) for w in weights[g.tensor])
         ]
-        _choose(groups, weights, seen, alpha, outliers, per_channel)
+        with _one_blas_thread():
+            _choose(groups, weights, seen, alpha, outliers, per_channel)
         del seen
         _apply(out, groups, weights, maxima, alpha)
     changed = [g for g in groups if g.how != "left"]
@@ -263,21 +265,28 @@ def _choose(groups, weights, seen, alpha, outliers, per_channel) -> None:
             plans["smoothed"] = (scales(cal.maxima, _weight_max(ws), alpha), None)
         if outliers and 4 * outliers <= n and all(m.op_type == "MatMul" for m in g.nodes):
             plans["split"] = (ones, np.sort(np.argsort(cal.maxima)[-outliers:]))
+        # each MatMul's float output and its squared size per token: the same for every plan
+        exact = [
+            [(y, np.maximum((y * y).sum(1), 1e-12)[:, None]) for y in (rows @ w for w in ws)]
+            for _, _, rows in cal.batches
+        ]
         total, count = dict.fromkeys(plans, 0.0), 0
         for name, (s, channels) in plans.items():
             quantized = _int8_plan(ws, s, channels, per_channel)
-            for lo, hi, rows in cal.batches:
+            for (lo, hi, rows), outputs in zip(cal.batches, exact, strict=True):
                 lo, hi = lo / s, hi / s
                 x = rows / s
                 if channels is not None:
                     lo[channels] = hi[channels] = x[:, channels] = 0
                 x = _dynamic_int8(x, float(lo.min()), float(hi.max()))
-                for w, wq in zip(ws, quantized, strict=True):
-                    y = rows @ w
-                    d = x @ wq - y
+                for w, wq, (y, size) in zip(ws, quantized, outputs, strict=True):
+                    d = x @ wq
+                    d -= y
                     if channels is not None:
                         d += rows[:, channels] @ w[channels]
-                    total[name] += float((d * d / np.maximum((y * y).sum(1), 1e-12)[:, None]).sum())
+                    np.multiply(d, d, out=d)
+                    d /= size
+                    total[name] += float(d.sum())
                     count += len(rows) if name == "left" else 0
         g.errors = {k: float(np.sqrt(v / max(count, 1))) for k, v in total.items()}
         best = min([k for k in g.errors if k != "split"], key=lambda k: g.errors[k])
@@ -285,6 +294,18 @@ def _choose(groups, weights, seen, alpha, outliers, per_channel) -> None:
             best = "split"
             g.channels = [int(c) for c in plans["split"][1]]
         g.how = best
+
+
+def _one_blas_thread():
+    """The simulation's small matrix products on one BLAS thread. Beside onnxruntime's
+    sessions (whose threads spin between runs), OpenBLAS's threads mostly waited for each
+    other: MiniLM's choice took 15 s of wall time on 2 cores, 4 s on one thread. Where
+    threadpoolctl is missing (it comes with scikit-learn) numpy keeps its default."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return nullcontext()
+    return threadpool_limits(1, user_api="blas")
 
 
 def _int8_plan(weights, s, channels, per_channel) -> list[np.ndarray]:

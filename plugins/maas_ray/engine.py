@@ -3,6 +3,7 @@ row, tear down. Imported only when a server runs on Ray (``import ray`` takes se
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -10,9 +11,13 @@ import time
 
 from maas_lab.serving.autoscale import parse_range
 
-# ray.init gives a local node 30 s to start (a constant in Ray); on a busy 2-core machine its
-# agents' imports alone took 20-45 s, and the node failed 2 times of 5. A second try starts
-# from a warm disk cache.
+# A local Ray on a busy 2-core machine: its agents' imports alone took 20-70 s, past the
+# raylet's wait for them (it then aborts: "Timed out waiting for file ...agent_port") and
+# ray.init's fixed 30 s for the node to register; 4 of 7 starts failed under a load of 6-10.
+# Both waits are lengthened where Ray lets us (its RAY_* settings, _patient_start), and a
+# failed start, cleaned up, is tried again from a warm disk cache. An idle machine starts in
+# 20-30 s at the first try.
+START_WAIT_S = 150
 LOCAL_TRIES = 3
 TICK_S = 0.25
 STATUS_EVERY_S = 5.0  # how often Ray Serve's own application status is read
@@ -59,24 +64,28 @@ class RayEngine:
 
         quiet = {"namespace": "maas_lab", "log_to_driver": True, "configure_logging": False}
         if self.local:
+            os.environ.setdefault("RAY_raylet_start_wait_time_s", str(START_WAIT_S))
+            os.environ.setdefault("RAY_agent_register_timeout_ms", str(START_WAIT_S * 1000))
             for attempt in range(1, LOCAL_TRIES + 1):
                 try:
-                    ray.init(
-                        address="local",
-                        include_dashboard=False,
-                        _node_ip_address="127.0.0.1",
-                        num_cpus=os.cpu_count() or 1,
-                        **quiet,
-                    )
+                    with _patient_start(START_WAIT_S):
+                        ray.init(
+                            address="local",
+                            include_dashboard=False,
+                            _node_ip_address="127.0.0.1",
+                            num_cpus=os.cpu_count() or 1,
+                            **quiet,
+                        )
                     break
                 except Exception as exc:
+                    ray.shutdown()
+                    _end_children()  # a failed start leaves Ray's head processes running
                     if "timed out during startup" not in str(exc) or attempt == LOCAL_TRIES:
                         raise
                     self.server.log(
-                        f"a local Ray did not start within Ray's 30 s (try {attempt} of "
-                        f"{LOCAL_TRIES}; the machine is busy); starting it again"
+                        f"a local Ray did not start within {START_WAIT_S} s (try {attempt} "
+                        f"of {LOCAL_TRIES}; the machine is busy); starting it again"
                     )
-                    ray.shutdown()
                 if self.server.stopping:
                     return
         else:
@@ -205,6 +214,80 @@ class RayEngine:
             self.server.log(f"error while stopping on Ray Serve: {exc}")
         finally:
             ray.shutdown()
+            if self.local:
+                _end_children()
+
+
+@contextlib.contextmanager
+def _patient_start(wait_s: float):
+    """Let ray.init wait ``wait_s`` for a local node to register, not node.py's fixed 30 s:
+    its loop asks ``services.get_node`` until that answers, so for the start, an unanswered
+    ask is retried here until ``wait_s``. Ray's private function: if it moves, the start
+    keeps Ray's own 30 s (and the retry above)."""
+    import ray._private.services as services
+
+    original = getattr(services, "get_node", None)
+    if original is None:
+        yield
+        return
+
+    def get_node(*args, **kwargs):
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return original(*args, **kwargs)
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    services.get_node = get_node
+    try:
+        yield
+    finally:
+        services.get_node = original
+
+
+def _end_children(grace_s: float = 5.0) -> None:
+    """Stop every process this one started (a local Ray's GCS, raylet, agents, workers):
+    ray.shutdown leaves them running after a failed start, and a server must leave nothing
+    behind. This process starts nothing else."""
+    pids = _descendants(os.getpid())
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 0.0)):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and any(_running(p) for p in pids):
+            time.sleep(0.1)
+        pids = [p for p in pids if _running(p)]
+        if not pids:
+            return
+
+
+def _descendants(pid: int) -> list[int]:
+    from maas_lab.serving.state import parent_of
+
+    if not os.path.isdir("/proc"):  # no process table to read: Ray's own shutdown only
+        return []
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            children.setdefault(parent_of(int(entry.name)) or 0, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _running(pid: int) -> bool:
+    from maas_lab.serving.state import pid_alive
+
+    return pid_alive(pid, "")
 
 
 def _free_port(host: str) -> int:

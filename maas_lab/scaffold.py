@@ -26,13 +26,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from . import contract
 from .errors import UsageError
 from .hookspecs import CONTRACT
 
-KINDS = ("compressor", "exporter", "serving-backend", "launcher", "loader", "evaluator")
+KINDS = ("compressor", "exporter", "serving-backend", "launcher", "loader", "evaluator", "engine")
 TEMPLATES = Path(__file__).parent / "templates" / "plugin"
 # Modules a plugin must never shadow: the core and the built-in plugins.
-RESERVED = ("maas_lab", "maas_torch", "maas_hf", "maas_onnx", "maas_eval", "maas_accelerate")
+RESERVED = (
+    "maas_lab",
+    "maas_torch",
+    "maas_hf",
+    "maas_onnx",
+    "maas_eval",
+    "maas_accelerate",
+    "maas_ray",
+)
 # Modules Python imports by itself at start-up when they exist: a plugin must never be one.
 STARTUP = ("sitecustomize", "usercustomize")
 # PEP 508 distribution names: letters, digits, '-', '_', '.', a letter or digit at each end.
@@ -45,14 +54,17 @@ MAX_NAME = 40  # the generated code's lines hold the names and must stay within 
 @dataclass(frozen=True)
 class Kind:
     """What a package of one kind holds: its one-line description, what it installs (and
-    what its tests need besides), its files as ``(template, path in the package)``, and the
-    README's word on what to replace to make it one's own (a template too)."""
+    what its tests need besides), its files as ``(template, path in the package)``, the
+    README's word on what to replace to make it one's own (a template too), and the plugin
+    contract it declares: the oldest that has every hook and field its code uses, so the
+    package also loads into older cores of the same major version."""
 
     description: str
     dependencies: tuple[str, ...]
     test_dependencies: tuple[str, ...]
     files: tuple[tuple[str, str], ...]
     replace: str
+    contract: str = "1.0"
 
 
 def _files(kind: str, *extra: tuple[str, str]) -> tuple[tuple[str, str], ...]:
@@ -122,8 +134,21 @@ KIND_SPECS = {
         " it with your own figure, one `{metric: number}` dict per version (empty where it does"
         " not apply), and the `Component` that `maas_evaluators` registers.",
     ),
+    "engine": Kind(
+        "Serve a maas_lab server from one process on uvicorn, for containers",
+        ("uvicorn>=0.30",),
+        ("maas-lab[torch]",),
+        _files("engine"),
+        "The engine is `serve(server)` in `$module/__init__.py`, with `validate(options, core)`"
+        " refusing what it cannot do before anything starts: replace them with your own (start"
+        " replicas where your platform runs them, each hosting `replica_app(...)`), keeping the"
+        " calls to `server` (`started`, `report`, `wait`).",
+        contract="1.1",  # the maas_serving_engines hook
+    ),
 }
 assert tuple(KIND_SPECS) == KINDS
+# A package must load into the core that writes it.
+assert all(contract.parse(k.contract) <= contract.parse(CONTRACT) for k in KIND_SPECS.values())
 
 
 def names(name: str) -> dict[str, str]:
@@ -278,7 +303,7 @@ def new_plugin(name: str, kind: str, parent: str | os.PathLike = ".") -> dict:
     values = {
         **found,
         "kind": chosen,
-        "contract": CONTRACT,
+        "contract": spec.contract,
         "description": spec.description,
         "dependencies": _toml_list(("maas-lab", *spec.dependencies)),
         "test_dependencies": _toml_list(("pytest>=8", *spec.test_dependencies)),

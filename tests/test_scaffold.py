@@ -16,7 +16,7 @@ import pytest
 from installs import pip_install_into
 from packaging.requirements import Requirement
 
-from maas_lab import scaffold
+from maas_lab import contract, scaffold
 from maas_lab.errors import UsageError
 from maas_lab.hookspecs import CONTRACT
 
@@ -30,6 +30,7 @@ NAMES = {
     "launcher": "maas-torchrun",
     "loader": "maas.sklearn.linear",
     "evaluator": "maas-calibration",
+    "engine": "maas-uvicorn",
 }
 COMPONENTS = {
     "compressor": "fp16",
@@ -38,6 +39,7 @@ COMPONENTS = {
     "launcher": "torchrun",
     "loader": "sklearn-linear",
     "evaluator": "calibration",
+    "engine": "uvicorn",
 }
 slow = pytest.mark.slow
 
@@ -92,14 +94,17 @@ def test_a_package_has_its_metadata_entry_point_and_contract(kind, tmp_path):
     # what it needs is what this environment has (the tests below install with --no-deps)
     for dep in meta["dependencies"] + meta["optional-dependencies"]["test"]:
         assert version(Requirement(dep).name)
-    # the contract is a literal in the entry-point module, as the core reads it at load
+    # the contract is a literal in the entry-point module, as the core reads it at load: the
+    # oldest that has what the package uses (serving engines came with 1.1), so the package
+    # loads into every core of that major version from then on, this one included
     tree = ast.parse((folder / module / "__init__.py").read_text())
     declared = [
         n.value.value
         for n in tree.body
         if isinstance(n, ast.Assign) and [t.id for t in n.targets] == ["MAAS_LAB_CONTRACT"]
     ]
-    assert declared == [CONTRACT]
+    assert declared == ["1.1" if kind == "engine" else "1.0"]
+    assert contract.problem(declared[0], module) is None, CONTRACT
     readme = (folder / "README.md").read_text()
     assert f"pip install -e ./{NAMES[kind]}" in readme and "docs/plugins.md" in readme
     assert "pytest" in readme and "%maas" in readme
@@ -151,6 +156,7 @@ def test_an_existing_target_is_refused_and_left_alone(existing, tmp_path):
         ("class", "module name 'class', which Python cannot import"),
         ("maas-lab", "module name 'maas_lab', which is maas_lab's own"),
         ("maas_onnx", "module name 'maas_onnx', which is maas_lab's own"),
+        ("maas-ray", "module name 'maas_ray', which is maas_lab's own"),
         ("json", "shadow Python's standard library module"),
         ("onnx", "module name 'onnx', which is already installed here"),
         ("scikit-learn", "the installed package scikit-learn .*, which installing this one"),
@@ -174,7 +180,7 @@ def test_an_unknown_kind_is_refused_naming_the_kinds(tmp_path):
     with pytest.raises(
         UsageError,
         match="Unknown plugin kind 'quantizer'; choose one of "
-        "compressor, exporter, serving-backend, launcher, loader, evaluator",
+        "compressor, exporter, serving-backend, launcher, loader, evaluator, engine",
     ):
         scaffold.new_plugin("maas-fp16", "quantizer", tmp_path)
     assert listing(tmp_path) == []

@@ -36,6 +36,7 @@ def test_hookspecs_found():
         "maas_launchers",
         "maas_serving_backends",
         "maas_evaluators",
+        "maas_serving_engines",
     }
 
 

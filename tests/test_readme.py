@@ -14,7 +14,7 @@ README = Path(__file__).parent.parent / "README.md"
 def test_readme_notebook_blocks_run(maas_shell, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
-    assert len(blocks) == 6
+    assert len(blocks) == 7
     for block in blocks:
         result = maas_shell.run_cell(block)
         assert result.success, f"README block failed:\n{block}\n{result.error_in_exec!r}"
@@ -34,6 +34,12 @@ def test_readme_notebook_blocks_run(maas_shell, tmp_path, monkeypatch):
     vecs = maas_shell.user_ns["vecs"]["sentence_embedding"]
     np.testing.assert_allclose(vecs, maas_shell.user_ns["emb"], atol=1e-4)  # served = loaded
     assert maas_shell.run_line_magic("maas", "show minilm@prod")["ref"] == "minilm@3"
+    # export-repo: a text model becomes a Triton ensemble with its tokenizer step
+    ensemble = (tmp_path / "triton-repo" / "minilm" / "config.pbtxt").read_text()
+    assert 'platform: "ensemble"' in ensemble and "minilm_tokenizer" in ensemble
+    assert (tmp_path / "triton-repo" / "minilm_onnx" / "3" / "model.onnx").is_file()
+    manifest = (tmp_path / "kserve-minilm" / "inferenceservice.yaml").read_text()
+    assert "serving.kserve.io/v1beta1" in manifest and "InferenceService" in manifest
     assert len(maas_shell.run_line_magic("maas", "status")) == 0  # stopped
     (job,) = maas_shell.run_line_magic("maas", "jobs").rows
     assert (job["status"], job["processes"], job["registered"]) == ("succeeded", 2, "digits-ddp@1")

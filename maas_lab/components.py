@@ -155,6 +155,8 @@ class Component:
     plugin: str = ""
     distribution: str = ""
     version: str = ""
+    # Set by the plugin: what one kind reads beyond these fields (an engine's ``start_s``,
+    # how long a server may take to be ready; an exporter's ``operation``).
     extra: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:

@@ -447,7 +447,7 @@ def test_plugin_new_from_the_cli_writes_a_package_or_refuses_writing_nothing(tmp
     pyproject = (package / "pyproject.toml").read_text()
     assert 'half = "maas_lab_half"' in pyproject
     written = (package / "maas_lab_half" / "__init__.py").read_text()
-    assert f'MAAS_LAB_CONTRACT = "{CONTRACT}"' in written
+    assert 'MAAS_LAB_CONTRACT = "1.0"' in written  # the oldest contract a compressor needs
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     again = maas("plugin", "new", "maas-lab-half", "--kind", "loader", "--into", "pkgs")
     assert again.returncode == 1 and "already exists" in again.stderr

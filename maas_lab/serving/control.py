@@ -654,6 +654,7 @@ def scale(name: str, replicas: int, wait_s: float = 120.0, root=None) -> Table:
                 f"({option('autoscale', scaling)}): scale within that range, or restart it "
                 f"with another {option('autoscale')} (or without it for a fixed count)."
             )
+    _engine_allows(row, replicas)
     state.update(reg.db, name, replicas=replicas)
     folder = state.run_dir(reg.root, name) / "workers"
     deadline = time.monotonic() + wait_s
@@ -672,6 +673,17 @@ def scale(name: str, replicas: int, wait_s: float = 120.0, root=None) -> Table:
         f"Server {name!r} did not reach {replicas} ready replicas in {wait_s:g} "
         f"s; see `{command('logs', name)}`."
     )
+
+
+def _engine_allows(row: dict, replicas: int) -> None:
+    """The server's engine checks the new count as it checked the options at start (an
+    engine of one process refuses 2), before the row asks for it."""
+    options = row["options"]
+    engine = _engine(options.get("engine") or "local")
+    if engine.validate is not None:
+        engine.validate(
+            dict(options.get("engine_options") or {}), {**options, "replicas": replicas}
+        )
 
 
 def stop(name: str, wait_s: float = 60.0, root=None) -> Report:

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -271,11 +272,14 @@ def supervisor_alive(root: Path, row: dict | None) -> bool:
     return same_process(row["pid"], recorded.get("started"))
 
 
+HOST = socket.gethostname()
+
+
 def write_snapshot(folder: Path, pid: int, data: dict) -> None:
     """Write a worker's snapshot, stamped with the writer's start time and parent so that
     readers can tell it from a process that reuses the pid later."""
     folder.mkdir(parents=True, exist_ok=True)
-    data = {**data, "proc_started": process_started(pid), "ppid": os.getppid()}
+    data = {**data, "proc_started": process_started(pid), "ppid": os.getppid(), "host": HOST}
     tmp = folder / f".{pid}.json.tmp"
     tmp.write_text(json.dumps(data))
     os.replace(tmp, folder / f"{pid}.json")
@@ -283,7 +287,9 @@ def write_snapshot(folder: Path, pid: int, data: dict) -> None:
 
 def read_snapshots(folder: Path, pids: list[int] | None = None, max_age_s: float = 10.0):
     """The fresh snapshots of live workers (``pids`` if given), newest information only. A
-    snapshot counts only while the process that wrote it (pid and start time) still runs."""
+    snapshot from this machine counts only while the process that wrote it (pid and start
+    time) still runs; one from a replica on another machine (an engine's, on a cluster that
+    mounts the registry) counts while it is fresh, since its process cannot be seen here."""
     out = []
     if not folder.is_dir():
         return out
@@ -299,7 +305,8 @@ def read_snapshots(folder: Path, pids: list[int] | None = None, max_age_s: float
         except (OSError, ValueError):
             continue
         fresh = time.time() - data.get("time", 0) <= max_age_s
-        if fresh and same_process(pid, data.get("proc_started")):
+        elsewhere = data.get("host", HOST) != HOST
+        if fresh and (elsewhere or same_process(pid, data.get("proc_started"))):
             out.append(data)
     return sorted(out, key=lambda d: d["pid"])
 

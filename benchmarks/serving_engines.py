@@ -34,6 +34,12 @@ processes started detached from it); the set is read again before each run. ``ov
 columns: the row's figure divided by its ours counterpart (req/s below 1x, p99 and CPU a
 request above 1x: costs more than ours). Each engine's first answer is compared with ours'
 for the same sentence (cosine).
+
+Ray's defaults are left as they are, and two of them weigh here: Ray runs its workers (the
+proxy, the controller, the replicas) at nice 15 (``RAY_worker_niceness``), so on a machine
+that other work keeps busy they get less of it than the other rows' servers; and an idle
+local Ray session keeps using CPU (its GCS, raylet, agents, controller: ~0.25 of a core
+measured here), which the other rows see as "others busy" while it waits its turn.
 """
 
 from __future__ import annotations
@@ -451,8 +457,9 @@ def notes(e: dict) -> list[str]:
         "{'address': None}) starts a local Ray on 127.0.0.1; its server CPU is every process "
         "of that Ray session (proxy, replicas, raylet, GCS, agents: 'processes'). KServe: "
         "benchmarks/kserve_peer.py, one uvicorn process, predict() on its event loop, no "
-        "batching. 'against': the ours row each is divided by (req/s x < 1: slower; p99 x, "
-        "CPU/req x > 1: costlier).",
+        "batching. Ray's workers (proxy, replicas) run at nice 15, Ray's default: on a busy "
+        "machine they yield to everything else. 'against': the ours row each is divided by "
+        "(req/s x < 1: slower; p99 x, CPU/req x > 1: costlier).",
     ]
     k = rows.get(KSERVE)
     vs_batching = overheads(k, rows, OURS_1) if k else None

@@ -1818,7 +1818,8 @@ def report(r: dict) -> str:
         tables.append("Autoscale ramp, by step:\n" + serving_autoscale().render(r["autoscale"]))
         aims += serving_autoscale().targets(r["autoscale"])
         extra += serving_autoscale().notes(r["autoscale"])
-    return "\n\n".join(tables) + "\n\nTargets:\n" + "\n".join(aims) + "\n\n" + "\n".join(extra)
+    aims_text = "\n\nTargets:\n" + "\n".join(aims) if aims else ""
+    return "\n\n".join(tables) + aims_text + "\n\n" + "\n".join(extra)
 
 
 def plot_paths(path: str, r: dict) -> list[str]:

@@ -51,4 +51,4 @@ lab: install
 	$(VENV)/bin/jupyter lab --ip 127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
-	rm -rf $(VENV) labextension/node_modules labextension/lib maas_lab/lab/labextension
+	rm -rf $(VENV) $(KSERVE_VENV) labextension/node_modules labextension/lib maas_lab/lab/labextension

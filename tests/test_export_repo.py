@@ -304,7 +304,9 @@ def test_dynamic_dims_triton_cannot_express_are_explained(home, tmp_path, shape,
     assert list(tmp_path.iterdir()) == []  # not even the folders made for it
 
 
-def test_an_output_folder_with_files_needs_force_which_replaces_it_whole(home, tmp_path):
+def test_an_output_folder_with_files_needs_force_which_replaces_it_whole(
+    home, tmp_path, monkeypatch
+):
     out = tmp_path / "out"
     out.mkdir()
     (out / "mine.txt").write_text("keep me")
@@ -312,12 +314,27 @@ def test_an_output_folder_with_files_needs_force_which_replaces_it_whole(home, t
         run(["--root", str(home), "export-repo", "tiny@2", str(out)])
     assert (out / "mine.txt").read_text() == "keep me"
     # a failed forced export leaves the old folder as it was, and no temporary sibling
-    with pytest.raises(UsageError):
+    with pytest.raises(ConflictError):
         api.export_repo("tiny@1", out, force=True, root=home)
     assert [p.name for p in tmp_path.iterdir()] == ["out"] and (out / "mine.txt").exists()
+    # --force replaces only an earlier export: a person's own folder is never deleted
+    with pytest.raises(ConflictError, match="export-repo did not write"):
+        run(["--root", str(home), "export-repo", "tiny@2", str(out), "--force"])
+    assert (out / "mine.txt").read_text() == "keep me"
+    out = tmp_path / "exported"
+    run(["--root", str(home), "export-repo", "tiny@2", str(out), "--format", "kserve"])
     result = run(["--root", str(home), "export-repo", "tiny@2", str(out), "--force"])
-    assert sorted(p.name for p in out.iterdir()) == ["tiny"] and result["out"] == str(out)
-    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert sorted(p.name for p in out.iterdir()) == [".maas-export-repo.json", "tiny"]
+    assert result["out"] == str(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exported", "out"]
+    with pytest.raises(UsageError):  # a failed forced export leaves the earlier one whole
+        api.export_repo("tiny@1", out, force=True, root=home)
+    assert sorted(p.name for p in out.iterdir()) == [".maas-export-repo.json", "tiny"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exported", "out"]
+    monkeypatch.chdir(out / "tiny")  # never the folder a shell stands in, export or not
+    with pytest.raises(UsageError, match="working folder"):
+        api.export_repo("tiny@2", out, force=True, root=home)
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "empty").mkdir()  # an empty folder is fine without --force
     api.export_repo("tiny@2", tmp_path / "empty", root=home)
     with pytest.raises(UsageError, match="holds, the registry"):
@@ -463,3 +480,19 @@ def test_kserve_manifest_fits_the_crd_and_points_at_a_triton_repository(home, tm
     name = ref.split("@")[0]
     assert _config(out / "repository" / name / "config.pbtxt")["name"] == name
     assert "kubectl apply -f" in str(report)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a {" * 5000, 'ensemble_scheduling: 3\nplatform: "ensemble"', "x: 1\n" * 60_000],
+    ids=["nested", "wrong-type", "huge"],
+)
+def test_a_hostile_config_is_refused_in_one_line(tmp_path, text):
+    from maas_lab.model_repos.intake import register_repository
+
+    (tmp_path / "repo" / "m").mkdir(parents=True)
+    (tmp_path / "repo" / "m" / "config.pbtxt").write_text(text)
+    with pytest.raises(UsageError) as caught:
+        register_repository(tmp_path / "repo", root=tmp_path / "home")
+    assert "config.pbtxt" in str(caught.value) and "\n" not in str(caught.value)
+    assert not (tmp_path / "home").exists()  # nothing registered, no registry made

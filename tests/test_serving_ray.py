@@ -37,8 +37,9 @@ def small_home(tmp_path, tiny_torch_version):
 
 
 def _refused(ref, **options) -> str:
+    options.setdefault("port", 0)
     with pytest.raises(MaasError) as err:
-        control.serve(ref, port=0, **options)
+        control.serve(ref, **options)
     return str(err.value)
 
 
@@ -271,3 +272,14 @@ def test_scale_and_stop_a_ray_server_like_any_other(home, server, digits_x):
         socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])), 2).close()
     with pytest.raises(NotFoundError):
         api.scale(server.name, 2, root=home)
+
+
+def test_a_taken_port_and_a_bad_timeout_are_refused_before_ray_starts(small_home):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        message = _refused(small_home, engine="ray", port=port)
+    assert f"127.0.0.1:{port}" in message and "port" in message
+    timeout = {"address": "127.0.0.1:1", "connect_timeout_s": -5}
+    assert "more than 0" in _refused(small_home, engine="ray", engine_options=timeout)

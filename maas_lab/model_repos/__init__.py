@@ -9,6 +9,7 @@ only once the new one is complete. Names written into it are validated model nam
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -77,8 +78,16 @@ def export_repo(
             uri = storage_uri or kserve.default_storage_uri(name)
             doc = kserve.manifest(name, kind, uri)
             (work / kserve.MANIFEST).write_text(kserve.to_yaml(doc))
-        files = sorted(p.relative_to(work).as_posix() for p in work.rglob("*") if p.is_file())
-        _replace(work, out)
+        (work / MARKER).write_text(json.dumps({"ref": checkout.ref, "format": fmt}) + "\n")
+        files = sorted(
+            p.relative_to(work).as_posix()
+            for p in work.rglob("*")
+            if p.is_file() and p.name != MARKER
+        )
+        try:
+            _replace(work, out)
+        except OSError as exc:
+            raise UsageError(f"Cannot write {out}: {exc.strerror or exc}.") from None
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         if made is not None:  # folders made for it: a failed export leaves nothing behind
@@ -94,6 +103,10 @@ def export_repo(
     }
 
 
+# Written into every export: what --force may replace (an earlier export, nothing else).
+MARKER = ".maas-export-repo.json"
+
+
 def _check_out(reg, out: Path, force: bool) -> None:
     root = Path(reg.root).resolve()
     real = out.resolve()
@@ -101,12 +114,29 @@ def _check_out(reg, out: Path, force: bool) -> None:
         raise UsageError(
             f"{out} is, or holds, the registry at {root}; give an output folder outside it."
         )
+    if out.is_symlink():
+        raise UsageError(f"{out} is a link; give the folder itself to write the repository in.")
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out} is a file; give a folder to write the repository in.")
-    if out.is_dir() and any(out.iterdir()) and not force:
+    if not (out.is_dir() and any(out.iterdir())):
+        return
+    if not force:
         raise ConflictError(
             f"{out} already holds files; give another folder, or {option('force', True)} to "
-            "replace it with the export."
+            "replace an earlier export there."
+        )
+    # --force replaces a folder whole: only one this command wrote, never a person's own.
+    here = Path.cwd().resolve()
+    if real == Path.home().resolve() or here == real or here.is_relative_to(real):
+        raise UsageError(
+            f"{out} is your home or working folder (or holds it); {option('force', True)} "
+            "replaces only an earlier export: give a folder of its own."
+        )
+    if not (out / MARKER).is_file():
+        raise ConflictError(
+            f"{out} holds files that export-repo did not write (it has no {MARKER}); "
+            f"{option('force', True)} replaces only an earlier export: give a new or empty "
+            "folder."
         )
 
 

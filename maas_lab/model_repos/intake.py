@@ -32,13 +32,28 @@ TOKENIZER_FILES = (
 )
 
 
+# Triton configs are a few kilobytes; the parser is not meant for megabytes of them.
+MAX_CONFIG_BYTES = 256 * 1024
+
+
 def read_configs(folder: Path) -> dict[str, dict]:
     """``{model name: parsed config.pbtxt}`` of every model in the repository."""
     configs = {}
     for path in sorted(Path(folder).glob("*/config.pbtxt")):
         name = check_model_name(path.parent.name)
         check_source_file(path, "Model config", folder)
-        configs[name] = loads(path.read_text(), REPEATED)
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise UsageError(
+                f"{name}/config.pbtxt is {path.stat().st_size:,} bytes; a model config past "
+                f"{MAX_CONFIG_BYTES:,} is not one this command reads."
+            )
+        try:
+            configs[name] = loads(path.read_text(), REPEATED)
+        except (RecursionError, IndexError, TypeError, KeyError, ValueError) as exc:
+            raise UsageError(
+                f"{name}/config.pbtxt is not a Triton config this command can read "
+                f"({type(exc).__name__}: {str(exc)[:120]})."
+            ) from None
     if not configs:
         raise UsageError(f"{folder} holds no <model>/config.pbtxt: it is not a Triton repository.")
     return configs
@@ -46,9 +61,42 @@ def read_configs(folder: Path) -> dict[str, dict]:
 
 def register_repository(folder, root=None) -> list[str]:
     """Register the ONNX models (and tokenizer ensembles) of the Triton repository
-    ``folder`` in the registry at ``root``; returns the new versions' references."""
+    ``folder`` in the registry at ``root``; returns the new versions' references. A config
+    the reader cannot make sense of is refused in one line, whatever is wrong inside it."""
     folder = Path(folder).absolute()
     configs = read_configs(folder)
+    try:
+        plans = _plans(folder, configs)
+    except (RecursionError, IndexError, TypeError, KeyError, ValueError, AttributeError) as exc:
+        raise UsageError(
+            f"{folder} holds a config.pbtxt that is not a Triton config this command can "
+            f"read ({type(exc).__name__}: {str(exc)[:120]})."
+        ) from None
+    reg = open_registry(root)  # only now: a refused repository leaves no registry behind
+    refs = []
+    for name, files, number, sig in plans:
+        grants = check(
+            reg,
+            "onnx",
+            {s.name: s.source for s in files},
+            {},
+            how="read from a Triton repository",
+        )
+        row = reg.register(
+            name,
+            files,
+            "onnx",
+            config={},
+            signature=sig,
+            tags={"triton_version": str(number), "source": "triton-repository"},
+            trusted_code=grants,
+        )
+        refs.append(row["ref"])
+    return refs
+
+
+def _plans(folder: Path, configs: dict) -> list[tuple[str, list, int, dict]]:
+    """What to register, model by model, from the parsed configs."""
     plans: list[tuple[str, list[FileSpec], int, dict]] = []
     inside: set[str] = set()
     for name, config in configs.items():
@@ -76,27 +124,7 @@ def register_repository(folder, root=None) -> list[str]:
             continue
         number = _only_version(folder, name, config)
         plans.append((name, _onnx_files(folder, name, config, number), number, signature(config)))
-    reg = open_registry(root)  # only now: a refused repository leaves no registry behind
-    refs = []
-    for name, files, number, sig in plans:
-        grants = check(
-            reg,
-            "onnx",
-            {s.name: s.source for s in files},
-            {},
-            how="read from a Triton repository",
-        )
-        row = reg.register(
-            name,
-            files,
-            "onnx",
-            config={},
-            signature=sig,
-            tags={"triton_version": str(number), "source": "triton-repository"},
-            trusted_code=grants,
-        )
-        refs.append(row["ref"])
-    return refs
+    return plans
 
 
 def signature(config: dict) -> dict:

@@ -10,9 +10,15 @@ our own workers answer them, so tritonclient and our client work unchanged.
 
 Choices, measured or read on Ray 2.60:
 
-- A local Ray listens on 127.0.0.1 with no dashboard (``include_dashboard=False``); its
-  token authentication stays on. On a loaded 2-core machine its dashboard agent took 45 s to
-  start, past the raylet's 30 s wait, and the node failed; the wait is raised to 180 s.
+- A local Ray is started with node address 127.0.0.1 and no dashboard web UI
+  (``include_dashboard=False``), and our HTTP proxy binds ``--host`` (127.0.0.1 by default).
+  Ray's own processes still listen on every interface as Ray does (GCS, raylet, workers,
+  its agents and metrics ports; seen with ``ss -ltnp``): Ray's token authentication, on by
+  default, guards the control ports, while its Prometheus metrics ports answer anyone who
+  can reach the machine. Ray offers no setting to bind them to loopback; on a shared
+  network, keep the machine's firewall closed to them or use the local engine.
+- On a loaded 2-core machine a local Ray often failed to start (its agents' imports outlast
+  Ray's own waits); a failed start is cleaned up and tried again (engine.py).
 - Ray Serve's router sends a replica at most ``max_ongoing_requests`` requests (Ray's
   default: 5); our batcher needs many in flight to batch, so it defaults to ``--max-queue``,
   and our bounded queue answers 503 past it, as on the local engine.
@@ -99,9 +105,26 @@ def validate(options: dict, core: dict) -> None:
         value = options.get(key)
         if value is not None and value < 0:
             raise UsageError(f"{option(key)} must be 0 or more; got {value!r}.")
+    timeout_s = options.get("connect_timeout_s")
+    if timeout_s is not None and timeout_s <= 0:
+        raise UsageError(f"{option('connect_timeout_s')} must be more than 0; got {timeout_s!r}.")
     address = options.get("address")
     if address and address != "auto":
-        _check_answers(address, float(options.get("connect_timeout_s") or 10.0))
+        _check_answers(address, float(timeout_s or 10.0))
+    elif core.get("port"):  # a local Ray's proxy takes the port minutes later: check it now
+        _check_port_free(core.get("host") or "127.0.0.1", int(core["port"]))
+
+
+def _check_port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise UsageError(
+                f"Cannot listen on {host}:{port}: {exc.strerror or exc}. Pick another "
+                f"{option('port')}, or {option('port', 0)} for any free one."
+            ) from None
 
 
 def _autoscaling(text: str | None) -> dict:

@@ -89,7 +89,11 @@ class RayEngine:
                 if self.server.stopping:
                     return
         else:
+            # An address that takes TCP but is not Ray makes ray.init retry for minutes.
+            timeout_s = float(self.options.get("connect_timeout_s") or 10.0)
+            _give_up_after(3 * timeout_s + 30, self.server, self.options["address"])
             ray.init(address=self.options["address"], **quiet)
+            _give_up_after(None, self.server, "")
         # ray.init makes SIGTERM exit this process at once; a server drains first.
         stop = self.server._stop
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -202,6 +206,8 @@ class RayEngine:
         import ray
 
         if not ray.is_initialized():
+            if self.local:  # stopped while a local Ray was starting: its processes too
+                _end_children()
             return
         from ray import serve
 
@@ -216,6 +222,35 @@ class RayEngine:
             ray.shutdown()
             if self.local:
                 _end_children()
+
+
+_WATCHDOG: list = []
+
+
+def _give_up_after(seconds: float | None, server, address: str) -> None:
+    """End this process if Ray has not connected to ``address`` within ``seconds`` (None:
+    connected, stand down). ray.init cannot be interrupted; the failure is written where
+    ``maas serve`` reads it, so the caller hears it at once."""
+    for timer in _WATCHDOG:
+        timer.cancel()
+    _WATCHDOG.clear()
+    if seconds is None:
+        return
+    import threading
+
+    def give_up():
+        server.log(
+            f"error: Ray at {address} did not accept this server within {seconds:g} s: it "
+            "answers on that port but is not a Ray cluster's head (or is not ready); check "
+            "the address (`ray status` on the head prints it)"
+        )
+        server.report("failed")
+        os._exit(3)
+
+    timer = threading.Timer(seconds, give_up)
+    timer.daemon = True
+    timer.start()
+    _WATCHDOG.append(timer)
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ KINDS = (
     "serving_backend",
     "evaluator",
     "engine",
+    "explainer",
 )
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 # "code" is a ``module:callable`` reference: a string that the user's typing makes trusted

@@ -25,10 +25,10 @@ import pluggy
 
 # The plugin contract's version, MAJOR.MINOR: the hooks below, what they pass and what they
 # take back (Component, Param, Artifact, Launch, runners, contexts). A plugin declares the
-# version it was written for in its entry-point module (``MAAS_LAB_CONTRACT = "1.1"``); the
+# version it was written for in its entry-point module (``MAAS_LAB_CONTRACT = "1.2"``); the
 # core loads it when the majors match and the plugin's minor is not newer than this one.
 # The rule and the changelog: docs/contract.md.
-CONTRACT = "1.1"
+CONTRACT = "1.2"
 
 hookspec = pluggy.HookspecMarker("maas_lab")
 hookimpl = pluggy.HookimplMarker("maas_lab")
@@ -142,4 +142,24 @@ def maas_serving_engines(register):
     ``validate(options, core_options)`` (optional) runs in the caller's process before
     anything starts: raise :class:`maas_lab.errors.UsageError` for a missing package, an
     address that does not answer or a core option the engine cannot honour.
+    """
+
+
+@hookspec
+def maas_explainers(register):
+    """Provide explainers: how much each input feature or token contributed to an answer.
+
+    ``register(Component(name, description, run, params, extra={"passes": passes}))``.
+    ``run(problem, options) -> maas_lab.explaining.Attribution`` gets a
+    :class:`maas_lab.explaining.Problem`: ``x`` (float ``[rows, features]``: feature rows,
+    or for text one presence value per token), ``baseline`` (the same shape: what "absent"
+    means), ``score(x) -> [rows]`` (one number per row through the version's own runner, so
+    it works for any format: the predicted class's output, or a sentence's similarity to a
+    target), and where the version has gradients ``torch_score`` (the same score as a
+    differentiable torch function of ``x``) or ``layer`` (text: token ids, their baseline
+    ids, the embedding module and a differentiable score of the ids). ``gradients`` says
+    which is there. ``passes(problem, options) -> int`` says how many rows the model will
+    be run on, before anything runs, so the core can refuse a request over its budget.
+    Raise :class:`maas_lab.errors.UsageError` when the method cannot explain this version
+    (no gradients) and name the method that can.
     """

@@ -38,6 +38,7 @@ HOOK_FOR_KIND = {
     "serving_backend": "maas_serving_backends",
     "evaluator": "maas_evaluators",
     "engine": "maas_serving_engines",
+    "explainer": "maas_explainers",
 }
 assert set(HOOK_FOR_KIND) == set(KINDS)
 
@@ -328,6 +329,10 @@ class Plugins:
         """The serving engine named ``name`` (``local``, ``ray``, a third party's)."""
         return self.get("engine", name)
 
+    def explainer(self, name: str) -> Component:
+        """The explainer named ``name`` (``integrated-gradients``, ``occlusion``...)."""
+        return self.get("explainer", name)
+
     def evaluators(self) -> list[Component]:
         """The evaluators every comparison runs. One whose name two plugins claim runs as
         ``MAAS_LAB_PREFER`` chooses, and not at all without a choice: two figures under one
@@ -362,7 +367,7 @@ def _check_option_names(kind: str, comp: Component) -> None:
     from .schemas import RESERVED_OPTIONS
 
     for p in comp.params:
-        if p.name in RESERVED_OPTIONS[kind]:
+        if p.name in RESERVED_OPTIONS.get(kind, {"help"}):
             raise ValueError(
                 f"component {comp.name!r}, parameter {p.name!r}: the "
                 f"{kind.replace('_', ' ')}'s command takes {p.option()} itself, so the plugin "

@@ -37,6 +37,7 @@ def test_hookspecs_found():
         "maas_serving_backends",
         "maas_evaluators",
         "maas_serving_engines",
+        "maas_explainers",
     }
 
 
@@ -119,6 +120,10 @@ def test_the_contract_changelog_starts_with_the_version_the_core_checks():
     assert f'MAAS_LAB_CONTRACT = "{hookspecs.CONTRACT}"' in text
 
 
+# Hooks whose kind `maas plugin new` cannot write yet: their section shows a whole plugin by
+# hand instead. Remove a hook from here when the scaffold learns its kind.
+NOT_SCAFFOLDED = {"maas_explainers"}
+
 GENERATED = re.compile(
     r"<!-- generated: (?P<kind>[a-z-]+) (?P<name>[\w.-]+) -->\n```python\n(?P<code>.*?)```",
     re.DOTALL,
@@ -136,6 +141,9 @@ def test_each_hook_has_a_worked_example_that_the_scaffold_really_writes(tmp_path
     kinds_by_hook = {}
     for section in sections:
         hook = section.split("(")[0]
+        if hook in NOT_SCAFFOLDED:
+            assert "@hookimpl" in section and f"def {hook}(register)" in section
+            continue
         found = list(GENERATED.finditer(section))
         assert found, f"### {hook} has no worked example from the scaffold"
         for example in found:

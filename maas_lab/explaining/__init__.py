@@ -6,7 +6,15 @@ the built-in ``maas_captum``). See docs/explain.md.
 """
 
 from .build import Setup, build
-from .explain import OverBudget, choose, explain, explainer_names, run_explainer, select_rows
+from .explain import (
+    OverBudget,
+    choose,
+    explain,
+    explainer_names,
+    price,
+    run_explainer,
+    select_rows,
+)
 from .problem import Attribution, Layer, Problem
 from .result import Explanation
 
@@ -21,6 +29,7 @@ __all__ = [
     "choose",
     "explain",
     "explainer_names",
+    "price",
     "run_explainer",
     "select_rows",
 ]

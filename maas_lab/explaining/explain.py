@@ -83,8 +83,9 @@ def select_rows(n: int, rows, what: str) -> list[int]:
     return picked
 
 
-def run_explainer(comp, setup: Setup, options: dict, max_passes: int | None, ref: str, **about):
-    """Check the budget, run ``comp``, and make the :class:`Explanation`."""
+def price(comp, setup: Setup, options: dict, ref: str) -> tuple[dict, int | None]:
+    """``comp``'s options resolved against its schema, and how many rows it will run the
+    model on (None: the explainer does not say); refuses a version it cannot explain."""
     problem = setup.problem
     if comp.formats and problem.format not in comp.formats:
         raise UsageError(
@@ -93,14 +94,20 @@ def run_explainer(comp, setup: Setup, options: dict, max_passes: int | None, ref
             f"{option('with_', 'occlusion', flag='--with')} or "
             f"{option('with_', 'kernel-shap', flag='--with')}, which work through any runner."
         )
-    chosen = comp.options(options) if hasattr(comp, "options") else dict(options)
+    chosen = comp.options(options)
     passes = comp.extra.get("passes")
-    estimate = int(passes(problem, chosen)) if passes else None
+    return chosen, (int(passes(problem, chosen)) if passes else None)
+
+
+def run_explainer(comp, setup: Setup, options: dict, max_passes: int | None, ref: str, **about):
+    """Check the budget, run ``comp``, and make the :class:`Explanation`."""
+    problem = setup.problem
+    chosen, estimate = price(comp, setup, options, ref)
     if max_passes is not None and estimate is not None and estimate > max_passes:
         raise OverBudget(
             f"Explaining {problem.rows} row(s) of {ref} with {comp.name} would run the model "
-            f"on {estimate} rows, over the limit of {max_passes} (max_passes); explain fewer "
-            "rows at once, or ask for fewer steps or samples."
+            f"on {estimate} rows, over the limit of {max_passes} ({option('max_passes')}); "
+            "explain fewer rows at once, or ask for fewer steps or samples."
         )
     start = problem.score(problem.x)
     problem.passes = 0

@@ -28,6 +28,8 @@ from ..hints import command, option, prog_scope
 from ..version import __version__
 from .access import Access, Denied
 from .batching import BackendFailed, Overloaded, RequestTimeout
+from .explaining import EXTENSION as EXPLAIN
+from .explaining import Explanations
 from .metrics import merge, prometheus
 from .models import ModelSet, NotServed
 from .refusals import HTTPError, clean, hide_paths_under
@@ -42,7 +44,7 @@ from .wire import EXTENSIONS, ProtocolError, oip_datatype, oip_dims, triton_data
 
 _MODEL = re.compile(
     r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?"
-    r"(?P<action>/ready|/infer|/config|/stats)?$"
+    r"(?P<action>/ready|/infer|/explain|/config|/stats)?$"
 )
 _REPO = re.compile(r"^/v2/repository/models/(?P<name>[^/]+)/(?P<action>load|unload)$")
 _DIGITS = re.compile(r"[0-9]+")  # str.isdigit() also takes '²', which int() refuses
@@ -77,6 +79,7 @@ class Server:
         self.timeout_s = float(options.get("timeout_s", 30.0))
         self.max_rows = int(options.get("max_rows", 1024))
         self.body_timeout_s = float(options.get("body_timeout_s", 60.0))
+        self.explanations = Explanations(options)
         # How the server was started (maas, %maas, or None: Python): answers name its
         # options as that person gave them ("start it with a larger --max-rows").
         self.prog = options.get("prog")
@@ -132,6 +135,7 @@ class Server:
                 if stopping is not None:
                     await stopping  # its calls in flight finish (within drain_s)
                 self.models.stop()
+                self.explanations.stop()
                 if self._snapshots is not None:
                     self._snapshots.cancel()
                 self._remove_snapshot()
@@ -170,6 +174,11 @@ class Server:
             if management:
                 return await self._repository(path, body)
             match = _MODEL.fullmatch(path)
+            if match and match["action"] == "/explain":
+                answer = await self.explanations.explain(
+                    self, match["name"], match["version"], body, headers
+                )
+                return _json(200, answer)
             if not match or match["action"] != "/infer":
                 raise HTTPError(
                     404,
@@ -298,12 +307,21 @@ class Server:
     def _get(self, path: str):
         if path == "/v2":
             return _json(
-                200, {"name": "maas_lab", "version": __version__, "extensions": EXTENSIONS}
+                200,
+                {
+                    "name": "maas_lab",
+                    "version": __version__,
+                    "extensions": [*EXTENSIONS, EXPLAIN],
+                },
             )
         if path == "/metrics":
             return (
                 200,
-                (prometheus(self._all_stats()) + self.access.prometheus()).encode(),
+                (
+                    prometheus(self._all_stats())
+                    + self.access.prometheus()
+                    + self.explanations.prometheus()
+                ).encode(),
                 {"content-type": "text/plain; version=0.0.4"},
             )
         if path == "/v2/models/stats":
@@ -312,8 +330,8 @@ class Server:
         if not match:
             raise HTTPError(404, f"No such endpoint: GET {path}.")
         action = match["action"]
-        if action == "/infer":
-            raise HTTPError(405, "Inference is a POST.")
+        if action in ("/infer", "/explain"):
+            raise HTTPError(405, f"{action[1:].capitalize()} is a POST.")
         if action == "/stats":
             loaded = self.models.find(match["name"], match["version"])
             return _json(200, {"model_stats": self.model_stats(loaded.name)})
@@ -705,7 +723,7 @@ def route_scope(method: str, path: str) -> tuple[str, str | None]:
     if path.startswith("/v2/repository"):
         return "admin", None
     match = None if path == "/v2/models/stats" else _MODEL.fullmatch(path)
-    if method == "POST" and match and match["action"] == "/infer":
+    if method == "POST" and match and match["action"] in ("/infer", "/explain"):
         return "infer", match["name"]
     return "read", match["name"] if match else None
 

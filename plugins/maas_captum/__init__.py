@@ -81,7 +81,14 @@ def integrated_gradients(problem, options):
     else:
         x, base = _torch(problem)
         if options.get("baseline") not in (None, "", "zeros"):
-            base = base.fill_(float(options["baseline"]))
+            try:
+                value = float(options["baseline"])
+            except ValueError:
+                raise UsageError(
+                    f"{option('baseline', options['baseline'])}: give zeros or a number."
+                ) from None
+            problem.baseline = np.full_like(problem.x, value)  # what the core scores, too
+            base = base.fill_(value)
         ig = attr.IntegratedGradients(problem.count(problem.torch_score, len))
         values, delta = ig.attribute(
             x, baselines=base, n_steps=steps, return_convergence_delta=True

@@ -27,7 +27,7 @@ from ..errors import Interrupted, UsageError
 from ..hints import command, option
 from . import studies
 from .space import grid_of, parse_keep, parse_over
-from .trials import Outcome, metric_value, one_line, record
+from .trials import Outcome, best_row, metric_value, one_line, record, trial_row
 
 LOWER_IS_BETTER = {"latency_ms", "size_bytes", "size_ratio"}
 
@@ -82,11 +82,7 @@ def run_compressor(
     name = study or f"{row['name']}-{comp.name}-tune"
     studies.check_study_name(name)
     grid = grid_of(dims) if (sampler or "").lower() == "grid" else None
-
-    def violations(frozen):
-        return frozen.user_attrs.get("constraints") or [0.0] * len(constraints)
-
-    smp = studies.sampler(sampler, seed, grid, violations if constraints else None)
+    smp = studies.sampler(sampler, seed, grid)
     kind = {
         "what": "compressor",
         "parent": row["ref"],
@@ -117,12 +113,13 @@ def run_compressor(
                 failing = [
                     c.why(outcome.metrics) for c in constraints if not c.holds(outcome.metrics)
                 ]
-                outcome.extra["constraints"] = [c.violation(outcome.metrics) for c in constraints]
+                for c in constraints:  # TPE reads these: <= 0 is within the constraint
+                    trial.set_constraint(c.text(), c.violation(outcome.metrics))
                 outcome.extra["feasible"] = not failing
                 if failing:
                     outcome.extra["infeasible"] = "; ".join(failing)
             record(st, trial, outcome, started, params)
-            rows.append(_row(trial.number, outcome, params, time.time() - started))
+            rows.append(trial_row(trial.number, outcome, params, time.time() - started))
             good = outcome.state == "complete" and outcome.extra.get("feasible", True)
             if good and (best is None or sign * outcome.value > sign * best["value"]):
                 if best is not None:
@@ -158,7 +155,7 @@ def run_compressor(
         "direction": direction,
         "metric": metric,
         "trials": rows,
-        "best": _best(overall),
+        "best": best_row(overall),
         "registered": ref_new,
         "registered_note": note,
     }
@@ -201,33 +198,6 @@ def _trial(comp, row, parent, ctx, fixed, params, budget_s, metric):
         "options": opts,
     }
     return Outcome("complete", metrics=metrics, value=value), kept
-
-
-def _row(number, outcome: Outcome, params, took) -> dict:
-    state = outcome.state
-    if outcome.extra.get("feasible") is False:
-        state = "infeasible"
-    return {
-        "number": number,
-        "state": state,
-        "value": outcome.value,
-        "params": params,
-        "metrics": outcome.metrics,
-        "duration_s": round(took, 3),
-        "error": outcome.error or outcome.extra.get("infeasible"),
-        "job": None,
-    }
-
-
-def _best(t) -> dict | None:
-    if t is None:
-        return None
-    return {
-        "number": t.number,
-        "value": t.value,
-        "params": t.user_attrs.get("params") or dict(t.params),
-        "metrics": t.user_attrs.get("metrics", {}),
-    }
 
 
 def _register(reg, row, comp, st, best, metric, fixed, constraints, data) -> str:

@@ -24,8 +24,16 @@ from pathlib import Path
 from ..errors import Interrupted, UsageError
 from ..hints import command, option
 from . import studies
-from .space import check_params
-from .trials import Outcome, metric_value, one_line, record, split_result
+from .trials import (
+    Outcome,
+    best_row,
+    metric_value,
+    one_line,
+    record,
+    split_result,
+    suggest_params,
+    trial_row,
+)
 
 
 def _namespace(code: str) -> dict:
@@ -95,10 +103,11 @@ def run_function(
     sampler: str = "tpe",
     pruner: str = "median",
     seed: int | None = None,
-    grid: dict | None = None,
+    grid: dict | str | None = None,
     processes: int | None = None,
     parallel: int = 1,
     launcher: str = "accelerate",
+    launch_options: dict | None = None,
     register: str | None = None,
     factory: str | None = None,
     config=None,
@@ -106,7 +115,9 @@ def run_function(
     study: str | None = None,
 ) -> dict:
     """Run ``trials`` more trials of study ``study`` (default: ``register``'s name) and
-    register the best model as ``register`` if given. Returns a summary dict: study, the
+    register the best model as ``register`` if given. ``processes``: each trial as a job on
+    that many processes through ``launcher`` (with ``launch_options``, e.g. ``threads``), at
+    most ``parallel`` at once; it needs ``code``. Returns a summary dict: study, the
     trials run now (rows), the best trial, and the registered ``ref``.
 
     Every trial is recorded, failed and pruned ones too; a trial that raises fails alone.
@@ -138,7 +149,7 @@ def run_function(
         from .jobtrials import run_jobs
 
         rows, best = run_jobs(
-            reg, st, space, train, code, n, metric, processes, parallel, launcher, pruner
+            reg, st, space, code, n, metric, pruner, launcher, processes, parallel, launch_options
         )
     else:
         rows, best = optimise(st, space, train, n, metric)
@@ -160,7 +171,7 @@ def run_function(
         "direction": direction,
         "metric": metric,
         "trials": rows,
-        "best": _best_row(overall),
+        "best": best_row(overall),
         "registered": ref,
         "registered_note": _register_note(register, ref, overall, best),
     }
@@ -189,17 +200,6 @@ def _register_note(register, ref, overall, best) -> str:
     )
 
 
-def _best_row(t) -> dict | None:
-    if t is None:
-        return None
-    return {
-        "number": t.number,
-        "value": t.value,
-        "params": t.user_attrs.get("params") or dict(t.params),
-        "metrics": t.user_attrs.get("metrics", {}),
-    }
-
-
 def optimise(st, space, train, n: int, metric: str) -> tuple[list[dict], dict | None]:
     """``n`` trials of Optuna study ``st`` in this process, one after another: the trial loop
     of ``run_function``, on any study (the benchmark runs it on in-memory ones). Returns the
@@ -213,7 +213,7 @@ def optimise(st, space, train, n: int, metric: str) -> tuple[list[dict], dict | 
         started = time.time()
         trial = st.ask()
         trial.set_user_attr("runner", studies.runner_mark())
-        params = _params(st, trial, space, started)
+        params = suggest_params(st, trial, space, started)
 
         def report(step, value, trial=trial):
             trial.report(float(value), int(step))
@@ -232,27 +232,12 @@ def optimise(st, space, train, n: int, metric: str) -> tuple[list[dict], dict | 
         except Exception as exc:
             outcome = Outcome("failed", error=one_line(exc))
         record(st, trial, outcome, started, params)
-        rows.append(_row(trial.number, outcome, params, time.time() - started))
+        rows.append(trial_row(trial.number, outcome, params, time.time() - started))
         if outcome.state == "complete" and (
             best is None or sign * outcome.value > sign * best["value"]
         ):
             best = {**rows[-1], "model": outcome.model, "config": outcome.config}
     return rows, best
-
-
-def _params(st, trial, space, started) -> dict:
-    """``space(trial)``: a broken space is the same in every trial, so it stops the study."""
-    try:
-        return check_params(space(trial), trial.number)
-    except Exception as exc:
-        error = one_line(exc) if not isinstance(exc, UsageError) else str(exc)
-        record(st, trial, Outcome("failed", error=error), started, None)
-        if isinstance(exc, UsageError):
-            raise
-        raise UsageError(
-            f"space(trial) failed in trial {trial.number}: {error}. Fix the search space "
-            "(e.g. low <= high in each suggest_*)."
-        ) from None
 
 
 def _outcome(got, metric: str) -> Outcome:
@@ -273,19 +258,6 @@ def _safe(metrics: dict) -> dict:
         except (TypeError, ValueError):
             continue
     return out
-
-
-def _row(number: int, outcome: Outcome, params: dict, took: float) -> dict:
-    return {
-        "number": number,
-        "state": outcome.state,
-        "value": outcome.value,
-        "params": params,
-        "metrics": outcome.metrics,
-        "duration_s": round(took, 3),
-        "error": outcome.error,
-        "job": outcome.job,
-    }
 
 
 def _factory_config(factory: str, base: dict, params: dict) -> dict:

@@ -18,6 +18,7 @@ import json
 import time
 
 from ..errors import Interrupted
+from ..hints import command
 from . import studies
 from .trials import Outcome, metric_value, record
 
@@ -32,12 +33,11 @@ def train(accelerator, registry, _tuned=train):
 POLL_S = 0.3
 
 
-def run_jobs(reg, st, space, train, code, n, metric, processes, parallel, launcher, pruner):
+def run_jobs(reg, st, space, code, n, metric, pruner, launcher, processes, parallel, options):
     from ..launching.control import cancel, launch
     from ..launching.jobs import job_dir
-    from .functions import _params, _row
+    from .trials import suggest_params, trial_row
 
-    del train  # the job runs the cell's own train
     opt = studies.optuna()
     sign = 1 if st.direction == opt.study.StudyDirection.MAXIMIZE else -1
     wrapped = code + WRAPPER
@@ -49,7 +49,7 @@ def run_jobs(reg, st, space, train, code, n, metric, processes, parallel, launch
                 started = time.time()
                 trial = st.ask()
                 trial.set_user_attr("runner", studies.runner_mark())
-                params = _params(st, trial, space, started)
+                params = suggest_params(st, trial, space, started)
                 arg = {
                     "study": st.study_name,
                     "trial": trial.number,
@@ -65,7 +65,7 @@ def run_jobs(reg, st, space, train, code, n, metric, processes, parallel, launch
                         metric=metric,
                         wait=False,
                         root=reg.root,
-                        processes=processes,
+                        **{**(options or {}), "processes": processes},
                     )
                 except BaseException as exc:
                     record(
@@ -82,7 +82,7 @@ def run_jobs(reg, st, space, train, code, n, metric, processes, parallel, launch
                 del running[job_id]
                 outcome = _outcome(reg, job, job_dir(reg.root, job_id), metric)
                 record(st, trial, outcome, started, params)
-                rows.append(_row(trial.number, outcome, params, time.time() - started))
+                rows.append(trial_row(trial.number, outcome, params, time.time() - started))
                 if outcome.state == "complete" and (
                     best is None or sign * outcome.value > sign * best["value"]
                 ):
@@ -96,7 +96,7 @@ def run_jobs(reg, st, space, train, code, n, metric, processes, parallel, launch
                     st, trial, Outcome("failed", error="interrupted", job=job.id), started, params
                 )
         raise Interrupted("Interrupted; running trial jobs were cancelled and recorded.") from None
-    return rows, best
+    return sorted(rows, key=lambda r: r["number"]), best
 
 
 def _outcome(reg, job, folder, metric: str) -> Outcome:
@@ -112,7 +112,8 @@ def _outcome(reg, job, folder, metric: str) -> Outcome:
         if error.get("type"):
             message = " ".join(str(error.get("message", "")).split())[:240]
             text = f"{error['type']}: {message}" if message else error["type"]
-        return Outcome("failed", error=f"job {job.id} {row['status']}: {text}", job=job.id)
+        text = f"job {job.id} {row['status']}: {text.rstrip(':. ')}"
+        return Outcome("failed", error=f"{text} (its log: `{command('logs', job.id)}`)", job=job.id)
     result = read_json(folder / "trial.json", None)
     if not isinstance(result, dict):
         return Outcome("failed", error=f"job {job.id} wrote no trial.json", job=job.id)

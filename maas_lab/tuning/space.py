@@ -178,10 +178,10 @@ class Constraint:
             return 1e9
         value = metrics[self.metric]
         if self.op in (">=", ">"):
-            return self.bound - value if not self.holds(metrics) else min(0.0, self.bound - value)
+            return self.bound - value
         if self.op in ("<=", "<"):
-            return value - self.bound if not self.holds(metrics) else min(0.0, value - self.bound)
-        return 0.0 if self.holds(metrics) else abs(value - self.bound)
+            return value - self.bound
+        return abs(value - self.bound)
 
     def why(self, metrics: dict) -> str:
         if self.metric not in metrics:

@@ -43,7 +43,10 @@ def check_study_name(name: str) -> str:
 
     if not isinstance(name, str):
         raise UsageError(f"A study name must be text, got {type(name).__name__}.")
-    return check_model_name(name).replace("model name", "study name")
+    try:
+        return check_model_name(name)
+    except UsageError as exc:  # the same rule, named for what was typed
+        raise UsageError(str(exc).replace("model name", "study name")) from None
 
 
 def storage_path(root) -> Path:
@@ -82,15 +85,24 @@ def _pragmas(connection, _record) -> None:
     cursor.close()
 
 
-def sampler(name: str, seed: int | None = None, grid: dict | None = None, constraints=None):
+def sampler(name: str, seed: int | None = None, grid: dict | str | None = None):
     """``tpe`` (default), ``random`` or ``grid`` (needs ``grid``: every parameter's values)."""
     opt = optuna()
     name = (name or "tpe").lower()
     if name == "tpe":
-        return opt.samplers.TPESampler(seed=seed, constraints_func=constraints)
+        return opt.samplers.TPESampler(seed=seed)
     if name == "random":
         return opt.samplers.RandomSampler(seed=seed)
     if name == "grid":
+        if isinstance(grid, str):
+            import json
+
+            try:
+                grid = json.loads(grid)
+            except ValueError as exc:
+                raise UsageError(f"{option('grid')} is not JSON: {exc}.") from None
+            if not isinstance(grid, dict):
+                raise UsageError(f"{option('grid')} must be a JSON object of value lists.")
         if not grid:
             raise UsageError(
                 f"{option('sampler', 'grid')} needs a finite space: give {option('grid')} "
@@ -146,9 +158,11 @@ def check_direction(direction: str) -> str:
 def check_trials(trials) -> int:
     try:
         n = int(trials)
+        if isinstance(trials, bool) or (isinstance(trials, float) and n != trials):
+            raise ValueError(trials)
     except (TypeError, ValueError):
         raise UsageError(f"{option('trials', trials)}: give a whole number of trials.") from None
-    if n < 1 or n != trials and not isinstance(trials, str):
+    if n < 1:
         raise UsageError(f"{option('trials', trials)}: give at least 1 trial, e.g. --trials 30.")
     return n
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UsageError
+from .space import check_params
 
 MAX_ERROR = 300
 
@@ -100,6 +101,49 @@ def record(study, trial, outcome: Outcome, started: float, params: dict | None) 
         study.tell(trial, state=states.PRUNED)
     else:
         study.tell(trial, state=states.FAIL)
+
+
+def suggest_params(st, trial, space, started) -> dict:
+    """``space(trial)``: a broken space is the same in every trial, so it stops the study."""
+    try:
+        return check_params(space(trial), trial.number)
+    except Exception as exc:
+        error = one_line(exc) if not isinstance(exc, UsageError) else str(exc)
+        record(st, trial, Outcome("failed", error=error), started, None)
+        if isinstance(exc, UsageError):
+            raise
+        raise UsageError(
+            f"space(trial) failed in trial {trial.number}: {error}. Fix the search space "
+            "(e.g. low <= high in each suggest_*)."
+        ) from None
+
+
+def trial_row(number: int, outcome: Outcome, params: dict, took: float) -> dict:
+    """A trial as a run's result lists it; a complete trial outside ``--keep`` is
+    ``infeasible``, its error saying why."""
+    infeasible = outcome.extra.get("feasible") is False
+    return {
+        "number": number,
+        "state": "infeasible" if infeasible else outcome.state,
+        "value": outcome.value,
+        "params": params,
+        "metrics": outcome.metrics,
+        "duration_s": round(took, 3),
+        "error": outcome.error or outcome.extra.get("infeasible"),
+        "job": outcome.job,
+    }
+
+
+def best_row(t) -> dict | None:
+    """A study's best trial (Optuna's FrozenTrial) as a plain dict, or None."""
+    if t is None:
+        return None
+    return {
+        "number": t.number,
+        "value": t.value,
+        "params": t.user_attrs.get("params") or dict(t.params),
+        "metrics": t.user_attrs.get("metrics", {}),
+    }
 
 
 def _optuna():

@@ -115,6 +115,8 @@ def test_an_unseen_feature_gets_nothing_and_the_planted_one_comes_first(planted,
     else:  # exactly: the model's output does not depend on it at all
         assert np.all(e.values[:, 3] == 0.0)
     assert [e.ranked(i)[0][0] for i in range(6)] == ["x[5]"] * 6
+    assert str(e).splitlines()[2].split()[0] == "x[5]"  # a shell lists it first
+    assert "<td>x[5]</td>" in e._repr_html_()
 
 
 @pytest.mark.slow  # the export's parity checks

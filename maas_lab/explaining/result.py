@@ -181,13 +181,13 @@ class Explanation:
         return '<div style="display:flex;gap:16px">' + "".join(parts) + "</div>"
 
     def _html_bars(self, i: int) -> str:
+        ranked = self.ranked(i)[:TOP]
+        top = abs(ranked[0][1]) if ranked else 0.0
         rows = "".join(
             f"<tr><td>{html.escape(name)}</td><td>{value:+.4f}</td>"
-            f'<td><div style="width:{int(60 * abs(value) / (abs(top) or 1))}px;height:8px;'
+            f'<td><div style="width:{int(60 * abs(value) / (top or 1.0))}px;height:8px;'
             f'background:{_colour(1 if value > 0 else -1)}"></div></td></tr>'
-            for (name, value), top in zip(
-                self.ranked(i)[:TOP], [self.ranked(i)[0][1]] * TOP, strict=False
-            )
+            for name, value in ranked
         )
         return f"<table>{rows}</table>"
 

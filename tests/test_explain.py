@@ -154,6 +154,10 @@ def test_mistakes_are_one_line_saying_what_works(digits, planted):
         explain(reg, digits, data="sklearn:digits", label=12)
     with pytest.raises(OverBudget, match="would run the model on 5200 rows, over the limit"):
         explain(reg, digits, data="sklearn:digits", rows="0:100", max_passes=1000)
+    with pytest.raises(UsageError, match="steps=0 must be at least 1"):
+        explain(reg, digits, data="sklearn:digits", steps=0)
+    with pytest.raises(UsageError, match="is not a class number"):
+        explain(reg, digits, data="sklearn:digits", label="cat")
     with pytest.raises(UsageError, match="has no option"):
         explain(reg, digits, data="sklearn:digits", explainer="occlusion", steps=5)
 

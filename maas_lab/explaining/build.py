@@ -80,7 +80,12 @@ def _labels(out: np.ndarray, label, who: str) -> list[int]:
         )
     if label is None:
         return [int(i) for i in out.argmax(1)]
-    label = int(label)
+    if isinstance(label, bool) or not isinstance(label, (int, np.integer, str)):
+        label = None if label is None else repr(label)
+    try:
+        label = int(label)
+    except (TypeError, ValueError):
+        raise UsageError(f"{option('label', label)} is not a class number.") from None
     if not 0 <= label < out.shape[1]:
         raise UsageError(
             f"{option('label', label)} is out of range: {who} has {out.shape[1]} classes "

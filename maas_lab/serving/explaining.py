@@ -91,6 +91,9 @@ class Explanations:
         request = parse_infer_request(body, headers.get("inference-header-content-length"), check)
         params = {k: v for k, v in request.parameters.items() if k not in WIRE}
         feeds = server._feeds(loaded, request)
+        explainer = params.get("explainer")
+        if explainer is not None and not isinstance(explainer, str):
+            raise HTTPError(400, "parameters.explainer must be an explainer's name (a string).")
         target = params.get("target")
         if target is not None and not isinstance(target, str):
             raise HTTPError(400, "parameters.target must be a sentence (a string).")

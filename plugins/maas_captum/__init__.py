@@ -47,6 +47,14 @@ def _torch(problem):
     )
 
 
+def _positive(options, name: str, default: int) -> int:
+    value = options.get(name)
+    value = default if value is None else int(value)
+    if value < 1:
+        raise UsageError(f"{option(name, value)} must be at least 1.")
+    return value
+
+
 def _numpy_forward(problem):
     """``problem.score`` (numpy, any runner) as the torch function Captum calls."""
     import torch
@@ -67,7 +75,7 @@ def integrated_gradients(problem, options):
             f"or {option('with_', 'kernel-shap', flag='--with')}, which work through any runner."
         )
     attr = _captum()
-    steps = int(options.get("steps") or 50)
+    steps = _positive(options, "steps", 50)
     if problem.layer is not None:  # text: the token embeddings, one score per row
         layer = problem.layer
         ig = attr.LayerIntegratedGradients(problem.count(layer.score, len), layer.module)
@@ -115,7 +123,7 @@ def kernel_shap(problem, options):
     from maas_lab.explaining import Attribution
 
     attr = _captum()
-    samples = int(options.get("samples") or 200)
+    samples = _positive(options, "samples", 200)
     x, base = _torch(problem)
     shap = attr.KernelShap(problem.count(_numpy_forward(problem), len))
     rows = []
@@ -135,7 +143,7 @@ def kernel_shap(problem, options):
 
 
 def _ig_passes(problem, options):
-    return (int(options.get("steps") or 50) + 2) * problem.rows
+    return (_positive(options, "steps", 50) + 2) * problem.rows
 
 
 def _occlusion_passes(problem, options):
@@ -143,7 +151,7 @@ def _occlusion_passes(problem, options):
 
 
 def _shap_passes(problem, options):
-    return (int(options.get("samples") or 200) + 1) * problem.rows
+    return (_positive(options, "samples", 200) + 1) * problem.rows
 
 
 @hookimpl

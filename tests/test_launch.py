@@ -433,6 +433,22 @@ def test_options_after_the_script_reach_the_launcher_and_the_rest_the_script(maa
         accelerator = training.accelerator()
         with open(os.path.join(OUT, f"rank{accelerator.process_index}.json"), "w") as f:
             json.dump({"world": accelerator.num_processes, "argv": sys.argv[1:]}, f)
+
+        # what a program counts on at exit, though a finished rank skips the interpreter's
+        # teardown: its atexit functions run after its non-daemon threads end
+        import atexit, threading, time
+
+        def at_exit(name=f"{OUT}/exit{accelerator.process_index}.txt"):
+            with open(name, "a") as f:
+                f.write("atexit ")
+
+        def late(name=f"{OUT}/exit{accelerator.process_index}.txt"):
+            time.sleep(0.5)
+            with open(name, "a") as f:
+                f.write("thread ")
+
+        atexit.register(at_exit)
+        threading.Thread(target=late).start()
         """,
     )
     from maas_lab.cli import run
@@ -441,6 +457,8 @@ def test_options_after_the_script_reach_the_launcher_and_the_rest_the_script(maa
     assert (report.data["status"], report.data["world_size"]) == ("succeeded", 2)
     want = {"world": 2, "argv": ["--processes", "9", "-x"]}
     assert _ranks(tmp_path) == {0: want, 1: want}
+    for rank in (0, 1):
+        assert (tmp_path / "out" / f"exit{rank}.txt").read_text() == "thread atexit "
 
 
 def test_the_training_registry_writes_from_rank_zero_only(maas_home, tmp_path, tiny_torch_model):

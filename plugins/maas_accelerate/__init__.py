@@ -16,6 +16,8 @@ What was measured on a 2-core machine without GPUs decides the command line:
   rendezvous (``--rdzv-timeout``, 60 s) and explain the failure.
 - Two processes with two threads each on two cores ran 2-3x slower than one thread each:
   threads default to the cores divided among this machine's processes.
+- The command is ``python -m maas_accelerate.launch``: ``accelerate launch`` itself, ended
+  without the interpreter's 1-2 s teardown of torch once it succeeded (see that module).
 """
 
 from __future__ import annotations
@@ -192,7 +194,7 @@ def plan(entry: list[str], options: dict) -> Launch:
     total = per_machine * machines
     threads = options.get("threads") or max(1, (os.cpu_count() or 1) // per_machine)
 
-    argv = [sys.executable, "-m", "accelerate.commands.launch"]
+    argv = [sys.executable, "-m", "maas_accelerate.launch"]  # accelerate launch
     if options.get("config"):
         argv += ["--config_file", str(Path(options["config"]).expanduser())]
     if total > 1 and config.get("distributed_type", "MULTI_GPU") in ("MULTI_GPU", "NO"):

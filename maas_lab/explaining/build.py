@@ -185,7 +185,9 @@ def _text(runner, feeds, fmt, who, target_feeds, label, task) -> Setup:
 
     x = np.ones((rows, width))
     x[mask == 0] = 0.0  # padding stays absent: its attribution is 0
-    problem = Problem(who, fmt, x, np.zeros_like(x), score)
+    baseline = np.zeros_like(x)
+    baseline[special & (mask > 0)] = 1.0  # [CLS], [SEP] are never taken away
+    problem = Problem(who, fmt, x, baseline, score)
     module = gradient_module(runner)
     if module is not None and target_vec is not None and hasattr(module, "get_input_embeddings"):
         problem.layer = _layer(module, ids, mask, special, pad, names, target_vec)

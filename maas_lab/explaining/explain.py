@@ -113,6 +113,9 @@ def run_explainer(comp, setup: Setup, options: dict, max_passes: int | None, ref
     problem.passes = 0
     attribution = comp.call(f"explaining {ref} with {comp.name}", problem, chosen)
     values = np.asarray(attribution.values, dtype=np.float64).reshape(problem.x.shape)
+    # A feature equal to its baseline changes nothing on the way from one to the other, so
+    # its share is 0 (Shapley's dummy axiom); sampling methods would report their noise.
+    values = np.where(problem.x == problem.baseline, 0.0, values)
     absent = problem.score(problem.baseline)
     return Explanation(
         ref=ref,

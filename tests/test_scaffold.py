@@ -13,7 +13,6 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-from installs import pip_install_into
 from packaging.requirements import Requirement
 
 from maas_lab import contract, scaffold
@@ -232,31 +231,51 @@ def test_generated_code_passes_the_repos_ruff(length, tmp_path):
 # ---------------------------------------------------------------------- installed for real
 
 
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """One package of every kind, generated and installed by one ``pip install`` (into a
+    folder on PYTHONPATH, beside this venv's maas-lab and torch), as an author who keeps
+    several plugins installs them; and ``maas plugins`` as it lists them all."""
+    parent = tmp_path_factory.mktemp("plugins")
+    made = {kind: scaffold.new_plugin(NAMES[kind], kind, parent) for kind in scaffold.KINDS}
+    site = parent / "site"
+    # tests/installs.py's pip_install_into, for several packages in one call
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation"]
+        + ["--disable-pip-version-check", "--target", str(site)]
+        + [m["path"] for m in made.values()],
+        check=True,
+    )
+    listed = subprocess.run(
+        [str(BIN / "maas"), "plugins"],
+        capture_output=True,
+        text=True,
+        env=env_with(site, parent / "home"),
+        check=True,
+    ).stdout
+    return {"made": made, "site": site, "listed": listed}
+
+
 @slow
 @pytest.mark.parametrize("kind", scaffold.KINDS)
-def test_a_generated_package_installs_is_listed_and_passes_its_own_tests(kind, tmp_path):
-    """Each kind alone in an environment of its own: ``pip install`` (into a folder on
-    PYTHONPATH, beside this venv's maas-lab and torch), ``maas plugins``, and ``pytest`` run
-    in the package as its author would."""
-    made = scaffold.new_plugin(NAMES[kind], kind, tmp_path)
-    site, home = tmp_path / "site", tmp_path / "home"
-    pip_install_into(site, made["path"])
-    env = env_with(site, home)
-
-    listed = subprocess.run(
-        [str(BIN / "maas"), "plugins"], capture_output=True, text=True, env=env, check=True
-    ).stdout
+def test_a_generated_package_installs_is_listed_and_passes_its_own_tests(kind, installed, tmp_path):
+    """Each kind is listed by ``maas plugins`` with its distribution, version, status and
+    what it provides, and ``pytest`` runs in the package as its author would, with a
+    registry of its own."""
+    made, listed = installed["made"][kind], installed["listed"]
     (row,) = [line.split() for line in listed.splitlines() if line.startswith(made["component"])]
     assert row[:3] == [made["component"], NAMES[kind], "0.1.0"], listed
     assert row[-1] == "ok" and f"{kind.replace('-', '_')}:{made['component']}" in listed
 
     start = time.monotonic()
     tests = subprocess.run(
-        [str(BIN / "pytest"), "-q", "-rs", "-p", "no:cacheprovider"],
+        # nbval is this checkout's notebook plugin, not the package's: loading it halved the
+        # speed of each package's own run (measured), and its author's environment lacks it
+        [str(BIN / "pytest"), "-q", "-rs", "-p", "no:cacheprovider", "-p", "no:nbval"],
         cwd=made["path"],
         capture_output=True,
         text=True,
-        env=env,
+        env=env_with(installed["site"], tmp_path / "home"),
     )
     out = tests.stdout + tests.stderr
     assert tests.returncode == 0, out

@@ -23,6 +23,7 @@ FILE = "studies.db"
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "none")
 DIRECTIONS = ("maximize", "minimize")
+_STORES: dict = {}
 
 
 def optuna():
@@ -64,6 +65,9 @@ def storage(root):
     up to 30 s for a lock: a job's process reports into the same file as the kernel."""
     opt = optuna()
     path = storage_path(root)
+    key = (str(path), path.stat().st_ino if path.is_file() else None)
+    if key in _STORES:
+        return _STORES[key]  # one engine per file and process: opening runs a schema check
     path.parent.mkdir(parents=True, exist_ok=True)
     store = opt.storages.RDBStorage(
         f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": 30}}
@@ -72,6 +76,7 @@ def storage(root):
 
     event.listen(store.engine, "connect", _pragmas)
     store.engine.dispose()  # the connection that made the tables: reopened with the pragmas
+    _STORES[(str(path), path.stat().st_ino)] = store
     return store
 
 

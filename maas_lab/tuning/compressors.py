@@ -90,6 +90,7 @@ def run_compressor(
         "metric": metric,
         "direction": direction,
         "over": ",".join(f"{d.name}={d.text()}" for d in dims),
+        "keep": ",".join(c.text() for c in constraints),  # feasibility was judged by it
     }
     st, resumed = studies.open_study(
         reg.root, name, direction=direction, kind=kind, sampler_=smp, pruner_=studies.pruner("none")

@@ -19,7 +19,7 @@ _API = frozenset(
     history list_models load log_metrics recommend register resolve runner search show
     tag serve status logs scale stop predict client launch jobs job cancel wait
     trust_code versions lineage revision schema reporting_to
-    token_create token_revoke export_repo""".split()
+    token_create token_revoke export_repo tune studies study explain""".split()
 )
 
 

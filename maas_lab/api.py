@@ -14,7 +14,7 @@ from pathlib import Path
 from .components import Param
 from .errors import JobFailed, NotFoundError, UsageError
 from .figures import comparison_report, compression_report
-from .hints import option
+from .hints import command, option
 from .parsing import parse_config, parse_pairs, parse_size
 from .plugins import get_plugins
 from .registry import close_all
@@ -23,11 +23,13 @@ from .registry.refs import parse_ref
 from .results import Report, Table, human_size, kv_table
 from .runners import load as load_checkout
 from .runners import start_runner
-from .schemas import BUDGET_S, COMPARE, COMPRESS, EXPORT, SERVE
+from .schemas import BUDGET_S, COMPARE, COMPRESS, EXPLAIN, EXPORT, SERVE, TUNE
 from .views import history_report, plugins_table, version_report
 
 # Defaults of the core's own options, declared once in maas_lab.schemas (with their help).
-_EXPORT, _COMPRESS, _COMPARE, _SERVE = (s.defaults() for s in (EXPORT, COMPRESS, COMPARE, SERVE))
+_EXPORT, _COMPRESS, _COMPARE, _SERVE, _TUNE, _EXPLAIN = (
+    s.defaults() for s in (EXPORT, COMPRESS, COMPARE, SERVE, TUNE, EXPLAIN)
+)
 
 
 def registry(root: str | os.PathLike | None = None):
@@ -287,6 +289,220 @@ def evaluate(
     """Measure one version (against another for fidelity); ``log`` stores the metrics."""
     refs = (against, ref) if against else (ref,)
     return compare(*refs, data=data, budget_s=budget_s, log=log, root=root)
+
+
+# ---------------------------------------------------------------------- tuning and explaining
+
+# What only function tuning takes: refused, not ignored, when a compressor is tuned.
+_FUNCTION_ONLY = ("code", "register", "factory", "config", "inputs", "grid", "processes")
+
+
+def tune(
+    target: str | None = None,
+    *,
+    code: str | None = None,
+    space=None,
+    train=None,
+    with_: str | None = None,
+    over=None,
+    keep=(),
+    trials: int = _TUNE["trials"],
+    metric: str | None = None,
+    direction: str | None = None,
+    sampler: str = _TUNE["sampler"],
+    pruner: str = _TUNE["pruner"],
+    seed: int | None = None,
+    study: str | None = None,
+    register: str | None = None,
+    factory: str | None = None,
+    config=None,
+    inputs=None,
+    grid=None,
+    processes: int | None = None,
+    parallel: int = _TUNE["parallel"],
+    launcher: str = _TUNE["launcher"],
+    data=None,
+    calibration=None,
+    budget_s: float = _TUNE["budget_s"],
+    dry_run: bool = False,
+    root=None,
+    **options,
+) -> Report:
+    """Search hyper-parameters with Optuna; every trial is recorded in a study stored under
+    the registry's home (``studies.db``), which a later call with the same ``study`` resumes.
+
+    A training function: ``space(trial)`` returns the parameters it suggests and
+    ``train(params, report)`` returns ``(metrics, model)`` (``report(step, value)`` lets the
+    pruner stop a trial early), given as functions or as ``code`` defining both (what
+    ``%%maas tune`` sends; ``target`` may be a ``.py`` file defining them). ``register``
+    stores the best trial's model as a version, rebuilt by ``factory`` with ``config``
+    plus the trial parameters the factory takes, with a ``tune`` lineage edge.
+    ``processes=N`` runs each trial as a recorded job on N processes (``parallel`` at once),
+    so a crash cannot take the kernel down.
+
+    A compressor's options: ``target`` is a version, ``with_`` the compressor, ``over`` the
+    options to search (``"smooth=0..0.9,outliers=0..4"``), ``keep`` constraints on what is
+    measured (``"cosine_min>=0.99"``); ``metric`` defaults to ``speed`` (throughput over the
+    parent's, measured side by side). The best feasible result is registered as the parent
+    model's next version unless ``dry_run``. ``options`` fix the compressor's other options.
+    See docs/tuning.md.
+    """
+    from . import trust
+    from .tuning import run_compressor, run_function
+    from .tuning.views import run_report
+
+    checked = TUNE.convert(
+        dict(
+            trials=trials,
+            seed=seed,
+            processes=processes,
+            parallel=parallel,
+            budget_s=budget_s,
+            dry_run=dry_run,
+        )
+    )
+    trials, seed, processes = checked["trials"], checked["seed"], checked["processes"]
+    parallel, budget_s, dry_run = checked["parallel"], checked["budget_s"], checked["dry_run"]
+    reg = registry(root)
+    if with_ is not None or over is not None:
+        if not target or not with_ or over is None:
+            example = command("tune", "minilm@2", with_="ort-int8", over="smooth=0..0.9")
+            raise UsageError(
+                f"Compressor tuning needs a version, {option('with_', 'COMPRESSOR')} and "
+                f"{option('over', 'SPACE')}, e.g. `{example}`."
+            )
+        given = dict(
+            code=code,
+            register=register,
+            factory=factory,
+            config=config,
+            inputs=inputs or None,
+            grid=grid,
+            processes=processes,
+        )
+        stray = [name for name in _FUNCTION_ONLY if given[name] is not None]
+        if stray or space is not None or train is not None:
+            name = stray[0] if stray else "space"
+            raise UsageError(
+                f"{option(name)} is for tuning a training function; a tuned compression of "
+                f"{target} becomes its model's next version (fix the compressor's own options "
+                "after ours instead)."
+            )
+        summary = run_compressor(
+            reg,
+            target,
+            with_,
+            over,
+            trials=trials,
+            metric=metric or "speed",
+            direction=direction,
+            keep=keep,
+            sampler=sampler,
+            seed=seed,
+            data=data,
+            calibration=calibration,
+            budget_s=budget_s,
+            register=not dry_run,
+            study=study,
+            options=options,
+        )
+        return run_report(summary)
+    if options:
+        raise UsageError(
+            f"No option {option(sorted(options)[0])} for function tuning (a compressor's "
+            f"options follow {option('with_', 'COMPRESSOR')})."
+        )
+    if target is not None:
+        if code is not None:
+            raise UsageError("Give a .py file or the cell's code, not both.")
+        path = Path(target).expanduser()
+        if not path.is_file() or path.suffix != ".py":
+            raise UsageError(
+                f"{target!r}: give a .py file defining space(trial) and train(params, "
+                f"report), or a version with {option('with_', 'COMPRESSOR')} to tune a "
+                "compressor."
+            )
+        code = path.read_text()
+    if factory:
+        trust.typed(factory)
+    summary = run_function(
+        reg,
+        space,
+        train,
+        code=code,
+        trials=trials,
+        metric=metric,
+        direction=direction or "maximize",
+        sampler=sampler,
+        pruner=pruner,
+        seed=seed,
+        grid=grid,
+        processes=processes,
+        parallel=parallel,
+        launcher=launcher,
+        register=register,
+        factory=factory,
+        config=config,
+        inputs=list(inputs or ()) or None,
+        study=study,
+    )
+    return run_report(summary)
+
+
+def studies(root=None) -> Table:
+    """Every tuning study under the registry's home: what it tunes, trials, metric,
+    direction, best value and parameters, when it was created."""
+    from .tuning import list_studies
+
+    return list_studies(registry(root))
+
+
+def study(name: str, root=None) -> Report:
+    """One study in full: its trials (number, state, value, parameters, metrics, duration,
+    error), the best, a best-so-far-vs-trials plot and a parameter-importance plot. The
+    report's ``data`` holds the rows; its figures have ``.png`` and ``.save(path)``."""
+    from .tuning import describe
+
+    return describe(registry(root), name)
+
+
+def explain(
+    ref: str,
+    inputs=None,
+    *,
+    data=None,
+    rows=None,
+    target: str | None = None,
+    label: int | None = None,
+    explainer: str | None = None,
+    max_passes: int = _EXPLAIN["max_passes"],
+    root=None,
+    **options,
+):
+    """Attributions for version ``ref``'s answers: how much each feature, pixel or token
+    raised or lowered the predicted class's output (or ``label``'s), or for a sentence
+    embedder the similarity to ``target``. Explain ``inputs`` (sentences, or an array of
+    feature rows) or ``rows`` of ``data`` (``"0:4"``, as ``compare`` takes data).
+    ``explainer``: ``integrated-gradients`` (the default where there are gradients, with
+    its convergence delta), ``occlusion`` (the default for feature rows without gradients:
+    ONNX, int8) or ``kernel-shap`` (text without gradients); ``options`` are its own
+    (``steps``, ``baseline``, ``samples``, ``seed``). An explanation that would run the
+    model on more than ``max_passes`` rows is refused before it runs. See docs/explain.md."""
+    from .explaining import explain as explain_version
+
+    checked = EXPLAIN.convert(dict(label=label, max_passes=max_passes))
+    return explain_version(
+        registry(root),
+        ref,
+        inputs,
+        data=data,
+        rows=rows,
+        target=target,
+        label=checked["label"],
+        explainer=explainer,
+        max_passes=checked["max_passes"],
+        **options,
+    )
 
 
 # ---------------------------------------------------------------------- reading
@@ -752,6 +968,8 @@ def serve(
     tls_key: str | None = _SERVE["tls_key"],
     autoscale: str | None = _SERVE["autoscale"],
     target_p99_ms: float = _SERVE["target_p99_ms"],
+    explain_max_passes: int = _SERVE["explain_max_passes"],
+    explain_queue: int = _SERVE["explain_queue"],
     foreground: bool = False,
     root=None,
     **engine_options,

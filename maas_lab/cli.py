@@ -17,7 +17,7 @@ from .components import KINDS, Schema
 from .errors import MaasError, UsageError
 from .hints import command, prog_scope
 from .plugins import get_plugins
-from .schemas import COMPARE, COMPRESS, EXPORT, LAUNCH_OWN, SERVE
+from .schemas import COMPARE, COMPRESS, EXPLAIN, EXPORT, LAUNCH_OWN, SERVE, TUNE
 from .version import __version__
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -398,6 +398,92 @@ def distill(ctx, teacher, **options):
 def compare(refs, **options):
     """Measure versions REFS side by side: size, accuracy or fidelity to the first, speed."""
     return api.compare(*refs, root=_root(), **options)
+
+
+class _TuneCommand(_PluginCommand):
+    kind, heading, picks = "compressor", "Compressors (for --with)", "--with"
+
+
+@cli.command(
+    cls=_TuneCommand,
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+@click.argument("target", required=False)
+@click.option("--code", hidden=True, help="The cell's code (what %%maas tune sends).")
+@click.option(
+    "--with",
+    "with_",
+    metavar="COMPRESSOR",
+    help="Compressor tuning: the compressor whose options are tuned on version TARGET.",
+)
+@_options(TUNE)
+@click.pass_context
+def tune(ctx, target, code, with_, **options):
+    """Search hyper-parameters with Optuna, as a study that is stored and resumable.
+
+    Function tuning: TARGET is a .py file (or, in `%%maas tune`, the cell) defining
+    space(trial) and train(params, report); --register NAME --factory module:callable
+    stores the best model. `--processes N` runs each trial as a recorded job. Compressor
+    tuning: TARGET is a version, e.g. `maas tune minilm@2 --with ort-int8 --over
+    "smooth=0..0.9,outliers=0..4" --metric speed --keep cosine_min>=0.99`; the
+    compressor's other options go after ours. See `maas studies`, `maas study NAME`."""
+    if ctx.args and not with_:
+        raise UsageError(f"No option {ctx.args[0]} for `tune`; see `maas tune --help`.")
+    extra = (
+        _plugin_options("compressor", {with_}, ctx.args, f"Compressor {with_!r}") if with_ else {}
+    )
+    return api.tune(target, code=code, with_=with_, root=_root(), **options, **extra)
+
+
+@cli.command()
+def studies():
+    """Tuning studies: what each tunes, trials, metric, direction, best value and params."""
+    return api.studies(root=_root())
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--plot", metavar="FILE", help="Also write the best-vs-trials plot (PNG).")
+def study(name, plot):
+    """Study NAME: its trials as a table, the best, the history and importance plots."""
+    report = api.study(name, root=_root())
+    if plot:
+        dict(report.parts)["Best so far"].save(plot)
+    return report
+
+
+class _ExplainCommand(_PluginCommand):
+    kind, heading, picks = "explainer", "Explainers", "--with"
+
+
+@cli.command(
+    cls=_ExplainCommand,
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+@click.argument("ref")
+@click.argument("text", nargs=-1)
+@click.option(
+    "--with",
+    "with_",
+    metavar="EXPLAINER",
+    help="integrated-gradients (default with gradients), occlusion or kernel-shap.",
+)
+@_options(EXPLAIN)
+@click.pass_context
+def explain(ctx, ref, text, with_, **options):
+    """Explain version REF's answers on sentences TEXT or on --rows of --data: which
+    features, pixels or tokens raised or lowered them."""
+    # click hands the explainer's own options (--steps 20) to TEXT too: they start at the
+    # first word that is an option.
+    words = [*text, *ctx.args]
+    cut = next((i for i, w in enumerate(words) if w.startswith("--")), len(words))
+    sentences, rest = words[:cut], words[cut:]
+    names = {with_} if with_ else set(get_plugins().components["explainer"])
+    what = f"Explainer {with_!r}" if with_ else "The explainers"
+    extra = _plugin_options("explainer", names, rest, what)
+    return api.explain(
+        ref, list(sentences) or None, explainer=with_, root=_root(), **options, **extra
+    )
 
 
 class _ServeCommand(_PluginCommand):

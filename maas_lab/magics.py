@@ -20,13 +20,15 @@ class MaasMagics(Magics):
         """Run a maas_lab command: `%maas list`, `%maas show minilm@prod`, `%maas --help`.
 
         Subcommands: register, list, search, show, history, alias, tag, metric, recommend,
-        export, export-repo, compress, distill, compare, serve, predict, status, logs, scale,
-        stop, launch, jobs, wait, cancel, plugins, plugin new, fsck, bundle, trust, token, and
+        export, export-repo, compress, distill, compare, tune, studies, study, explain, serve,
+        predict, status, logs, scale, stop, launch, jobs, wait, cancel, plugins, plugin new,
+        fsck, bundle, trust, token, and
         (in a notebook only) panel:
         `%maas panel [models|compress|serve|jobs]`. Each has --help. As a cell
         magic, the cell body holds more arguments (one per line if you like; {python_vars}
         are expanded), except in `%%maas launch`, where the cell is Python code that
-        defines train(accelerator, registry), run on every process of the job.
+        defines train(accelerator, registry), run on every process of the job, and in
+        `%%maas tune`, where it defines space(trial) and train(params, report).
         `--data NAME` may name a variable of this notebook holding (x, y), an array or a
         list of sentences.
         """
@@ -37,8 +39,8 @@ class MaasMagics(Magics):
             # IPython has already expanded {vars} in the line; `#` starts a comment, as in
             # the cell body and a shell (inside a word or quotes it is a character)
             args = shlex.split(without_comment(line))
-            if cell is not None and args[:1] == ["launch"]:
-                args[1:1] = ["--code", cell]  # the cell is the training function, not options
+            if cell is not None and args[:1] in (["launch"], ["tune"]):
+                args[1:1] = ["--code", cell]  # the cell is code (train; space and train)
             elif cell is not None:
                 body = self._expand(cell).splitlines()
                 args += shlex.split("\n".join(without_comment(x) for x in body))

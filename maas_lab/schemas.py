@@ -89,6 +89,18 @@ SERVE = Schema(
         "With --autoscale: add a replica while p99 latency stays over this (or the queue over "
         "--max-batch per replica); remove one when idle.",
     ),
+    Param(
+        "explain_max_passes",
+        "int",
+        10_000,
+        "Most forward rows one explanation may cost (POST .../explain; 413 beyond).",
+    ),
+    Param(
+        "explain_queue",
+        "int",
+        2,
+        "Explanations waiting behind the one running (503 beyond; inference is unaffected).",
+    ),
 )
 
 EXPORT = Schema(
@@ -121,6 +133,118 @@ COMPARE = Schema(
     Param("log", "bool", True, "Store the figures as metrics (what recommend ranks by)."),
 )
 
+TUNE = Schema(
+    Param("trials", "int", 20, "Trials to run now (a resumed study adds them after its own)."),
+    Param(
+        "metric",
+        help="The metric to optimise: one train returns, or for a compressor speed, "
+        "size_ratio or a measured one (cosine_min, accuracy, latency_ms...).",
+    ),
+    Param(
+        "direction",
+        choices=("maximize", "minimize"),
+        help="maximize or minimize (default: maximize; minimize for latency_ms, size_bytes, "
+        "size_ratio).",
+    ),
+    Param(
+        "sampler",
+        default="tpe",
+        choices=("tpe", "random", "grid"),
+        help="tpe (Bayesian, default), random, or grid (needs --grid or stepped --over).",
+    ),
+    Param(
+        "pruner",
+        default="median",
+        choices=("median", "none"),
+        help="Stop trials whose reported values trail the median (function tuning).",
+    ),
+    Param("seed", "int", None, "Seed of the sampler: the same seed repeats the search."),
+    Param(
+        "study",
+        help="Study name (default: --register's, or MODEL-COMPRESSOR-tune); an existing "
+        "study is resumed.",
+    ),
+    Param(
+        "register",
+        help="Function tuning: the model name the best trial's model is registered as "
+        "(needs --factory).",
+    ),
+    Param("factory", "code", None, "module:callable that rebuilds the model (registering)."),
+    Param(
+        "config",
+        help="The factory's keyword arguments, a JSON object; trial parameters the factory "
+        "takes are added.",
+    ),
+    Param(
+        "inputs",
+        multiple=True,
+        metavar="NAME:DTYPE:DIMS",
+        help="Input signature of the registered model, e.g. input:float32:batch,64.",
+    ),
+    Param(
+        "grid",
+        help="--sampler grid for a function: a JSON object of value lists, e.g. "
+        '\'{"hidden": [32, 64], "lr": [0.01, 0.1]}\'.',
+    ),
+    Param(
+        "processes",
+        "int",
+        None,
+        "Run each trial as a recorded job on N processes (through --launcher); a crash ends "
+        "the job, not the kernel.",
+    ),
+    Param("parallel", "int", 1, "With --processes: trial jobs running at once."),
+    Param("launcher", default="accelerate", help="Launcher plugin for --processes."),
+    Param(
+        "over",
+        metavar="SPACE",
+        help="Compressor tuning: options to tune, e.g. 'smooth=0..0.9,outliers=0..4' (a..b "
+        "range, a..b:step, a|b|c choices).",
+    ),
+    Param(
+        "keep",
+        multiple=True,
+        metavar="METRIC>=VALUE",
+        help="Compressor tuning: only results within this, e.g. cosine_min>=0.99.",
+    ),
+    Param("data", help=DATA_HELP),
+    Param("calibration", help="Calibration data for static quantization (as --data)."),
+    Param(
+        "budget_s",
+        "float",
+        1.0,
+        "Compressor tuning: seconds per candidate for the latency/throughput measurement.",
+    ),
+    Param("dry_run", "bool", False, "Compressor tuning: search only; register nothing."),
+)
+
+EXPLAIN = Schema(
+    Param("data", help=DATA_HELP + " Its rows are explained, chosen with --rows."),
+    Param(
+        "rows",
+        help="Rows of --data to explain: 0:4 (rows 0 to 3), 7, or 1,5 (default: row 0).",
+        metavar="ROWS",
+    ),
+    Param(
+        "target",
+        help="Sentence embedders: the sentence whose similarity to the input is explained.",
+        metavar="SENTENCE",
+    ),
+    Param(
+        "label",
+        "int",
+        None,
+        "Classifiers: the class to explain (default: the predicted one).",
+        metavar="N",
+    ),
+    Param(
+        "max_passes",
+        "int",
+        200_000,
+        "Most rows the model may be run on; a costlier explanation is refused before it runs.",
+    ),
+)
+
 # The options `maas launch` takes for itself, before the launcher's and the script's own.
 LAUNCH_OWN = {
     "register": "str",
@@ -134,11 +258,15 @@ LAUNCH_OWN = {
 # already takes (and the Python API's own arguments). A plugin option named ``data`` for a
 # compressor would show in --help and never reach the plugin, since the core takes it first.
 RESERVED_OPTIONS = {
+    # (`maas tune REF --with COMPRESSOR` passes a compressor's options too; there its own
+    # options come first: docs/tuning.md.)
     "compressor": {p.name for p in COMPRESS} | {"with_", "ref", "root", "help"},
     "exporter": {p.name for p in EXPORT} | {"to", "ref", "root", "help"},
     "launcher": set(LAUNCH_OWN) | {"target", "args", "wait", "root", "help"},
     "loader": {"ref", "root", "help"},
     "serving_backend": {"help"},
     "evaluator": {"help"},
+    "explainer": {p.name for p in EXPLAIN}
+    | {"with_", "explainer", "inputs", "ref", "root", "help"},
     "engine": {p.name for p in SERVE} | {"refs", "root", "help", "foreground", "background"},
 }

@@ -70,6 +70,8 @@ def serve(
     tls_key: str | None = _SERVE["tls_key"],
     autoscale: str | None = _SERVE["autoscale"],
     target_p99_ms: float = _SERVE["target_p99_ms"],
+    explain_max_passes: int = _SERVE["explain_max_passes"],
+    explain_queue: int = _SERVE["explain_queue"],
     engine_options: dict | None = None,
     wait_s: float | None = None,
     foreground: bool = False,
@@ -148,6 +150,8 @@ def serve(
     _check_range("body_timeout_s", body_timeout_s, 0.01, 3600)
     if grpc_port is not None:
         _check_range("grpc_port", grpc_port, 0, 65535)
+    _check_range("explain_max_passes", explain_max_passes, 1, 100_000_000)
+    _check_range("explain_queue", explain_queue, 0, 10_000)
     if scaling is not None:
         replicas = scaling[0]
     timings = _autoscale_timings(autoscale_timings)
@@ -184,6 +188,8 @@ def serve(
         "tls_key": str(Path(tls_key).resolve()) if tls_key else None,
         "autoscale": autoscale.strip() if autoscale else None,
         "target_p99_ms": target_p99_ms,
+        "explain_max_passes": explain_max_passes,
+        "explain_queue": explain_queue,
         "healthy_reset_s": healthy_reset_s,
         **{f"autoscale_{k}": v for k, v in timings.items()},
         "engine": runs_on.name,

@@ -18,7 +18,7 @@ from typing import Any
 from . import datasets
 from .components import Artifact, Component
 from .errors import BudgetError, Interrupted, MaasError, PluginError, UsageError
-from .evaluation import HIGHER_IS_BETTER, Subject, cpu_features, evaluate
+from .evaluation import HIGHER_IS_BETTER, Subject, cpu_features, evaluate, sharing
 from .hints import option
 from .plugins import get_plugins
 from .progress import steps
@@ -150,6 +150,11 @@ class Context:
             self._memo_runner = _Memo(self.parent_runner)
         return self._memo_runner
 
+    def parent_outputs(self, feeds: dict) -> dict:
+        """The parent's outputs for ``feeds``, remembered: a plugin that runs the parent
+        (to check calibration data, or as a reference) leaves them for the measurements."""
+        return self._memo.infer(feeds)
+
     @property
     def parent_runner(self):
         if self._runner is None:
@@ -265,7 +270,8 @@ def run(
 
     budget = parse_budget(max_drop)
     title = f"compress {row['ref']} with {compressor.name}"
-    with steps(title, ["load", "compress", "check", "measure", "register"]) as p:
+    # runners made here (the parent, a budget search's candidates) share their tokenizer
+    with sharing(), steps(title, ["load", "compress", "check", "measure", "register"]) as p:
         p.step("load")
         parent = reg.checkout(row["ref"])
         # The result must be opened and run to be measured: say now if nothing can.
@@ -291,7 +297,7 @@ def run(
                 Subject("new version", data_runner(child, ctx.eval_data()), size, row["task"]),
             ]
             try:
-                (before, after), notes = evaluate(subjects, ctx.eval_data(), budget_s)
+                (before, after), notes = _evaluate(ctx, subjects, budget_s)
             except KeyboardInterrupt:
                 raise Interrupted("Interrupted while measuring; nothing was registered.") from None
             measured_on = cpu_features()
@@ -339,6 +345,27 @@ def run(
         "measured_on": measured_on,
     }
     return new, {**figures, "max_drop": budget, "over_budget": problems}
+
+
+def _evaluate(ctx: Context, subjects: list[Subject], budget_s: float):
+    """``evaluate`` for the report, with the parent's outputs taken from memory where a
+    budget search already computed them on the same inputs (the same session and feeds give
+    the same outputs). Only evaluators that read outputs get that memory; the others, which
+    may time the runner, get the parent's runner itself."""
+    names = [e.name for e in get_plugins().evaluators()]
+    reads = tuple(n for n in names if n in ("size", "classification", "fidelity"))
+    rest = tuple(n for n in names if n not in reads)
+    data = ctx.eval_data()
+    parent = Subject(subjects[0].ref, ctx._memo, subjects[0].size_bytes, subjects[0].task)
+    results: list[dict] = [{} for _ in subjects]
+    notes: list[str] = []
+    for only, given in ((reads, [parent, *subjects[1:]]), (rest, subjects)):
+        if only:  # evaluate(only=()) would run every evaluator
+            got, more = evaluate(given, data, budget_s, only=only)
+            notes += more
+            for mine, theirs in zip(results, got, strict=True):
+                mine.update(theirs)
+    return results, notes
 
 
 def _fidelity_text(metrics: dict) -> str:

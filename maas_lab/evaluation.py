@@ -10,6 +10,9 @@ drifts more between runs than most compressions change it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +32,33 @@ METRIC_ORDER = (
     "throughput",
 )
 HIGHER_IS_BETTER = {"accuracy", "macro_f1", "cosine_mean", "cosine_min", "throughput"}
+
+_shared: ContextVar[dict | None] = ContextVar("maas_shared_loads", default=None)
+
+
+@contextmanager
+def sharing() -> Iterator[None]:
+    """Within this block, runners opened by this thread may share what they load and only
+    read, such as a tokenizer (``shared``). A budget search opens a runner for each of
+    dozens of candidates that carry the same tokenizer files, and loading them took longer
+    than some candidates' measurement. The runners must not outlive the block: a tokenizer
+    is not safe to use from several threads at once, which a shared one could be."""
+    token = _shared.set(_shared.get() if _shared.get() is not None else {})
+    try:
+        yield
+    finally:
+        _shared.reset(token)
+
+
+def shared(key, load: Callable[[], Any]) -> Any:
+    """``load()``, or inside ``sharing()`` what it returned for the same ``key`` (which must
+    name everything the result depends on, e.g. the digests of the files it reads)."""
+    cache = _shared.get()
+    if cache is None:
+        return load()
+    if key not in cache:
+        cache[key] = load()
+    return cache[key]
 
 
 @dataclass
@@ -249,7 +279,7 @@ def measure_versions(reg, refs, data=None, budget_s: float = 2.0, log: bool = Tr
     rows = [reg.resolve(r) for r in refs]
     dataset = datasets.load(data) if data is not None else None
     title = ("compare " if len(rows) > 1 else "measure ") + ", ".join(r["ref"] for r in rows)
-    with steps(title, [*(r["ref"] for r in rows), "measure"]) as p:
+    with sharing(), steps(title, [*(r["ref"] for r in rows), "measure"]) as p:
         subjects = []
         for r in rows:  # one step per version: its checkout and runner
             p.step(r["ref"])

@@ -102,6 +102,7 @@ class Job:
     cache: Path | None = None
     made: int = 0
     batches: list | None = None  # calibration feeds, made once for smoothing and static
+    reference: list | None = None  # the parent's outputs for batches[0]
     data_name: str = ""
     smoothing: dict | None = None  # what smoothing did, for the model's config
     notes: list[str] = field(default_factory=list)
@@ -338,7 +339,8 @@ def _calibration_batches(job: Job, options: dict, context, required: bool) -> li
         ]
     except UsageError as exc:
         raise UsageError(f"{option('calibration')} {data.name}: {exc}") from None
-    _check_runs(runner, batches[0], data.name, job.ref)
+    # the parent's outputs stay remembered: smoothing's drift check compares against them
+    job.reference = list(_check_runs(context.parent_outputs, batches[0], data.name, job.ref))
     wanted = {i.name for i in job.model.graph.input}
     job.batches = [{k: v for k, v in b.items() if k in wanted} for b in batches]
     job.data_name = data.name
@@ -388,7 +390,11 @@ def _smooth(job: Job, options: dict, context, todo: list[Node]) -> dict | None:
             smoothed, done = smooth(
                 job.model, batches, alpha, outliers, job.per_channel, {n.name for n in todo}
             )
-            drift = max_relative_error(job.model, smoothed, batches[0]) if done["matmuls"] else 0
+            drift = (
+                max_relative_error(job.model, smoothed, batches[0], reference=job.reference)
+                if done["matmuls"]
+                else 0
+            )
     except Exception as exc:  # e.g. a graph onnxruntime cannot run with extra outputs
         text = " ".join(str(exc).split())[:200]
         job.notes.append(f"not smoothed: {type(exc).__name__}: {text}")
@@ -418,10 +424,11 @@ def _smooth(job: Job, options: dict, context, todo: list[Node]) -> dict | None:
     }
 
 
-def _check_runs(runner, batch: dict, name: str, ref: str) -> None:
-    """Data the parent cannot run would fail deep in onnxruntime's calibrator; say so here."""
+def _check_runs(infer, batch: dict, name: str, ref: str) -> list:
+    """Data the parent cannot run would fail deep in onnxruntime's calibrator; say so here.
+    Returns the parent's outputs for ``batch``, in the order of its graph's outputs."""
     try:
-        runner.infer(batch)
+        return list(infer(batch).values())
     except MaasError as exc:
         raise UsageError(f"{option('calibration')} {name} does not fit {ref}: {exc}") from None
     except Exception as exc:

@@ -83,7 +83,23 @@ def run_onnx(checkout, options: dict) -> OnnxRunner:
     if takes_ids and any(f["role"] == "tokenizer" for f in checkout.files):
         from maas_hf.text import load_tokenizer
 
-        tokenizer = load_tokenizer(checkout.dir)
+        from maas_lab.evaluation import shared
+
+        key = ("tokenizer", _side_digest(checkout))
+        tokenizer = shared(key, lambda: load_tokenizer(checkout.dir))
         if tokenizer is not None:
             return TextOnnxRunner(session, checkout.ref, tokenizer)
     return runner
+
+
+def _side_digest(checkout) -> str:
+    """The digest of every file but the model's own: what its tokenizer is loaded from."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(checkout.files, key=lambda f: f["name"]):
+        if f["role"] in ("model", "external-data", "weights") or f["name"].endswith(".onnx"):
+            continue
+        h.update(f["name"].encode() + b"\0")
+        h.update(hashlib.sha256((checkout.dir / f["name"]).read_bytes()).digest())
+    return h.hexdigest()

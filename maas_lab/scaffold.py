@@ -41,6 +41,7 @@ RESERVED = (
     "maas_eval",
     "maas_accelerate",
     "maas_ray",
+    "maas_captum",
 )
 # Modules Python imports by itself at start-up when they exist: a plugin must never be one.
 STARTUP = ("sitecustomize", "usercustomize")

@@ -3,7 +3,10 @@ quantization of a digits MLP, MiniLM with and without a fidelity budget, the act
 smoothing done before quantizing (the float graph must not change), and the mistakes a user
 can make, each refused with the registry left exactly as it was."""
 
+import dataclasses
+import json
 import os
+import shutil
 
 import numpy as np
 import onnx
@@ -446,6 +449,33 @@ def test_minilm_budget_keeps_the_most_sensitive_layers_in_float(minilm):
     assert done["search"][0]["within_budget"] is False  # all quantized was over budget
     assert report.data["after"]["cosine_min"] >= 1 - 0.002
     assert done["quantized_nodes"] == 39 - len(done["kept_in_float"])
+    # the search measured the chosen model on the same sentences as the report, where the
+    # parent's outputs come from the search's memory: the figures must be the same
+    (step,) = [s for s in done["search"] if s["kept_in_float"] == len(chosen)]
+    assert step["metrics"] == {m: round(report.data["after"][m], 6) for m in step["metrics"]}
+
+
+@pytest.mark.slow
+def test_runners_share_a_tokenizer_only_while_measuring(minilm, tmp_path):
+    """A compression opens a runner per budget-search candidate; inside ``sharing()`` those
+    with the same tokenizer files share one tokenizer (loading it cost more than some
+    measurements), and nowhere else, since a tokenizer is not safe across threads."""
+    from maas_lab.evaluation import sharing
+    from maas_lab.runners import data_runner
+
+    reg = api.registry()
+    checkout = reg.checkout(minilm)
+    apart = [data_runner(checkout).tokenizer for _ in range(2)]
+    assert apart[0] is not apart[1]
+    with sharing():
+        together = [data_runner(checkout).tokenizer for _ in range(2)]
+        other = tmp_path / "other"
+        shutil.copytree(checkout.dir, other)  # the same files, one of them changed
+        config = json.loads((other / "tokenizer_config.json").read_text())
+        (other / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 7}))
+        changed = data_runner(dataclasses.replace(checkout, dir=other)).tokenizer
+    assert together[0] is together[1] and changed is not together[0]
+    assert changed.model_max_length == 7 and together[0].model_max_length != 7
 
 
 def test_a_model_with_external_data_keeps_it_beside_the_model(home, tmp_path):

@@ -29,6 +29,8 @@ class Figure:
 
     def save(self, path) -> None:
         if self.png is None:
+            if _pyplot() is not None:
+                raise RuntimeError(f"Nothing to draw yet: {self.text}")
             raise RuntimeError("saving a figure needs matplotlib: pip install matplotlib")
         with open(path, "wb") as f:
             f.write(self.png)
@@ -67,21 +69,34 @@ def best_so_far(values: list[float], maximize: bool) -> list[float]:
     return out
 
 
-def history(numbers: list[int], values: list[float], maximize: bool, metric: str) -> Figure:
+def history(
+    numbers: list[int],
+    values: list[float],
+    maximize: bool,
+    metric: str,
+    outside: tuple[list[int], list[float]] = ([], []),
+) -> Figure:
+    """``numbers``/``values``: complete trials within the constraints (the best-so-far line
+    follows them); ``outside``: complete trials outside ``--keep``, drawn as grey crosses."""
     title = f"{metric}: best so far over trials"
-    if not values:
+    if not values and not outside[1]:
         return Figure(title, None, "(no complete trial yet)")
     best = best_so_far(values, maximize)
-    text = f"{title}\n" + "\n".join(
+    lines = [
         f"  trial {n:>4}  {v:.6g}  best {b:.6g}"
         for n, v, b in zip(numbers, values, best, strict=True)
-    )
+    ]
+    lines += [f"  trial {n:>4}  {v:.6g}  (outside --keep)" for n, v in zip(*outside, strict=True)]
+    text = title + "\n" + "\n".join(lines)
     plt = _pyplot()
     if plt is None:
         return Figure(title, None, text)
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
-    ax.plot(numbers, values, "o", color="C0", alpha=0.6, label="trial")
-    ax.step(numbers, best, where="post", color="C3", label="best so far")
+    if outside[1]:
+        ax.plot(*outside, "x", color="0.55", label="outside --keep")
+    if values:
+        ax.plot(numbers, values, "o", color="C0", alpha=0.6, label="trial")
+        ax.step(numbers, best, where="post", color="C3", label="best so far")
     ax.set_xlabel("trial")
     ax.set_ylabel(metric)
     ax.set_title(title, fontsize=10)

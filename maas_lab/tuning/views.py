@@ -97,11 +97,9 @@ def trial_rows(st) -> list[dict]:
 
 def _importance(st) -> tuple[dict, str]:
     opt = studies.optuna()
-    done = [
-        t
-        for t in st.get_trials(deepcopy=False, states=(opt.trial.TrialState.COMPLETE,))
-        if t.user_attrs.get("feasible", True)
-    ]
+    # Every complete trial, those outside --keep too: they still tell how each parameter
+    # moves the metric.
+    done = st.get_trials(deepcopy=False, states=(opt.trial.TrialState.COMPLETE,))
     if len(done) < 2:
         return {}, "(parameter importance needs at least 2 complete trials)"
     try:
@@ -125,8 +123,13 @@ def describe(reg, name: str) -> Report:
     best_row = next((r for r in rows if best and r["trial"] == best.number), None)
     scored = [r for r in rows if r["state"] == "complete" and r["value"] is not None]
     metric = kind.get("metric") or "value"
+    outside = [r for r in rows if r["state"] == "infeasible" and r["value"] is not None]
     history = plots.history(
-        [r["trial"] for r in scored], [r["value"] for r in scored], maximize, metric
+        [r["trial"] for r in scored],
+        [r["value"] for r in scored],
+        maximize,
+        metric,
+        ([r["trial"] for r in outside], [r["value"] for r in outside]),
     )
     scores, note = _importance(st)
     counts = {

@@ -39,6 +39,9 @@ def version_report(info: dict) -> Report:
     for p in info["parents"]:
         if p["ref"] is None and p["params"].get("source_ref"):
             p["ref"] = f"{p['params']['source_ref']} (elsewhere)"
+        elif p["ref"] is None and p["operation"] == "tune" and p["params"].get("study"):
+            # a tuned function's model has no parent version: its origin is the study's trial
+            p["ref"] = f"study {p['params']['study']}, trial {p['params'].get('trial')}"
     lineage = Table(
         [{"relation": "derived from", **p} for p in info["parents"]]
         + [{"relation": "parent of", **c} for c in info["children"]],

@@ -14,7 +14,7 @@ README = Path(__file__).parent.parent / "README.md"
 def test_readme_notebook_blocks_run(maas_shell, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
-    assert len(blocks) == 7
+    assert len(blocks) == 9
     for block in blocks:
         result = maas_shell.run_cell(block)
         assert result.success, f"README block failed:\n{block}\n{result.error_in_exec!r}"
@@ -47,6 +47,16 @@ def test_readme_notebook_blocks_run(maas_shell, tmp_path, monkeypatch):
     assert trained["metrics"]["accuracy"] > 0.9 and trained["parents"][0]["operation"] == "train"
     exported = maas_shell.run_line_magic("maas", "show minilm@2")
     assert exported["format"] == "onnx" and exported["metrics"]["parity_min_cosine"] > 0.9999
+    tuned = maas_shell.run_line_magic("maas", "show digits-tuned@1")
+    assert tuned["parents"][0]["operation"] == "tune"
+    assert tuned["parents"][0]["params"]["study"] == "digits-tuned"
+    trials = maas_shell.run_line_magic("maas", "study digits-tuned").data["trials"]
+    assert [t["trial"] for t in trials] == list(range(8))
+    assert tuned["metrics"]["accuracy"] == max(
+        t["value"] for t in trials if t["state"] == "complete"
+    )
+    words = maas_shell.user_ns["words"]  # tokens that carry the meaning matter most
+    assert {token for token, _ in words.ranked(0)[:2]} == {"eating", "food"}
     panel, models = maas_shell.user_ns["panel"], maas_shell.user_ns["models"]
     try:
         assert [n["ref"] for n in models.graph.nodes] == ["minilm@1", "minilm@2", "minilm@3"]

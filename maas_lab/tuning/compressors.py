@@ -76,7 +76,9 @@ def run_compressor(
     fixed = dict(options or {})
     both = sorted(set(fixed) & {d.name for d in dims})
     if both:
-        raise UsageError(f"{option(both[0])} is both fixed and tuned (--over): give it once.")
+        raise UsageError(
+            f"{option(both[0])} is both fixed and tuned ({option('over')}): give it once."
+        )
     fixed = trust.typed_options(comp, comp.options(fixed))
     constraints = parse_keep(keep)
     name = study or f"{row['name']}-{comp.name}-tune"

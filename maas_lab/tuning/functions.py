@@ -319,7 +319,7 @@ def _save_weights(model, path: Path, number: int) -> None:
     if model is None or not hasattr(model, "state_dict"):
         raise UsageError(
             f"Trial {number} is the best, but train returned {type(model).__name__} as its "
-            "model: return a torch module to register it (or leave out --register)."
+            f"model: return a torch module to register it (or leave out {option('register')})."
         )
     from safetensors.torch import save_file
 

@@ -86,14 +86,16 @@ def history(
         f"  trial {n:>4}  {v:.6g}  best {b:.6g}"
         for n, v, b in zip(numbers, values, best, strict=True)
     ]
-    lines += [f"  trial {n:>4}  {v:.6g}  (outside --keep)" for n, v in zip(*outside, strict=True)]
+    lines += [
+        f"  trial {n:>4}  {v:.6g}  (outside the kept range)" for n, v in zip(*outside, strict=True)
+    ]
     text = title + "\n" + "\n".join(lines)
     plt = _pyplot()
     if plt is None:
         return Figure(title, None, text)
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     if outside[1]:
-        ax.plot(*outside, "x", color="0.55", label="outside --keep")
+        ax.plot(*outside, "x", color="0.55", label="infeasible")
     if values:
         ax.plot(numbers, values, "o", color="C0", alpha=0.6, label="trial")
         ax.step(numbers, best, where="post", color="C3", label="best so far")

@@ -86,13 +86,13 @@ def parse_over(text, params) -> list[Dimension]:
             if not eq:
                 raise UsageError(
                     f"{option('over')} {part.strip()!r}: write name=low..high or name=a|b, "
-                    "e.g. --over 'smooth=0..0.9,outliers=0..4'."
+                    f"e.g. {option('over', 'smooth=0..0.9,outliers=0..4')}."
                 )
             items.append((name.strip(), rhs.strip()))
     if not items:
         raise UsageError(
             f"{option('over')} is empty: name at least one option to tune, e.g. "
-            "--over 'sparsity=0.1..0.9'."
+            f"{option('over', 'sparsity=0.1..0.9')}."
         )
     known = {p.name: p for p in params}
     dims, seen = [], set()
@@ -206,7 +206,7 @@ def parse_keep(keep) -> list[Constraint]:
             if match is None:
                 raise UsageError(
                     f"{option('keep')} {part.strip()!r}: write metric>=value or metric<=value, "
-                    "e.g. --keep cosine_min>=0.99."
+                    f"e.g. {option('keep', 'cosine_min>=0.99')}."
                 )
             out.append(Constraint(match[1], match[2], _number(match[3], match[1])))
     return out

@@ -112,7 +112,8 @@ def sampler(name: str, seed: int | None = None, grid: dict | str | None = None):
             raise UsageError(
                 f"{option('sampler', 'grid')} needs a finite space: give {option('grid')} "
                 "(a dict of lists, e.g. {'hidden': [32, 64], 'lr': [0.01, 0.1]}), or in "
-                "compressor tuning steps or choices in --over (smooth=0..0.9:0.3, a|b)."
+                f"compressor tuning steps or choices in {option('over')} (smooth=0..0.9:0.3, "
+                "a|b)."
             )
         for key, values in grid.items():
             if not isinstance(values, (list, tuple)) or not values:
@@ -168,7 +169,9 @@ def check_trials(trials) -> int:
     except (TypeError, ValueError):
         raise UsageError(f"{option('trials', trials)}: give a whole number of trials.") from None
     if n < 1:
-        raise UsageError(f"{option('trials', trials)}: give at least 1 trial, e.g. --trials 30.")
+        raise UsageError(
+            f"{option('trials', trials)}: give at least 1 trial, e.g. {option('trials', 30)}."
+        )
     return n
 
 

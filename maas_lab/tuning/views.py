@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+from ..hints import command
 from ..results import Report, Table, kv_table
 from . import plots, studies
 
@@ -53,7 +54,7 @@ def list_studies(reg) -> Table:
         rows,
         columns,
         title="Studies",
-        note="" if rows else "No studies yet: `maas tune` starts one.",
+        note="" if rows else f"No studies yet: `{command('tune')}` starts one.",
         formatters={"best_params": _text, "best": _num},
     )
 

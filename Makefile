@@ -42,6 +42,7 @@ bench: install $(KSERVE_VENV)/.installed
 	$(PY) benchmarks/export.py --plot benchmarks/results/export.png
 	$(PY) benchmarks/compression.py --plot benchmarks/results/compression.png
 	$(PY) benchmarks/launch.py --plot benchmarks/results/launch.png
+	$(PY) benchmarks/tuning.py --plot benchmarks/results/tuning.png
 	@command -v wrk >/dev/null || { echo "benchmarks/serving.py needs wrk: apt-get install wrk"; exit 1; }
 	$(PY) benchmarks/serving.py --plot benchmarks/results/serving.png
 	@command -v chromium >/dev/null || { echo "benchmarks/panels.py needs chromium: apt-get install chromium"; exit 1; }

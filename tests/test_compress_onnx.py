@@ -7,6 +7,8 @@ import dataclasses
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -514,3 +516,19 @@ def test_a_model_with_external_data_keeps_it_beside_the_model(home, tmp_path):
     assert files == {"ext.onnx": "model", "ext.onnx.data": "external-data"}
     assert report.data["after"]["cosine_mean"] > 0.99
     assert report.data["report"]["quantized_nodes"] == 2
+
+
+def test_the_quantizer_imports_after_sys_path_was_restored():
+    """onnxruntime.transformers appends its folder to sys.path once; a restored sys.path (a
+    test's monkeypatch, a notebook) dropped it and ort-int8 failed with "No module named
+    'fusion_utils'" (seen when the suite ran in another order)."""
+    code = (
+        "import os, sys\n"
+        "import onnxruntime.transformers as t\n"
+        "sys.path.remove(os.path.dirname(t.__file__))\n"
+        "from maas_onnx.quantize import _transformers_importable\n"
+        "_transformers_importable()\n"
+        "import onnxruntime.quantization.shape_inference\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -115,6 +115,7 @@ class Job:
 
 def quantize(checkout, options: dict, workdir: Path, context) -> Artifact:
     started = time.perf_counter()
+    _transformers_importable()
     workdir = Path(workdir)
     tmp = Path(tempfile.mkdtemp(prefix=".quantize-", dir=workdir))
     try:
@@ -152,6 +153,22 @@ def quantize(checkout, options: dict, workdir: Path, context) -> Artifact:
         return final
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _transformers_importable() -> None:
+    """onnxruntime's quantizer imports ``onnxruntime.transformers.onnx_utils``, whose modules
+    import each other as top-level names (``fusion_utils``) through a folder that the
+    package's ``__init__`` appends to ``sys.path`` once. If that entry was dropped since (a
+    restored ``sys.path``, as pytest's monkeypatch or a notebook's own code does), the
+    quantizer fails with "No module named 'fusion_utils'": put it back."""
+    import os
+    import sys
+
+    import onnxruntime.transformers as ort_transformers
+
+    folder = os.path.dirname(ort_transformers.__file__)
+    if folder not in sys.path:
+        sys.path.append(folder)
 
 
 def _report(

@@ -136,8 +136,24 @@ def test_occlusion_through_onnx_agrees_with_gradients_on_torch(digits):
     assert "gradients" in message and "occlusion" in message and "kernel-shap" in message
 
 
-def test_mistakes_are_one_line_saying_what_works(digits, planted):
+def test_mistakes_are_one_line_saying_what_works(digits, planted, tmp_path):
     reg = api.registry()
+    with pytest.raises(UsageError, match="max_passes=-5: give the most rows"):
+        explain(reg, digits, data="sklearn:digits", max_passes=-5)
+    # a version registered without a signature: its runner would ask for an input shape
+    from safetensors.torch import save_file
+
+    from maas_lab.zoo import mlp
+
+    save_file(mlp(hidden=8).state_dict(), tmp_path / "w.safetensors")
+    bare = api.register(
+        "bare",
+        from_torch="maas_lab.zoo:mlp",
+        config={"hidden": 8},
+        weights=tmp_path / "w.safetensors",
+    )["ref"]
+    with pytest.raises(UsageError, match="takes no sentences.*--data|takes no sentences.*data="):
+        explain(reg, bare, "hello world")
     with pytest.raises(UsageError, match="No explainer named 'lime'.*occlusion"):
         explain(reg, digits, data="sklearn:digits", explainer="lime")
     with pytest.raises(UsageError, match=r"rows=\(?'?0:4000'?\)? is out of range.*1797 rows"):

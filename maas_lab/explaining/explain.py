@@ -160,6 +160,11 @@ def explain(
         raise UsageError(
             f"Give sentences or {option('data')}, not both: explain one set of inputs at once."
         )
+    if max_passes is not None and max_passes < 1:
+        raise UsageError(
+            f"{option('max_passes', max_passes)}: give the most rows the model may be run on, "
+            "at least 1."
+        )
     checkout = reg.checkout(ref)
     resolved = checkout.ref
     dataset = None
@@ -172,8 +177,17 @@ def explain(
     elif inputs is not None:
         x = np.asarray(inputs)
         dataset = Dataset("the inputs", x=x if x.ndim > 1 else x[None])
-    runner = data_runner(checkout, dataset)
     who = resolved
+    try:
+        runner = data_runner(checkout, dataset)
+    except UsageError:
+        if dataset is None or dataset.texts is None:
+            raise
+        # the runner asks for an input shape, an option explain does not have
+        raise UsageError(
+            f"{who} takes no sentences (it has no tokenizer): explain rows of its data "
+            f"instead, e.g. {option('data', 'sklearn:digits')} {option('rows', '0:4')}."
+        ) from None
     if dataset is None:
         raise UsageError(
             f"Nothing to explain: give {who} "

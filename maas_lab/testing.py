@@ -136,6 +136,28 @@ def tiny_onnx_version(tiny_torch_version) -> str:
     return api.export(tiny_torch_version, "onnx")["ref"]
 
 
+def trained_digits_mlp(hidden: int = 32, steps: int = 60, seed: int = 0):
+    """``(model, config)``: ``maas_lab.zoo.mlp`` trained on the digits in about a second, with
+    full-batch gradient steps (``torch.optim``'s first use imports dynamo: 8 s)."""
+    import torch
+
+    from .datasets import load
+    from .zoo import mlp
+
+    torch.manual_seed(seed)
+    train = load("sklearn:digits").split("train")
+    config = {"in_features": 64, "hidden": hidden, "out_features": 10}
+    model = mlp(**config)
+    x, y = torch.from_numpy(train.x), torch.from_numpy(train.y)
+    for _ in range(steps):
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= 0.5 * p.grad
+    return model.eval(), config
+
+
 def blobs(rows: int = 600, seed: int = 0):
     """Three overlapping Gaussian blobs in 8 dimensions: ``(x float32, y int64)``. Separable
     enough to learn in a second, not so far apart that a model can be sure of every row."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from maas_lab import api, datasets
+from maas_lab import api
 from maas_lab.errors import UsageError
 from maas_lab.explaining import OverBudget, explain
 
@@ -46,19 +46,9 @@ def _register(name, model, config, inputs, work, task="classification"):
 @pytest.fixture(scope="module")
 def digits(home, tmp_path_factory):
     """An MLP trained on the digits in seconds (full batches): a torch version."""
-    from maas_lab.zoo import mlp
+    from maas_lab.testing import trained_digits_mlp
 
-    torch.manual_seed(0)
-    train = datasets.load("sklearn:digits").split("train")
-    config = {"in_features": 64, "hidden": 32, "out_features": 10}
-    model = mlp(**config)
-    x, y = torch.from_numpy(train.x), torch.from_numpy(train.y)
-    for _ in range(60):  # plain steps: torch.optim's first use imports dynamo (8 s)
-        model.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        with torch.no_grad():
-            for p in model.parameters():
-                p -= 0.5 * p.grad
+    model, config = trained_digits_mlp()
     work = tmp_path_factory.mktemp("digits")
     return _register("digits", model, config, "input:float32:batch,64", work)
 

@@ -26,21 +26,11 @@ SECRET = "explain-tests-server-token-0123456789"
 def home(tmp_path_factory):
     from safetensors.torch import save_file
 
-    from maas_lab.zoo import mlp
+    from maas_lab.testing import trained_digits_mlp
 
     root = tmp_path_factory.mktemp("explain") / "registry"
     with serving_home(root):
-        torch.manual_seed(0)
-        train = datasets.load("sklearn:digits").split("train")
-        config = {"in_features": 64, "hidden": 32, "out_features": 10}
-        model = mlp(**config)
-        x, y = torch.from_numpy(train.x), torch.from_numpy(train.y)
-        for _ in range(60):  # plain steps: torch.optim's first use imports dynamo (8 s)
-            model.zero_grad()
-            torch.nn.functional.cross_entropy(model(x), y).backward()
-            with torch.no_grad():
-                for p in model.parameters():
-                    p -= 0.5 * p.grad
+        model, config = trained_digits_mlp()
         weights = root.parent / "digits.safetensors"
         save_file(model.eval().state_dict(), str(weights))
         api.register(

@@ -5,6 +5,7 @@ and trials as real recorded jobs."""
 
 import json
 import statistics
+import warnings
 
 import pytest
 
@@ -12,7 +13,7 @@ from maas_lab.errors import UsageError
 from maas_lab.registry import open as open_registry
 from maas_lab.tuning import describe, list_studies, run_compressor, run_function, studies
 from maas_lab.tuning.functions import optimise
-from maas_lab.tuning.space import parse_keep, parse_over
+from maas_lab.tuning.space import grid_of, parse_keep, parse_over
 
 optuna = pytest.importorskip("optuna")
 
@@ -82,6 +83,17 @@ def test_a_study_is_stored_under_the_home_and_resumes_its_numbering(maas_home):
     assert listed[0]["best"] == best["value"]
     with pytest.raises(UsageError, match="tunes metric 'score', not 'x'"):
         run_function(reg, quadratic_space, quadratic, trials=1, metric="x", study="q")
+    run_function(
+        reg,
+        quadratic_space,
+        lambda p, r: ({"score": 1.0}, None),
+        trials=2,
+        metric="score",
+        study="flat",
+    )
+    with warnings.catch_warnings():  # Optuna's ped_anova warns on equal values: not shown
+        warnings.simplefilter("error")
+        assert list(describe(reg, "flat").data["importance"]) == ["x"]
 
 
 def test_trials_are_recorded_as_pruned_failed_or_complete_and_the_study_goes_on(maas_home):
@@ -226,6 +238,32 @@ def test_over_and_keep_are_parsed_against_the_compressors_schema():
     ]
     with pytest.raises(UsageError, match="write metric>=value"):
         parse_keep("cosine_min~0.99")
+    with pytest.raises(UsageError, match=r"keep cosine_min: 'e' is not a number"):
+        parse_keep("cosine_min>=e")
+    # A typo'd step is counted, not built: refused at once in one line.
+    for over in ("smooth=0..0.9:1e-10", "outliers=0..10000000000"):
+        with pytest.raises(UsageError, match=r"The grid has [\d,]+ points \(at most 10,000\)"):
+            grid_of(parse_over(over, params))
+    assert grid_of(parse_over("outliers=0..4:2,mode=a|b", params)) == {
+        "outliers": [0, 2, 4],
+        "mode": ["a", "b"],
+    }
+    with pytest.raises(UsageError, match="^Study name"):
+        studies.check_study_name("s" * 300)
+
+
+def test_a_model_that_cannot_be_registered_fails_its_trial_as_it_completes(maas_home):
+    torch = pytest.importorskip("torch")
+    args = {"space": quadratic_space, "metric": "score", "register": "q"}
+    args |= {"factory": "maas_lab.zoo:mlp", "trials": 2}
+    with pytest.raises(UsageError, match="train returned str as its model"):
+        run_function(open_registry(), train=lambda p, r: ({"score": 1.0}, "w"), **args)
+    rows = describe(open_registry(), "q").data["trials"]
+    assert [r["state"] for r in rows] == ["failed", "failed"]  # the study went on
+    args |= {"study": "q2", "config": {"bogus": 1}}
+    linear = torch.nn.Linear(1, 1)
+    with pytest.raises(UsageError, match=r"does not take its config \{\"bogus\": 1"):
+        run_function(open_registry(), train=lambda p, r: ({"score": 1.0}, linear), **args)
 
 
 @pytest.fixture
@@ -261,6 +299,14 @@ def test_compressor_options_are_tuned_within_keep_and_the_best_registered(digits
     reg = open_registry()
     with pytest.raises(UsageError, match="names 'spars', which this compressor does not take"):
         run_compressor(reg, digits_version, "prune", "spars=0..1", trials=1)
+    with pytest.raises(UsageError, match="'bogus'.*choose one of .*accuracy.*speed"):
+        run_compressor(reg, digits_version, "prune", "sparsity=0..1", metric="bogus")
+    assert studies.names(reg.root) == []
+    # Every trial of a new study failed (no data: no accuracy): the study is not kept, so
+    # the same default study name takes the next run's metric.
+    with pytest.raises(UsageError, match="no metric 'accuracy'.*the study was not kept"):
+        run_compressor(reg, digits_version, "prune", "sparsity=0.5..0.6", metric="accuracy")
+    assert studies.names(reg.root) == []
     result = run_compressor(
         reg,
         digits_version,

@@ -42,6 +42,23 @@ def derived(before: dict, after: dict) -> dict:
     return out
 
 
+def check_metric(metric) -> str:
+    """A compressor tuning metric, checked before any study or trial exists: the ratios
+    this module adds, the core's metrics, or one an installed evaluator is named for."""
+    from ..evaluation import METRIC_ORDER
+    from ..plugins import get_plugins
+
+    known = {"speed", "size_ratio", *METRIC_ORDER}
+    if metric in known:
+        return metric
+    if isinstance(metric, str) and metric in {e.name for e in get_plugins().evaluators()}:
+        return metric
+    raise UsageError(
+        f"{option('metric', metric)}: not a metric compressor tuning measures; choose one of "
+        f"{', '.join(sorted(known))}."
+    )
+
+
 def run_compressor(
     reg,
     ref: str,
@@ -68,6 +85,7 @@ def run_compressor(
     from ..plugins import get_plugins
 
     n = studies.check_trials(trials)
+    check_metric(metric)
     direction = direction or ("minimize" if metric in LOWER_IS_BETTER else "maximize")
     studies.check_direction(direction)
     row = reg.resolve(ref)
@@ -131,9 +149,14 @@ def run_compressor(
             elif kept:
                 shutil.rmtree(kept["work"], ignore_errors=True)
         if not any(r["state"] != "failed" for r in rows):
+            if resumed:
+                kept_note = f"all recorded: `{command('study', name)}`"
+            else:  # a study of failures only would block the same command, fixed, forever
+                studies.optuna().delete_study(study_name=name, storage=studies.storage(reg.root))
+                kept_note = "the study was not kept"
             raise UsageError(
                 f"Every trial of study {name!r} failed; the last: {rows[-1]['error']} "
-                f"(all recorded: `{command('study', name)}`)."
+                f"({kept_note})."
             )
         overall = studies.best_trial(st)
         ref_new, note = None, ""

@@ -152,7 +152,8 @@ def run_function(
             reg, st, space, code, n, metric, pruner, launcher, processes, parallel, launch_options
         )
     else:
-        rows, best = optimise(st, space, train, n, metric)
+        check = _registrable(factory, base_config) if register else None
+        rows, best = optimise(st, space, train, n, metric, check)
     if not any(r["state"] != "failed" for r in rows):
         last = rows[-1]["error"] if rows else "no trial ran"
         raise UsageError(
@@ -200,10 +201,11 @@ def _register_note(register, ref, overall, best) -> str:
     )
 
 
-def optimise(st, space, train, n: int, metric: str) -> tuple[list[dict], dict | None]:
+def optimise(st, space, train, n: int, metric: str, check=None) -> tuple[list[dict], dict | None]:
     """``n`` trials of Optuna study ``st`` in this process, one after another: the trial loop
     of ``run_function``, on any study (the benchmark runs it on in-memory ones). Returns the
-    trial rows and the best trial of these (with its model), or None."""
+    trial rows and the best trial of these (with its model), or None. ``check(outcome,
+    params, number)`` may refuse a complete trial (``UsageError``): it fails alone."""
     opt = studies.optuna()
     rows, best = [], None
     sign = 1 if st.direction == opt.study.StudyDirection.MAXIMIZE else -1
@@ -231,6 +233,11 @@ def optimise(st, space, train, n: int, metric: str) -> tuple[list[dict], dict | 
             ) from None
         except Exception as exc:
             outcome = Outcome("failed", error=one_line(exc))
+        if check is not None and outcome.state == "complete":
+            try:
+                check(outcome, params, trial.number)
+            except UsageError as exc:
+                outcome = Outcome("failed", metrics=_safe(outcome.metrics), error=str(exc))
         record(st, trial, outcome, started, params)
         rows.append(trial_row(trial.number, outcome, params, time.time() - started))
         if outcome.state == "complete" and (
@@ -260,17 +267,62 @@ def _safe(metrics: dict) -> dict:
     return out
 
 
-def _factory_config(factory: str, base: dict, params: dict) -> dict:
-    """``base`` plus the trial parameters the factory takes as keyword arguments."""
-    import importlib
+def _registrable(factory: str, base: dict):
+    """The check each trial's model passes as it completes when the best is to be
+    registered: found only after the last trial, a bad model would lose the study's best."""
+
+    def check(outcome, params: dict, number: int) -> None:
+        model = outcome.model
+        if isinstance(model, Path):
+            return  # a job trial's saved weights
+        if model is None or not hasattr(model, "state_dict"):
+            raise UsageError(
+                f"Trial {number}: train returned {type(model).__name__} as its model: return "
+                f"a torch module to register it (or leave out {option('register')})."
+            )
+        try:
+            config = outcome.config
+            if config is None:
+                config = _factory_config(factory, base, params)
+        except (ImportError, AttributeError):
+            return  # registering names what is wrong with the factory
+        if isinstance(config, dict):
+            _check_accepts(factory, config, number)
+
+    return check
+
+
+def _check_accepts(factory: str, config: dict, number: int) -> None:
+    """The factory's signature takes ``config`` as keyword arguments (nothing is built)."""
     import inspect
+
+    try:
+        inspect.signature(_factory_object(factory)).bind(**config)
+    except (ValueError, ImportError, AttributeError):
+        return  # no signature to read: registering will tell
+    except TypeError as exc:
+        raise UsageError(
+            f"Trial {number}: {option('factory', factory)} does not take its config "
+            f"{json.dumps(config, default=str)}: {exc}."
+        ) from None
+
+
+def _factory_object(factory: str):
+    import importlib
 
     module, _, attr = factory.partition(":")
     obj = importlib.import_module(module)
     for part in attr.split("."):
         obj = getattr(obj, part)
+    return obj
+
+
+def _factory_config(factory: str, base: dict, params: dict) -> dict:
+    """``base`` plus the trial parameters the factory takes as keyword arguments."""
+    import inspect
+
     try:
-        accepted = inspect.signature(obj).parameters
+        accepted = inspect.signature(_factory_object(factory)).parameters
     except (TypeError, ValueError):
         return dict(base)
     return {**base, **{k: v for k, v in params.items() if k in accepted}}

@@ -45,6 +45,17 @@ class Dimension:
             )
         return trial.suggest_float(self.name, self.low, self.high, step=self.step)
 
+    def count(self) -> int | None:
+        """How many values :meth:`grid` would give, counted without building them (a typo'd
+        step must not exhaust memory); None for a continuous float range."""
+        if self.type == "choice":
+            return len(self.choices)
+        if self.type == "int":
+            return len(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+        if self.step is None:
+            return None
+        return int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+
     def grid(self) -> list | None:
         """Every value, when the dimension is finite; None for a continuous float range."""
         if self.type == "choice":
@@ -53,8 +64,7 @@ class Dimension:
             return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
         if self.step is None:
             return None
-        n = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
-        return [round(self.low + i * self.step, 12) for i in range(n)]
+        return [round(self.low + i * self.step, 12) for i in range(self.count())]
 
     def text(self) -> str:
         if self.type == "choice":
@@ -63,13 +73,13 @@ class Dimension:
         return f"{self.low:g}..{self.high:g}{step}"
 
 
-def _number(text: str, what: str) -> float:
+def _number(text: str, what: str, flag: str = "over") -> float:
     try:
         value = float(text)
     except ValueError:
-        raise UsageError(f"{option('over')} {what}: {text!r} is not a number.") from None
+        raise UsageError(f"{option(flag)} {what}: {text!r} is not a number.") from None
     if not math.isfinite(value):
-        raise UsageError(f"{option('over')} {what}: {text!r} is not a finite number.")
+        raise UsageError(f"{option(flag)} {what}: {text!r} is not a finite number.")
     return value
 
 
@@ -147,19 +157,18 @@ def _dimension(param, rhs: str) -> Dimension:
 
 def grid_of(dims: list[Dimension]) -> dict:
     """The grid ``--sampler grid`` walks; a continuous range is refused with how to step it."""
-    grid, size = {}, 1
+    size = 1
     for d in dims:
-        values = d.grid()
-        if values is None:
+        n = d.count()
+        if n is None:
             raise UsageError(
                 f"{option('sampler', 'grid')} needs a finite space: give {d.name} a step "
                 f"({d.name}={d.low:g}..{d.high:g}:{(d.high - d.low) / 4:g}) or choices (a|b|c)."
             )
-        grid[d.name] = values
-        size *= len(values)
+        size *= n
     if size > MAX_GRID:
         raise UsageError(f"The grid has {size:,} points (at most {MAX_GRID:,}): use coarser steps.")
-    return grid
+    return {d.name: d.grid() for d in dims}
 
 
 @dataclass(frozen=True)
@@ -208,7 +217,7 @@ def parse_keep(keep) -> list[Constraint]:
                     f"{option('keep')} {part.strip()!r}: write metric>=value or metric<=value, "
                     f"e.g. {option('keep', 'cosine_min>=0.99')}."
                 )
-            out.append(Constraint(match[1], match[2], _number(match[3], match[1])))
+            out.append(Constraint(match[1], match[2], _number(match[3], match[1], "keep")))
     return out
 
 

@@ -47,7 +47,8 @@ def check_study_name(name: str) -> str:
     try:
         return check_model_name(name)
     except UsageError as exc:  # the same rule, named for what was typed
-        raise UsageError(str(exc).replace("model name", "study name")) from None
+        text = str(exc).replace("Model name", "Study name").replace("model name", "study name")
+        raise UsageError(text) from None
 
 
 def storage_path(root) -> Path:

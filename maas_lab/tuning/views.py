@@ -6,6 +6,7 @@ pictures), and the summary a tuning run ends with. Each is a ``Table`` or ``Repo
 from __future__ import annotations
 
 import json
+import warnings
 
 from ..hints import command
 from ..results import Report, Table, kv_table
@@ -105,7 +106,9 @@ def _importance(st) -> tuple[dict, str]:
         return {}, "(parameter importance needs at least 2 complete trials)"
     try:
         evaluator = opt.importance.PedAnovaImportanceEvaluator()  # fANOVA imports sklearn: 4 s
-        scores = opt.importance.get_param_importances(st, evaluator=evaluator)
+        with warnings.catch_warnings():  # its UserWarnings would land in the report's text
+            warnings.simplefilter("ignore")
+            scores = opt.importance.get_param_importances(st, evaluator=evaluator)
     except Exception as exc:  # too few distinct values, a space that changed between trials
         return {}, f"(parameter importance not available: {exc})"
     return {k: float(v) for k, v in scores.items()}, ""

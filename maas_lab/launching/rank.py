@@ -26,6 +26,8 @@ import sys  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from maas_lab.launching.ending import end_now  # noqa: E402
+
 
 def _function(spec: dict, folder: Path):
     kind, target = spec["kind"], spec["target"]
@@ -119,35 +121,10 @@ def _shutdown() -> None:
         pass
 
 
-def _exit(code: int) -> None:
-    """End a rank whose work is done without Python's teardown of every module: with torch
-    imported that teardown took 1-2 s of CPU per process (measured on 2 cores), after the
-    job's work was over, and the job, and whoever waits on it, waited for it. What a program
-    may count on at exit still happens, in the interpreter's order: its non-daemon threads
-    are joined, its ``atexit`` functions run (logging's flush, a tracker's ``finish``), and
-    the standard streams are flushed."""
-    import atexit
-    import threading
-
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
-    run_exit_functions = getattr(atexit, "_run_exitfuncs", None)
-    if run_exit_functions is None:  # not CPython: let the interpreter end as usual
-        sys.exit(code)
-    run_exit_functions()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    os._exit(code)
-
-
 if __name__ == "__main__":
     try:
         main(sys.argv[1])
     except SystemExit as exc:
         if exc.code not in (0, None):
             raise  # sys.exit(message or code): the interpreter reports it as it would
-    _exit(0)
+    end_now(0)

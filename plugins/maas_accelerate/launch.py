@@ -10,10 +10,7 @@ with ``os._exit(0)``, after what a program may count on at exit (non-daemon thre
 
 from __future__ import annotations
 
-import atexit
-import os
-import sys
-import threading
+from maas_lab.launching.ending import end_now
 
 
 def main() -> None:
@@ -24,19 +21,7 @@ def main() -> None:
     except SystemExit as exc:
         if exc.code not in (0, None):
             raise
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
-    run_exit_functions = getattr(atexit, "_run_exitfuncs", None)
-    if run_exit_functions is None:  # not CPython: let the interpreter end as usual
-        return
-    run_exit_functions()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    os._exit(0)
+    end_now(0)
 
 
 if __name__ == "__main__":

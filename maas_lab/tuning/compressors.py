@@ -27,7 +27,7 @@ from ..errors import Interrupted, UsageError
 from ..hints import command, option
 from . import studies
 from .space import grid_of, parse_keep, parse_over
-from .trials import Outcome, best_row, metric_value, one_line, record, trial_row
+from .trials import Outcome, metric_value, one_line, record, run_summary, trial_row
 
 LOWER_IS_BETTER = {"latency_ms", "size_bytes", "size_ratio"}
 
@@ -175,16 +175,7 @@ def run_compressor(
     finally:
         if best is not None:
             shutil.rmtree(best["work"], ignore_errors=True)
-    return {
-        "study": name,
-        "resumed": resumed,
-        "direction": direction,
-        "metric": metric,
-        "trials": rows,
-        "best": best_row(overall),
-        "registered": ref_new,
-        "registered_note": note,
-    }
+    return run_summary(name, resumed, direction, metric, rows, overall, ref_new, note)
 
 
 def _trial(comp, row, parent, ctx, fixed, params, budget_s, metric):

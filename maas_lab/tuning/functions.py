@@ -26,10 +26,10 @@ from ..hints import command, option
 from . import studies
 from .trials import (
     Outcome,
-    best_row,
     metric_value,
     one_line,
     record,
+    run_summary,
     split_result,
     suggest_params,
     trial_row,
@@ -166,16 +166,8 @@ def run_function(
         ref = _register(reg, register, factory, base_config, inputs, st, best, metric, sampler)
     elif register and overall is not None:
         ref = None  # an earlier session's trial is still the best: its model is not at hand
-    return {
-        "study": name,
-        "resumed": resumed,
-        "direction": direction,
-        "metric": metric,
-        "trials": rows,
-        "best": best_row(overall),
-        "registered": ref,
-        "registered_note": _register_note(register, ref, overall, best),
-    }
+    note = _register_note(register, ref, overall, best)
+    return run_summary(name, resumed, direction, metric, rows, overall, ref, note)
 
 
 def _positive(value, what: str) -> int:

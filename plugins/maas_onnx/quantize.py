@@ -61,8 +61,19 @@ from maas_lab.errors import MaasError, UsageError
 from maas_lab.hints import option
 
 # Quantizable op -> index of its weight input (an initializer when quantization applies).
-WEIGHT_INPUT = {"MatMul": 1, "Gemm": 1, "Conv": 1, "ConvTranspose": 1, "Gather": 0}
+WEIGHT_INPUT = {
+    "MatMul": 1,
+    "Gemm": 1,
+    "Conv": 1,
+    "ConvTranspose": 1,
+    "Gather": 0,
+    "Attention": 1,  # fused (com.microsoft): QAttention
+    "EmbedLayerNormalization": 2,  # fused: its word embedding table; QEmbedLayerNormalization
+}
 MODEL_ROLES = ("model", "external-data")
+# Fused transformer ops (com.microsoft Attention, SkipLayerNormalization...) have no onnx
+# shape inference, so the quantizer cannot tell their outputs' type; they are all float.
+_EXTRA = {"DefaultTensorType": 1}  # onnx.TensorProto.FLOAT
 CALIBRATION_BATCH = 32
 SMOOTH_TOLERANCE = 1e-3  # largest relative change of the float outputs smoothing may make
 
@@ -506,6 +517,7 @@ def _make(job: Job, names: list[str]) -> Candidate:
         op_types_to_quantize=list(WEIGHT_INPUT),
         nodes_to_quantize=_ort_names(job, names),
         use_external_data_format=job.external,
+        extra_options=_EXTRA,
     )
     with _quiet_ort():
         if job.static:
@@ -625,6 +637,7 @@ def _alone(job: Job, node: Node):
                 weight_type=QuantType.QInt8,
                 op_types_to_quantize=list(WEIGHT_INPUT),
                 nodes_to_quantize=names,
+                extra_options=_EXTRA,
             )
         quantized = onnx.load_model(str(folder / "alone.onnx"))
     finally:

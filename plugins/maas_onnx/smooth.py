@@ -44,7 +44,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SMOOTHABLE = ("MatMul", "Gemm")
+# Attention: onnxruntime's fused op (a transformer export's Q, K and V projections in one
+# [in, 3 * out] weight, input 1): it can be smoothed like a MatMul, but not split, since its
+# output is not linear in its input.
+SMOOTHABLE = ("MatMul", "Gemm", "Attention")
 FLOOR = 1e-5  # all-zero weight rows keep a finite scale
 DEAD = 1e-3  # a channel whose calibrated max|x| is below this share of the largest is "dead"
 SPLIT_GAIN = 0.75  # splitting must bring the simulated error below this share of the best other
@@ -65,7 +68,7 @@ class Group:
 
 
 def smoothable_groups(model, only: set[str] | None = None) -> list[Group]:
-    """MatMul/Gemm nodes with a constant 2-D weight and a computed input, grouped by that
+    """MatMul/Gemm/Attention nodes with a constant 2-D weight and a computed input, grouped by that
     input. ``only`` restricts to these node names."""
     inits = {t.name: t for t in model.graph.initializer}
     groups: dict[str, Group] = {}

@@ -121,7 +121,9 @@ class HFPrepared(Checked):
     arguments and check cases; the same interface as ``checked.Prepared``, so the
     TorchScript, torch.export (and ONNX) exporters can take either."""
 
-    def __init__(self, checkout, options: dict, what: str = "The exporter"):
+    def __init__(
+        self, checkout, options: dict, what: str = "The exporter", eager_attention: bool = False
+    ):
         import torch
         from maas_hf.loaders import load_hf_folder
         from maas_hf.runner import hidden_size, input_names
@@ -129,6 +131,9 @@ class HFPrepared(Checked):
         pooling = options.get("pooling") or "none"
         hf = load_hf_folder(checkout, {"tokenizer": True})
         names = input_names(hf.model, hf.tokenizer)
+        if eager_attention and hasattr(hf.model, "set_attn_implementation"):
+            hf.model.set_attn_implementation("eager")  # graph optimizers match its ops
+        self.model_config = hf.model.config
         self.ref, self.dir = checkout.ref, Path(checkout.dir)
         self.model = encoder_module(hf.model, pooling)
         self.max_sequence = max_sequence(hf.model.config)
@@ -165,11 +170,13 @@ class HFPrepared(Checked):
         return tuple({0: batch, 1: sequence} for _ in self.inputs)
 
 
-def prepare(checkout, options: dict, what: str):
+def prepare(checkout, options: dict, what: str, eager_attention: bool = False):
     """The exporter's starting point for a version: :class:`HFPrepared` for ``hf``, else
-    ``checked.Prepared`` (where ``pooling`` has no meaning)."""
+    ``checked.Prepared`` (where ``pooling`` has no meaning). ``eager_attention`` traces an
+    encoder's attention as the reference implementation rather than SDPA: onnxruntime's
+    transformer fusions match the former's ops."""
     if checkout.format == "hf":
-        return HFPrepared(checkout, options, what)
+        return HFPrepared(checkout, options, what, eager_attention)
     if (options.get("pooling") or "none") != "none":
         raise UsageError(
             f"{option('pooling')} applies to Hugging Face text encoders (format hf); "

@@ -1,0 +1,107 @@
+"""Transformer op fusion on export: onnxruntime's transformer optimizer rewrites a BERT-like
+encoder's attention, layer norms and GELU, each exported as dozens of small ops, into its
+fused ``com.microsoft`` ops (Attention, SkipLayerNormalization, EmbedLayerNormalization,
+BiasGelu), which its CPU kernels run in one pass each.
+
+Why it is done this way (measured on this machine, AVX2 only, 2 threads, MiniLM, batch 32 x
+128 tokens, against torch fp32 eager in the same run):
+
+- The optimizer's patterns match the TorchScript-based exporter's graph of the *eager*
+  attention. On the dynamo exporter's graph it fused only BiasGelu and LayerNormalization,
+  no Attention; on SDPA attention it finds no Attention either. So a fused export traces the
+  eager attention (the reference implementation; same outputs) through the TorchScript path.
+- TorchScript graph unfused 1.44x torch, fused 1.61x; per-channel int8 of it 2.28x unfused,
+  2.42x fused, at the same fidelity (sentence cosine 0.9908 / 0.9905).
+- ``opt_level=0``: only the Python fusions, so the file keeps standard ops elsewhere and runs
+  on any onnxruntime build; the session applies its own optimisations when it loads.
+- Which architectures: those the optimizer's ``bert`` model type covers (encoder-only,
+  post-LayerNorm BERT blocks). Only MiniLM (a BERT) is shipped offline to test with; for the
+  others the export's parity check, run on the fused graph, is what vouches for the result,
+  and a fusion that fails it is dropped with a note rather than shipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# Hugging Face model_type -> the optimizer's model type whose fusions fit its blocks.
+FUSABLE = {
+    "bert": "bert",
+    "roberta": "bert",
+    "xlm-roberta": "bert",
+    "camembert": "bert",
+    "distilbert": "bert",
+    "electra": "bert",
+    "mpnet": "bert",
+}
+HEADS = ("num_attention_heads", "n_heads")
+HIDDEN = ("hidden_size", "dim")
+
+
+@dataclass
+class Plan:
+    """What the optimizer needs to know about the encoder."""
+
+    model_type: str  # Hugging Face's
+    optimizer_type: str
+    heads: int
+    hidden: int
+
+    def describe(self) -> dict:
+        return {
+            "model_type": self.model_type,
+            "optimizer_model_type": self.optimizer_type,
+            "num_heads": self.heads,
+            "hidden_size": self.hidden,
+        }
+
+
+def plan_for(config) -> tuple[Plan | None, str]:
+    """The fusion plan for a model's transformers config, or ``None`` and why not."""
+    model_type = getattr(config, "model_type", None) if config is not None else None
+    if model_type is None:
+        return None, "not a Hugging Face transformer encoder"
+    if model_type not in FUSABLE:
+        return None, (
+            f"onnxruntime's transformer optimizer has no fusions for model_type {model_type!r} "
+            f"(fused: {', '.join(sorted(FUSABLE))})"
+        )
+    heads = next((getattr(config, a) for a in HEADS if isinstance(getattr(config, a, 0), int)), 0)
+    hidden = next((getattr(config, a) for a in HIDDEN if isinstance(getattr(config, a, 0), int)), 0)
+    if not heads or not hidden:
+        return None, f"its config names no attention head count or hidden size ({model_type})"
+    return Plan(model_type, FUSABLE[model_type], heads, hidden), ""
+
+
+def fuse(src: Path, folder: Path, plan: Plan, external: bool) -> dict[str, int]:
+    """Write the fused graph of ``src`` to ``folder/model.onnx``; returns the fused op counts
+    (those above zero). Raises if the optimizer fails."""
+    import contextlib
+    import io
+    import logging
+
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    folder.mkdir(parents=True)
+    # it prints shape inference failures and logs a warning per pattern it skips; what was
+    # fused is in the counts returned
+    was = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            model = optimize_model(
+                str(src),
+                model_type=plan.optimizer_type,
+                num_heads=plan.heads,
+                hidden_size=plan.hidden,
+                optimization_options=FusionOptions(plan.optimizer_type),
+                opt_level=0,
+            )
+        path = str(folder / "model.onnx")
+        model.save_model_to_file(path, use_external_data_format=external)
+        counts = model.get_fused_operator_statistics()
+    finally:
+        logging.disable(was)
+    return {op: int(n) for op, n in counts.items() if n}

@@ -950,7 +950,7 @@ def serve(
     engine: str = _SERVE["engine"],
     host: str = _SERVE["host"],
     port: int = _SERVE["port"],
-    replicas: int = _SERVE["replicas"],
+    replicas: int | None = _SERVE["replicas"],
     max_batch: int = _SERVE["max_batch"],
     max_delay_ms: float = _SERVE["max_delay_ms"],
     max_queue: int = _SERVE["max_queue"],

@@ -34,7 +34,13 @@ SERVE = Schema(
         help="Address to bind; other than loopback, every call needs a token.",
     ),
     Param("port", "int", 8000, "Port; 0 picks a free one."),
-    Param("replicas", "int", 1, "Worker processes on one port."),
+    Param(
+        "replicas",
+        "int",
+        None,
+        "Worker processes on one port (default: one per core, at most 4; with --autoscale, "
+        "its MIN).",
+    ),
     Param("max_batch", "int", 8, "Most rows per backend call."),
     Param("max_delay_ms", "float", 5.0, "Longest a request waits for others to batch with."),
     Param("max_queue", "int", 256, "Requests queued per model and replica before answering 503."),
@@ -79,7 +85,7 @@ SERVE = Schema(
     Param(
         "autoscale",
         help="Replicas follow the load between MIN and MAX, e.g. 1..4; starts at --replicas "
-        "(raised to MIN); scaling by hand stays within the range.",
+        "(raised to MIN; by default MIN); scaling by hand stays within the range.",
         metavar="MIN..MAX",
     ),
     Param(

@@ -177,7 +177,7 @@ def test_restart_backoff_doubles_while_crashing_and_resets_after_healthy_running
 
 
 def test_a_server_that_runs_healthy_again_restarts_a_crashed_worker_at_once(words):
-    handle = control.serve("words@1", name="crashy", port=0, healthy_reset_s=0.5)
+    handle = control.serve("words@1", name="crashy", port=0, replicas=1, healthy_reset_s=0.5)
     db = api.registry(words).db
 
     def crash_and_replace(old: int) -> int:

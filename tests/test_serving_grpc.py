@@ -69,6 +69,7 @@ def server(home):
         ["tiny@1", "words@1"],
         name="both",
         port=0,
+        replicas=1,  # statistics are compared right after the calls: one worker's counters
         grpc_port=0,
         max_body_mb=MAX_BODY_MB,
         root=home,

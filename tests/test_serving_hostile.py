@@ -60,6 +60,7 @@ def tiny(home):
     handle = api.serve(
         "tiny@1",
         port=0,
+        replicas=1,  # the counters read back are one worker's, not merged a second later
         max_batch=8,
         max_rows=64,
         header_timeout_s=1.0,

@@ -216,7 +216,8 @@ def test_refusals_are_logged_with_the_name_never_the_token(home, made):
 
 @pytest.mark.slow
 def test_scopes_and_models_on_a_server_started_with_a_token(home, made):
-    server = api.serve(["words@1", "other@1"], name="guarded", port=0, token=ADMIN)
+    # one replica: the counts are read back at once (replicas merge theirs every second)
+    server = api.serve(["words@1", "other@1"], name="guarded", port=0, token=ADMIN, replicas=1)
     url = server.url
     try:
         assert _statuses(url, None) == {**_all(401), "unload other": 401}

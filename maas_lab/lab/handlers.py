@@ -167,7 +167,7 @@ class Servers(_Handler):
     async def post(self):
         data = self.body()
         ref = self.text(data, "ref")
-        replicas = self.text(data, "replicas", required=False) or 1
+        replicas = self.text(data, "replicas", required=False) or None  # None: the machine's
         # One start at a time: two clicks (two tabs, a button and the palette) must not race
         # to start two supervisors under one name.
         async with self.settings.setdefault("maas_lab_starting", asyncio.Lock()):
@@ -185,7 +185,7 @@ class Servers(_Handler):
                     ref,
                     port=0,
                     name=name,
-                    replicas=None if str(replicas) == "1" else replicas,
+                    replicas=replicas,
                 ),
             }
         )

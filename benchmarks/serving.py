@@ -10,8 +10,9 @@ cycling) and a digits MLP exported to ONNX (one 64-pixel row a request):
 1. In-process limit: tokenize + ``runner.infer`` over the same sentences in order, batch sizes
    1 to 32, no HTTP; the best sentences/s is what this machine can do for this model.
 2. Our server, one row each: no batching (``max_batch=1``), dynamic batching (defaults:
-   ``max_batch=8, max_delay_ms=5``; also 16 and 32 unless ``--quick``), 2 replicas with
-   batching; the digits MLP without and with batching.
+   ``max_batch=8, max_delay_ms=5``; also 16 and 32 unless ``--quick``), both on 1 replica
+   of 2 threads; 2 replicas with batching; every option left to its default (replicas and
+   threads chosen from the core count); the digits MLP without and with batching.
 3. LitServe (the peer) serving the same int8 ONNX file with onnxruntime, its batching on
    (``max_batch_size=8, batch_timeout=0.005``), one worker, batch() padding to the longest.
 4. Overload: the batching server with ``max_queue=32`` hit by 5x the clients (320): how many
@@ -113,6 +114,7 @@ REFUSED_P99_TARGET_MS = 100.0
 
 IN_PROCESS = "in-process best"
 NO_BATCH, BATCH, REPLICAS = "ours no batching", "ours batching", "ours 2 replicas"
+DEFAULTS = "ours, defaults"  # replicas and threads chosen from the machine
 PEER = "LitServe batch 8"
 DIGITS_NO_BATCH, DIGITS_BATCH = "digits no batching", "digits batching"
 OVERLOAD = f"overload {OVERLOAD_FACTOR}x (queue {OVERLOAD_QUEUE})"
@@ -760,7 +762,7 @@ def start_ours(
     handle = servers.start(ref, name, **options)
     status, answer = post(handle.url + path, bodies[0])
     check(status, answer)
-    settle = 1.2 if options.get("replicas", 1) > 1 else 0.0  # other replicas' snapshots: 1 s
+    settle = 1.2 if options.get("replicas") != 1 else 0.0  # other replicas' snapshots: 1 s
     info = {"ref": ref, "options": options, "first_answer": answer["outputs"][0]["data"]}
     return Variant(
         label,
@@ -838,7 +840,13 @@ def overload_row(servers: Servers, wrk: Wrk, args, ref: str, bodies: list[str]) 
     label, name = OVERLOAD, "bench-overload"
     path = f"/v2/models/{TEXT_MODEL}/infer"
     connections = CLIENTS * OVERLOAD_FACTOR
-    options = {"max_batch": 8, "max_delay_ms": 5.0, "max_queue": OVERLOAD_QUEUE, "threads": THREADS}
+    options = {
+        "max_batch": 8,
+        "max_delay_ms": 5.0,
+        "max_queue": OVERLOAD_QUEUE,
+        "replicas": 1,
+        "threads": THREADS,
+    }
     row = {"label": label, "kind": "overload", "ref": ref, "options": options}
     try:
         handle = servers.start(ref, name, **options)
@@ -1154,10 +1162,12 @@ def run_all(args) -> dict:
     wrk = Wrk(Path(args.tmp), args.max_seconds)
     servers = Servers(root)
     batching = {"max_batch": 8, "max_delay_ms": 5.0}
+    one = {"replicas": 1, "threads": THREADS}
     plan = [
-        (NO_BATCH, ref, text_bodies, check_text, {"max_batch": 1, "threads": THREADS}),
-        (BATCH, ref, text_bodies, check_text, {**batching, "threads": THREADS}),
+        (NO_BATCH, ref, text_bodies, check_text, {"max_batch": 1, **one}),
+        (BATCH, ref, text_bodies, check_text, {**batching, **one}),
         (REPLICAS, ref, text_bodies, check_text, {**batching, "replicas": 2}),
+        (DEFAULTS, ref, text_bodies, check_text, {}),
         (PEER, None, None, None, None),
         *(
             (
@@ -1165,12 +1175,12 @@ def run_all(args) -> dict:
                 ref,
                 text_bodies,
                 check_text,
-                {"max_batch": mb, "max_delay_ms": 5.0, "threads": THREADS},
+                {"max_batch": mb, "max_delay_ms": 5.0, **one},
             )
             for mb in args.extra_batches
         ),
-        (DIGITS_NO_BATCH, digits, digit_bodies, check_digits, {"max_batch": 1, "threads": THREADS}),
-        (DIGITS_BATCH, digits, digit_bodies, check_digits, {**batching, "threads": THREADS}),
+        (DIGITS_NO_BATCH, digits, digit_bodies, check_digits, {"max_batch": 1, **one}),
+        (DIGITS_BATCH, digits, digit_bodies, check_digits, {**batching, **one}),
     ]
     variants: list[Variant] = []
     failed: dict[str, dict] = {}

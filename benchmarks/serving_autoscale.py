@@ -43,7 +43,7 @@ PATH = f"/v2/models/{MODEL}/infer"
 def plan(args) -> list[tuple[str, dict]]:
     batching = {"max_batch": 8, "max_delay_ms": 5.0}
     return [
-        (FIXED_1, {**batching, "threads": base.THREADS}),
+        (FIXED_1, {**batching, "replicas": 1, "threads": base.THREADS}),
         (FIXED_2, {**batching, "replicas": 2}),  # 1 thread each (cores / replicas)
         (
             AUTO,

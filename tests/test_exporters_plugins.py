@@ -415,15 +415,25 @@ def test_hf_runner_matches_the_loader_encode(plugins, minilm, minilm_runner):
 
 @pytest.mark.slow
 def test_minilm_onnx_export_with_pooling_keeps_the_embeddings(
-    plugins, minilm, minilm_runner, tmp_path
+    plugins, minilm, minilm_runner, minilm_onnx, tmp_path
 ):
-    art = export(plugins, "onnx", minilm, tmp_path / "out", pooling="mean")
-    assert art.files["model.onnx"] == "model"
-    assert art.files["config.json"] == "config" and art.files["tokenizer.json"] == "tokenizer"
-    assert art.report["exporter"] == "dynamo" and "dynamo_error" not in art.report
-    assert art.signature["outputs"] == [tensor("sentence_embedding", "float32", ["batch", 384])]
-    child = runner(plugins, child_of(art, tmp_path / "out"))
-    assert child.signature == art.signature
+    """On the run's shared export (tests/conftest.py: this exporter, through the core, with
+    pooling="mean"), read back from a copy of its registry."""
+    from maas_lab import api
+
+    home = minilm_onnx.copy_to(tmp_path / "registry")
+    checkout = api.registry(home).checkout("minilm@2")
+    files = {f["name"]: f["role"] for f in checkout.files}
+    assert files["model.onnx"] == "model"
+    assert files["config.json"] == "config" and files["tokenizer.json"] == "tokenizer"
+    (edge,) = api.show("minilm@2", root=home)["parents"]
+    assert edge["params"]["exporter"] == "onnx" and edge["params"]["options"]["pooling"] == "mean"
+    report = edge["params"]["report"]
+    assert report["exporter"] == "dynamo" and "dynamo_error" not in report
+    signature = checkout.signature
+    assert signature["outputs"] == [tensor("sentence_embedding", "float32", ["batch", 384])]
+    child = runner(plugins, checkout)
+    assert child.signature == signature
     feeds = minilm_runner.example_feeds(6)
     assert {k: v.tolist() for k, v in child.example_feeds(6).items()} == {
         k: v.tolist() for k, v in feeds.items()

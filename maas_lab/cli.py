@@ -262,6 +262,8 @@ def _param_row(p) -> tuple[str, str]:
     extra = f" [{'|'.join(map(str, p.choices))}]" if p.choices else ""
     default = "" if p.default in (None, "") else f" (default: {p.default})"
     typed = "" if p.type == "bool" else f" {p.type.upper()}"
+    if p.type == "bool" and p.default is True:  # on by default: say how to turn it off
+        typed = f"/--no-{p.cli_flag[2:]}"
     return f"{p.cli_flag}{typed}", f"{p.help}{extra}{default}"
 
 

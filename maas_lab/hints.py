@@ -97,9 +97,10 @@ def option(name: str, value=_UNSET, *, flag: str | None = None) -> str:
     """Option ``name`` (its Python name), with ``value`` if given, spelled as the person gave
     it: under a command line (:func:`typed` is not None) the flag, ``--max-drop`` /
     ``--max-drop 0.5`` (a value shell-quoted where it needs it; True alone is the bare flag,
-    ``--allow-mismatch``); in Python the keyword, ``max_drop`` / ``max_drop=0.5`` (a string
-    value as its repr, anything else as str()). ``flag`` is the CLI spelling when it is not
-    the name's (``option("allow_hosts", flag="--allow-host")``; a Param passes its own, see
+    ``--allow-mismatch``; False its negation, ``--no-fuse``, for flags on by default); in
+    Python the keyword, ``max_drop`` / ``max_drop=0.5`` (a string value as its repr, anything
+    else as str()). ``flag`` is the CLI spelling when it is not the name's
+    (``option("allow_hosts", flag="--allow-host")``; a Param passes its own, see
     ``Param.option``). A metavar-style placeholder value (``NAME``, ``FILE``, ``...``) is
     written as is in both.
     """
@@ -107,6 +108,8 @@ def option(name: str, value=_UNSET, *, flag: str | None = None) -> str:
         text = flag or flag_for(name)
         if value is _UNSET or value is True:
             return text
+        if value is False and text.startswith("--"):  # a flag that is on by default
+            return f"--no-{text[2:]}"
         return f"{text} {_word(value)}"
     if value is _UNSET:
         return name

@@ -74,19 +74,40 @@ def test_a_bert_encoder_is_exported_fused_and_matches_eager(bert_home):
     assert info["config"]["fused_ops"] == fusion["fused_ops"]
 
 
-def test_no_fuse_and_a_newer_opset_export_standard_ops_and_say_why(bert_home):
-    # the TorchScript path (quicker to trace than dynamo); fusion is what differs
-    fast = {"pooling": "mean", "exporter": "torchscript", "root": bert_home}
-    plain = api.export("bert@1", "onnx", fuse=False, **fast).data["ref"]
-    fusion = _edge(bert_home, plain)["report"]["fusion"]
-    assert fusion == {"applied": False, "why": "fuse=False"}
-    assert not [n for n in _graph(bert_home, plain).node if n.domain == MS]
+def test_no_fuse_and_a_newer_opset_export_standard_ops_and_say_why(bert_home, capsys):
+    from maas_lab.cli import run
 
+    # the TorchScript path (quicker to trace than dynamo); fusion is what differs
+    line = ["--root", str(bert_home), "export", "bert@1", "--to", "onnx", "--pooling", "mean"]
+    plain = run([*line, "--exporter", "torchscript", "--no-fuse"])["ref"]
+    fusion = _edge(bert_home, plain)["report"]["fusion"]
+    assert fusion == {"applied": False, "why": "--no-fuse"}  # as it was typed
+    assert not [n for n in _graph(bert_home, plain).node if n.domain == MS]
+    assert run(["export", "--to", "onnx", "--help"]) is None
+    assert "--fuse/--no-fuse" in capsys.readouterr().out
+
+    fast = {"pooling": "mean", "exporter": "torchscript", "root": bert_home}
     newer = api.export("bert@1", "onnx", opset=18, **fast).data["ref"]
     report = _edge(bert_home, newer)["report"]
     assert report["fusion"]["applied"] is False and "past opset 17" in report["fusion"]["why"]
     assert report["opset"] == 18
     assert not [n for n in _graph(bert_home, newer).node if n.domain == MS]
+
+
+def test_a_fused_export_reads_left_padded_and_gapped_masks_as_the_model_does(bert_home):
+    """The optimizer's default turns the mask into one length per row (right padding only):
+    a client's left-padded rows then attended to the padding."""
+    import numpy as np
+
+    fused = api.export("bert@1", "onnx", root=bert_home).data["ref"]  # last_hidden_state
+    assert _edge(bert_home, fused)["report"]["fusion"]["applied"]  # not the unfused fallback
+    ids = np.array([[101, 2023, 2003, 1037, 3231, 102]] * 3, dtype=np.int64)
+    mask = np.array([[1] * 6, [0, 0, 1, 1, 1, 1], [1, 1, 0, 1, 0, 1]], dtype=np.int64)
+    feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    want = api.runner("bert@1", root=bert_home).infer(feeds)["last_hidden_state"]
+    got = api.runner(fused, root=bert_home).infer(feeds)["last_hidden_state"]
+    real = mask.astype(bool)  # what the padding's own rows hold is no one's answer
+    np.testing.assert_allclose(got[real], want[real], atol=1e-5)
 
 
 def test_a_model_without_fusions_is_exported_as_it_is_with_the_reason(tiny_torch_version):
@@ -110,3 +131,13 @@ def test_int8_of_a_fused_graph_smooths_and_quantizes_its_attention(bert_home):
     assert len(attention) == 2 and all(i["how"] != "split" for i in attention)
     assert smoothing["float_relative_drift"] <= 1e-3  # the float graph computes the same
     assert data["after"]["cosine_mean"] >= 0.99  # of the int8 model against its fused parent
+
+
+def test_static_int8_of_a_fused_graph_quantizes_its_activations(bert_home):
+    """onnx's shape inference does not know the fused ops: without onnxruntime's own, the
+    calibrator saw no activation and static int8 quantized the weights only."""
+    fused = api.export("bert@1", "onnx", pooling="mean", root=bert_home).data["ref"]
+    data = api.compress(fused, "ort-int8", static=True, calibration_rows=16, root=bert_home).data
+    graph = _graph(bert_home, data["ref"])
+    quantized = [n for n in graph.node if n.op_type == "QuantizeLinear"]
+    assert len(quantized) >= 4 and data["report"]["mode"] == "static"

@@ -25,7 +25,7 @@ from maas_lab.components import Artifact
 from maas_lab.errors import UsageError
 from maas_lab.hints import option
 
-from .fusion import fuse, plan_for
+from .fusion import fuse, hf_config, plan_for
 
 EXTERNAL_DATA_BYTES = 1 << 30  # well under protobuf's 2 GiB limit on one file
 ONNX_ROLES = ("model", "external-data")
@@ -180,6 +180,27 @@ def _optimize(src: Path, folder: Path, external: bool) -> Path:
     return folder / "model.onnx"
 
 
+def _plan(checkout, options: dict):
+    """The fusion plan for this export, or ``None`` and why not; decided before the model is
+    loaded, since a fused export traces another attention implementation."""
+    asked = options["opset"]
+    if not options["fuse"]:
+        return None, option("fuse", False)
+    if options["exporter"] == "dynamo":
+        return None, (
+            f"{option('exporter', 'dynamo')}: onnxruntime's fusions match the TorchScript-based "
+            f"exporter's graph (leave {option('exporter')} out to fuse)"
+        )
+    plan, why_not = plan_for(hf_config(checkout))
+    if plan is not None and asked is not None and asked > FUSION_OPSET:
+        return None, (
+            f"{option('opset', asked)}: onnxruntime's transformer optimizer cannot infer "
+            f"shapes past opset {FUSION_OPSET}, so fused exports are written at "
+            f"{FUSION_OPSET} (leave {option('opset')} out to fuse)"
+        )
+    return plan, why_not
+
+
 def _fused(job, attempt: Path, folder: Path, plan, external: bool, report: dict) -> Path:
     """The fused export if it passes the checks, else ``attempt`` (and why, in the report)."""
     from maas_torch.checked import describe_failure
@@ -225,20 +246,10 @@ def export_onnx(checkout, options: dict, workdir: Path) -> Artifact:
         raise UsageError(f"{option('opset', asked)}: this onnx writes opsets 7 to {newest}.")
     started = time.perf_counter()
     workdir = Path(workdir)
-    job = prepare(checkout, options, "The onnx exporter", eager_attention=options["fuse"])
+    plan, why_not = _plan(checkout, options)
+    # eager attention only where the graph will be fused: the optimizer matches its ops
+    job = prepare(checkout, options, "The onnx exporter", eager_attention=plan is not None)
     job.config = {"exported_from": checkout.format, "pooling": options["pooling"]}
-    plan, why_not = plan_for(getattr(job, "model_config", None))
-    if not options["fuse"]:
-        plan, why_not = None, f"{option('fuse', False)}"
-    elif plan is not None and asked is not None and asked > FUSION_OPSET:
-        plan, why_not = (
-            None,
-            (
-                f"{option('opset', asked)}: onnxruntime's transformer optimizer cannot infer "
-                f"shapes past opset {FUSION_OPSET}, so fused exports are written at "
-                f"{FUSION_OPSET} (leave {option('opset')} out to fuse)"
-            ),
-        )
     modes = ["dynamo", "torchscript"] if options["exporter"] == "auto" else [options["exporter"]]
     if plan is not None and options["exporter"] == "auto":
         modes.reverse()  # the optimizer's patterns match the TorchScript-based graph
@@ -280,6 +291,14 @@ def export_onnx(checkout, options: dict, workdir: Path) -> Artifact:
     if "dynamo" in errors:
         report["dynamo_error"] = errors["dynamo"]
     external = len(_files_in(attempt)) > 1
+    if plan is not None and report["exporter"] != "torchscript":
+        plan, why_not = (
+            None,
+            (
+                "the TorchScript-based exporter failed (see the report), and onnxruntime's "
+                "fusions match its graph, not the dynamo exporter's"
+            ),
+        )
     if plan is None:
         report["fusion"] = {"applied": False, "why": why_not}
     else:

@@ -57,6 +57,18 @@ class Plan:
         }
 
 
+def hf_config(checkout):
+    """The transformers config of an ``hf`` version (its config.json only), else ``None``."""
+    if checkout.format != "hf":
+        return None
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(str(checkout.dir), local_files_only=True)
+    except Exception:  # the loader will say what is wrong with the folder
+        return None
+
+
 def plan_for(config) -> tuple[Plan | None, str]:
     """The fusion plan for a model's transformers config, or ``None`` and why not."""
     model_type = getattr(config, "model_type", None) if config is not None else None
@@ -81,10 +93,16 @@ def fuse(src: Path, folder: Path, plan: Plan, external: bool) -> dict[str, int]:
     import io
     import logging
 
+    import onnx
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     folder.mkdir(parents=True)
+    options = FusionOptions(plan.optimizer_type)
+    # The 2-D attention mask as it is: by default the optimizer reduces it to one length per
+    # row, which treats every row as right-padded (a left-padded or gapped mask then attended
+    # to the padding: max abs diff 0.02 on a 2-layer BERT).
+    options.use_raw_attention_mask(True)
     # it prints shape inference failures and logs a warning per pattern it skips; what was
     # fused is in the counts returned
     was = logging.root.manager.disable
@@ -96,12 +114,17 @@ def fuse(src: Path, folder: Path, plan: Plan, external: bool) -> dict[str, int]:
                 model_type=plan.optimizer_type,
                 num_heads=plan.heads,
                 hidden_size=plan.hidden,
-                optimization_options=FusionOptions(plan.optimizer_type),
+                optimization_options=options,
                 opt_level=0,
             )
         path = str(folder / "model.onnx")
         model.save_model_to_file(path, use_external_data_format=external)
-        counts = model.get_fused_operator_statistics()
     finally:
         logging.disable(was)
-    return {op: int(n) for op, n in counts.items() if n}
+    # what is really onnxruntime's own op in the file (its statistics also count standard
+    # LayerNormalization nodes, which opset 17 exports have anyway)
+    counts: dict[str, int] = {}
+    for node in onnx.load(path, load_external_data=False).graph.node:
+        if node.domain == "com.microsoft":
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))

@@ -11,7 +11,9 @@ pooling over the attention mask and L2 normalisation baked in as ``sentence_embe
 Checks: real sentences of varied lengths are exported with (padded, so the attention mask
 holds zeros); the export is then compared with the eager model on other batch AND sequence
 sizes, once padded and once unpadded (an all-ones mask is where transformers may take
-another branch), before anything is returned.
+another branch), and once padded on the left with a masked token among the real ones (a
+fused attention that reads the mask as one length per row fails there), before anything is
+returned.
 """
 
 from __future__ import annotations
@@ -78,9 +80,27 @@ def _resize(feeds: dict, length: int, pad_id: int) -> dict:
     return out
 
 
+def _left_padded(feeds: dict, pad_id: int) -> dict:
+    """``feeds`` (right-padded) with each row's padding moved to the front, and a gap in the
+    first row's mask (a masked token among real ones): a client may send either, and a graph
+    that reads the mask as one length per row (a fused attention can) gets them wrong."""
+    mask = feeds["attention_mask"]
+    out = {name: np.empty_like(a) for name, a in feeds.items()}
+    for row, real in enumerate(mask.sum(1)):
+        pad = mask.shape[1] - int(real)
+        for name, a in feeds.items():
+            fill = pad_id if name == "input_ids" else 0
+            out[name][row] = np.concatenate([np.full(pad, fill, a.dtype), a[row, : int(real)]])
+    first = np.flatnonzero(out["attention_mask"][0])
+    if len(first) > 2:
+        out["attention_mask"][0, first[len(first) // 2]] = 0
+    return out
+
+
 def text_feeds(tokenizer, names: list[str]) -> tuple[dict, list[dict]]:
     """Real sentences: feeds to export with (batch 2, padded), and check feeds at other batch
-    and sequence sizes, one padded (batch 3) and one unpadded (batch 1)."""
+    and sequence sizes, one padded (batch 3) and one unpadded (batch 1), and the padded one
+    padded on the left, with a gap."""
     from maas_hf.text import tokenize
 
     pad_id = tokenizer.pad_token_id or 0
@@ -94,12 +114,12 @@ def text_feeds(tokenizer, names: list[str]) -> tuple[dict, list[dict]]:
     while other in (length, padded["input_ids"].shape[1]) and other > 2:
         other -= 1  # cut, not padded: this case keeps an all-ones mask
     single = _resize(single, other, pad_id)
-    return trace, [padded, single]
+    return trace, [padded, single, _left_padded(padded, pad_id)]
 
 
 def random_token_feeds(names: list[str], vocab: int) -> tuple[dict, list[dict]]:
     """Without a tokenizer: random ids, (batch, sequence) = (2, 8) to export with, and (3, 5)
-    padded and (1, 6) unpadded to check on."""
+    padded, (1, 6) unpadded and (3, 5) padded on the left, with a gap, to check on."""
     rng = np.random.default_rng(0)
 
     def feeds(batch, length, real):
@@ -113,7 +133,8 @@ def random_token_feeds(names: list[str], vocab: int) -> tuple[dict, list[dict]]:
                 out[n] = np.zeros((batch, length), np.int64)
         return out
 
-    return feeds(2, 8, [8, 6]), [feeds(3, 5, [5, 3, 4]), feeds(1, 6, [6])]
+    padded = feeds(3, 5, [5, 3, 4])
+    return feeds(2, 8, [8, 6]), [padded, feeds(1, 6, [6]), _left_padded(padded, 0)]
 
 
 class HFPrepared(Checked):

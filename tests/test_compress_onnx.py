@@ -467,12 +467,18 @@ def test_minilm_budget_keeps_the_most_sensitive_layers_in_float(minilm, tmp_path
     )
     done = report.data["report"]
     assert done["smoothing"]["matmuls"] == 12  # the FFN MatMuls: excluded ones are left alone
-    assert done["budget_met"] is True and done["measurements"]["sensitivity"] == 12
-    chosen = [k for k in done["kept_in_float"] if k["why"] != "exclude"]
-    assert len(done["kept_in_float"]) == len(others) + len(chosen) and chosen
-    assert all("quantized alone it costs cosine_min" in k["why"] for k in chosen)
-    assert done["search"][0]["within_budget"] is False  # all quantized was over budget
+    assert done["budget_met"] is True
     assert report.data["after"]["cosine_min"] >= 1 - 0.002
+    chosen = [k for k in done["kept_in_float"] if k["why"] != "exclude"]
+    assert len(done["kept_in_float"]) == len(others) + len(chosen)
+    if done["search"][0]["within_budget"]:
+        # int8 errs less on some CPUs (VNNI): all 12 in int8 met the budget, and the promise
+        # is then that nothing more is kept in float and no search was run
+        assert not chosen and done["measurements"]["sensitivity"] == 0
+    else:  # here (AVX2 only) all 12 in int8 measured over the budget: the search kept the
+        # fewest most costly layers in float that meet it
+        assert chosen and done["measurements"]["sensitivity"] == 12
+        assert all("quantized alone it costs cosine_min" in k["why"] for k in chosen)
     assert done["quantized_nodes"] == done["quantizable_nodes"] - len(done["kept_in_float"])
     # the search measured the chosen model on the same sentences as the report, where the
     # parent's outputs come from the search's memory: the figures must be the same

@@ -4,23 +4,22 @@ Why it is done this way (measured on this machine: MiniLM ONNX export, 200 built
 
 - Weights get one scale per output channel by default: per-tensor int8 gave sentence cosine
   0.957 (worst sentence 0.78), per-channel 0.991 (worst 0.95), same size, about the same speed.
-- A transformer export arrives fused (fusion.py: Attention, SkipLayerNormalization...);
-  quantizing it needs ``DefaultTensorType`` (onnx cannot type the fused ops' outputs) and,
-  for static QDQ, onnxruntime's own shape inference first. Its Attention becomes QAttention,
-  whose weights onnxruntime quantizes with a reduced (7-bit) range, and its embedding
-  QEmbedLayerNormalization. MiniLM, AVX2 only: fused int8 0.9961 / 0.988 against unfused
-  0.9962 / 0.9877, 1.3x the unfused int8's batch-32 throughput. The graph is then smoothed
-  (smooth.py; ``--smooth``,
-  ``--outliers``), a change that leaves its float outputs as they were (checked on a batch;
-  beyond ``SMOOTH_TOLERANCE`` the model is quantized unsmoothed, with a note): dynamic int8
-  quantizes each activation tensor with one range, and MiniLM's few huge [CLS] channels
-  left it at cosine 0.9917, worst sentence 0.957. SmoothQuant alone (alpha 0.7, the best
-  of 0.5-0.85) reached 0.9968 / 0.981; with the FFN "down" inputs' 2 largest channels split
-  off into a float MatMul instead, 0.9985 / 0.994 (0.9985 / 0.993 on sentences it was not
-  calibrated on), 0.4% bigger and 1-5% slower than plain dynamic int8. Excluding the
-  embedding Gathers besides moved cosine by +0.0003 for 2.5x the size, so they stay int8.
-  Static QDQ gains too (0.920 / 0.686 to 0.974 / 0.847) but stays far behind dynamic.
-  The budget search starts from the smoothed model: layers it keeps in float stay smoothed.
+- A transformer export arrives fused (fusion.py: Attention, SkipLayerNormalization...); quantizing
+  it needs ``DefaultTensorType`` (onnx cannot type the fused ops' outputs) and, for static QDQ,
+  onnxruntime's own shape inference first. Its Attention becomes QAttention, whose weights
+  onnxruntime quantizes with a reduced (7-bit) range, and its embedding QEmbedLayerNormalization.
+  MiniLM, AVX2 only: fused int8 0.9957 / 0.9846 against unfused 0.9957 / 0.9847, 1.3x the unfused
+  int8's speed at batch 32 x 128, 1.7x at 1 x 32. The graph is then smoothed (smooth.py;
+  ``--smooth``, ``--outliers``), a change that leaves its float outputs as they were (checked on a
+  batch; beyond ``SMOOTH_TOLERANCE`` the model is quantized unsmoothed, with a note): dynamic int8
+  quantizes each activation tensor with one range, and MiniLM's few huge [CLS] channels left it at
+  cosine 0.9917, worst sentence 0.957 (figures from here on: unfused, on an AVX-512 VNNI CPU).
+  SmoothQuant alone (alpha 0.7, the best of 0.5-0.85) reached 0.9968 / 0.981; with the FFN "down"
+  inputs' 2 largest channels split off into a float MatMul instead, 0.9985 / 0.994 (0.9985 / 0.993
+  on sentences it was not calibrated on), 0.4% bigger and 1-5% slower than plain dynamic int8.
+  Excluding the embedding Gathers besides moved cosine by +0.0003 for 2.5x the size, so they stay
+  int8. Static QDQ gains too (0.920 / 0.686 to 0.974 / 0.847) but stays far behind dynamic. The
+  budget search starts from the smoothed model: layers it keeps in float stay smoothed.
 - ``extra_options`` are left alone: ``MatMulConstBOnly`` produced a byte-identical graph.
 - Only nodes with a constant weight are quantized (``nodes_to_quantize``), in both modes. Left
   to its defaults, static QDQ also quantizes LayerNorm, Softmax, Where... and MiniLM fell to

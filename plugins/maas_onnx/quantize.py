@@ -20,7 +20,8 @@ Why it is done this way (measured on this machine: MiniLM ONNX export, 200 built
   Excluding the embedding Gathers besides moved cosine by +0.0003 for 2.5x the size, so they stay
   int8. Static QDQ gains too (0.920 / 0.686 to 0.974 / 0.847) but stays far behind dynamic. The
   budget search starts from the smoothed model: layers it keeps in float stay smoothed.
-- ``extra_options`` are left alone: ``MatMulConstBOnly`` produced a byte-identical graph.
+- ``extra_options`` other than ``DefaultTensorType`` are left alone: ``MatMulConstBOnly``
+  produced a byte-identical graph.
 - Only nodes with a constant weight are quantized (``nodes_to_quantize``), in both modes. Left
   to its defaults, static QDQ also quantizes LayerNorm, Softmax, Where... and MiniLM fell to
   cosine 0.33, slower than float; restricted to weight ops it reaches 0.92 (dynamic: 0.991,

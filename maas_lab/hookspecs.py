@@ -142,6 +142,9 @@ def maas_serving_engines(register):
     ``validate(options, core_options)`` (optional) runs in the caller's process before
     anything starts: raise :class:`maas_lab.errors.UsageError` for a missing package, an
     address that does not answer or a core option the engine cannot honour.
+    ``extra={"start_s": seconds}`` is how long starting may take (default 180);
+    ``extra={"replicas": "per-core"}`` lets ``maas serve`` without ``--replicas`` start one
+    replica per core (at most 4), as the built-in engines do; without it the default is 1.
     """
 
 

@@ -38,8 +38,8 @@ SERVE = Schema(
         "replicas",
         "int",
         None,
-        "Worker processes on one port (default: one per core, at most 4; with --autoscale, "
-        "its MIN).",
+        "Worker processes on one port (default: one per core, at most 4, for the local and "
+        "ray engines; with --autoscale, its MIN).",
     ),
     Param("max_batch", "int", 8, "Most rows per backend call."),
     Param("max_delay_ms", "float", 5.0, "Longest a request waits for others to batch with."),

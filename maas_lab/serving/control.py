@@ -137,9 +137,11 @@ def serve(
     # The options before the refs: `--autoscale --target-p99-ms 100` took the flag as the
     # range and 100 as a model, and was answered "No model named '100'".
     scaling = autoscale_mod.check(autoscale, target_p99_ms, 1 if replicas is None else replicas)
-    if replicas is None:  # chosen from the machine; with --autoscale, where it starts (MIN)
-        replicas = scaling[0] if scaling is not None else default_replicas()
     runs_on = _engine(engine)
+    if replicas is None:  # with --autoscale, where it starts (MIN); else from the machine
+        # for an engine that runs several (a plugin's engine of one process gets 1)
+        per_core = runs_on.extra.get("replicas") == "per-core"
+        replicas = scaling[0] if scaling is not None else default_replicas() if per_core else 1
     engine_options = runs_on.options(engine_options)
     reg = open_registry(root)
     for ref in refs:

@@ -26,5 +26,6 @@ def maas_serving_engines(register):
             description="Worker processes on this machine sharing one port, kept alive, "
             "scaled and drained by maas_lab's supervisor (the default).",
             run=run,
+            extra={"replicas": "per-core"},  # without --replicas: one per core (at most 4)
         )
     )

@@ -187,6 +187,6 @@ def maas_serving_engines(register):
             run=run,
             params=PARAMS,
             validate=validate,
-            extra={"start_s": 600.0},
+            extra={"start_s": 600.0, "replicas": "per-core"},
         )
     )
